@@ -1,0 +1,55 @@
+# edgewatt — the two commands that matter:
+#   make run    a real local energy measurement on this machine (no cluster needed)
+#   make test   installs what is missing (as root, via apt), then lint + every test
+SHELL := /bin/bash
+CARGO ?= cargo
+APT_PACKAGES := prometheus clang llvm bpftool libbpf-dev
+# binary each apt package provides, to tell whether it is installed
+APT_PROBES := prometheus:prometheus promtool:prometheus clang:clang llvm-strip:llvm bpftool:bpftool
+
+.PHONY: run test deps lint unit doc crds ebpf bench build-time
+
+run:
+	$(CARGO) run --release -p edgewatt-exporter -- top
+
+test: deps lint unit doc
+
+## Install missing system packages (needs root) or say exactly what is missing.
+deps:
+	@missing=""; \
+	for probe in $(APT_PROBES); do \
+	  bin=$${probe%%:*}; pkg=$${probe##*:}; \
+	  command -v $$bin >/dev/null 2>&1 || [ -x /usr/sbin/$$bin ] || missing="$$missing $$pkg"; \
+	done; \
+	[ -f /usr/include/bpf/libbpf.h ] || missing="$$missing libbpf-dev"; \
+	missing=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
+	if [ -n "$${missing// /}" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "deps: installing$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
+	  else \
+	    echo "deps: missing Debian packages:$$missing — run as root or: sudo apt-get install$$missing" >&2; exit 1; \
+	  fi; \
+	fi
+	@$(CARGO) nextest --version >/dev/null 2>&1 || { echo "deps: installing cargo-nextest"; $(CARGO) install --locked cargo-nextest; }
+	@echo "deps: ok (prometheus $$(prometheus --version 2>&1 | head -1 | awk '{print $$3}'), clang $$(clang --version | head -1 | awk '{print $$NF}'))"
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) nextest run --workspace --no-fail-fast
+
+doc:
+	$(CARGO) test --workspace --doc
+
+## Regenerate crds/*.yaml from the Rust types and copy the EnergyPolicy CRD into the chart.
+crds:
+	$(CARGO) run -q -p edgewatt-crds --bin crdgen
+	cp crds/edgewatt.io_energypolicies.yaml charts/edgewatt/crds/
+
+## Clean-build time of the whole workspace (recorded in BENCHMARKS.md).
+build-time:
+	$(CARGO) clean
+	time $(CARGO) build --workspace --all-targets

@@ -1,0 +1,187 @@
+//! Every PromQL string edgewatt sends, built in one place so the controller, the extender, the
+//! dashboards' tests and the alert rules cannot drift apart.
+//!
+//! Each signal comes as a pair of queries for *all* targets at once: its latest value and its
+//! sample age. Nodes are scraped every few seconds; Flotta devices remote-write in batches every
+//! ~5 minutes, so the look-back window and the join label are per target kind ([`TargetQuery`]).
+
+use std::time::Duration;
+
+use crate::metrics::{base, control, label, MetricNames};
+
+/// A per-target signal the controller and extender read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Signal {
+    /// Battery state of charge, 0..1.
+    BatteryRatio,
+    /// Energy left in the battery, joules.
+    BatteryEnergy,
+    /// Battery discharge power, watts (0 when charging or on mains).
+    BatteryDraw,
+    /// Whole-node draw: the platform meter where there is one, else the sum of CPU packages
+    /// (RAPL, hwmon or estimator) plus GPUs.
+    NodeWatts,
+    /// The node's configured budget (exporter `--power-budget-watts` or BMC limit).
+    PowerBudget,
+    /// 1 when on mains/AC.
+    ExternalPower,
+}
+
+impl Signal {
+    pub const ALL: [Signal; 6] = [
+        Signal::BatteryRatio,
+        Signal::BatteryEnergy,
+        Signal::BatteryDraw,
+        Signal::NodeWatts,
+        Signal::PowerBudget,
+        Signal::ExternalPower,
+    ];
+
+    /// The metrics this signal is built from, most preferred first.
+    fn metrics(self, names: &MetricNames) -> Vec<String> {
+        match self {
+            Signal::BatteryRatio => vec![names.name(base::BATTERY_CHARGE_RATIO)],
+            Signal::BatteryEnergy => vec![names.name(base::BATTERY_ENERGY_JOULES)],
+            Signal::BatteryDraw => vec![names.name(base::BATTERY_POWER_WATTS)],
+            Signal::NodeWatts => vec![
+                names.name(base::NODE_PLATFORM_WATTS),
+                names.name(base::NODE_CPU_WATTS),
+            ],
+            Signal::PowerBudget => vec![names.name(base::POWER_BUDGET_WATTS)],
+            Signal::ExternalPower => vec![names.name(base::EXTERNAL_POWER)],
+        }
+    }
+}
+
+/// How to find one kind of target's series in Prometheus.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetQuery {
+    pub names: MetricNames,
+    /// The label carrying the target's name (`node_name`, or `edgedeviceid` for remote-written
+    /// Flotta devices).
+    pub join_label: String,
+    /// How far back a sample may be and still be used (the freshness window).
+    pub window: Duration,
+}
+
+impl TargetQuery {
+    /// Scraped Kubernetes nodes: `node_name`, 2 minutes.
+    pub fn nodes(names: MetricNames) -> Self {
+        Self {
+            names,
+            join_label: label::NODE.to_string(),
+            window: Duration::from_secs(120),
+        }
+    }
+
+    /// Flotta devices: `edgedeviceid`, 15 minutes (three remote-write batches).
+    pub fn edge_devices(names: MetricNames) -> Self {
+        Self {
+            names,
+            join_label: label::FLOTTA_DEVICE.to_string(),
+            window: Duration::from_secs(900),
+        }
+    }
+
+    fn range(&self) -> String {
+        format!("{}s", self.window.as_secs().max(1))
+    }
+
+    /// Latest value of `signal` for every target, one series per `join_label` value.
+    pub fn value(&self, signal: Signal) -> String {
+        let l = &self.join_label;
+        let w = self.range();
+        match signal {
+            Signal::NodeWatts => {
+                let m = signal.metrics(&self.names);
+                format!(
+                    "max by ({l}) (last_over_time({}[{w}])) or sum by ({l}) (last_over_time({}{{zone=\"package\"}}[{w}]))",
+                    m[0], m[1]
+                )
+            }
+            _ => {
+                let m = &signal.metrics(&self.names)[0];
+                format!("max by ({l}) (last_over_time({m}[{w}]))")
+            }
+        }
+    }
+
+    /// Age in seconds of the newest sample behind `signal`, per target. Missing targets have no
+    /// data inside the window at all.
+    pub fn age(&self, signal: Signal) -> String {
+        let l = &self.join_label;
+        let w = self.range();
+        let selectors: Vec<String> = signal
+            .metrics(&self.names)
+            .iter()
+            .map(|m| {
+                if signal == Signal::NodeWatts && m.ends_with(base::NODE_CPU_WATTS) {
+                    format!("{m}{{zone=\"package\"}}")
+                } else {
+                    m.clone()
+                }
+            })
+            .collect();
+        // `timestamp()` of a plain selector is the sample's own time, but only within the 5 minute
+        // look-back; the subquery finds older samples (to a 10 s step) up to the window.
+        let newest = selectors
+            .iter()
+            .map(|s| {
+                format!("max by ({l}) (timestamp({s})) or max by ({l}) (max_over_time(timestamp({s})[{w}:10s]))")
+            })
+            .collect::<Vec<_>>()
+            .join(" or ");
+        format!("time() - ({newest})")
+    }
+
+    /// Flotta heartbeat increase per device over the window: a device whose counter stopped is
+    /// not alive, whatever its `status.phase` says.
+    pub fn heartbeat_increase(&self) -> String {
+        let w = self.range();
+        format!(
+            "sum by ({l}) (increase({m}[{w}]))",
+            l = label::FLOTTA_DEVICE_ID,
+            m = control::FLOTTA_HEARTBEAT
+        )
+    }
+}
+
+/// Average CPU watts of every pod over `window`, for the extender's expected-draw estimate
+/// (grouped by owner in code, so one query serves all pending pods).
+pub fn pod_average_watts(names: &MetricNames, window: Duration) -> String {
+    format!(
+        "avg by ({ns}, {pod}) (avg_over_time({m}[{w}s]))",
+        ns = label::POD_NAMESPACE,
+        pod = label::POD_NAME,
+        m = names.name(base::POD_CPU_WATTS),
+        w = window.as_secs().max(1)
+    )
+}
+
+/// A user's custom starvation query, wrapped so it can be evaluated for all targets at once.
+/// The user's expression must itself return one series per target with the join label.
+pub fn custom(promql: &str) -> String {
+    format!("({promql})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_use_prefix_join_label_and_window() {
+        let q = TargetQuery::nodes(MetricNames::default());
+        assert_eq!(
+            q.value(Signal::BatteryRatio),
+            "max by (node_name) (last_over_time(edgewatt_node_battery_charge_ratio[120s]))"
+        );
+        let d = TargetQuery::edge_devices(MetricNames::new("kepler"));
+        assert!(d
+            .value(Signal::BatteryDraw)
+            .contains("kepler_node_battery_power_watts[900s]"));
+        assert!(d
+            .age(Signal::BatteryRatio)
+            .starts_with("time() - (max by (edgedeviceid)"));
+        assert!(q.age(Signal::NodeWatts).contains(" or "));
+    }
+}

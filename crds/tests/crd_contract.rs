@@ -1,0 +1,190 @@
+//! The generated CRDs are committed, copied into the chart, and enforce the policy rules.
+
+use std::path::{Path, PathBuf};
+
+use edgewatt_crds::{validation, EnergyPolicy};
+use kube::CustomResourceExt;
+use serde_json::{json, Value};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+#[test]
+fn committed_crds_match_generated() {
+    for (file, yaml) in edgewatt_crds::generated_yaml().unwrap() {
+        let path = repo().join("crds").join(file);
+        let committed =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(
+            committed == yaml,
+            "{} is stale: run `cargo run -p edgewatt-crds --bin crdgen`",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn chart_carries_the_same_crd() {
+    let generated =
+        std::fs::read_to_string(repo().join("crds/edgewatt.io_energypolicies.yaml")).unwrap();
+    let chart = std::fs::read_to_string(
+        repo().join("charts/edgewatt/crds/edgewatt.io_energypolicies.yaml"),
+    )
+    .expect("the chart must ship the EnergyPolicy CRD");
+    assert!(
+        chart == generated,
+        "charts/edgewatt/crds/ differs from crds/: copy it (make crds)"
+    );
+}
+
+fn schema() -> Value {
+    validation::schema_of(&EnergyPolicy::crd()).unwrap()
+}
+
+/// Admission as the API server does it: default, then validate.
+fn admit(object: &Value) -> Result<Value, Vec<String>> {
+    let schema = schema();
+    let defaulted = validation::apply_defaults(&schema, object);
+    validation::validate(&schema, &defaulted, None)
+        .map(|_| defaulted)
+        .map_err(|errs| errs.iter().map(|e| e.to_string()).collect())
+}
+
+#[test]
+fn every_example_parses_and_passes_validation() {
+    let dir = repo().join("examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let value: Value =
+            serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if value["kind"] != "EnergyPolicy" {
+            continue;
+        }
+        let admitted =
+            admit(&value).unwrap_or_else(|e| panic!("{} rejected: {e:?}", path.display()));
+        let policy: EnergyPolicy = serde_json::from_value(admitted)
+            .unwrap_or_else(|e| panic!("{} does not deserialize: {e}", path.display()));
+        policy.spec.durations().unwrap();
+        seen += 1;
+    }
+    assert!(
+        seen >= 3,
+        "expected the three sample policies, found {seen}"
+    );
+}
+
+fn valid() -> Value {
+    json!({
+        "apiVersion": "edgewatt.io/v1alpha1",
+        "kind": "EnergyPolicy",
+        "metadata": {"name": "p"},
+        "spec": {
+            "targets": {"nodeSelector": {}},
+            "starvation": {"batteryBelowPercent": 20, "for": "2m"},
+            "recovery": {"batteryAbovePercent": 35}
+        }
+    })
+}
+
+fn rejected_with(mutate: impl FnOnce(&mut Value), expected: &str) {
+    let mut object = valid();
+    mutate(&mut object);
+    let errors = admit(&object).expect_err("invalid sample was admitted");
+    assert!(
+        errors.iter().any(|e| e.contains(expected)),
+        "expected an error containing {expected:?}, got {errors:?}"
+    );
+}
+
+#[test]
+fn baseline_sample_is_valid_and_defaulted() {
+    let admitted = admit(&valid()).unwrap();
+    assert_eq!(admitted["spec"]["action"]["mode"], "Observe");
+    assert_eq!(admitted["spec"]["action"]["maxConcurrent"], 2);
+    assert_eq!(admitted["spec"]["recovery"]["for"], "5m");
+}
+
+#[test]
+fn cel_rejects_missing_target_selector() {
+    rejected_with(
+        |o| o["spec"]["targets"] = json!({}),
+        "targets needs nodeSelector, edgeDeviceSelector or both",
+    );
+}
+
+#[test]
+fn cel_rejects_policy_without_starvation_condition() {
+    rejected_with(
+        |o| o["spec"]["starvation"] = json!({"for": "1m"}),
+        "starvation needs at least one condition",
+    );
+}
+
+#[test]
+fn cel_rejects_recovery_not_above_starvation() {
+    rejected_with(
+        |o| o["spec"]["recovery"]["batteryAbovePercent"] = json!(15),
+        "must be greater than starvation.batteryBelowPercent",
+    );
+    rejected_with(
+        |o| o["spec"]["recovery"]["batteryAbovePercent"] = json!(20),
+        "must be greater than starvation.batteryBelowPercent",
+    );
+}
+
+#[test]
+fn cel_rejects_query_with_both_or_no_threshold() {
+    rejected_with(
+        |o| o["spec"]["starvation"]["query"] = json!({"promql": "up", "above": 1, "below": 2}),
+        "query needs exactly one of above or below",
+    );
+    rejected_with(
+        |o| o["spec"]["starvation"]["query"] = json!({"promql": "up"}),
+        "query needs exactly one of above or below",
+    );
+}
+
+#[test]
+fn openapi_rejects_out_of_range_percent() {
+    rejected_with(
+        |o| o["spec"]["starvation"]["batteryBelowPercent"] = json!(120),
+        "should be less than or equal to 100",
+    );
+    rejected_with(
+        |o| o["spec"]["recovery"]["batteryAbovePercent"] = json!(-1),
+        "should be greater than or equal to 0",
+    );
+}
+
+#[test]
+fn openapi_rejects_zero_max_concurrent() {
+    rejected_with(
+        |o| o["spec"]["action"] = json!({"maxConcurrent": 0}),
+        "spec.action.maxConcurrent in body should be greater than or equal to 1",
+    );
+}
+
+#[test]
+fn openapi_rejects_malformed_duration_and_mode() {
+    rejected_with(
+        |o| o["spec"]["starvation"]["for"] = json!("2 minutes"),
+        "should match",
+    );
+    rejected_with(
+        |o| o["spec"]["action"] = json!({"mode": "Evict"}),
+        "Unsupported value",
+    );
+    rejected_with(
+        |o| o["spec"]["targets"] = json!("all"),
+        "must be of type object",
+    );
+}

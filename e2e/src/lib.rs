@@ -1,0 +1,16 @@
+//! Test infrastructure for edgewatt: real components started by the tests themselves.
+//!
+//! - [`prometheus`]: the Debian `prometheus` binary on a free loopback port.
+//!
+//! This crate must not depend on edgewatt's own crates, so every crate can use it as a
+//! dev-dependency without cycles.
+
+pub mod prometheus;
+
+/// A free TCP port on 127.0.0.1 (the OS picks; the listener is closed before returning).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral loopback port")
+}

@@ -1,0 +1,1 @@
+//! kube-scheduler extender that filters and scores nodes by power headroom
