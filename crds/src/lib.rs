@@ -7,6 +7,8 @@ pub mod duration;
 pub mod energy_policy;
 pub mod flotta;
 pub mod metrics;
+#[cfg(feature = "prom")]
+pub mod prom;
 pub mod promql;
 pub mod validation;
 

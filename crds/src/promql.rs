@@ -95,7 +95,7 @@ impl TargetQuery {
             Signal::NodeWatts => {
                 let m = signal.metrics(&self.names);
                 format!(
-                    "max by ({l}) (last_over_time({}[{w}])) or sum by ({l}) (last_over_time({}{{zone=\"package\"}}[{w}]))",
+                    "max by ({l}) (last_over_time({}[{w}])) or sum by ({l}) (last_over_time({}{{zone=~\"package|dram\"}}[{w}]))",
                     m[0], m[1]
                 )
             }
@@ -116,7 +116,7 @@ impl TargetQuery {
             .iter()
             .map(|m| {
                 if signal == Signal::NodeWatts && m.ends_with(base::NODE_CPU_WATTS) {
-                    format!("{m}{{zone=\"package\"}}")
+                    format!("{m}{{zone=~\"package|dram\"}}")
                 } else {
                     m.clone()
                 }
