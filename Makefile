@@ -7,12 +7,12 @@ APT_PACKAGES := prometheus clang llvm bpftool libbpf-dev
 # binary each apt package provides, to tell whether it is installed
 APT_PROBES := prometheus:prometheus promtool:prometheus clang:clang llvm-strip:llvm bpftool:bpftool
 
-.PHONY: run test deps lint unit doc crds ebpf bench build-time
+.PHONY: run test deps lint unit doc crds ebpf ebpf-check bench build-time
 
 run:
 	$(CARGO) run --release -p edgewatt-exporter -- top
 
-test: deps lint unit doc
+test: deps lint ebpf-check unit doc
 
 ## Install missing system packages (needs root) or say exactly what is missing.
 deps:
@@ -53,3 +53,11 @@ crds:
 build-time:
 	$(CARGO) clean
 	time $(CARGO) build --workspace --all-targets
+
+## Rebuild the committed eBPF object from ebpf/cpu_account.bpf.c (needs clang, llvm).
+ebpf:
+	$(MAKE) -C ebpf -B
+
+## Fail when the committed eBPF object does not match its source.
+ebpf-check:
+	$(MAKE) -s -C ebpf check
