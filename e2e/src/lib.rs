@@ -5,6 +5,7 @@
 //! This crate must not depend on edgewatt's own crates, so every crate can use it as a
 //! dev-dependency without cycles.
 
+pub mod apiserver;
 pub mod prometheus;
 
 /// A free TCP port on 127.0.0.1 (the OS picks; the listener is closed before returning).

@@ -1,0 +1,390 @@
+//! An in-process Kubernetes API server double that speaks the real HTTP protocol, so
+//! `kube::Client`, `kube::runtime::watcher` and `Controller` run unmodified against it.
+//!
+//! No kube-apiserver binary exists on the test machines; this double decides whether the
+//! controller's tests mean anything, so it follows the real server wherever our code touches it
+//! (resourceVersions, watch semantics, status subresources, finalizers, PDB-checked eviction,
+//! `metav1.Status` errors). What it knowingly simplifies is listed in `e2e/README.md`.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let server = edgewatt_e2e::apiserver::ApiServer::start().await?;
+//! let client = server.client()?;
+//! std::env::set_var("KUBECONFIG", server.kubeconfig_path()); // for child processes
+//! # Ok(()) }
+//! ```
+
+mod discovery;
+mod eviction;
+mod http;
+mod ops;
+pub mod patch;
+mod resources;
+pub mod selectors;
+mod status;
+mod store;
+mod watch;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub use resources::{builtin_resources, ResourceDef};
+pub use status::ApiError;
+pub use store::EventType;
+
+/// Admission hook: gets the new object (and the old one on updates) and returns the object to
+/// store (possibly defaulted) or the rejection messages (`field: message`), answered as 422.
+pub type Validator =
+    Arc<dyn Fn(&Value, Option<&Value>) -> Result<Value, Vec<String>> + Send + Sync + 'static>;
+
+/// One served request, for assertions such as "the controller made zero writes".
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestRecord {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub content_type: Option<String>,
+    pub status: u16,
+}
+
+impl RequestRecord {
+    /// Whether the request could change state (anything but GET/HEAD/OPTIONS).
+    pub fn is_write(&self) -> bool {
+        !matches!(self.method.as_str(), "GET" | "HEAD" | "OPTIONS")
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    pub fail_next: u32,
+    pub latency: Duration,
+}
+
+/// Tunables for [`ApiServer::start_with`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Changes kept for watches; older resourceVersions get 410 Gone.
+    pub history: usize,
+    /// How often watches with `allowWatchBookmarks` get a BOOKMARK (the real server: ~1 min).
+    pub bookmark_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            history: 100_000,
+            bookmark_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Shared server state.
+pub(crate) struct App {
+    pub registry: RwLock<Vec<ResourceDef>>,
+    pub store: Mutex<store::Inner>,
+    pub validators: RwLock<HashMap<String, Validator>>,
+    pub faults: Mutex<Faults>,
+    pub log: Mutex<Vec<RequestRecord>>,
+    pub drop_watches: tokio::sync::watch::Sender<u64>,
+    pub bookmark_interval: Duration,
+    pub addr: SocketAddr,
+}
+
+impl App {
+    pub(crate) fn resource(&self, group: &str, version: &str, plural: &str) -> Option<ResourceDef> {
+        self.registry
+            .read()
+            .expect("registry lock")
+            .iter()
+            .find(|r| r.group == group && r.version == version && r.plural == plural)
+            .cloned()
+    }
+
+    /// `plural` or `plural.group` (core types win for a bare plural).
+    pub(crate) fn resource_by_name(&self, name: &str) -> Option<ResourceDef> {
+        let reg = self.registry.read().expect("registry lock");
+        let (plural, group) = name.split_once('.').unwrap_or((name, ""));
+        reg.iter()
+            .find(|r| r.plural == plural && r.group == group)
+            .or_else(|| {
+                if group.is_empty() {
+                    reg.iter().find(|r| r.plural == plural)
+                } else {
+                    None
+                }
+            })
+            .cloned()
+    }
+
+    fn resource_by_kind(&self, api_version: &str, kind: &str) -> Option<ResourceDef> {
+        self.registry
+            .read()
+            .expect("registry lock")
+            .iter()
+            .find(|r| r.api_version() == api_version && r.kind == kind)
+            .cloned()
+    }
+}
+
+/// A running API server double on a loopback port; stops when dropped.
+pub struct ApiServer {
+    app: Arc<App>,
+    task: tokio::task::JoinHandle<()>,
+    kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.drop_watches();
+    }
+}
+
+impl ApiServer {
+    /// Starts a server with the built-in types and the namespaces `default`, `kube-system`,
+    /// `kube-public` and `kube-node-lease`, like a fresh cluster.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(Options::default()).await
+    }
+
+    /// [`ApiServer::start`] with tunables.
+    pub async fn start_with(opts: Options) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (drop_watches, _) = tokio::sync::watch::channel(0);
+        let app = Arc::new(App {
+            registry: RwLock::new(builtin_resources()),
+            store: Mutex::new(store::Inner::new(opts.history.max(1))),
+            validators: RwLock::new(HashMap::new()),
+            faults: Mutex::new(Faults::default()),
+            log: Mutex::new(Vec::new()),
+            drop_watches,
+            bookmark_interval: opts.bookmark_interval,
+            addr,
+        });
+        let router = http::router(app.clone());
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!("API server double stopped: {e}");
+            }
+        });
+        let dir = tempfile::tempdir()?;
+        let kubeconfig = dir.path().join("kubeconfig");
+        let server = Self {
+            app,
+            task,
+            kubeconfig,
+            _dir: dir,
+        };
+        server.write_kubeconfig(&server.kubeconfig)?;
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            server.put(serde_json::json!({
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": ns}, "status": {"phase": "Active"}
+            }))?;
+        }
+        Ok(server)
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.app.addr)
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.app.addr
+    }
+
+    /// A `kube::Client` for this server, default namespace `default`.
+    pub fn client(&self) -> anyhow::Result<kube::Client> {
+        Ok(kube::Client::try_from(self.config()?)?)
+    }
+
+    /// A `kube::Config` for this server (to tune timeouts before building a client).
+    pub fn config(&self) -> anyhow::Result<kube::Config> {
+        let mut config = kube::Config::new(self.url().parse()?);
+        config.default_namespace = "default".into();
+        Ok(config)
+    }
+
+    /// Path of a kubeconfig file pointing at this server (context `edgewatt-double`).
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// Writes a kubeconfig for this server to `path`, for separately started binaries.
+    pub fn write_kubeconfig(&self, path: &Path) -> anyhow::Result<()> {
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: edgewatt-double\n  cluster:\n    \
+             server: {url}\nusers:\n- name: edgewatt-double\n  user:\n    token: double\n\
+             contexts:\n- name: edgewatt-double\n  context:\n    cluster: edgewatt-double\n    \
+             user: edgewatt-double\n    namespace: default\ncurrent-context: edgewatt-double\n",
+            url = self.url()
+        );
+        std::fs::write(path, text)?;
+        Ok(())
+    }
+
+    /// Serves another type from now on (runtime registration of arbitrary kinds).
+    pub fn register(&self, def: ResourceDef) {
+        let mut reg = self.app.registry.write().expect("registry lock");
+        reg.retain(|r| {
+            !(r.group == def.group && r.version == def.version && r.plural == def.plural)
+        });
+        reg.push(def);
+    }
+
+    /// Plugs an admission validator for `plural` (create, update, patch, status writes).
+    pub fn register_validator(&self, plural: &str, validator: Validator) {
+        self.app
+            .validators
+            .write()
+            .expect("validators lock")
+            .insert(plural.to_string(), validator);
+    }
+
+    // ----- direct store access (no HTTP, no admission; still produces watch events) -----
+
+    /// Reads an object; `resource` is `plural` or `plural.group`, `ns` `None` for cluster scope.
+    pub fn get(&self, resource: &str, ns: Option<&str>, name: &str) -> Option<Value> {
+        let res = self.app.resource_by_name(resource)?;
+        let inner = self.app.store.lock().expect("store lock");
+        inner
+            .get(&res.key(), ns.unwrap_or_default(), name)
+            .map(|v| (*v).clone())
+    }
+
+    /// Lists every object of a resource (all namespaces), sorted by namespace and name.
+    pub fn list(&self, resource: &str) -> Vec<Value> {
+        let Some(res) = self.app.resource_by_name(resource) else {
+            return Vec::new();
+        };
+        let inner = self.app.store.lock().expect("store lock");
+        inner
+            .objects_of(&res.key())
+            .map(|(_, v)| (**v).clone())
+            .collect()
+    }
+
+    /// Creates or replaces an object as-is (status included), found by `apiVersion` and `kind`;
+    /// fills uid/creationTimestamp/generation when missing and assigns a new resourceVersion.
+    pub fn put(&self, obj: Value) -> anyhow::Result<Value> {
+        let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+        let kind = obj["kind"].as_str().unwrap_or_default();
+        let res = self
+            .app
+            .resource_by_kind(api_version, kind)
+            .ok_or_else(|| anyhow::anyhow!("no resource registered for {api_version} {kind}"))?;
+        let mut inner = self.app.store.lock().expect("store lock");
+        Ok((*ops::put_direct(&mut inner, &res, obj)).clone())
+    }
+
+    /// Typed [`ApiServer::get`].
+    pub fn get_typed<K>(&self, ns: Option<&str>, name: &str) -> Option<K>
+    where
+        K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+    {
+        let res = format!("{}.{}", K::plural(&()), K::group(&()));
+        let v = self.get(res.trim_end_matches('.'), ns, name)?;
+        serde_json::from_value(v).ok()
+    }
+
+    /// Typed [`ApiServer::put`].
+    pub fn put_typed<K>(&self, obj: &K) -> anyhow::Result<K>
+    where
+        K: kube::Resource<DynamicType = ()> + serde::Serialize + serde::de::DeserializeOwned,
+    {
+        let mut v = serde_json::to_value(obj)?;
+        v["apiVersion"] = K::api_version(&()).into();
+        v["kind"] = K::kind(&()).into();
+        Ok(serde_json::from_value(self.put(v)?)?)
+    }
+
+    /// Removes an object immediately (ignoring finalizers); emits DELETED.
+    pub fn remove(&self, resource: &str, ns: Option<&str>, name: &str) -> Option<Value> {
+        let res = self.app.resource_by_name(resource)?;
+        let mut inner = self.app.store.lock().expect("store lock");
+        inner
+            .remove(&res.key(), ns.unwrap_or_default(), name)
+            .map(|v| (*v).clone())
+    }
+
+    /// Sets `status.disruptionsAllowed` of a PodDisruptionBudget (the double has no disruption
+    /// controller to recompute it).
+    pub fn set_pdb_disruptions_allowed(
+        &self,
+        ns: &str,
+        name: &str,
+        allowed: i64,
+    ) -> anyhow::Result<()> {
+        let mut pdb = self
+            .get("poddisruptionbudgets.policy", Some(ns), name)
+            .ok_or_else(|| anyhow::anyhow!("no PodDisruptionBudget {ns}/{name}"))?;
+        pdb["status"]["disruptionsAllowed"] = allowed.into();
+        if pdb["metadata"]["generation"].is_i64() {
+            pdb["status"]["observedGeneration"] = pdb["metadata"]["generation"].clone();
+        }
+        self.put(pdb)?;
+        Ok(())
+    }
+
+    /// The current cluster-wide resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.app.store.lock().expect("store lock").rv
+    }
+
+    // ----- fault injection -----
+
+    /// Ends every open watch stream now (clients reconnect from their last resourceVersion).
+    pub fn drop_watches(&self) {
+        self.app.drop_watches.send_modify(|g| *g += 1);
+    }
+
+    /// Forgets the watch history: reconnecting watches get `410 Gone` and must re-list.
+    pub fn compact(&self) {
+        self.app.store.lock().expect("store lock").compact();
+    }
+
+    /// [`ApiServer::compact`] then [`ApiServer::drop_watches`]: forces every watcher through 410.
+    pub fn force_relist(&self) {
+        self.compact();
+        self.drop_watches();
+    }
+
+    /// The next `n` requests fail with 500 InternalError.
+    pub fn fail_next(&self, n: u32) {
+        self.app.faults.lock().expect("faults lock").fail_next = n;
+    }
+
+    /// Delays every request by `latency` (zero to stop).
+    pub fn set_latency(&self, latency: Duration) {
+        self.app.faults.lock().expect("faults lock").latency = latency;
+    }
+
+    // ----- request log -----
+
+    /// Every request served so far.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.app.log.lock().expect("log lock").clone()
+    }
+
+    /// Only the writes (POST/PUT/PATCH/DELETE).
+    pub fn writes(&self) -> Vec<RequestRecord> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.is_write())
+            .collect()
+    }
+
+    /// Empties the request log.
+    pub fn clear_requests(&self) {
+        self.app.log.lock().expect("log lock").clear();
+    }
+}
