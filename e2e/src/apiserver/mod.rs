@@ -131,6 +131,12 @@ impl App {
     }
 }
 
+/// Picks rustls' ring provider when none is installed yet: test binaries that also link
+/// aws-lc-rs (through reqwest) otherwise panic when kube builds its TLS config.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A running API server double on a loopback port; stops when dropped.
 pub struct ApiServer {
     app: Arc<App>,
@@ -209,6 +215,7 @@ impl ApiServer {
 
     /// A `kube::Config` for this server (to tune timeouts before building a client).
     pub fn config(&self) -> anyhow::Result<kube::Config> {
+        install_crypto_provider();
         let mut config = kube::Config::new(self.url().parse()?);
         config.default_namespace = "default".into();
         Ok(config)
