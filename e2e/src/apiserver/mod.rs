@@ -90,7 +90,9 @@ pub(crate) struct App {
     pub validators: RwLock<HashMap<String, Validator>>,
     pub faults: Mutex<Faults>,
     pub log: Mutex<Vec<RequestRecord>>,
-    pub drop_watches: tokio::sync::watch::Sender<u64>,
+    /// (generation, gone): bumping the generation ends open watches; `gone` ends them with an
+    /// ERROR 410 event first.
+    pub drop_watches: tokio::sync::watch::Sender<(u64, bool)>,
     pub bookmark_interval: Duration,
     pub addr: SocketAddr,
 }
@@ -163,7 +165,7 @@ impl ApiServer {
     pub async fn start_with(opts: Options) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let (drop_watches, _) = tokio::sync::watch::channel(0);
+        let (drop_watches, _) = tokio::sync::watch::channel((0, false));
         let app = Arc::new(App {
             registry: RwLock::new(builtin_resources()),
             store: Mutex::new(store::Inner::new(opts.history.max(1))),
@@ -351,7 +353,13 @@ impl ApiServer {
 
     /// Ends every open watch stream now (clients reconnect from their last resourceVersion).
     pub fn drop_watches(&self) {
-        self.app.drop_watches.send_modify(|g| *g += 1);
+        self.app.drop_watches.send_modify(|g| *g = (g.0 + 1, false));
+    }
+
+    /// Ends every open watch with an ERROR event carrying `410 Gone`, as the real server does
+    /// when a watcher falls behind the watch cache; clients must re-list.
+    pub fn expire_watches(&self) {
+        self.app.drop_watches.send_modify(|g| *g = (g.0 + 1, true));
     }
 
     /// Forgets the watch history: reconnecting watches get `410 Gone` and must re-list.
@@ -359,10 +367,11 @@ impl ApiServer {
         self.app.store.lock().expect("store lock").compact();
     }
 
-    /// [`ApiServer::compact`] then [`ApiServer::drop_watches`]: forces every watcher through 410.
+    /// [`ApiServer::compact`] then [`ApiServer::expire_watches`]: every open watcher gets 410
+    /// Gone and must re-list.
     pub fn force_relist(&self) {
         self.compact();
-        self.drop_watches();
+        self.expire_watches();
     }
 
     /// The next `n` requests fail with 500 InternalError.

@@ -77,7 +77,7 @@ struct State {
     api_version: String,
     pending: VecDeque<Bytes>,
     rx: broadcast::Receiver<Arc<Change>>,
-    drop_rx: watch::Receiver<u64>,
+    drop_rx: watch::Receiver<(u64, bool)>,
     deadline: Instant,
     bookmarks: Option<Interval>,
     last_rv: u64,
@@ -151,7 +151,15 @@ impl State {
                     Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return None,
                 },
                 _ = tokio::time::sleep_until(self.deadline) => return None,
-                _ = self.drop_rx.changed() => return None,
+                _ = self.drop_rx.changed() => {
+                    self.done = true;
+                    if self.drop_rx.borrow().1 {
+                        let rv = self.last_rv;
+                        let st = ApiError::gone(format!("too old resource version: {rv}")).to_status();
+                        return Some(value_line("ERROR", &st));
+                    }
+                    return None;
+                }
                 _ = bookmark_tick => self.drain_and_bookmark(),
             }
         }
