@@ -532,11 +532,13 @@ async fn finalizers_delay_deletion() {
     )
     .await
     .unwrap();
-    let mut dp = DeleteParams::default();
-    dp.preconditions = Some(kube::api::Preconditions {
-        resource_version: Some("1".into()),
-        uid: None,
-    });
+    let dp = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            resource_version: Some("1".into()),
+            uid: None,
+        }),
+        ..Default::default()
+    };
     assert_eq!(err_code(&devs.delete("e", &dp).await.unwrap_err()).0, 409);
 }
 
