@@ -1,1 +1,7 @@
-//! EnergyPolicy controller: finds energy-starved nodes and Flotta devices and moves work away
+//! EnergyPolicy controller: finds energy-starved nodes and Flotta devices and moves work away.
+//!
+//! The decision logic is the pure [`planner`]; [`snapshot`] turns Kubernetes objects and
+//! Prometheus readings into planner inputs; the rest is the runtime that gathers inputs, executes
+//! plans and reports (status, Events, metrics), split so each part can be tested on its own.
+
+pub mod planner;

@@ -1,0 +1,783 @@
+//! The pure planner: one control cycle as a function from snapshots to decisions.
+//!
+//! Everything that decides *whether* and *what* to move lives here, with no I/O and no clock, so
+//! that the safety rules (fail safe on unknown data, rate limits, cooldown, pinned work, target
+//! choice) can be unit- and property-tested exhaustively and benchmarked at fleet scale. The
+//! runtime (`reconciler`, `actuator`) only gathers inputs (`snapshot`) and executes [`Plan`]s.
+//!
+//! Rules, in short:
+//! - A target is *starved* once any configured starvation condition has held continuously for
+//!   `starvation.for`; it *recovers* once no starvation condition holds **and** the recovery
+//!   thresholds hold, continuously for `recovery.for`. Between the two thresholds nothing changes
+//!   (hysteresis), so a battery hovering around one line cannot flap.
+//! - Unknown data (a missing or stale signal that a condition needs) never starts or ends
+//!   starvation, never resets a timer, and a target with unknown data causes no action at all.
+//! - Work is moved only off starved targets, never when pinned or ineligible, never twice within
+//!   the cooldown, never more than `maxConcurrent` in flight or `maxPerHour` per rolling hour.
+//! - EdgeWorkloads go to the alive, non-starved device with known data that satisfies the
+//!   workload's `deviceSelector` and has the most headroom (ties: name). Pods are only evicted
+//!   (the scheduler places them), and only when some healthy, non-starved node would accept them.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use edgewatt_crds::{EnergyPolicySpec, Mode, PolicyDurations, TargetKind, WorkloadKind};
+
+/// Wall-clock time as the planner sees it (passed in, never read).
+pub type Time = DateTime<Utc>;
+
+/// Identity of a target. Nodes have no namespace; EdgeDevices do.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TargetId {
+    pub kind: TargetKind,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl TargetId {
+    pub fn node(name: impl Into<String>) -> Self {
+        Self {
+            kind: TargetKind::Node,
+            namespace: None,
+            name: name.into(),
+        }
+    }
+    pub fn device(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            kind: TargetKind::EdgeDevice,
+            namespace: Some(namespace.into()),
+            name: name.into(),
+        }
+    }
+}
+
+/// Fresh signal values of one target; `None` means missing or stale, i.e. unknown.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TargetSignals {
+    /// Battery state of charge, 0..1.
+    pub battery_ratio: Option<f64>,
+    /// Energy left in the battery, joules.
+    pub battery_energy_joules: Option<f64>,
+    /// Battery discharge power, watts.
+    pub battery_draw_watts: Option<f64>,
+    /// Whole-target draw, watts.
+    pub watts: Option<f64>,
+    /// Power budget, watts (annotation, metric or policy default, resolved by the adapter).
+    pub budget_watts: Option<f64>,
+    /// `Some(true)` on mains/AC. Optional metric: `None` is read as "on battery".
+    pub external_power: Option<bool>,
+    /// Value of the policy's custom query for this target.
+    pub custom: Option<f64>,
+}
+
+/// A taint on a node, as far as scheduling checks need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaintSpec {
+    pub key: String,
+    pub value: Option<String>,
+    pub effect: String,
+}
+
+/// A pod toleration (Kubernetes semantics: empty key + Exists tolerates everything).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TolerationSpec {
+    pub key: Option<String>,
+    /// `Equal` (default) or `Exists`.
+    pub operator: Option<String>,
+    pub value: Option<String>,
+    /// Empty: every effect.
+    pub effect: Option<String>,
+}
+
+impl TolerationSpec {
+    /// Whether this toleration tolerates `taint` (the kubelet's `ToleratesTaint`).
+    pub fn tolerates(&self, taint: &TaintSpec) -> bool {
+        if let Some(effect) = self.effect.as_deref().filter(|e| !e.is_empty()) {
+            if effect != taint.effect {
+                return false;
+            }
+        }
+        let key = self.key.as_deref().unwrap_or("");
+        if !key.is_empty() && key != taint.key {
+            return false;
+        }
+        match self.operator.as_deref().unwrap_or("Equal") {
+            "Exists" => true,
+            "Equal" | "" => {
+                key == taint.key
+                    && self.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Label selector requirement operators (Kubernetes label and node selector semantics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelOp {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+    Gt,
+    Lt,
+}
+
+/// One `matchExpressions` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelRequirement {
+    pub key: String,
+    pub op: LabelOp,
+    pub values: Vec<String>,
+}
+
+impl LabelRequirement {
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        let v = labels.get(&self.key);
+        match self.op {
+            LabelOp::In => v.is_some_and(|v| self.values.contains(v)),
+            LabelOp::NotIn => v.is_none_or(|v| !self.values.contains(v)),
+            LabelOp::Exists => v.is_some(),
+            LabelOp::DoesNotExist => v.is_none(),
+            LabelOp::Gt | LabelOp::Lt => {
+                let (Some(v), Some(bound)) = (
+                    v.and_then(|v| v.parse::<i64>().ok()),
+                    self.values.first().and_then(|b| b.parse::<i64>().ok()),
+                ) else {
+                    return false;
+                };
+                if self.op == LabelOp::Gt {
+                    v > bound
+                } else {
+                    v < bound
+                }
+            }
+        }
+    }
+}
+
+/// `matchLabels` AND `matchExpressions`. `None` where a selector is absent means "everything".
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Selector {
+    pub match_labels: BTreeMap<String, String>,
+    pub match_expressions: Vec<LabelRequirement>,
+}
+
+impl Selector {
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+            && self.match_expressions.iter().all(|r| r.matches(labels))
+    }
+}
+
+/// Where a workload may run, as the workload itself says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Constraints {
+    /// A pod: `nodeSelector` AND (any of the required node-affinity terms), tolerations.
+    Pod {
+        node_selector: BTreeMap<String, String>,
+        /// Required node-affinity terms, ORed; empty means no affinity constraint.
+        affinity_terms: Vec<Vec<LabelRequirement>>,
+        tolerations: Vec<TolerationSpec>,
+    },
+    /// An EdgeWorkload: its `deviceSelector` (None: any device).
+    EdgeWorkload { device_selector: Option<Selector> },
+}
+
+impl Constraints {
+    /// Whether a target with `labels` and `taints` satisfies these constraints.
+    pub fn accepts(&self, labels: &BTreeMap<String, String>, taints: &[TaintSpec]) -> bool {
+        match self {
+            Constraints::Pod {
+                node_selector,
+                affinity_terms,
+                tolerations,
+            } => {
+                node_selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+                    && (affinity_terms.is_empty()
+                        || affinity_terms
+                            .iter()
+                            .any(|term| term.iter().all(|r| r.matches(labels))))
+                    && taints
+                        .iter()
+                        .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
+                        .all(|t| tolerations.iter().any(|tol| tol.tolerates(t)))
+            }
+            Constraints::EdgeWorkload { device_selector } => {
+                device_selector.as_ref().is_none_or(|s| s.matches(labels))
+            }
+        }
+    }
+}
+
+/// One target (node or device) as seen this cycle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetSnapshot {
+    pub id: TargetId,
+    pub labels: BTreeMap<String, String>,
+    /// Selected by the policy's target selector. Unselected targets are never starved but may
+    /// receive work.
+    pub in_policy: bool,
+    /// Ready/schedulable node, or a device that is up and heartbeating.
+    pub alive: bool,
+    pub taints: Vec<TaintSpec>,
+    /// The node carries edgewatt's starvation taint already.
+    pub tainted: bool,
+    pub signals: TargetSignals,
+}
+
+/// Identity of a workload.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkloadId {
+    pub kind: WorkloadKind,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// One pod or EdgeWorkload as seen this cycle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkloadSnapshot {
+    pub id: WorkloadId,
+    /// The node or device it runs on (for EdgeWorkloads: namespace is the workload's).
+    pub target: Option<String>,
+    /// Annotated `edgewatt.io/pinned=true`.
+    pub pinned: bool,
+    /// Why it may never be moved (DaemonSet, mirror pod, no controller, not selected…).
+    pub ineligible: Option<String>,
+    /// A migration of it is already in flight (intent annotation present).
+    pub in_flight: bool,
+    pub constraints: Constraints,
+}
+
+/// State carried between cycles for one target.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TargetState {
+    /// Since when a starvation condition has held without a break (not yet starved, or starved).
+    pub condition_since: Option<Time>,
+    /// Set while starved.
+    pub starved: Option<StarvedInfo>,
+    /// Since when the recovery conditions have held (only while starved).
+    pub recovery_since: Option<Time>,
+    /// Last known battery percentage and draw (for status).
+    pub battery_percent: Option<f64>,
+    pub watts: Option<f64>,
+}
+
+/// Why and since when a target is starved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StarvedInfo {
+    pub since: Time,
+    pub reason: String,
+}
+
+/// Recent moves, kept by the runtime and passed in each cycle.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MoveHistory {
+    /// When each workload was last moved (started).
+    pub last_moved: HashMap<WorkloadId, Time>,
+    /// Move start times within (at least) the last hour.
+    pub recent_moves: Vec<Time>,
+    /// Moves currently in flight (make-before-break migrations not yet finished).
+    pub in_flight: u32,
+}
+
+impl MoveHistory {
+    /// Moves started within the hour before `now`.
+    pub fn moves_last_hour(&self, now: Time) -> u32 {
+        let hour_ago = now - chrono::Duration::hours(1);
+        self.recent_moves.iter().filter(|t| **t > hour_ago).count() as u32
+    }
+
+    /// Records a started move (what the runtime calls after executing an action).
+    pub fn record(&mut self, id: WorkloadId, at: Time) {
+        self.last_moved.insert(id, at);
+        self.recent_moves.push(at);
+        let hour_ago = at - chrono::Duration::hours(1);
+        self.recent_moves.retain(|t| *t > hour_ago);
+    }
+}
+
+/// Something the runtime should do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Put `edgewatt.io/energy-starved:NoSchedule` on the node.
+    Taint { node: String },
+    /// Remove it.
+    Untaint { node: String },
+    /// Evict the pod through the Eviction API (PDBs respected).
+    Evict { pod: WorkloadId, node: String },
+    /// Move an EdgeWorkload from a starved device to `to` (same namespace).
+    MigrateEdgeWorkload {
+        workload: WorkloadId,
+        from: String,
+        to: String,
+    },
+}
+
+/// A workload on a starved target that was not moved this cycle, and why (for visibility).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Skipped {
+    pub workload: WorkloadId,
+    pub reason: SkipReason,
+}
+
+/// Why a workload on a starved target stays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    Pinned,
+    Ineligible(String),
+    InFlight,
+    Cooldown,
+    MaxConcurrent,
+    MaxPerHour,
+    /// No healthy, non-starved target satisfies its constraints.
+    NoTarget,
+}
+
+/// What a starvation transition was.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transition {
+    Starved { target: TargetId, reason: String },
+    Recovered { target: TargetId },
+}
+
+/// The output of one cycle.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// State to carry into the next cycle (only targets present in this cycle's snapshot).
+    pub states: BTreeMap<TargetId, TargetState>,
+    /// Actions to execute. Always empty in Observe mode.
+    pub actions: Vec<Action>,
+    /// Observe mode: what would have been done.
+    pub dry_run: Vec<Action>,
+    pub skipped: Vec<Skipped>,
+    pub transitions: Vec<Transition>,
+}
+
+impl Plan {
+    /// Targets currently starved, sorted by id.
+    pub fn starved(&self) -> impl Iterator<Item = (&TargetId, &TargetState, &StarvedInfo)> {
+        self.states
+            .iter()
+            .filter_map(|(id, s)| s.starved.as_ref().map(|i| (id, s, i)))
+    }
+}
+
+/// Everything the planner needs for one cycle.
+pub struct PlanInput<'a> {
+    pub spec: &'a EnergyPolicySpec,
+    pub durations: &'a PolicyDurations,
+    pub now: Time,
+    pub targets: &'a [TargetSnapshot],
+    pub workloads: &'a [WorkloadSnapshot],
+    pub previous: &'a BTreeMap<TargetId, TargetState>,
+    pub history: &'a MoveHistory,
+}
+
+/// Result of evaluating a set of conditions: known to hold (with reason), known not to, unknown.
+#[derive(Debug, Clone, PartialEq)]
+enum Eval {
+    Holds(String),
+    Clear,
+    Unknown,
+}
+
+/// Starvation: any configured condition holds. Unknown only when none holds and one is unknown.
+fn starvation(spec: &EnergyPolicySpec, s: &TargetSignals) -> Eval {
+    let st = &spec.starvation;
+    let on_mains = s.external_power == Some(true);
+    let mut reasons = Vec::new();
+    let mut unknown = false;
+    let mut check = |v: Option<bool>, reason: &dyn Fn() -> String| match v {
+        Some(true) => reasons.push(reason()),
+        Some(false) => {}
+        None => unknown = true,
+    };
+    if let Some(below) = st.battery_below_percent {
+        let v = if on_mains {
+            Some(false)
+        } else {
+            s.battery_ratio.map(|r| r * 100.0 < below)
+        };
+        check(v, &|| {
+            format!(
+                "battery {:.0}% below {below}%",
+                s.battery_ratio.unwrap_or(0.0) * 100.0
+            )
+        });
+    }
+    if let Some(min) = st.min_runtime_minutes {
+        let v = if on_mains || s.battery_draw_watts.is_some_and(|d| d <= 0.0) {
+            Some(false)
+        } else {
+            match (s.battery_energy_joules, s.battery_draw_watts) {
+                (Some(e), Some(d)) => Some(e / d / 60.0 < min),
+                _ => None,
+            }
+        };
+        check(v, &|| {
+            let mins = s.battery_energy_joules.unwrap_or(0.0)
+                / s.battery_draw_watts.unwrap_or(1.0)
+                / 60.0;
+            format!("runtime {mins:.0} min below {min} min")
+        });
+    }
+    if let Some(above) = st.power_above_watts {
+        let v = match (s.watts, s.budget_watts) {
+            (Some(w), Some(b)) => Some(w - b > above),
+            _ => None,
+        };
+        check(v, &|| {
+            format!(
+                "draw {:.1} W exceeds budget {:.1} W by more than {above} W",
+                s.watts.unwrap_or(0.0),
+                s.budget_watts.unwrap_or(0.0)
+            )
+        });
+    }
+    if let Some(q) = &st.query {
+        let v = s.custom.and_then(|c| match (q.above, q.below) {
+            (Some(a), _) => Some(c > a),
+            (None, Some(b)) => Some(c < b),
+            (None, None) => None,
+        });
+        check(v, &|| format!("custom query value {}", s.custom.unwrap_or(0.0)));
+    }
+    if !reasons.is_empty() {
+        Eval::Holds(reasons.join("; "))
+    } else if unknown {
+        Eval::Unknown
+    } else {
+        Eval::Clear
+    }
+}
+
+/// Recovery: no starvation condition holds and every recovery threshold holds (known).
+fn recovery(spec: &EnergyPolicySpec, s: &TargetSignals) -> Eval {
+    match starvation(spec, s) {
+        Eval::Holds(r) => return Eval::Holds(r),
+        Eval::Unknown => return Eval::Unknown,
+        Eval::Clear => {}
+    }
+    if let Some(above) = spec
+        .recovery
+        .as_ref()
+        .and_then(|r| r.battery_above_percent)
+    {
+        if s.external_power != Some(true) {
+            match s.battery_ratio {
+                None => return Eval::Unknown,
+                Some(r) if r * 100.0 <= above => {
+                    return Eval::Holds(format!("battery {:.0}% not above {above}%", r * 100.0))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Eval::Clear
+}
+
+fn elapsed(since: Time, now: Time) -> std::time::Duration {
+    (now - since).to_std().unwrap_or_default()
+}
+
+/// Advances one target's state. Returns the new state, whether its data was known this cycle,
+/// and a transition if one happened.
+fn step_target(
+    input: &PlanInput<'_>,
+    t: &TargetSnapshot,
+    prev: Option<&TargetState>,
+) -> (TargetState, bool, Option<Transition>) {
+    let now = input.now;
+    let mut st = prev.cloned().unwrap_or_default();
+    if let Some(r) = t.signals.battery_ratio {
+        st.battery_percent = Some((r * 100.0 * 10.0).round() / 10.0);
+    }
+    if let Some(w) = t.signals.watts.or(t.signals.battery_draw_watts) {
+        st.watts = Some(w);
+    }
+    if !t.in_policy {
+        // Not covered (any more): never starved.
+        let was = st.starved.is_some();
+        let out = TargetState {
+            battery_percent: st.battery_percent,
+            watts: st.watts,
+            ..Default::default()
+        };
+        let tr = was.then(|| Transition::Recovered {
+            target: t.id.clone(),
+        });
+        return (out, true, tr);
+    }
+    match &st.starved {
+        None => match starvation(input.spec, &t.signals) {
+            Eval::Unknown => (st, false, None),
+            Eval::Clear => {
+                st.condition_since = None;
+                (st, true, None)
+            }
+            Eval::Holds(reason) => {
+                let since = *st.condition_since.get_or_insert(now);
+                if elapsed(since, now) >= input.durations.starvation_for {
+                    st.starved = Some(StarvedInfo {
+                        since,
+                        reason: reason.clone(),
+                    });
+                    st.recovery_since = None;
+                    let tr = Transition::Starved {
+                        target: t.id.clone(),
+                        reason,
+                    };
+                    (st, true, Some(tr))
+                } else {
+                    (st, true, None)
+                }
+            }
+        },
+        Some(_) => match recovery(input.spec, &t.signals) {
+            Eval::Unknown => (st, false, None),
+            Eval::Holds(_) => {
+                st.recovery_since = None;
+                if let Eval::Holds(reason) = starvation(input.spec, &t.signals) {
+                    if let Some(info) = st.starved.as_mut() {
+                        info.reason = reason;
+                    }
+                }
+                (st, true, None)
+            }
+            Eval::Clear => {
+                let since = *st.recovery_since.get_or_insert(now);
+                if elapsed(since, now) >= input.durations.recovery_for {
+                    let out = TargetState {
+                        battery_percent: st.battery_percent,
+                        watts: st.watts,
+                        ..Default::default()
+                    };
+                    (
+                        out,
+                        true,
+                        Some(Transition::Recovered {
+                            target: t.id.clone(),
+                        }),
+                    )
+                } else {
+                    (st, true, None)
+                }
+            }
+        },
+    }
+}
+
+/// Headroom ranking key of a possible destination; `None` when unknown (never chosen).
+/// Devices rank by battery ratio (mains = 1.0) first, then devices with only a watts headroom;
+/// nodes rank by budget − draw.
+fn headroom(t: &TargetSnapshot) -> Option<(u8, f64)> {
+    let s = &t.signals;
+    let watts = match (s.budget_watts, s.watts) {
+        (Some(b), Some(w)) => Some(b - w),
+        _ => None,
+    };
+    match t.id.kind {
+        TargetKind::EdgeDevice => {
+            if s.external_power == Some(true) {
+                Some((1, 1.0))
+            } else if let Some(r) = s.battery_ratio {
+                Some((1, r))
+            } else {
+                watts.map(|w| (0, w))
+            }
+        }
+        TargetKind::Node => watts.map(|w| (0, w)),
+    }
+}
+
+/// Runs one planning cycle. Pure: the same input always gives the same plan.
+pub fn plan(input: &PlanInput<'_>) -> Plan {
+    let mut out = Plan::default();
+    let mut known: HashSet<&TargetId> = HashSet::new();
+    for t in input.targets {
+        let (state, is_known, tr) = step_target(input, t, input.previous.get(&t.id));
+        if is_known {
+            known.insert(&t.id);
+        }
+        if let Some(tr) = tr {
+            out.transitions.push(tr);
+        }
+        out.states.insert(t.id.clone(), state);
+    }
+    let is_starved =
+        |id: &TargetId| out.states.get(id).is_some_and(|s| s.starved.is_some());
+
+    let mut actions = Vec::new();
+    let action = &input.spec.action;
+
+    // Taints follow starvation of targets whose data is known this cycle.
+    for t in input.targets.iter().filter(|t| t.id.kind == TargetKind::Node) {
+        if !known.contains(&t.id) {
+            continue;
+        }
+        let want = is_starved(&t.id) && action.taint_nodes;
+        if want && !t.tainted {
+            actions.push(Action::Taint {
+                node: t.id.name.clone(),
+            });
+        } else if !want && t.tainted && t.in_policy {
+            actions.push(Action::Untaint {
+                node: t.id.name.clone(),
+            });
+        }
+    }
+
+    // Sources: starved targets with known data, oldest starvation first, then by id.
+    let mut sources: Vec<(&TargetSnapshot, Time)> = input
+        .targets
+        .iter()
+        .filter(|t| known.contains(&t.id))
+        .filter_map(|t| {
+            out.states
+                .get(&t.id)
+                .and_then(|s| s.starved.as_ref())
+                .map(|i| (t, i.since))
+        })
+        .collect();
+    sources.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.id.cmp(&b.0.id)));
+
+    if !sources.is_empty() {
+        // Destinations: alive, known, not starved, with known headroom; best first.
+        let healthy = |t: &&TargetSnapshot| {
+            t.alive && known.contains(&t.id) && !is_starved(&t.id)
+        };
+        let nodes: Vec<&TargetSnapshot> = input
+            .targets
+            .iter()
+            .filter(|t| t.id.kind == TargetKind::Node)
+            .filter(healthy)
+            .collect();
+        let mut devices: Vec<(&TargetSnapshot, (u8, f64))> = input
+            .targets
+            .iter()
+            .filter(|t| t.id.kind == TargetKind::EdgeDevice)
+            .filter(healthy)
+            .filter_map(|t| headroom(t).map(|h| (t, h)))
+            .collect();
+        devices.sort_by(|a, b| {
+            b.1 .0
+                .cmp(&a.1 .0)
+                .then(b.1 .1.total_cmp(&a.1 .1))
+                .then_with(|| a.0.id.name.cmp(&b.0.id.name))
+                .then_with(|| a.0.id.namespace.cmp(&b.0.id.namespace))
+        });
+
+        // Workloads by (kind, namespace-for-devices, target name).
+        let mut by_target: HashMap<(TargetKind, Option<&str>, &str), Vec<&WorkloadSnapshot>> =
+            HashMap::new();
+        for w in input.workloads {
+            let Some(target) = w.target.as_deref() else {
+                continue;
+            };
+            let key = match w.id.kind {
+                WorkloadKind::Pod => (TargetKind::Node, None, target),
+                WorkloadKind::EdgeWorkload => {
+                    (TargetKind::EdgeDevice, Some(w.id.namespace.as_str()), target)
+                }
+            };
+            by_target.entry(key).or_default().push(w);
+        }
+
+        let now = input.now;
+        let limit_concurrent = action.max_concurrent;
+        let mut budget_concurrent = limit_concurrent.saturating_sub(input.history.in_flight);
+        let mut budget_hour = action
+            .max_per_hour
+            .saturating_sub(input.history.moves_last_hour(now));
+        let cooldown = chrono::Duration::from_std(input.durations.cooldown)
+            .unwrap_or(chrono::Duration::MAX);
+
+        for (source, _) in sources {
+            let key = (
+                source.id.kind,
+                source.id.namespace.as_deref(),
+                source.id.name.as_str(),
+            );
+            let Some(list) = by_target.get_mut(&key) else {
+                continue;
+            };
+            list.sort_by(|a, b| a.id.cmp(&b.id));
+            for w in list.iter() {
+                let skip = |reason| Skipped {
+                    workload: w.id.clone(),
+                    reason,
+                };
+                if w.pinned {
+                    out.skipped.push(skip(SkipReason::Pinned));
+                    continue;
+                }
+                if let Some(why) = &w.ineligible {
+                    out.skipped.push(skip(SkipReason::Ineligible(why.clone())));
+                    continue;
+                }
+                if w.in_flight {
+                    out.skipped.push(skip(SkipReason::InFlight));
+                    continue;
+                }
+                if input
+                    .history
+                    .last_moved
+                    .get(&w.id)
+                    .is_some_and(|at| now - *at < cooldown)
+                {
+                    out.skipped.push(skip(SkipReason::Cooldown));
+                    continue;
+                }
+                if budget_concurrent == 0 {
+                    out.skipped.push(skip(SkipReason::MaxConcurrent));
+                    continue;
+                }
+                if budget_hour == 0 {
+                    out.skipped.push(skip(SkipReason::MaxPerHour));
+                    continue;
+                }
+                let act = match w.id.kind {
+                    WorkloadKind::Pod => nodes
+                        .iter()
+                        .any(|n| n.id != source.id && w.constraints.accepts(&n.labels, &n.taints))
+                        .then(|| Action::Evict {
+                            pod: w.id.clone(),
+                            node: source.id.name.clone(),
+                        }),
+                    WorkloadKind::EdgeWorkload => devices
+                        .iter()
+                        .find(|(d, _)| {
+                            d.id != source.id
+                                && d.id.namespace.as_deref() == Some(w.id.namespace.as_str())
+                                && w.constraints.accepts(&d.labels, &d.taints)
+                        })
+                        .map(|(d, _)| Action::MigrateEdgeWorkload {
+                            workload: w.id.clone(),
+                            from: source.id.name.clone(),
+                            to: d.id.name.clone(),
+                        }),
+                };
+                match act {
+                    Some(a) => {
+                        budget_concurrent -= 1;
+                        budget_hour -= 1;
+                        actions.push(a);
+                    }
+                    None => out.skipped.push(skip(SkipReason::NoTarget)),
+                }
+            }
+        }
+    }
+
+    match action.mode {
+        Mode::Migrate => out.actions = actions,
+        Mode::Observe => out.dry_run = actions,
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
