@@ -60,7 +60,11 @@ fn main() {
                 tainted: false,
                 signals: TargetSignals {
                     // 10% of devices are low.
-                    battery_ratio: Some(if i % 10 == 0 { 0.1 } else { 0.3 + (i % 70) as f64 / 100.0 }),
+                    battery_ratio: Some(if i % 10 == 0 {
+                        0.1
+                    } else {
+                        0.3 + (i % 70) as f64 / 100.0
+                    }),
                     battery_energy_joules: Some(50_000.0),
                     battery_draw_watts: Some(8.0),
                     ..Default::default()

@@ -5,3 +5,4 @@
 //! plans and reports (status, Events, metrics), split so each part can be tested on its own.
 
 pub mod planner;
+pub mod snapshot;

@@ -418,9 +418,8 @@ fn starvation(spec: &EnergyPolicySpec, s: &TargetSignals) -> Eval {
             }
         };
         check(v, &|| {
-            let mins = s.battery_energy_joules.unwrap_or(0.0)
-                / s.battery_draw_watts.unwrap_or(1.0)
-                / 60.0;
+            let mins =
+                s.battery_energy_joules.unwrap_or(0.0) / s.battery_draw_watts.unwrap_or(1.0) / 60.0;
             format!("runtime {mins:.0} min below {min} min")
         });
     }
@@ -443,7 +442,9 @@ fn starvation(spec: &EnergyPolicySpec, s: &TargetSignals) -> Eval {
             (None, Some(b)) => Some(c < b),
             (None, None) => None,
         });
-        check(v, &|| format!("custom query value {}", s.custom.unwrap_or(0.0)));
+        check(v, &|| {
+            format!("custom query value {}", s.custom.unwrap_or(0.0))
+        });
     }
     if !reasons.is_empty() {
         Eval::Holds(reasons.join("; "))
@@ -461,11 +462,7 @@ fn recovery(spec: &EnergyPolicySpec, s: &TargetSignals) -> Eval {
         Eval::Unknown => return Eval::Unknown,
         Eval::Clear => {}
     }
-    if let Some(above) = spec
-        .recovery
-        .as_ref()
-        .and_then(|r| r.battery_above_percent)
-    {
+    if let Some(above) = spec.recovery.as_ref().and_then(|r| r.battery_above_percent) {
         if s.external_power != Some(true) {
             match s.battery_ratio {
                 None => return Eval::Unknown,
@@ -607,14 +604,17 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         }
         out.states.insert(t.id.clone(), state);
     }
-    let is_starved =
-        |id: &TargetId| out.states.get(id).is_some_and(|s| s.starved.is_some());
+    let is_starved = |id: &TargetId| out.states.get(id).is_some_and(|s| s.starved.is_some());
 
     let mut actions = Vec::new();
     let action = &input.spec.action;
 
     // Taints follow starvation of targets whose data is known this cycle.
-    for t in input.targets.iter().filter(|t| t.id.kind == TargetKind::Node) {
+    for t in input
+        .targets
+        .iter()
+        .filter(|t| t.id.kind == TargetKind::Node)
+    {
         if !known.contains(&t.id) {
             continue;
         }
@@ -646,9 +646,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
 
     if !sources.is_empty() {
         // Destinations: alive, known, not starved, with known headroom; best first.
-        let healthy = |t: &&TargetSnapshot| {
-            t.alive && known.contains(&t.id) && !is_starved(&t.id)
-        };
+        let healthy = |t: &&TargetSnapshot| t.alive && known.contains(&t.id) && !is_starved(&t.id);
         let nodes: Vec<&TargetSnapshot> = input
             .targets
             .iter()
@@ -679,9 +677,11 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             };
             let key = match w.id.kind {
                 WorkloadKind::Pod => (TargetKind::Node, None, target),
-                WorkloadKind::EdgeWorkload => {
-                    (TargetKind::EdgeDevice, Some(w.id.namespace.as_str()), target)
-                }
+                WorkloadKind::EdgeWorkload => (
+                    TargetKind::EdgeDevice,
+                    Some(w.id.namespace.as_str()),
+                    target,
+                ),
             };
             by_target.entry(key).or_default().push(w);
         }
@@ -692,9 +692,11 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         let mut budget_hour = action
             .max_per_hour
             .saturating_sub(input.history.moves_last_hour(now));
-        let cooldown = chrono::Duration::from_std(input.durations.cooldown)
-            .unwrap_or(chrono::Duration::MAX);
+        let cooldown =
+            chrono::Duration::from_std(input.durations.cooldown).unwrap_or(chrono::Duration::MAX);
 
+        // A selector-placed EdgeWorkload can sit on several starved devices: move it once.
+        let mut moved_now: HashSet<WorkloadId> = HashSet::new();
         for (source, _) in sources {
             let key = (
                 source.id.kind,
@@ -718,7 +720,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                     out.skipped.push(skip(SkipReason::Ineligible(why.clone())));
                     continue;
                 }
-                if w.in_flight {
+                if w.in_flight || moved_now.contains(&w.id) {
                     out.skipped.push(skip(SkipReason::InFlight));
                     continue;
                 }
@@ -762,6 +764,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 };
                 match act {
                     Some(a) => {
+                        moved_now.insert(w.id.clone());
                         budget_concurrent -= 1;
                         budget_hour -= 1;
                         actions.push(a);

@@ -108,7 +108,12 @@ impl Sim {
             history: MoveHistory::default(),
         }
     }
-    fn step(&mut self, now: Time, targets: &[TargetSnapshot], workloads: &[WorkloadSnapshot]) -> Plan {
+    fn step(
+        &mut self,
+        now: Time,
+        targets: &[TargetSnapshot],
+        workloads: &[WorkloadSnapshot],
+    ) -> Plan {
         let plan = plan(&PlanInput {
             spec: &self.spec,
             durations: &self.durations,
@@ -141,7 +146,10 @@ fn starves_only_after_for_and_recovers_after_recovery_for() {
     let p = sim.step(t0() + secs(119), &low, &[]);
     assert_eq!(p.starved().count(), 0);
     let p = sim.step(t0() + secs(120), &low, &[]);
-    let starved: Vec<_> = p.starved().map(|(id, _, i)| (id.name.clone(), i.since)).collect();
+    let starved: Vec<_> = p
+        .starved()
+        .map(|(id, _, i)| (id.name.clone(), i.since))
+        .collect();
     assert_eq!(starved, vec![("a".to_string(), t0())]);
     assert!(matches!(p.transitions[0], Transition::Starved { .. }));
     // Between thresholds: stays starved indefinitely.
@@ -179,13 +187,23 @@ fn unknown_data_changes_nothing() {
     assert!(p.actions.is_empty());
     // Starved, then unknown: no untaint, no eviction, still starved.
     sim.step(t0() + secs(700), &[node("a", Some(0.1))], &[]);
-    assert_eq!(sim.states.values().filter(|s| s.starved.is_some()).count(), 1);
+    assert_eq!(
+        sim.states.values().filter(|s| s.starved.is_some()).count(),
+        1
+    );
     let before = sim.states.clone();
     let mut tainted = node("a", None);
     tainted.tainted = true;
-    let p = sim.step(t0() + secs(9000), &[tainted, node("b", None)], &[pod("p", "a")]);
+    let p = sim.step(
+        t0() + secs(9000),
+        &[tainted, node("b", None)],
+        &[pod("p", "a")],
+    );
     assert!(p.actions.is_empty(), "{:?}", p.actions);
-    assert_eq!(p.states.get(&TargetId::node("a")), before.get(&TargetId::node("a")));
+    assert_eq!(
+        p.states.get(&TargetId::node("a")),
+        before.get(&TargetId::node("a"))
+    );
 }
 
 #[test]
@@ -271,7 +289,11 @@ fn migrates_to_most_headroom_taints_and_evicts() {
 #[test]
 fn observe_mode_emits_only_dry_run() {
     let (mut sim, targets) = starved_setup(Mode::Observe);
-    let p = sim.step(t0() + secs(120), &targets, &[ew("w1", "a"), pod("p1", "n1")]);
+    let p = sim.step(
+        t0() + secs(120),
+        &targets,
+        &[ew("w1", "a"), pod("p1", "n1")],
+    );
     assert!(p.actions.is_empty());
     assert_eq!(p.dry_run.len(), 3);
     assert_eq!(p.starved().count(), 2);
@@ -355,7 +377,15 @@ fn arb_world() -> impl Strategy<Value = World> {
         any::<bool>(),
         any::<bool>(),
     );
-    let workload = (any::<bool>(), 0usize..8, any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), 0u32..4);
+    let workload = (
+        any::<bool>(),
+        0usize..8,
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        0u32..4,
+    );
     (
         prop::collection::vec(target, 1..8),
         prop::collection::vec(workload, 0..30),
@@ -391,7 +421,11 @@ fn arb_world() -> impl Strategy<Value = World> {
                 .map(|(i, (is_pod, on, pinned, inel, sel, inflight, _))| {
                     let name = format!("w{i}");
                     let on = format!("t{}", on % n);
-                    let mut w = if *is_pod { pod(&name, &on) } else { ew(&name, &on) };
+                    let mut w = if *is_pod {
+                        pod(&name, &on)
+                    } else {
+                        ew(&name, &on)
+                    };
                     w.pinned = *pinned && i % 3 == 0;
                     w.ineligible = (*inel && i % 4 == 1).then(|| "DaemonSet".into());
                     w.in_flight = *inflight && i % 5 == 2;

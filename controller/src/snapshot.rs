@@ -1,0 +1,565 @@
+//! The adapter from Kubernetes objects and Prometheus readings to planner inputs.
+//!
+//! Pure (no I/O) so the mapping rules — which pods may never be evicted, how a device's liveness
+//! and budget are derived, how stale readings become "unknown" — are unit-tested without a cluster.
+
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use edgewatt_crds::{
+    flotta::workload_label, keys, prom::SignalTable, promql::Signal, EdgeDevice, EdgeWorkload,
+    EnergyPolicySpec, WorkloadKind,
+};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::ResourceExt;
+
+use crate::planner::{
+    Constraints, LabelOp, LabelRequirement, Selector, TaintSpec, TargetId, TargetSignals,
+    TargetSnapshot, TolerationSpec, WorkloadId, WorkloadSnapshot,
+};
+
+/// Label put on the temporary copy of an EdgeWorkload during a make-before-break move; its value
+/// is the original's name. Copies are never moved themselves.
+pub const COPY_OF_LABEL: &str = "edgewatt.io/migration-copy-of";
+
+/// What Prometheus said this cycle, per target kind.
+#[derive(Debug, Clone, Default)]
+pub struct PromData {
+    pub nodes: SignalTable,
+    pub devices: SignalTable,
+    /// Flotta heartbeat increase per device id over the device window (absent: no data).
+    pub heartbeats: HashMap<String, f64>,
+    /// Custom query value per node / device.
+    pub custom_nodes: HashMap<String, f64>,
+    pub custom_devices: HashMap<String, f64>,
+}
+
+/// Freshness windows: older readings count as unknown.
+#[derive(Debug, Clone, Copy)]
+pub struct MaxAge {
+    pub node: Duration,
+    pub device: Duration,
+}
+
+/// Converts a Kubernetes `LabelSelector` to the planner's. `None` when absent.
+pub fn selector(sel: &LabelSelector) -> Selector {
+    Selector {
+        match_labels: sel.match_labels.clone().unwrap_or_default(),
+        match_expressions: sel
+            .match_expressions
+            .iter()
+            .flatten()
+            .map(|e| LabelRequirement {
+                key: e.key.clone(),
+                op: op(&e.operator),
+                values: e.values.clone().unwrap_or_default(),
+            })
+            .collect(),
+    }
+}
+
+fn op(s: &str) -> LabelOp {
+    match s {
+        "In" => LabelOp::In,
+        "NotIn" => LabelOp::NotIn,
+        "Exists" => LabelOp::Exists,
+        "DoesNotExist" => LabelOp::DoesNotExist,
+        "Gt" => LabelOp::Gt,
+        "Lt" => LabelOp::Lt,
+        // Unknown operators match nothing (In with no values), the conservative reading.
+        _ => LabelOp::In,
+    }
+}
+
+fn matches(sel: Option<&LabelSelector>, labels: &BTreeMap<String, String>) -> bool {
+    sel.is_none_or(|s| selector(s).matches(labels))
+}
+
+fn signals(
+    table: &SignalTable,
+    name: &str,
+    max_age: Duration,
+    budget_annotation: Option<f64>,
+    default_budget: Option<f64>,
+    custom: Option<f64>,
+) -> TargetSignals {
+    let get = |s: Signal| table.get(name, s).and_then(|r| r.fresh(max_age));
+    TargetSignals {
+        battery_ratio: get(Signal::BatteryRatio),
+        battery_energy_joules: get(Signal::BatteryEnergy),
+        battery_draw_watts: get(Signal::BatteryDraw),
+        watts: get(Signal::NodeWatts),
+        budget_watts: budget_annotation
+            .or_else(|| get(Signal::PowerBudget))
+            .or(default_budget),
+        external_power: get(Signal::ExternalPower).map(|v| v >= 0.5),
+        custom,
+    }
+}
+
+fn budget_annotation(annotations: &BTreeMap<String, String>) -> Option<f64> {
+    annotations
+        .get(keys::POWER_BUDGET_WATTS)
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 0.0)
+}
+
+/// Every node as a target (policy-selected ones can starve; all can receive pods).
+pub fn node_targets(
+    spec: &EnergyPolicySpec,
+    nodes: &[impl Borrow<Node>],
+    prom: &PromData,
+    max_age: Duration,
+) -> Vec<TargetSnapshot> {
+    nodes
+        .iter()
+        .map(|n| {
+            let n: &_ = n.borrow();
+            let name = n.name_any();
+            let labels = n.labels().clone();
+            let spec_ = n.spec.as_ref();
+            let taints: Vec<TaintSpec> = spec_
+                .and_then(|s| s.taints.as_ref())
+                .into_iter()
+                .flatten()
+                .map(|t| TaintSpec {
+                    key: t.key.clone(),
+                    value: t.value.clone(),
+                    effect: t.effect.clone(),
+                })
+                .collect();
+            let ready = n
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .into_iter()
+                .flatten()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            let unschedulable = spec_.and_then(|s| s.unschedulable).unwrap_or(false);
+            TargetSnapshot {
+                id: TargetId::node(&name),
+                in_policy: spec.targets.node_selector.is_some()
+                    && matches(spec.targets.node_selector.as_ref(), &labels),
+                alive: ready && !unschedulable,
+                tainted: taints.iter().any(|t| t.key == keys::STARVED_TAINT),
+                taints,
+                signals: signals(
+                    &prom.nodes,
+                    &name,
+                    max_age,
+                    budget_annotation(n.annotations()),
+                    spec.scheduling.default_power_budget_watts,
+                    prom.custom_nodes.get(&name).copied(),
+                ),
+                labels,
+            }
+        })
+        .collect()
+}
+
+/// Every EdgeDevice as a target. Alive = `status.phase` up and, where Flotta's heartbeat counter
+/// is in Prometheus, a non-zero increase (a device whose agent stopped is not alive whatever its
+/// phase says).
+pub fn device_targets(
+    spec: &EnergyPolicySpec,
+    devices: &[impl Borrow<EdgeDevice>],
+    prom: &PromData,
+    max_age: Duration,
+) -> Vec<TargetSnapshot> {
+    devices
+        .iter()
+        .map(|d| {
+            let d: &_ = d.borrow();
+            let name = d.name_any();
+            let labels = d.labels().clone();
+            let heartbeat_ok = prom.heartbeats.get(&name).is_none_or(|inc| *inc > 0.0);
+            TargetSnapshot {
+                id: TargetId::device(d.namespace().unwrap_or_default(), &name),
+                in_policy: spec.targets.edge_device_selector.is_some()
+                    && matches(spec.targets.edge_device_selector.as_ref(), &labels),
+                alive: d.is_up() && heartbeat_ok,
+                taints: vec![],
+                tainted: false,
+                signals: signals(
+                    &prom.devices,
+                    &name,
+                    max_age,
+                    budget_annotation(d.annotations()),
+                    spec.scheduling.default_power_budget_watts,
+                    prom.custom_devices.get(&name).copied(),
+                ),
+                labels,
+            }
+        })
+        .collect()
+}
+
+fn pinned(annotations: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    let yes = |v: Option<&String>| v.is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    yes(annotations.get(keys::PINNED)) || yes(labels.get(keys::PINNED))
+}
+
+/// Whether the policy's workload selector covers an object in `namespace` with `labels`.
+fn selected(
+    spec: &EnergyPolicySpec,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+    ns_labels: &HashMap<String, BTreeMap<String, String>>,
+) -> bool {
+    let Some(ws) = &spec.workloads else {
+        return true;
+    };
+    let ns_ok = match &ws.namespace_selector {
+        None => true,
+        Some(sel) => ns_labels
+            .get(namespace)
+            .is_some_and(|l| selector(sel).matches(l)),
+    };
+    ns_ok && matches(ws.selector.as_ref(), labels)
+}
+
+/// Namespace name → labels, for namespace selectors.
+pub fn namespace_labels(
+    namespaces: &[impl Borrow<Namespace>],
+) -> HashMap<String, BTreeMap<String, String>> {
+    namespaces
+        .iter()
+        .map(|n| (n.borrow().name_any(), n.borrow().labels().clone()))
+        .collect()
+}
+
+/// Why a pod may never be evicted, if so. DaemonSet pods come straight back, mirror pods cannot
+/// be evicted, and pods without a controller would simply be gone.
+pub fn pod_ineligible(spec: &EnergyPolicySpec, pod: &Pod) -> Option<String> {
+    if pod
+        .annotations()
+        .contains_key("kubernetes.io/config.mirror")
+    {
+        return Some("mirror pod".into());
+    }
+    let controller = pod
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true));
+    match controller {
+        Some(o) if o.kind == "DaemonSet" => Some("DaemonSet pod".into()),
+        Some(o) if o.kind == "Node" => Some("static pod".into()),
+        Some(_) => None,
+        None if spec.action.evict_uncontrolled_pods => None,
+        None => Some("no controller".into()),
+    }
+}
+
+/// Running pods bound to a node, as workloads. Finished and terminating pods are left out.
+pub fn pod_workloads(
+    spec: &EnergyPolicySpec,
+    pods: &[impl Borrow<Pod>],
+    ns_labels: &HashMap<String, BTreeMap<String, String>>,
+) -> Vec<WorkloadSnapshot> {
+    pods.iter()
+        .filter_map(|p| {
+            let p: &_ = p.borrow();
+            if p.metadata.deletion_timestamp.is_some() {
+                return None;
+            }
+            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+            if matches!(phase, Some("Succeeded" | "Failed")) {
+                return None;
+            }
+            let ps = p.spec.as_ref()?;
+            let node = ps.node_name.clone()?;
+            let ns = p.namespace().unwrap_or_default();
+            let ineligible = pod_ineligible(spec, p).or_else(|| {
+                (!selected(spec, &ns, p.labels(), ns_labels))
+                    .then(|| "not selected by the policy".to_string())
+            });
+            let affinity_terms = ps
+                .affinity
+                .as_ref()
+                .and_then(|a| a.node_affinity.as_ref())
+                .and_then(|na| {
+                    na.required_during_scheduling_ignored_during_execution
+                        .as_ref()
+                })
+                .map(|req| {
+                    req.node_selector_terms
+                        .iter()
+                        .map(|t| {
+                            t.match_expressions
+                                .iter()
+                                .flatten()
+                                .map(|e| LabelRequirement {
+                                    key: e.key.clone(),
+                                    op: op(&e.operator),
+                                    values: e.values.clone().unwrap_or_default(),
+                                })
+                                .collect()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some(WorkloadSnapshot {
+                id: WorkloadId {
+                    kind: WorkloadKind::Pod,
+                    namespace: ns,
+                    name: p.name_any(),
+                },
+                target: Some(node),
+                pinned: pinned(p.annotations(), p.labels()),
+                ineligible,
+                in_flight: false,
+                constraints: Constraints::Pod {
+                    node_selector: ps.node_selector.clone().unwrap_or_default(),
+                    affinity_terms,
+                    tolerations: ps
+                        .tolerations
+                        .iter()
+                        .flatten()
+                        .map(|t| TolerationSpec {
+                            key: t.key.clone(),
+                            operator: t.operator.clone(),
+                            value: t.value.clone(),
+                            effect: t.effect.clone(),
+                        })
+                        .collect(),
+                },
+            })
+        })
+        .collect()
+}
+
+/// EdgeWorkloads as workloads, one per device they run on: `spec.device` when set, else every
+/// device in the namespace carrying the operator's `workload/<name>` label.
+pub fn edge_workloads(
+    spec: &EnergyPolicySpec,
+    workloads: &[impl Borrow<EdgeWorkload>],
+    devices: &[impl Borrow<EdgeDevice>],
+    ns_labels: &HashMap<String, BTreeMap<String, String>>,
+) -> Vec<WorkloadSnapshot> {
+    // (namespace, label key) -> device names
+    let mut labelled: HashMap<(String, String), Vec<String>> = HashMap::new();
+    for d in devices {
+        let d: &_ = d.borrow();
+        for k in d.labels().keys().filter(|k| k.starts_with("workload/")) {
+            labelled
+                .entry((d.namespace().unwrap_or_default(), k.clone()))
+                .or_default()
+                .push(d.name_any());
+        }
+    }
+    let mut out = Vec::new();
+    for w in workloads {
+        let w: &_ = w.borrow();
+        if w.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let ns = w.namespace().unwrap_or_default();
+        let name = w.name_any();
+        let ineligible = if w.labels().contains_key(COPY_OF_LABEL) {
+            Some("edgewatt migration copy".to_string())
+        } else if !selected(spec, &ns, w.labels(), ns_labels) {
+            Some("not selected by the policy".to_string())
+        } else {
+            None
+        };
+        let base = WorkloadSnapshot {
+            id: WorkloadId {
+                kind: WorkloadKind::EdgeWorkload,
+                namespace: ns.clone(),
+                name: name.clone(),
+            },
+            target: None,
+            pinned: pinned(w.annotations(), w.labels()),
+            ineligible,
+            in_flight: w.annotations().contains_key(keys::MIGRATION_INTENT),
+            constraints: Constraints::EdgeWorkload {
+                device_selector: w.spec.device_selector.as_ref().map(selector),
+            },
+        };
+        let targets: Vec<String> = match &w.spec.device {
+            Some(d) => vec![d.clone()],
+            None => labelled
+                .get(&(ns.clone(), workload_label(&name)))
+                .cloned()
+                .unwrap_or_default(),
+        };
+        for t in targets {
+            out.push(WorkloadSnapshot {
+                target: Some(t),
+                ..base.clone()
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgewatt_crds::prom::Reading;
+
+    fn spec() -> EnergyPolicySpec {
+        serde_json::from_value(serde_json::json!({
+            "targets": {"nodeSelector": {"matchLabels": {"edge": "true"}}, "edgeDeviceSelector": {}},
+            "starvation": {"batteryBelowPercent": 20},
+            "scheduling": {"defaultPowerBudgetWatts": 60}
+        }))
+        .unwrap()
+    }
+
+    fn table(name: &str, ratio: f64, age: f64) -> SignalTable {
+        let mut t = SignalTable::default();
+        t.readings.entry(name.into()).or_default().insert(
+            Signal::BatteryRatio,
+            Reading {
+                value: ratio,
+                age_secs: Some(age),
+            },
+        );
+        t
+    }
+
+    #[test]
+    fn nodes_selection_liveness_taints_budget_and_staleness() {
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n1", "labels": {"edge": "true"},
+                "annotations": {"edgewatt.io/power-budget-watts": "45"}},
+            "spec": {"taints": [{"key": "edgewatt.io/energy-starved", "effect": "NoSchedule"}]},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .unwrap();
+        let other: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n2"}, "spec": {"unschedulable": true}
+        }))
+        .unwrap();
+        let prom = PromData {
+            nodes: table("n1", 0.1, 10.0),
+            ..Default::default()
+        };
+        let t = node_targets(
+            &spec(),
+            &[node.clone(), other],
+            &prom,
+            Duration::from_secs(120),
+        );
+        assert!(t[0].in_policy && t[0].alive && t[0].tainted);
+        assert_eq!(t[0].signals.battery_ratio, Some(0.1));
+        assert_eq!(t[0].signals.budget_watts, Some(45.0));
+        assert!(!t[1].in_policy && !t[1].alive);
+        assert_eq!(t[1].signals.budget_watts, Some(60.0));
+        let stale = PromData {
+            nodes: table("n1", 0.1, 500.0),
+            ..Default::default()
+        };
+        let t = node_targets(&spec(), &[node], &stale, Duration::from_secs(120));
+        assert_eq!(t[0].signals.battery_ratio, None);
+    }
+
+    #[test]
+    fn devices_need_phase_up_and_heartbeats() {
+        let dev: EdgeDevice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "d1", "namespace": "edge"},
+            "spec": {}, "status": {"phase": "up"}
+        }))
+        .unwrap();
+        let mut prom = PromData::default();
+        let t = device_targets(
+            &spec(),
+            std::slice::from_ref(&dev),
+            &prom,
+            Duration::from_secs(900),
+        );
+        assert!(t[0].alive && t[0].in_policy);
+        assert_eq!(t[0].id, TargetId::device("edge", "d1"));
+        prom.heartbeats.insert("d1".into(), 0.0);
+        let t = device_targets(&spec(), &[dev], &prom, Duration::from_secs(900));
+        assert!(!t[0].alive);
+    }
+
+    #[test]
+    fn pod_eligibility() {
+        let pod = |owner: serde_json::Value, ann: serde_json::Value| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p", "namespace": "default", "ownerReferences": owner, "annotations": ann},
+                "spec": {"nodeName": "n1", "containers": [], "nodeSelector": {"a": "b"},
+                    "tolerations": [{"operator": "Exists"}]},
+                "status": {"phase": "Running"}
+            }))
+            .unwrap()
+        };
+        let rs = serde_json::json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "r", "uid": "1", "controller": true}]);
+        let ds = serde_json::json!([{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "d", "uid": "1", "controller": true}]);
+        let s = spec();
+        let ns = HashMap::new();
+        let w = pod_workloads(&s, &[pod(rs.clone(), serde_json::json!({}))], &ns);
+        assert_eq!(w[0].ineligible, None);
+        assert_eq!(w[0].target.as_deref(), Some("n1"));
+        let Constraints::Pod {
+            node_selector,
+            tolerations,
+            ..
+        } = &w[0].constraints
+        else {
+            panic!()
+        };
+        assert_eq!(node_selector.get("a").map(String::as_str), Some("b"));
+        assert_eq!(tolerations.len(), 1);
+        let w = pod_workloads(&s, &[pod(ds, serde_json::json!({}))], &ns);
+        assert_eq!(w[0].ineligible.as_deref(), Some("DaemonSet pod"));
+        let w = pod_workloads(
+            &s,
+            &[pod(serde_json::json!([]), serde_json::json!({}))],
+            &ns,
+        );
+        assert_eq!(w[0].ineligible.as_deref(), Some("no controller"));
+        let w = pod_workloads(
+            &s,
+            &[pod(
+                rs.clone(),
+                serde_json::json!({"kubernetes.io/config.mirror": "x"}),
+            )],
+            &ns,
+        );
+        assert_eq!(w[0].ineligible.as_deref(), Some("mirror pod"));
+        let w = pod_workloads(
+            &s,
+            &[pod(rs, serde_json::json!({"edgewatt.io/pinned": "true"}))],
+            &ns,
+        );
+        assert!(w[0].pinned);
+    }
+
+    #[test]
+    fn edge_workloads_by_device_or_operator_label() {
+        let dev: EdgeDevice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "d2", "namespace": "edge", "labels": {"workload/sel": "true"}}, "spec": {}
+        }))
+        .unwrap();
+        let w1: EdgeWorkload = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "pinned", "namespace": "edge", "annotations": {"edgewatt.io/pinned": "true", "edgewatt.io/migration": "{}"}},
+            "spec": {"device": "d1", "type": "pod"}
+        }))
+        .unwrap();
+        let w2: EdgeWorkload = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "sel", "namespace": "edge"},
+            "spec": {"deviceSelector": {"matchLabels": {"zone": "a"}}, "type": "pod"}
+        }))
+        .unwrap();
+        let w3: EdgeWorkload = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "copy", "namespace": "edge", "labels": {COPY_OF_LABEL: "x"}},
+            "spec": {"device": "d1", "type": "pod"}
+        }))
+        .unwrap();
+        let out = edge_workloads(&spec(), &[w1, w2, w3], &[dev], &HashMap::new());
+        assert_eq!(out.len(), 3);
+        assert!(out[0].pinned && out[0].in_flight && out[0].target.as_deref() == Some("d1"));
+        assert_eq!(out[1].target.as_deref(), Some("d2"));
+        let mut labels = BTreeMap::new();
+        labels.insert("zone".to_string(), "a".to_string());
+        assert!(out[1].constraints.accepts(&labels, &[]));
+        assert!(!out[1].constraints.accepts(&BTreeMap::new(), &[]));
+        assert!(out[2].ineligible.is_some());
+    }
+}
