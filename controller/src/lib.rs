@@ -6,3 +6,5 @@
 
 pub mod planner;
 pub mod snapshot;
+pub mod metrics;
+pub mod signals;
