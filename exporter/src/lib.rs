@@ -1,1 +1,19 @@
-//! Per-node and per-workload energy from RAPL, hwmon, batteries, Redfish, NVML or an estimator, served as Prometheus metrics
+//! edgewatt-exporter: per-node energy from whatever meters the machine has (or an estimate), split
+//! over pods, containers and processes by CPU time, served as Prometheus metrics.
+
+pub mod accounting;
+pub mod app;
+pub mod attribution;
+pub mod cgroup;
+pub mod cli;
+pub mod collector;
+pub mod counter;
+pub mod estimator;
+pub mod metrics;
+pub mod pods;
+pub mod procfs;
+pub mod server;
+pub mod source;
+pub mod sources;
+pub mod sysfs;
+pub mod top;

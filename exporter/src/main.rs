@@ -1,4 +1,45 @@
-fn main() {
-    eprintln!("edgewatt-exporter: not implemented yet");
-    std::process::exit(2);
+use clap::Parser;
+use edgewatt_exporter::cli::{self, Cli, Command, LogFormat};
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(path) = cli::config_path_from_args(&args) {
+        if let Err(e) = cli::load_config_file(&path) {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    }
+    let mut parsed = Cli::parse_from(&args);
+    if parsed.command.is_none() {
+        // `serve` is the default subcommand; re-parse so its flags get their env/defaults.
+        let mut with_serve = args.clone();
+        with_serve.push("serve".into());
+        parsed = Cli::parse_from(&with_serve);
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match parsed.common.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    let result = match parsed.command {
+        Some(Command::Top(top)) => edgewatt_exporter::app::top(parsed.common, top),
+        Some(Command::Serve(serve)) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(edgewatt_exporter::app::serve(parsed.common, serve))),
+        None => unreachable!("serve is inserted above"),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

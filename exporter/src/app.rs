@@ -1,0 +1,154 @@
+//! Wiring: builds the collector from the command line and runs `serve` or `top`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgewatt_crds::metrics::MetricNames;
+
+use crate::accounting::CpuAccounting;
+use crate::cli::{AttributionMode, Common, Serve, Top};
+use crate::collector::{Collector, CollectorConfig, SharedSnapshot, Snapshot};
+use crate::pods::PodDirectory;
+use crate::procfs::Procfs;
+use crate::source::Source;
+use crate::sysfs::HostRoot;
+
+fn hostname(root: &HostRoot) -> String {
+    crate::sysfs::read_string(&root.path("/proc/sys/kernel/hostname"))
+        .or_else(|_| crate::sysfs::read_string(std::path::Path::new("/proc/sys/kernel/hostname")))
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Chooses the CPU accounting per `--attribution`; eBPF failures fall back with one clear line.
+pub fn accounting(
+    mode: AttributionMode,
+    root: &HostRoot,
+) -> anyhow::Result<Box<dyn CpuAccounting>> {
+    match mode {
+        AttributionMode::Procfs | AttributionMode::Auto => Ok(Box::new(Procfs::new(root))),
+        AttributionMode::Ebpf => anyhow::bail!("--attribution ebpf: the eBPF loader is not built into this exporter yet; use --attribution procfs"),
+    }
+}
+
+/// Every source found on this machine, plus the configured remote ones.
+pub fn sources(common: &Common, root: &HostRoot) -> anyhow::Result<Vec<Box<dyn Source>>> {
+    let (mut found, warnings) = crate::sources::discover_local(root);
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    if let Some(url) = &common.redfish_url {
+        found.push(Box::new(crate::sources::redfish::Redfish::start(
+            crate::sources::redfish::RedfishConfig {
+                url: url.clone(),
+                credentials_file: common.redfish_credentials_file.clone(),
+                insecure: common.redfish_insecure,
+                interval: common.redfish_interval,
+                timeout: Duration::from_secs(5),
+            },
+        )?));
+    }
+    let has_meter = found
+        .iter()
+        .any(|s| matches!(s.name(), "rapl" | "hwmon" | "redfish"));
+    if !common.no_estimator {
+        match crate::estimator::Estimator::for_host(root, common.calibration_file.clone()) {
+            Ok(est) => {
+                if has_meter {
+                    tracing::info!(model = %est.describe(), "meter found; estimator runs alongside to calibrate itself");
+                } else {
+                    tracing::info!(model = %est.describe(), "no energy meter found (no RAPL, hwmon or Redfish): node power is ESTIMATED");
+                }
+                found.push(Box::new(est));
+            }
+            Err(e) => tracing::warn!(error = %e, "estimator unavailable"),
+        }
+    } else if !has_meter {
+        tracing::warn!("no energy meter found (no RAPL, hwmon or Redfish) and the estimator is off: only CPU-time shares can be shown");
+    }
+    let names: Vec<&str> = found.iter().map(|s| s.name()).collect();
+    tracing::info!(sources = ?names, "energy sources");
+    Ok(found)
+}
+
+pub fn build(common: &Common) -> anyhow::Result<Collector> {
+    let root = HostRoot::new(&common.host_root);
+    let node_name = common.node_name.clone().unwrap_or_else(|| hostname(&root));
+    let sources = sources(common, &root)?;
+    let accounting = accounting(common.attribution, &root)?;
+    let pods = PodDirectory::default();
+    Ok(Collector::new(
+        CollectorConfig {
+            node_name,
+            expire_intervals: common.expire_intervals,
+            power_budget_watts: common.power_budget_watts,
+            carbon_intensity: common.carbon_intensity,
+        },
+        root,
+        sources,
+        accounting,
+        pods,
+    ))
+}
+
+pub async fn serve(common: Common, serve: Serve) -> anyhow::Result<()> {
+    let interval = common.interval.unwrap_or(Duration::from_secs(10));
+    let mut collector = build(&common)?;
+    let snapshot: SharedSnapshot = Arc::new(std::sync::RwLock::new(Arc::new(Snapshot::default())));
+    let registry = Arc::new(crate::metrics::registry(
+        crate::metrics::MetricsConfig {
+            names: MetricNames::new(common.metric_prefix.clone()),
+            process_metrics: serve.process_metrics,
+            version: env!("CARGO_PKG_VERSION"),
+        },
+        snapshot.clone(),
+    ));
+    let listener = tokio::net::TcpListener::bind(serve.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", serve.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, interval = ?interval, "serving /metrics");
+    let shared = snapshot.clone();
+    // Collection is blocking file I/O: a dedicated thread, never on the async workers.
+    std::thread::Builder::new()
+        .name("collector".into())
+        .spawn(move || loop {
+            let started = std::time::Instant::now();
+            let snap = collector.collect();
+            if let Ok(mut s) = shared.write() {
+                *s = Arc::new(snap);
+            }
+            std::thread::sleep(interval.saturating_sub(started.elapsed()));
+        })?;
+    let app = crate::server::router(registry, snapshot);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+pub fn top(common: Common, top: Top) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+    let interval = common.interval.unwrap_or(Duration::from_secs(2));
+    let mut collector = build(&common)?;
+    let plain = top.plain || !std::io::stdout().is_terminal();
+    // The first interval only establishes baselines.
+    collector.collect();
+    let mut shown = 0;
+    loop {
+        std::thread::sleep(interval);
+        let snap = collector.collect();
+        let text = crate::top::render(&snap, top.limit);
+        let mut out = std::io::stdout().lock();
+        if plain {
+            writeln!(out, "{text}")?;
+        } else {
+            write!(out, "\x1b[2J\x1b[H{text}")?;
+        }
+        out.flush()?;
+        shown += 1;
+        if top.count > 0 && shown >= top.count {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Command line, environment and config file. Every flag has an `EDGEWATT_*` environment
+//! variable; `--config FILE` (or `EDGEWATT_CONFIG`) reads `EDGEWATT_KEY=value` lines, which fill in
+//! whatever the command line and environment did not set.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    edgewatt_crds::duration::parse(s).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "edgewatt-exporter",
+    version,
+    about = "Measures node, pod, container and process energy and serves it as Prometheus metrics",
+    long_about = "Measures node, pod, container and process energy and serves it as Prometheus metrics.\n\nSources (all that exist are used): RAPL powercap, hwmon power/energy sensors, batteries and mains in /sys/class/power_supply, a Redfish BMC (--redfish-url), NVIDIA GPUs (build feature `gpu`), and a CPU power estimator where no meter exists. Energy is attributed to processes, containers and pods by CPU time (procfs, or eBPF with --attribution ebpf).\n\nRun `edgewatt-exporter top` for a live table on this machine, `edgewatt-exporter serve` for /metrics."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve /metrics, /healthz and /readyz (the default; what the DaemonSet runs).
+    Serve(Serve),
+    /// Live table of the top energy consumers on this machine.
+    Top(Top),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AttributionMode {
+    /// eBPF when it loads, else procfs.
+    Auto,
+    Ebpf,
+    Procfs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// Optional file of `EDGEWATT_KEY=value` lines (same names as the environment variables).
+    #[arg(long, env = "EDGEWATT_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Where the host's filesystem is mounted (`/host` in the chart; a fixture tree in tests).
+    #[arg(long, env = "EDGEWATT_HOST_ROOT", default_value = "/", global = true)]
+    pub host_root: PathBuf,
+    /// The `node_name` label. Default: the host name (the chart passes spec.nodeName).
+    #[arg(long, env = "NODE_NAME", global = true)]
+    pub node_name: Option<String>,
+    /// Collection interval (`10s`, `1m`). Default: 10s for serve, 2s for top.
+    #[arg(long, env = "EDGEWATT_INTERVAL", value_parser = parse_duration, global = true)]
+    pub interval: Option<Duration>,
+    /// Metric name prefix; `kepler` emits Kepler's names so Kepler dashboards keep working.
+    #[arg(
+        long,
+        env = "EDGEWATT_METRIC_PREFIX",
+        default_value = "edgewatt",
+        global = true
+    )]
+    pub metric_prefix: String,
+    /// This node's power budget in watts (exported for the controller and scheduler extender).
+    #[arg(long, env = "EDGEWATT_POWER_BUDGET_WATTS", global = true)]
+    pub power_budget_watts: Option<f64>,
+    /// Grid carbon intensity in g CO2/kWh; enables the CO2 counter.
+    #[arg(long, env = "EDGEWATT_CARBON_INTENSITY", global = true)]
+    pub carbon_intensity: Option<f64>,
+    /// Drop a terminated workload's series after this many intervals.
+    #[arg(
+        long,
+        env = "EDGEWATT_EXPIRE_INTERVALS",
+        default_value_t = 3,
+        global = true
+    )]
+    pub expire_intervals: u64,
+    /// Per-process CPU accounting.
+    #[arg(
+        long,
+        env = "EDGEWATT_ATTRIBUTION",
+        value_enum,
+        default_value = "auto",
+        global = true
+    )]
+    pub attribution: AttributionMode,
+    /// Turn off the power estimator even where no meter exists.
+    #[arg(long, env = "EDGEWATT_NO_ESTIMATOR", global = true)]
+    pub no_estimator: bool,
+    /// Where the estimator keeps its self-calibrated coefficients (a hostPath in the chart).
+    #[arg(long, env = "EDGEWATT_CALIBRATION_FILE", global = true)]
+    pub calibration_file: Option<PathBuf>,
+    /// Redfish service root of this node's BMC, e.g. `https://10.0.0.5` (platform power, budget).
+    #[arg(long, env = "EDGEWATT_REDFISH_URL", global = true)]
+    pub redfish_url: Option<String>,
+    /// File with `user:password` for the BMC (a mounted Secret).
+    #[arg(long, env = "EDGEWATT_REDFISH_CREDENTIALS_FILE", global = true)]
+    pub redfish_credentials_file: Option<PathBuf>,
+    /// Accept any BMC certificate (BMCs often have self-signed ones). Off by default.
+    #[arg(long, env = "EDGEWATT_REDFISH_INSECURE", global = true)]
+    pub redfish_insecure: bool,
+    /// How often the BMC is polled (in the background; collection never waits for it).
+    #[arg(long, env = "EDGEWATT_REDFISH_INTERVAL", value_parser = parse_duration, default_value = "30s", global = true)]
+    pub redfish_interval: Duration,
+    /// Watch this node's pods in Kubernetes for pod names: auto (when in a cluster or KUBECONFIG is set), on, off.
+    #[arg(
+        long,
+        env = "EDGEWATT_KUBERNETES",
+        value_enum,
+        default_value = "auto",
+        global = true
+    )]
+    pub kubernetes: Toggle,
+    /// Log format.
+    #[arg(
+        long,
+        env = "EDGEWATT_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Toggle {
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Serve {
+    /// Address for /metrics, /healthz, /readyz.
+    #[arg(long, env = "EDGEWATT_LISTEN", default_value = "0.0.0.0:9102")]
+    pub listen: SocketAddr,
+    /// Also export per-process series (off by default: cardinality).
+    #[arg(long, env = "EDGEWATT_PROCESS_METRICS")]
+    pub process_metrics: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Top {
+    /// Stop after this many refreshes (0: until interrupted).
+    #[arg(long, short = 'n', default_value_t = 0)]
+    pub count: u64,
+    /// Rows per table.
+    #[arg(long, default_value_t = 10)]
+    pub limit: usize,
+    /// Plain output (no screen clearing), also used when stdout is not a terminal.
+    #[arg(long)]
+    pub plain: bool,
+}
+
+/// Applies `EDGEWATT_KEY=value` lines from the config file to the environment where unset, before
+/// clap reads it. Errors name the line.
+pub fn load_config_file(path: &std::path::Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            anyhow::bail!(
+                "config file {} line {}: expected KEY=value",
+                path.display(),
+                i + 1
+            );
+        };
+        let k = k.trim();
+        if !(k.starts_with("EDGEWATT_") || k == "NODE_NAME") {
+            anyhow::bail!("config file {} line {}: unknown key {k} (keys are the EDGEWATT_* environment variables)", path.display(), i + 1);
+        }
+        if std::env::var_os(k).is_none() {
+            // SAFETY: called before any other thread starts (first thing in main).
+            unsafe { std::env::set_var(k, v.trim().trim_matches('"')) };
+        }
+    }
+    Ok(())
+}
+
+/// Scans raw args for `--config` before clap runs, so the file can fill env defaults.
+pub fn config_path_from_args(args: &[String]) -> Option<PathBuf> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--config" {
+            return it.next().map(PathBuf::from);
+        }
+        if let Some(p) = a.strip_prefix("--config=") {
+            return Some(PathBuf::from(p));
+        }
+    }
+    std::env::var_os("EDGEWATT_CONFIG").map(PathBuf::from)
+}

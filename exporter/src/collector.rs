@@ -1,0 +1,553 @@
+//! The collection loop's state: reads every source and the CPU accounting once per interval, turns
+//! meter readings into energy deltas and monotonic totals, runs attribution, and keeps per-workload
+//! totals until the workload has been gone for `expire_intervals`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use crate::accounting::{CpuAccounting, ProcessDelta};
+use crate::attribution::{attribute, Attribution};
+use crate::pods::PodDirectory;
+use crate::procfs::{read_cpu_times, CpuTimes};
+use crate::source::{Battery, Context, Domain, MeterValue, Source};
+use crate::sysfs::HostRoot;
+
+/// Settings that shape what is collected and kept.
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    pub node_name: String,
+    /// Series of workloads gone for this many intervals are dropped.
+    pub expire_intervals: u64,
+    /// Operator-set budget; wins over a budget the hardware states.
+    pub power_budget_watts: Option<f64>,
+    /// Grid carbon intensity, g CO2 per kWh, for the CO2 counter.
+    pub carbon_intensity: Option<f64>,
+}
+
+/// Preference for the meter that attribution splits: real CPU meters first, then a whole-node
+/// meter, then the model.
+const ATTRIBUTION_PREFERENCE: [&str; 4] = ["rapl", "hwmon", "redfish", "estimator"];
+
+/// One node-level energy series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeSeries {
+    pub source: &'static str,
+    pub domain: Domain,
+    pub zone: String,
+    pub joules_total: f64,
+    pub watts: f64,
+    /// Active/idle split (CPU zones only).
+    pub active_joules_total: f64,
+    pub idle_joules_total: f64,
+    pub active_watts: f64,
+    pub idle_watts: f64,
+}
+
+/// Kind of workload series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WorkloadKind {
+    Pod,
+    Container,
+    Process,
+}
+
+/// One workload's energy in one zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkloadSeries {
+    pub kind: WorkloadKind,
+    /// Kepler's label names: `pod_id,pod_name,pod_namespace` / `container_id,container_name` /
+    /// `pid,comm`.
+    pub labels: Vec<(&'static str, String)>,
+    pub zone: String,
+    pub source: &'static str,
+    pub joules_total: f64,
+    pub watts: f64,
+}
+
+/// State of one source after the last interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceStatus {
+    pub name: &'static str,
+    pub up: bool,
+    /// Why it is down.
+    pub reason: Option<String>,
+}
+
+/// Everything the last interval produced; what `/metrics` and `top` show.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub node_name: String,
+    pub taken_at: Option<SystemTime>,
+    pub interval_seconds: f64,
+    pub collection_seconds: f64,
+    pub node: Vec<NodeSeries>,
+    /// The node's draw: platform meter if any, else CPU package + dram, plus GPUs.
+    pub node_watts: Option<f64>,
+    pub node_watts_source: Option<&'static str>,
+    pub cpu_busy_ratio: Option<f64>,
+    pub battery: Option<Battery>,
+    pub external_power: Option<bool>,
+    pub budget_watts: Option<f64>,
+    pub co2_grams_total: Option<f64>,
+    pub workloads: Vec<WorkloadSeries>,
+    pub sources: Vec<SourceStatus>,
+    pub attribution: &'static str,
+    /// Which source attribution split this interval.
+    pub attributed_source: Option<&'static str>,
+    /// `(source, labels)` for sources that describe themselves (the estimator's reference).
+    pub source_info: Vec<(&'static str, Vec<(&'static str, String)>)>,
+    /// Intervals collected so far.
+    pub intervals: u64,
+}
+
+#[derive(Debug, Default)]
+struct MeterState {
+    last_source_joules: Option<f64>,
+    joules_total: f64,
+    active_total: f64,
+    idle_total: f64,
+    watts: f64,
+    active_watts: f64,
+    idle_watts: f64,
+    delta: f64,
+    fresh: bool,
+}
+
+struct WorkloadState {
+    labels: Vec<(&'static str, String)>,
+    kind: WorkloadKind,
+    /// zone → (joules total, watts now)
+    zones: BTreeMap<String, (f64, f64)>,
+    source: &'static str,
+    last_seen: u64,
+}
+
+struct Slot {
+    source: Box<dyn Source>,
+    status: SourceStatus,
+}
+
+pub struct Collector {
+    cfg: CollectorConfig,
+    root: HostRoot,
+    slots: Vec<Slot>,
+    accounting: Box<dyn CpuAccounting>,
+    pods: PodDirectory,
+    last_cpu: Option<CpuTimes>,
+    last_at: Option<Instant>,
+    meters: BTreeMap<(&'static str, Domain, String), MeterState>,
+    workloads: HashMap<(WorkloadKind, String), WorkloadState>,
+    intervals: u64,
+    co2_grams: f64,
+    accounting_down: Option<String>,
+}
+
+impl Collector {
+    pub fn new(
+        cfg: CollectorConfig,
+        root: HostRoot,
+        sources: Vec<Box<dyn Source>>,
+        accounting: Box<dyn CpuAccounting>,
+        pods: PodDirectory,
+    ) -> Self {
+        let slots = sources
+            .into_iter()
+            .map(|source| Slot {
+                status: SourceStatus {
+                    name: source.name(),
+                    up: false,
+                    reason: Some("not read yet".into()),
+                },
+                source,
+            })
+            .collect();
+        Self {
+            cfg,
+            root,
+            slots,
+            accounting,
+            pods,
+            last_cpu: None,
+            last_at: None,
+            meters: BTreeMap::new(),
+            workloads: HashMap::new(),
+            intervals: 0,
+            co2_grams: 0.0,
+            accounting_down: None,
+        }
+    }
+
+    pub fn source_names(&self) -> Vec<&'static str> {
+        self.slots.iter().map(|s| s.source.name()).collect()
+    }
+
+    /// Runs one interval.
+    pub fn collect(&mut self) -> Snapshot {
+        let started = Instant::now();
+        let dt = self
+            .last_at
+            .map(|t| started.duration_since(t).as_secs_f64())
+            .filter(|d| *d > 0.0);
+        self.last_at = Some(started);
+        self.intervals += 1;
+
+        let cpu_now = read_cpu_times(&self.root)
+            .map_err(|e| tracing::warn!(error = %e, "cannot read /proc/stat; no idle/active split"))
+            .ok();
+        let busy = match (cpu_now, self.last_cpu) {
+            (Some(now), Some(before)) => now.busy_ratio_since(&before),
+            _ => None,
+        };
+        if cpu_now.is_some() {
+            self.last_cpu = cpu_now;
+        }
+        let ctx = Context {
+            now: started,
+            cpu_busy_ratio: busy,
+            cpu_freq_ratio: None,
+        };
+
+        for m in self.meters.values_mut() {
+            m.fresh = false;
+            m.delta = 0.0;
+        }
+        let mut battery = None;
+        let mut external = None;
+        let mut hw_budget = None;
+        for slot in &mut self.slots {
+            let name = slot.source.name();
+            match slot.source.sample(&ctx) {
+                Ok(sample) => {
+                    if !slot.status.up {
+                        tracing::info!(source = name, "source up");
+                    }
+                    slot.status = SourceStatus {
+                        name,
+                        up: true,
+                        reason: None,
+                    };
+                    for meter in sample.meters {
+                        let st = self
+                            .meters
+                            .entry((name, meter.domain.clone(), meter.zone.clone()))
+                            .or_default();
+                        // A counter's first reading (or a restarted source's) is only a baseline.
+                        let mut baseline = false;
+                        let delta = match meter.value {
+                            MeterValue::Joules(j) => {
+                                let d = match st.last_source_joules {
+                                    Some(last) if j >= last => j - last,
+                                    _ => {
+                                        baseline = true;
+                                        0.0
+                                    }
+                                };
+                                st.last_source_joules = Some(j);
+                                d
+                            }
+                            MeterValue::Watts(w) => w.max(0.0) * dt.unwrap_or(0.0),
+                        };
+                        st.delta = delta;
+                        st.joules_total += delta;
+                        st.watts = match (meter.value, dt) {
+                            (MeterValue::Watts(w), _) => w.max(0.0),
+                            (_, Some(dt)) => delta / dt,
+                            _ => 0.0,
+                        };
+                        st.fresh = !baseline;
+                        if matches!(meter.domain, Domain::Cpu) {
+                            let b = busy.unwrap_or(0.0);
+                            st.active_total += delta * b;
+                            st.idle_total += delta * (1.0 - b);
+                            st.active_watts = st.watts * b;
+                            st.idle_watts = st.watts * (1.0 - b);
+                        }
+                    }
+                    if sample.battery.is_some() {
+                        battery = sample.battery;
+                    }
+                    external = external.or(sample.external_power);
+                    hw_budget = hw_budget.or(sample.budget_watts);
+                }
+                Err(e) => {
+                    let reason = e.to_string();
+                    if slot.status.up || slot.status.reason.as_deref() != Some(reason.as_str()) {
+                        tracing::warn!(source = name, %reason, "source down");
+                    }
+                    slot.status = SourceStatus {
+                        name,
+                        up: false,
+                        reason: Some(reason),
+                    };
+                }
+            }
+        }
+
+        let (node_watts, node_watts_source) = self.node_watts();
+        // Let models calibrate against what real meters measured this interval.
+        if let Some(measured) = self.measured_cpu_watts() {
+            for slot in &mut self.slots {
+                slot.source.observe_measured(&ctx, measured);
+            }
+        }
+
+        let processes = match self.accounting.collect() {
+            Ok(p) => {
+                self.accounting_down = None;
+                p
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                if self.accounting_down.as_deref() != Some(reason.as_str()) {
+                    tracing::warn!(%reason, accounting = self.accounting.name(), "per-process CPU accounting failed; no workload attribution this interval");
+                }
+                self.accounting_down = Some(reason);
+                Vec::new()
+            }
+        };
+        let attributed_source = self.attribute(&processes, busy, dt);
+        self.expire();
+
+        if let (Some(ci), Some(dt), Some(w)) = (self.cfg.carbon_intensity, dt, node_watts) {
+            self.co2_grams += w * dt / 3.6e6 * ci;
+        }
+
+        Snapshot {
+            node_name: self.cfg.node_name.clone(),
+            taken_at: Some(SystemTime::now()),
+            interval_seconds: dt.unwrap_or(0.0),
+            collection_seconds: started.elapsed().as_secs_f64(),
+            node: self
+                .meters
+                .iter()
+                .map(|((source, domain, zone), m)| NodeSeries {
+                    source,
+                    domain: domain.clone(),
+                    zone: zone.clone(),
+                    joules_total: m.joules_total,
+                    watts: if m.fresh { m.watts } else { 0.0 },
+                    active_joules_total: m.active_total,
+                    idle_joules_total: m.idle_total,
+                    active_watts: if m.fresh { m.active_watts } else { 0.0 },
+                    idle_watts: if m.fresh { m.idle_watts } else { 0.0 },
+                })
+                .collect(),
+            node_watts,
+            node_watts_source,
+            cpu_busy_ratio: busy,
+            battery,
+            external_power: external,
+            budget_watts: self.cfg.power_budget_watts.or(hw_budget),
+            co2_grams_total: self.cfg.carbon_intensity.map(|_| self.co2_grams),
+            workloads: self.workload_series(),
+            sources: self.slots.iter().map(|s| s.status.clone()).collect(),
+            attribution: self.accounting.name(),
+            attributed_source,
+            source_info: self
+                .slots
+                .iter()
+                .filter_map(|s| s.source.info().map(|i| (s.source.name(), i)))
+                .collect(),
+            intervals: self.intervals,
+        }
+    }
+
+    /// Platform meter if any, else CPU package + dram; GPUs added to the CPU sum.
+    fn node_watts(&self) -> (Option<f64>, Option<&'static str>) {
+        let fresh = || self.meters.iter().filter(|(_, m)| m.fresh);
+        if let Some(((source, _, _), m)) = fresh().find(|((_, d, _), _)| *d == Domain::Platform) {
+            return (Some(m.watts), Some(source));
+        }
+        for pref in ATTRIBUTION_PREFERENCE {
+            let cpu: Vec<f64> = fresh()
+                .filter(|((s, d, z), _)| {
+                    *s == pref && *d == Domain::Cpu && (z == "package" || z == "dram")
+                })
+                .map(|(_, m)| m.watts)
+                .collect();
+            if !cpu.is_empty() {
+                let gpu: f64 = fresh()
+                    .filter(|((_, d, _), _)| matches!(d, Domain::Gpu { .. }))
+                    .map(|(_, m)| m.watts)
+                    .sum();
+                return (Some(cpu.iter().sum::<f64>() + gpu), Some(pref));
+            }
+        }
+        (None, None)
+    }
+
+    /// CPU package + dram watts from real meters (not the estimator), for calibration.
+    fn measured_cpu_watts(&self) -> Option<f64> {
+        let w: Vec<f64> = self
+            .meters
+            .iter()
+            .filter(|((s, d, z), m)| {
+                m.fresh && *s != "estimator" && *d == Domain::Cpu && (z == "package" || z == "dram")
+            })
+            .map(|(_, m)| m.watts)
+            .collect();
+        (!w.is_empty()).then(|| w.iter().sum())
+    }
+
+    /// Splits the preferred meter's energy over the workloads; returns that meter's source.
+    fn attribute(
+        &mut self,
+        processes: &[ProcessDelta],
+        busy: Option<f64>,
+        dt: Option<f64>,
+    ) -> Option<&'static str> {
+        let pick =
+            |domain_ok: &dyn Fn(&Domain) -> bool| -> Option<(&'static str, Vec<(String, f64)>)> {
+                for pref in ATTRIBUTION_PREFERENCE {
+                    let zones: Vec<(String, f64)> = self
+                        .meters
+                        .iter()
+                        .filter(|((s, d, z), m)| {
+                            m.fresh
+                                && *s == pref
+                                && domain_ok(d)
+                                && z != "psys"
+                                && z != "core"
+                                && z != "uncore"
+                        })
+                        .map(|((_, _, z), m)| (z.clone(), m.delta))
+                        .collect();
+                    if !zones.is_empty() {
+                        return Some((pref, zones));
+                    }
+                }
+                None
+            };
+        let (source, zones) =
+            pick(&|d| *d == Domain::Cpu).or_else(|| pick(&|d| *d == Domain::Platform))?;
+        let att = attribute(&zones, busy.unwrap_or(0.0), processes);
+        self.record(&att, processes, source, dt);
+        Some(source)
+    }
+
+    fn record(
+        &mut self,
+        att: &Attribution,
+        processes: &[ProcessDelta],
+        source: &'static str,
+        dt: Option<f64>,
+    ) {
+        let gen = self.intervals;
+        let watts = |j: f64| dt.map(|dt| j / dt).unwrap_or(0.0);
+        for (zi, zone) in att.zones.iter().enumerate() {
+            // Per-interval sums per owner, so a pod's watts are its whole interval's energy.
+            let mut sums: HashMap<(WorkloadKind, String), f64> = HashMap::new();
+            for (pi, p) in processes.iter().enumerate() {
+                let j = att.process_joules(zi, pi);
+                *sums
+                    .entry((WorkloadKind::Process, p.pid.to_string()))
+                    .or_default() += j;
+                if let Some(uid) = &p.workload.pod_uid {
+                    *sums.entry((WorkloadKind::Pod, uid.clone())).or_default() += j;
+                }
+                if let Some(id) = &p.workload.container_id {
+                    *sums
+                        .entry((WorkloadKind::Container, id.clone()))
+                        .or_default() += j;
+                }
+            }
+            for (key, j) in sums {
+                let entry = self
+                    .workloads
+                    .entry(key.clone())
+                    .or_insert_with(|| WorkloadState {
+                        labels: Vec::new(),
+                        kind: key.0,
+                        zones: BTreeMap::new(),
+                        source,
+                        last_seen: gen,
+                    });
+                entry.last_seen = gen;
+                entry.source = source;
+                let z = entry.zones.entry(zone.zone.clone()).or_default();
+                z.0 += j;
+                z.1 = watts(j);
+            }
+        }
+        // Labels are (re)computed each interval: pod names can arrive after the first sighting.
+        let by_pid: HashMap<String, &ProcessDelta> =
+            processes.iter().map(|p| (p.pid.to_string(), p)).collect();
+        let mut container_pod: HashMap<&str, &str> = HashMap::new();
+        for p in processes {
+            if let (Some(c), Some(pod)) = (&p.workload.container_id, &p.workload.pod_uid) {
+                container_pod.insert(c, pod);
+            }
+        }
+        for ((kind, id), st) in self
+            .workloads
+            .iter_mut()
+            .filter(|(_, s)| s.last_seen == gen)
+        {
+            st.labels = match kind {
+                WorkloadKind::Process => {
+                    let comm = by_pid
+                        .get(id)
+                        .map(|p| p.comm.to_string())
+                        .unwrap_or_default();
+                    vec![("pid", id.clone()), ("comm", comm)]
+                }
+                WorkloadKind::Pod => {
+                    let info = self.pods.get(id).unwrap_or_default();
+                    vec![
+                        ("pod_id", id.clone()),
+                        ("pod_name", info.name),
+                        ("pod_namespace", info.namespace),
+                    ]
+                }
+                WorkloadKind::Container => {
+                    let pod = container_pod.get(id.as_str()).copied();
+                    let info = pod.and_then(|p| self.pods.get(p)).unwrap_or_default();
+                    vec![
+                        ("container_id", id.clone()),
+                        (
+                            "container_name",
+                            info.containers.get(id).cloned().unwrap_or_default(),
+                        ),
+                        ("pod_id", pod.unwrap_or_default().to_string()),
+                        ("pod_name", info.name),
+                        ("pod_namespace", info.namespace),
+                    ]
+                }
+            };
+        }
+    }
+
+    fn expire(&mut self) {
+        let gen = self.intervals;
+        let keep = self.cfg.expire_intervals.max(1);
+        self.workloads.retain(|_, s| gen - s.last_seen < keep);
+        for s in self.workloads.values_mut() {
+            if s.last_seen != gen {
+                for z in s.zones.values_mut() {
+                    z.1 = 0.0;
+                }
+            }
+        }
+    }
+
+    fn workload_series(&self) -> Vec<WorkloadSeries> {
+        let mut out = Vec::with_capacity(self.workloads.len());
+        for st in self.workloads.values() {
+            for (zone, (j, w)) in &st.zones {
+                out.push(WorkloadSeries {
+                    kind: st.kind,
+                    labels: st.labels.clone(),
+                    zone: zone.clone(),
+                    source: st.source,
+                    joules_total: *j,
+                    watts: *w,
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Shared handle to the latest snapshot, written by the loop, read by `/metrics`.
+pub type SharedSnapshot = Arc<std::sync::RwLock<Arc<Snapshot>>>;

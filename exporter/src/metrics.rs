@@ -1,0 +1,334 @@
+//! Renders the latest [`Snapshot`] as Prometheus metrics (DESIGN.md "Exporter metrics").
+//!
+//! A custom `prometheus-client` collector encodes straight from the snapshot on each scrape, so
+//! series of expired workloads disappear without unregistering anything, and a scrape never waits
+//! for a collection.
+
+use std::sync::Arc;
+
+use edgewatt_crds::metrics::{base, MetricNames};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::collector::{SharedSnapshot, Snapshot, WorkloadKind};
+use crate::source::Domain;
+
+/// What the encoder needs besides the snapshot.
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    pub names: MetricNames,
+    /// Process-level series (off by default: one pair of series per process is a lot).
+    pub process_metrics: bool,
+    pub version: &'static str,
+}
+
+#[derive(Debug)]
+struct SnapshotCollector {
+    cfg: MetricsConfig,
+    snapshot: SharedSnapshot,
+}
+
+type Labels = Vec<(&'static str, String)>;
+/// name, help, is counter, series
+type Family = (String, String, bool, Vec<(Labels, f64)>);
+
+/// Encodes one family: counters get `_total` from the encoder, so it is stripped here.
+fn family(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    counter: bool,
+    series: &[(Labels, f64)],
+) -> Result<(), std::fmt::Error> {
+    if series.is_empty() {
+        return Ok(());
+    }
+    let (name, ty) = if counter {
+        (
+            name.strip_suffix("_total").unwrap_or(name),
+            MetricType::Counter,
+        )
+    } else {
+        (name, MetricType::Gauge)
+    };
+    let mut m = enc.encode_descriptor(name, help, None, ty)?;
+    for (labels, v) in series {
+        let fam = m.encode_family(labels)?;
+        if counter {
+            ConstCounter::new(*v).encode(fam)?;
+        } else {
+            ConstGauge::new(*v).encode(fam)?;
+        }
+    }
+    Ok(())
+}
+
+impl SnapshotCollector {
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+}
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.snapshot();
+        let n = &self.cfg.names;
+        let node = s.node_name.clone();
+        let with_node = |mut l: Labels| {
+            l.insert(0, ("node_name", node.clone()));
+            l
+        };
+
+        // Node energy per domain.
+        let mut groups: Vec<Family> = Vec::new();
+        let mut push =
+            |name: String, help: &str, counter: bool, labels: Labels, v: f64| match groups
+                .iter_mut()
+                .find(|g| g.0 == name)
+            {
+                Some(g) => g.3.push((labels, v)),
+                None => groups.push((name, help.to_string(), counter, vec![(labels, v)])),
+            };
+        for ns in &s.node {
+            let src = ns.source.to_string();
+            match &ns.domain {
+                Domain::Cpu => {
+                    let l = with_node(vec![("zone", ns.zone.clone()), ("source", src)]);
+                    push(
+                        n.name(base::NODE_CPU_JOULES),
+                        "CPU energy by RAPL zone, monotonic across counter wrap-around",
+                        true,
+                        l.clone(),
+                        ns.joules_total,
+                    );
+                    push(
+                        n.name(base::NODE_CPU_WATTS),
+                        "CPU power over the last interval",
+                        false,
+                        l.clone(),
+                        ns.watts,
+                    );
+                    push(
+                        n.name(base::NODE_CPU_ACTIVE_JOULES),
+                        "CPU energy while busy (busy share of /proc/stat)",
+                        true,
+                        l.clone(),
+                        ns.active_joules_total,
+                    );
+                    push(
+                        n.name(base::NODE_CPU_IDLE_JOULES),
+                        "CPU energy while idle",
+                        true,
+                        l.clone(),
+                        ns.idle_joules_total,
+                    );
+                    push(
+                        n.name(base::NODE_CPU_ACTIVE_WATTS),
+                        "CPU power while busy",
+                        false,
+                        l.clone(),
+                        ns.active_watts,
+                    );
+                    push(
+                        n.name(base::NODE_CPU_IDLE_WATTS),
+                        "CPU power while idle",
+                        false,
+                        l,
+                        ns.idle_watts,
+                    );
+                }
+                Domain::Platform => {
+                    let l = with_node(vec![("source", src)]);
+                    push(
+                        n.name(base::NODE_PLATFORM_JOULES),
+                        "Whole-node energy (BMC, ACPI power meter)",
+                        true,
+                        l.clone(),
+                        ns.joules_total,
+                    );
+                    push(
+                        n.name(base::NODE_PLATFORM_WATTS),
+                        "Whole-node power",
+                        false,
+                        l,
+                        ns.watts,
+                    );
+                }
+                Domain::Gpu { index, uuid } => {
+                    let l = with_node(vec![
+                        ("gpu", index.to_string()),
+                        ("uuid", uuid.clone()),
+                        ("source", src),
+                    ]);
+                    push(
+                        n.name(base::NODE_GPU_JOULES),
+                        "GPU energy (NVML)",
+                        true,
+                        l.clone(),
+                        ns.joules_total,
+                    );
+                    push(
+                        n.name(base::NODE_GPU_WATTS),
+                        "GPU power (NVML)",
+                        false,
+                        l,
+                        ns.watts,
+                    );
+                }
+            }
+        }
+        for w in &s.workloads {
+            let (j, wt, help) = match w.kind {
+                WorkloadKind::Pod => (base::POD_CPU_JOULES, base::POD_CPU_WATTS, "pod"),
+                WorkloadKind::Container => (
+                    base::CONTAINER_CPU_JOULES,
+                    base::CONTAINER_CPU_WATTS,
+                    "container",
+                ),
+                WorkloadKind::Process if self.cfg.process_metrics => {
+                    (base::PROCESS_CPU_JOULES, base::PROCESS_CPU_WATTS, "process")
+                }
+                WorkloadKind::Process => continue,
+            };
+            let mut l = with_node(w.labels.clone());
+            l.push(("zone", w.zone.clone()));
+            l.push(("source", w.source.to_string()));
+            push(
+                n.name(j),
+                &format!("Energy attributed to the {help} by its CPU time"),
+                true,
+                l.clone(),
+                w.joules_total,
+            );
+            push(
+                n.name(wt),
+                &format!("Power attributed to the {help} over the last interval"),
+                false,
+                l,
+                w.watts,
+            );
+        }
+        if let Some(b) = &s.battery {
+            let l = with_node(vec![("status", b.status.clone())]);
+            let gauges = [
+                (
+                    base::BATTERY_CHARGE_RATIO,
+                    "Battery state of charge, 0..1",
+                    b.charge_ratio,
+                ),
+                (
+                    base::BATTERY_ENERGY_JOULES,
+                    "Energy left in the battery",
+                    b.energy_joules,
+                ),
+                (
+                    base::BATTERY_CAPACITY_JOULES,
+                    "Battery energy when full",
+                    b.capacity_joules,
+                ),
+                (
+                    base::BATTERY_POWER_WATTS,
+                    "Battery discharge power (0 when charging or full)",
+                    b.draw_watts,
+                ),
+            ];
+            for (name, help, v) in gauges {
+                if let Some(v) = v {
+                    push(n.name(name), help, false, l.clone(), v);
+                }
+            }
+        }
+        if let Some(ext) = s.external_power {
+            push(
+                n.name(base::EXTERNAL_POWER),
+                "1 when the node runs on mains/AC",
+                false,
+                with_node(vec![]),
+                if ext { 1.0 } else { 0.0 },
+            );
+        }
+        if let Some(b) = s.budget_watts {
+            push(
+                n.name(base::POWER_BUDGET_WATTS),
+                "The node's power budget (flag or BMC power limit)",
+                false,
+                with_node(vec![]),
+                b,
+            );
+        }
+        if let Some(g) = s.co2_grams_total {
+            push(
+                n.name(base::CO2_GRAMS),
+                "CO2 emitted for the node's energy at the configured grid intensity",
+                true,
+                with_node(vec![]),
+                g,
+            );
+        }
+        let up_sources: Vec<&str> = s.sources.iter().filter(|x| x.up).map(|x| x.name).collect();
+        push(
+            n.name(base::EXPORTER_INFO),
+            "Exporter build and configuration",
+            false,
+            with_node(vec![
+                ("version", self.cfg.version.to_string()),
+                ("sources", up_sources.join(",")),
+                ("attribution", s.attribution.to_string()),
+            ]),
+            1.0,
+        );
+        for src in &s.sources {
+            push(
+                n.name(base::EXPORTER_SOURCE_UP),
+                "1 when the energy source was read in the last interval",
+                false,
+                with_node(vec![("source", src.name.to_string())]),
+                if src.up { 1.0 } else { 0.0 },
+            );
+        }
+        for (src, labels) in &s.source_info {
+            if *src == "estimator" {
+                push(
+                    n.name(base::ESTIMATOR_INFO),
+                    "Which reference the power estimator uses and how sure it is",
+                    false,
+                    with_node(labels.clone()),
+                    1.0,
+                );
+            }
+        }
+        push(
+            n.name(base::EXPORTER_COLLECTION_SECONDS),
+            "Time the last collection took",
+            false,
+            with_node(vec![]),
+            s.collection_seconds,
+        );
+        for (name, help, counter, series) in &groups {
+            family(&mut enc, name, help, *counter, series)?;
+        }
+        Ok(())
+    }
+}
+
+/// A registry holding the snapshot collector plus any extra metrics (e.g. the estimator's info).
+pub fn registry(cfg: MetricsConfig, snapshot: SharedSnapshot) -> Registry {
+    let mut r = Registry::default();
+    r.register_collector(Box::new(SnapshotCollector { cfg, snapshot }));
+    r
+}
+
+/// Text exposition of a registry.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    out
+}

@@ -1,0 +1,251 @@
+//! procfs readers: node CPU time (`/proc/stat`) and per-process CPU time (`/proc/<pid>/stat`),
+//! with each process's cgroup read once per process lifetime (keyed by pid *and* start time, so a
+//! recycled pid is not mistaken for the old process).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::accounting::{CpuAccounting, ProcessDelta};
+use crate::cgroup::{self, Workload};
+use crate::source::SourceError;
+use crate::sysfs::{read_into, HostRoot, ReadError};
+
+/// Aggregate CPU time of the node, in clock ticks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTimes {
+    pub busy: u64,
+    pub total: u64,
+}
+
+impl CpuTimes {
+    /// Busy share between two readings, 0..1; `None` when no time passed.
+    pub fn busy_ratio_since(&self, earlier: &CpuTimes) -> Option<f64> {
+        let total = self.total.checked_sub(earlier.total)?;
+        let busy = self.busy.saturating_sub(earlier.busy);
+        (total > 0).then(|| (busy as f64 / total as f64).clamp(0.0, 1.0))
+    }
+}
+
+/// Parses the `cpu` line of `/proc/stat`: user nice system idle iowait irq softirq steal
+/// (guest time is already inside user, so it is not added again).
+pub fn parse_stat(text: &str) -> Option<CpuTimes> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    if v.len() < 4 {
+        return None;
+    }
+    let total: u64 = v.iter().sum();
+    let idle = v[3] + v.get(4).copied().unwrap_or(0);
+    Some(CpuTimes {
+        busy: total - idle,
+        total,
+    })
+}
+
+pub fn read_cpu_times(root: &HostRoot) -> Result<CpuTimes, SourceError> {
+    let path = root.path("/proc/stat");
+    let mut buf = String::new();
+    read_into(&path, &mut buf)?;
+    parse_stat(&buf).ok_or_else(|| SourceError::Other(format!("{}: no cpu line", path.display())))
+}
+
+/// Fields of `/proc/<pid>/stat` we use. `comm` may contain spaces and parentheses, so the fixed
+/// fields are counted from the *last* `)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PidStat<'a> {
+    pub comm: &'a str,
+    pub ticks: u64,
+    pub starttime: u64,
+}
+
+pub fn parse_pid_stat(text: &str) -> Option<PidStat<'_>> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text.get(open + 1..close)?;
+    let mut rest = text.get(close + 1..)?.split_ascii_whitespace();
+    // After `)`: state(3) ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt
+    // utime(14) stime(15) ... starttime(22).
+    let utime: u64 = rest.nth(11)?.parse().ok()?;
+    let stime: u64 = rest.next()?.parse().ok()?;
+    let starttime: u64 = rest.nth(6)?.parse().ok()?;
+    Some(PidStat {
+        comm,
+        ticks: utime + stime,
+        starttime,
+    })
+}
+
+struct Entry {
+    starttime: u64,
+    comm: Arc<str>,
+    workload: Arc<Workload>,
+    ticks: u64,
+    seen: u64,
+}
+
+/// Per-process CPU accounting by polling procfs.
+pub struct Procfs {
+    proc_dir: PathBuf,
+    seconds_per_tick: f64,
+    entries: HashMap<u32, Entry>,
+    /// Interned workloads: 2 000 processes in 500 containers share 500 allocations.
+    workloads: HashMap<String, Arc<Workload>>,
+    generation: u64,
+    buf: String,
+    path: PathBuf,
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions; it returns -1 on error.
+    let v = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if v > 0 {
+        v as f64
+    } else {
+        100.0
+    }
+}
+
+impl Procfs {
+    pub fn new(root: &HostRoot) -> Self {
+        Self {
+            proc_dir: root.path("/proc"),
+            seconds_per_tick: 1.0 / clock_ticks_per_second(),
+            entries: HashMap::new(),
+            workloads: HashMap::new(),
+            generation: 0,
+            buf: String::with_capacity(512),
+            path: PathBuf::new(),
+        }
+    }
+
+    fn workload_of(&mut self, pid: u32) -> Arc<Workload> {
+        self.path.clone_from(&self.proc_dir);
+        self.path.push(pid.to_string());
+        self.path.push("cgroup");
+        let text = match read_into(&self.path, &mut self.buf) {
+            Ok(()) => self.buf.as_str(),
+            Err(_) => "",
+        };
+        let selected = cgroup::select_path(text);
+        if let Some(w) = self.workloads.get(selected) {
+            return w.clone();
+        }
+        let w = Arc::new(cgroup::parse_path(selected));
+        self.workloads.insert(selected.to_string(), w.clone());
+        w
+    }
+}
+
+impl CpuAccounting for Procfs {
+    fn name(&self) -> &'static str {
+        "procfs"
+    }
+
+    fn collect(&mut self) -> Result<Vec<ProcessDelta>, SourceError> {
+        self.generation += 1;
+        let gen = self.generation;
+        let dir = std::fs::read_dir(&self.proc_dir).map_err(|e| {
+            SourceError::Read(ReadError::Io {
+                path: self.proc_dir.clone(),
+                source: e,
+            })
+        })?;
+        let mut out = Vec::with_capacity(self.entries.len() + 16);
+        for entry in dir.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            self.path.clone_from(&self.proc_dir);
+            self.path.push(name);
+            self.path.push("stat");
+            // A process may exit between readdir and open: skip it silently.
+            if read_into(&self.path, &mut self.buf).is_err() {
+                continue;
+            }
+            let Some(stat) = parse_pid_stat(&self.buf) else {
+                continue;
+            };
+            let (ticks, starttime) = (stat.ticks, stat.starttime);
+            let delta = match self.entries.get_mut(&pid) {
+                Some(e) if e.starttime == starttime => {
+                    let d = ticks.saturating_sub(e.ticks);
+                    e.ticks = ticks;
+                    e.seen = gen;
+                    d
+                }
+                _ => {
+                    let comm: Arc<str> = Arc::from(stat.comm);
+                    let workload = self.workload_of(pid);
+                    self.entries.insert(
+                        pid,
+                        Entry {
+                            starttime,
+                            comm,
+                            workload,
+                            ticks,
+                            seen: gen,
+                        },
+                    );
+                    0
+                }
+            };
+            let e = &self.entries[&pid];
+            out.push(ProcessDelta {
+                pid,
+                comm: e.comm.clone(),
+                workload: e.workload.clone(),
+                cpu_seconds: delta as f64 * self.seconds_per_tick,
+            });
+        }
+        self.entries.retain(|_, e| e.seen == gen);
+        if self.workloads.len() > 4 * self.entries.len().max(256) {
+            self.workloads.retain(|_, w| Arc::strong_count(w) > 1);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_line() {
+        let t = parse_stat("cpu  100 5 50 800 20 1 2 3 0 0\ncpu0 1 2 3 4\n").unwrap();
+        assert_eq!(t.total, 981);
+        assert_eq!(t.busy, 981 - 820);
+        assert!(parse_stat("intr 1 2 3").is_none());
+        assert!(parse_stat("cpu  a b c d").is_none());
+    }
+
+    #[test]
+    fn parses_pid_stat_with_hostile_comm() {
+        let line = "42 (we ird) (x)) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 12345 1000 10 18446744073709551615";
+        let s = parse_pid_stat(line).unwrap();
+        assert_eq!(s.comm, "we ird) (x)");
+        assert_eq!(s.ticks, 300);
+        assert_eq!(s.starttime, 12345);
+        assert!(parse_pid_stat("42 (x) S 1").is_none());
+    }
+
+    #[test]
+    fn busy_ratio() {
+        let a = CpuTimes {
+            busy: 10,
+            total: 100,
+        };
+        let b = CpuTimes {
+            busy: 60,
+            total: 200,
+        };
+        assert_eq!(b.busy_ratio_since(&a), Some(0.5));
+        assert_eq!(a.busy_ratio_since(&a), None);
+    }
+}

@@ -1,0 +1,101 @@
+//! The one interface every energy source implements, so RAPL, hwmon, batteries, Redfish, NVML and
+//! the estimator can be active together and the collector treats them alike.
+
+use std::time::Instant;
+
+/// What part of the machine a meter covers; decides the metric family it lands in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Domain {
+    /// CPU zones (`package`, `core`, `uncore`, `dram`, `psys`): `node_cpu_*`.
+    Cpu,
+    /// The whole node (BMC, ACPI power meter): `node_platform_*`.
+    Platform,
+    /// One GPU: `node_gpu_*{gpu,uuid}`.
+    Gpu { index: u32, uuid: String },
+}
+
+/// A meter either counts energy (RAPL, hwmon `energy*_input`, Redfish `EnergykWh`) or reports
+/// instantaneous power; the collector derives the other from it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MeterValue {
+    /// Cumulative joules, monotonic for the life of the source (wrap-around already handled).
+    Joules(f64),
+    /// Power right now.
+    Watts(f64),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Meter {
+    pub domain: Domain,
+    /// `package`, `dram`, ... for CPU; `platform` or `gpu` otherwise.
+    pub zone: String,
+    pub value: MeterValue,
+}
+
+/// Node-level battery state (several batteries are summed into one).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Battery {
+    /// State of charge, 0..1.
+    pub charge_ratio: Option<f64>,
+    pub energy_joules: Option<f64>,
+    pub capacity_joules: Option<f64>,
+    /// Discharge power, ≥ 0 (0 while charging or full).
+    pub draw_watts: Option<f64>,
+    /// `Discharging`, `Charging`, `Full`, `Not charging`, `Unknown`.
+    pub status: String,
+}
+
+/// Per-process GPU power share reported by NVML.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuProcess {
+    pub pid: u32,
+    pub gpu: u32,
+    pub watts: f64,
+}
+
+/// One reading of one source.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sample {
+    pub meters: Vec<Meter>,
+    pub battery: Option<Battery>,
+    /// On mains/AC (`power_supply` `online`, or a battery that is charging).
+    pub external_power: Option<bool>,
+    /// A budget the hardware itself states (Redfish `PowerLimitWatts`).
+    pub budget_watts: Option<f64>,
+    pub gpu_processes: Vec<GpuProcess>,
+}
+
+/// What a source may look at besides its own files: the node's CPU use this interval (the
+/// estimator's input, and what the self-calibration fits against).
+#[derive(Debug, Clone, Copy)]
+pub struct Context {
+    pub now: Instant,
+    /// Busy share of all CPUs over the last interval, 0..1 (from `/proc/stat`).
+    pub cpu_busy_ratio: Option<f64>,
+    /// Mean current CPU frequency over its maximum, where cpufreq is readable.
+    pub cpu_freq_ratio: Option<f64>,
+}
+
+/// Why a source produced nothing this interval; shown in logs and `exporter_source_up`.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Read(#[from] crate::sysfs::ReadError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// An energy source. `sample` is called once per interval from the collection loop and must not
+/// block on the network (Redfish polls in the background and hands over its latest reading).
+pub trait Source: Send {
+    /// The `source` label value: `rapl`, `hwmon`, `battery`, `redfish`, `gpu`, `estimator`.
+    fn name(&self) -> &'static str;
+    fn sample(&mut self, ctx: &Context) -> Result<Sample, SourceError>;
+    /// Called after every sample with the node's measured CPU/platform watts, so a model can
+    /// calibrate itself against real meters. Meters ignore it.
+    fn observe_measured(&mut self, _ctx: &Context, _watts: f64) {}
+    /// Labels for an `<source>_info` series (the estimator's reference and confidence).
+    fn info(&self) -> Option<Vec<(&'static str, String)>> {
+        None
+    }
+}
