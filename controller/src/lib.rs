@@ -8,3 +8,4 @@ pub mod planner;
 pub mod snapshot;
 pub mod metrics;
 pub mod signals;
+pub mod actuator;
