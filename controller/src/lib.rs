@@ -9,3 +9,5 @@ pub mod snapshot;
 pub mod metrics;
 pub mod signals;
 pub mod actuator;
+pub mod leader;
+pub mod status;
