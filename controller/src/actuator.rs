@@ -25,13 +25,13 @@ use chrono::{DateTime, Utc};
 use edgewatt_crds::{
     keys, EdgeDevice, EdgeWorkload, MigrationRecord, MigrationResult, Strategy, WorkloadKind,
 };
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{
     api::{DeleteParams, EvictParams, Patch, PatchParams, PostParams},
     runtime::events::{Event, EventType, Recorder},
     Api, Client, Resource, ResourceExt,
 };
-use k8s_openapi::api::core::v1::ObjectReference;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 

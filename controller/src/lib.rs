@@ -4,10 +4,11 @@
 //! Prometheus readings into planner inputs; the rest is the runtime that gathers inputs, executes
 //! plans and reports (status, Events, metrics), split so each part can be tested on its own.
 
-pub mod planner;
-pub mod snapshot;
-pub mod metrics;
-pub mod signals;
 pub mod actuator;
 pub mod leader;
+pub mod metrics;
+pub mod planner;
+pub mod reconciler;
+pub mod signals;
+pub mod snapshot;
 pub mod status;

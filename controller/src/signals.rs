@@ -28,7 +28,11 @@ pub async fn read(
     let devices_q = TargetQuery::edge_devices(names.clone());
     let want_nodes = spec.targets.node_selector.is_some();
     let want_devices = spec.targets.edge_device_selector.is_some();
-    let custom = spec.starvation.query.as_ref().map(|q| promql::custom(&q.promql));
+    let custom = spec
+        .starvation
+        .query
+        .as_ref()
+        .map(|q| promql::custom(&q.promql));
     let nodes = async {
         if want_nodes {
             reader.signals(&nodes_q, &SIGNALS).await.map(Some)
@@ -92,5 +96,7 @@ pub fn oldest_age(table: &edgewatt_crds::prom::SignalTable) -> Option<f64> {
         .values()
         .flat_map(|m| m.values())
         .filter_map(|r| r.age_secs)
-        .fold(None, |acc: Option<f64>, a| Some(acc.map_or(a, |x| x.max(a))))
+        .fold(None, |acc: Option<f64>, a| {
+            Some(acc.map_or(a, |x| x.max(a)))
+        })
 }

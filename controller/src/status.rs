@@ -53,7 +53,9 @@ pub fn starved(plan: &Plan) -> Vec<StarvedTarget> {
             kind: id.kind,
             name: id.name.clone(),
             namespace: id.namespace.clone(),
-            since: info.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            since: info
+                .since
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             reason: info.reason.clone(),
             battery_percent: st.battery_percent,
             watts: st.watts,
@@ -125,9 +127,22 @@ mod tests {
     fn transition_time_kept_while_status_unchanged() {
         let t1 = Utc::now() - chrono::Duration::hours(1);
         let first = conditions(&[], &[("Ready", true, "Ok", String::new())], Some(1), t1);
-        let again = conditions(&first, &[("Ready", true, "Ok", String::new())], Some(2), Utc::now());
+        let again = conditions(
+            &first,
+            &[("Ready", true, "Ok", String::new())],
+            Some(2),
+            Utc::now(),
+        );
         assert_eq!(first[0].last_transition_time, again[0].last_transition_time);
-        let flipped = conditions(&first, &[("Ready", false, "X", String::new())], Some(2), Utc::now());
-        assert_ne!(first[0].last_transition_time, flipped[0].last_transition_time);
+        let flipped = conditions(
+            &first,
+            &[("Ready", false, "X", String::new())],
+            Some(2),
+            Utc::now(),
+        );
+        assert_ne!(
+            first[0].last_transition_time,
+            flipped[0].last_transition_time
+        );
     }
 }
