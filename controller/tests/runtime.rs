@@ -1,0 +1,366 @@
+//! The controller's runtime against the API server double and a real Prometheus scraping a
+//! scripted `/metrics` endpoint whose battery readings the tests change over time.
+//!
+//! Cycles are driven directly (`reconciler::cycle` with a chosen `now`), so `for` windows and
+//! migration timeouts are exercised without waiting for them in real time.
+
+use std::sync::{atomic::AtomicBool, Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use edgewatt_controller::{
+    actuator::{copy_name, Actuator, Intent},
+    metrics::Metrics,
+    reconciler::{cycle, Context, Settings, Stores},
+};
+use edgewatt_crds::{
+    keys,
+    metrics::MetricNames,
+    prom::{PromConfig, PromReader},
+    EdgeWorkload, EnergyPolicy, MigrationResult,
+};
+use edgewatt_e2e::{
+    apiserver::ApiServer,
+    prometheus::{Prometheus, ScrapeTarget},
+};
+use kube::runtime::events::{Recorder, Reporter};
+use serde_json::json;
+
+struct Harness {
+    server: ApiServer,
+    ctx: Arc<Context>,
+    body: Arc<Mutex<String>>,
+    prom: Prometheus,
+}
+
+fn metrics_body(devices: &[(&str, f64)], nodes: &[(&str, f64)]) -> String {
+    let mut s = String::from("# TYPE edgewatt_node_battery_charge_ratio gauge\n");
+    for (d, r) in devices {
+        s.push_str(&format!(
+            "edgewatt_node_battery_charge_ratio{{edgedeviceid=\"{d}\"}} {r}\n"
+        ));
+    }
+    for (n, r) in nodes {
+        s.push_str(&format!(
+            "edgewatt_node_battery_charge_ratio{{node_name=\"{n}\"}} {r}\n"
+        ));
+    }
+    s
+}
+
+async fn harness(devices: &[(&str, f64)], nodes: &[(&str, f64)]) -> Harness {
+    let server = ApiServer::start().await.unwrap();
+    let body = Arc::new(Mutex::new(metrics_body(devices, nodes)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let b = body.clone();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let b = b.clone();
+            async move { b.lock().unwrap().clone() }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let prom = tokio::task::spawn_blocking(move || {
+        let mut prom = Prometheus::start(Duration::from_secs(1)).unwrap();
+        prom.add_target(ScrapeTarget::new("edge", &addr.to_string()))
+            .unwrap();
+        prom.wait_for_series(
+            "edgewatt_node_battery_charge_ratio",
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        prom
+    })
+    .await
+    .unwrap();
+    let reader = PromReader::new(&PromConfig::new(prom.url())).unwrap();
+    let client = server.client().unwrap();
+    let mut cfg = server.config().unwrap();
+    cfg.default_retry = false;
+    let evict_client = kube::Client::try_from(cfg).unwrap();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "edgewatt-controller".into(),
+            instance: Some("test".into()),
+        },
+    );
+    let ctx = Arc::new(Context {
+        stores: Stores::spawn(&client),
+        actuator: Actuator::new(client.clone(), evict_client, recorder),
+        client,
+        reader,
+        metrics: Metrics::new(),
+        settings: Settings {
+            interval: Duration::from_secs(1),
+            metric_names: MetricNames::default(),
+            node_max_age: Duration::from_secs(120),
+            device_max_age: Duration::from_secs(900),
+            migration_timeout: None,
+        },
+        leader: Arc::new(AtomicBool::new(true)),
+        runtime: Default::default(),
+    });
+    ctx.stores.ready().await;
+    Harness {
+        server,
+        ctx,
+        body,
+        prom,
+    }
+}
+
+impl Harness {
+    fn policy(&self, mode: &str, targets: serde_json::Value) -> EnergyPolicy {
+        let p: EnergyPolicy = serde_json::from_value(json!({
+            "apiVersion": "edgewatt.io/v1alpha1", "kind": "EnergyPolicy",
+            "metadata": {"name": "p"},
+            "spec": {
+                "targets": targets,
+                "starvation": {"batteryBelowPercent": 20, "for": "1m"},
+                "recovery": {"batteryAbovePercent": 35, "for": "1m"},
+                "action": {"mode": mode, "cooldown": "10m", "migrationTimeout": "5m"}
+            }
+        }))
+        .unwrap();
+        self.server.put_typed(&p).unwrap()
+    }
+
+    fn device(&self, name: &str, workloads: serde_json::Value) {
+        let existing = self
+            .server
+            .get("edgedevices", Some("edge"), name)
+            .map(|v| v["metadata"]["resourceVersion"].clone());
+        let mut obj = json!({
+            "apiVersion": "management.project-flotta.io/v1alpha1", "kind": "EdgeDevice",
+            "metadata": {"name": name, "namespace": "edge"},
+            "spec": {},
+            "status": {"phase": "up", "workloads": workloads}
+        });
+        if let Some(rv) = existing {
+            obj["metadata"]["resourceVersion"] = rv;
+        }
+        self.server.put(obj).unwrap();
+    }
+
+    fn workload(&self, name: &str) -> Option<EdgeWorkload> {
+        self.server.get_typed(Some("edge"), name)
+    }
+
+    /// Runs a cycle at `now` after letting the reflectors catch up with the double.
+    async fn cycle(&self, now: chrono::DateTime<Utc>) -> EnergyPolicy {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let p: EnergyPolicy = self.server.get_typed(None, "p").unwrap();
+        cycle(&p, &self.ctx, now).await.unwrap();
+        self.server.get_typed(None, "p").unwrap()
+    }
+
+    fn events(&self, reason: &str) -> usize {
+        self.server
+            .list("events.events.k8s.io")
+            .iter()
+            .chain(self.server.list("events").iter())
+            .filter(|e| e["reason"] == reason)
+            .count()
+    }
+}
+
+fn ns_edge(server: &ApiServer) {
+    server
+        .put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "edge"}}))
+        .unwrap();
+}
+
+async fn edge_setup() -> Harness {
+    let h = harness(&[("d1", 0.1), ("d2", 0.9)], &[]).await;
+    ns_edge(&h.server);
+    h.device("d1", json!([{"name": "app", "phase": "Running"}]));
+    h.device("d2", json!([]));
+    h.server
+        .put(json!({
+            "apiVersion": "management.project-flotta.io/v1alpha1", "kind": "EdgeWorkload",
+            "metadata": {"name": "app", "namespace": "edge"},
+            "spec": {"device": "d1", "type": "pod", "pod": {"spec": {"containers": [{"name": "c", "image": "nginx"}]}}}
+        }))
+        .unwrap();
+    h
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn battery_drain_moves_edge_workload_make_before_break() {
+    let h = edge_setup().await;
+    h.policy("Migrate", json!({"edgeDeviceSelector": {}}));
+    let t0 = Utc::now();
+    let p = h.cycle(t0).await;
+    assert_eq!(p.status.unwrap().starved_count, 0, "not starved before `for`");
+    let p = h.cycle(t0 + chrono::Duration::seconds(61)).await;
+    let st = p.status.unwrap();
+    assert_eq!(st.starved_count, 1);
+    assert_eq!(st.starved[0].name, "d1");
+    // Intent written, copy created on d2, original still on d1.
+    let app = h.workload("app").unwrap();
+    let intent = Intent::of(&app).expect("intent annotation");
+    assert_eq!((intent.from.as_str(), intent.to.as_str()), ("d1", "d2"));
+    assert_eq!(app.spec.device.as_deref(), Some("d1"));
+    let copy = h.workload(&copy_name("app")).expect("copy created");
+    assert_eq!(copy.spec.device.as_deref(), Some("d2"));
+    // Not running on the target yet: nothing else happens.
+    h.cycle(t0 + chrono::Duration::seconds(70)).await;
+    assert_eq!(h.workload("app").unwrap().spec.device.as_deref(), Some("d1"));
+    // The device agent reports the copy running (lowercase, like heartbeats).
+    h.device("d2", json!([{"name": copy_name("app"), "phase": "running"}]));
+    h.cycle(t0 + chrono::Duration::seconds(80)).await;
+    let app = h.workload("app").unwrap();
+    assert_eq!(app.spec.device.as_deref(), Some("d2"), "re-pointed after copy runs");
+    assert!(h.workload(&copy_name("app")).is_some(), "copy kept until original runs");
+    h.device(
+        "d2",
+        json!([{"name": copy_name("app"), "phase": "Running"}, {"name": "app", "phase": "Running"}]),
+    );
+    let p = h.cycle(t0 + chrono::Duration::seconds(90)).await;
+    let app = h.workload("app").unwrap();
+    assert!(!app.annotations().contains_key(keys::MIGRATION_INTENT));
+    assert!(h.workload(&copy_name("app")).is_none(), "copy removed");
+    let st = p.status.unwrap();
+    let last = st.migrations.last().unwrap();
+    assert_eq!(last.result, MigrationResult::Succeeded);
+    assert_eq!(st.migration_count, 1);
+    assert!(h.events("MigrationStarted") >= 1 && h.events("MigrationSucceeded") >= 1);
+    assert!(h.ctx.metrics.encode().contains("result=\"Succeeded\""));
+    drop(h.prom);
+}
+
+use kube::ResourceExt;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_never_running_is_undone_with_failure_event() {
+    let h = edge_setup().await;
+    h.policy("Migrate", json!({"edgeDeviceSelector": {}}));
+    let t0 = Utc::now();
+    h.cycle(t0).await;
+    h.cycle(t0 + chrono::Duration::seconds(61)).await;
+    assert!(h.workload(&copy_name("app")).is_some());
+    let p = h.cycle(t0 + chrono::Duration::seconds(61 + 301)).await;
+    let app = h.workload("app").unwrap();
+    assert!(!app.annotations().contains_key(keys::MIGRATION_INTENT));
+    assert_eq!(app.spec.device.as_deref(), Some("d1"));
+    assert!(h.workload(&copy_name("app")).is_none(), "copy removed on undo");
+    let st = p.status.unwrap();
+    assert_eq!(st.migrations.last().unwrap().result, MigrationResult::Failed);
+    assert!(h.events("MigrationFailed") >= 1);
+    // Cooldown: not retried immediately.
+    h.cycle(t0 + chrono::Duration::seconds(370)).await;
+    assert!(h.workload(&copy_name("app")).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_stopped_means_no_actions() {
+    let mut h = edge_setup().await;
+    h.policy("Migrate", json!({"edgeDeviceSelector": {}}));
+    let t0 = Utc::now();
+    h.cycle(t0).await;
+    let prom = &mut h.prom;
+    tokio::task::block_in_place(|| prom.stop());
+    h.server.clear_requests();
+    let p = h.cycle(t0 + chrono::Duration::seconds(120)).await;
+    let writes: Vec<_> = h
+        .server
+        .writes()
+        .into_iter()
+        .filter(|w| !w.path.contains("/status") && !w.path.contains("events"))
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
+    let cond = p
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "PrometheusAvailable")
+        .unwrap();
+    assert_eq!(cond.status, "False");
+    assert!(h.ctx.metrics.encode().contains("edgewatt_prometheus_errors_total 1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observe_mode_writes_only_status_and_events() {
+    let h = edge_setup().await;
+    h.policy("Observe", json!({"edgeDeviceSelector": {}}));
+    let t0 = Utc::now();
+    h.server.clear_requests();
+    h.cycle(t0).await;
+    let p = h.cycle(t0 + chrono::Duration::seconds(61)).await;
+    let writes: Vec<_> = h
+        .server
+        .writes()
+        .into_iter()
+        .filter(|w| !w.path.contains("/status") && !w.path.contains("events"))
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
+    let st = p.status.unwrap();
+    assert_eq!(st.starved_count, 1);
+    assert_eq!(st.migrations.last().unwrap().result, MigrationResult::DryRun);
+    assert!(h.workload(&copy_name("app")).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pdb_blocks_eviction_and_it_is_retried_not_forced() {
+    let h = harness(&[], &[("n1", 0.1), ("n2", 0.9)]).await;
+    for (n, edge) in [("n1", true), ("n2", true)] {
+        h.server
+            .put(json!({
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": n, "labels": {"edge": edge.to_string()}},
+                "spec": {},
+                "status": {"conditions": [{"type": "Ready", "status": "True"}]}
+            }))
+            .unwrap();
+    }
+    h.server
+        .put(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "u1", "controller": true}]},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "nginx"}]},
+            "status": {"phase": "Running"}
+        }))
+        .unwrap();
+    h.server
+        .put(json!({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, "minAvailable": 1}
+        }))
+        .unwrap();
+    h.server
+        .set_pdb_disruptions_allowed("default", "web", 0)
+        .unwrap();
+    h.policy("Migrate", json!({"nodeSelector": {"matchLabels": {"edge": "true"}}}));
+    let t0 = Utc::now();
+    h.cycle(t0).await;
+    let started = std::time::Instant::now();
+    let p = h.cycle(t0 + chrono::Duration::seconds(61)).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "429 not retried in-client");
+    let node: k8s_openapi::api::core::v1::Node = h.server.get_typed(None, "n1").unwrap();
+    assert!(node
+        .spec
+        .unwrap()
+        .taints
+        .unwrap()
+        .iter()
+        .any(|t| t.key == keys::STARVED_TAINT));
+    assert!(h.server.get("pods", Some("default"), "web").is_some(), "not forced");
+    assert_eq!(
+        p.status.unwrap().migrations.last().unwrap().result,
+        MigrationResult::Blocked
+    );
+    assert!(h.events("EvictionBlocked") >= 1);
+    // Budget frees up: the next cycle evicts.
+    h.server
+        .set_pdb_disruptions_allowed("default", "web", 1)
+        .unwrap();
+    h.cycle(t0 + chrono::Duration::seconds(91)).await;
+    assert!(h.server.get("pods", Some("default"), "web").is_none(), "evicted on retry");
+    let _ = &h.body;
+}
