@@ -1,0 +1,515 @@
+//! The headroom model and the extender's decisions, with no I/O: given a [`HeadroomTable`] (or
+//! none), the candidate nodes and the pod, decide which nodes fit and how they rank.
+//!
+//! Kept pure so every rule (budget sources, battery, starvation, fail-open) is tested with plain
+//! fixtures and the request path never waits on anything.
+//!
+//! ## Rules
+//! - budget: Node annotation `edgewatt.io/power-budget-watts` (when the scheduler sends Node
+//!   objects), else the node's `PowerBudget` signal, else `--default-power-budget-watts`;
+//! - draw: the node's `NodeWatts` signal; headroom = budget − draw − the pod's expected draw;
+//! - filter rejects starved nodes (taint `edgewatt.io/energy-starved` or the controller's
+//!   `edgewatt_target_starved{kind="Node"} == 1`), nodes on battery below the ratio or runtime
+//!   threshold, and nodes whose headroom is below `minHeadroomWatts`;
+//! - a node without fresh budget and draw passes and gets [`NEUTRAL_SCORE`];
+//! - when the whole table is missing, empty or older than `--max-data-age`, every node passes and
+//!   every score is [`NEUTRAL_SCORE`] (fail open): a broken monitoring stack must not stop
+//!   scheduling, and unlike Trimaran or Telemetry Aware Scheduling we never act on a value whose
+//!   sample is older than the limit.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, SystemTime},
+};
+
+use edgewatt_crds::{
+    keys,
+    prom::{Reading, SignalTable},
+    promql::Signal,
+};
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::protocol::{
+    ExtenderArgs, ExtenderFilterResult, HostPriority, Node, MAX_EXTENDER_PRIORITY, NEUTRAL_SCORE,
+};
+
+/// Signals the refresher reads for every node.
+pub const SIGNALS: [Signal; 6] = Signal::ALL;
+
+/// Below this discharge rate a battery's runtime is treated as unbounded noise, not a division by
+/// ~zero.
+const MIN_BATTERY_DRAW_WATTS: f64 = 0.1;
+
+/// Namespace and owner name: the key under which pods of one workload share a draw estimate.
+pub type OwnerKey = (String, String);
+
+/// What the extender knows about one node, with sample ages as of the table's fetch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeState {
+    pub readings: HashMap<Signal, Reading>,
+    /// The controller marked it starved (`edgewatt_target_starved{kind="Node"} == 1`).
+    pub starved: bool,
+}
+
+/// Everything a decision needs, built by the refresher once per interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeadroomTable {
+    /// When the queries ran; sample ages grow from here.
+    pub fetched_at: SystemTime,
+    pub nodes: HashMap<String, NodeState>,
+    /// Average watts per pod of each owner over the last hour.
+    pub owner_draw: HashMap<OwnerKey, f64>,
+    /// Age (at `fetched_at`) of the newest `NodeWatts` sample of any node; `None` = no data.
+    newest_age_secs: Option<f64>,
+}
+
+impl HeadroomTable {
+    /// Builds the table from one refresh: the batched signals, the nodes the controller reports
+    /// starved, and `(namespace, pod, watts)` averages, grouped here by owner (mean per pod).
+    pub fn new(
+        signals: SignalTable,
+        starved: HashSet<String>,
+        pod_watts: impl IntoIterator<Item = (String, String, f64)>,
+    ) -> Self {
+        let fetched_at = signals.fetched_at.unwrap_or_else(SystemTime::now);
+        let mut nodes: HashMap<String, NodeState> = signals
+            .readings
+            .into_iter()
+            .map(|(name, readings)| {
+                (
+                    name,
+                    NodeState {
+                        readings,
+                        starved: false,
+                    },
+                )
+            })
+            .collect();
+        for name in starved {
+            nodes.entry(name).or_default().starved = true;
+        }
+        let mut sums: HashMap<OwnerKey, (f64, u32)> = HashMap::new();
+        for (ns, pod, watts) in pod_watts {
+            if !watts.is_finite() || watts < 0.0 {
+                continue;
+            }
+            let e = sums
+                .entry((ns, owner_from_pod_name(&pod).to_string()))
+                .or_default();
+            e.0 += watts;
+            e.1 += 1;
+        }
+        let owner_draw = sums
+            .into_iter()
+            .map(|(k, (sum, n))| (k, sum / f64::from(n)))
+            .collect();
+        let newest_age_secs = nodes
+            .values()
+            .filter_map(|n| n.readings.get(&Signal::NodeWatts))
+            .filter(|r| r.value.is_finite())
+            .filter_map(|r| r.age_secs)
+            .reduce(f64::min);
+        Self {
+            fetched_at,
+            nodes,
+            owner_draw,
+            newest_age_secs,
+        }
+    }
+
+    /// Age at `now` of the newest node draw sample: how old the freshest thing we know is.
+    pub fn data_age(&self, now: SystemTime) -> Option<Duration> {
+        let elapsed = now
+            .duration_since(self.fetched_at)
+            .unwrap_or_default()
+            .as_secs_f64();
+        self.newest_age_secs
+            .map(|a| Duration::from_secs_f64((a + elapsed).max(0.0)))
+    }
+
+    /// The expected draw of `pod`: its owner's per-pod average, 0 when the owner has no history.
+    pub fn pod_expected_draw(&self, pod: &Pod) -> f64 {
+        owner_key_of_pod(pod)
+            .and_then(|k| self.owner_draw.get(&k).copied())
+            .unwrap_or(0.0)
+    }
+}
+
+/// Thresholds, from the command line (the EnergyPolicy `scheduling` block's fields).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub default_budget_watts: Option<f64>,
+    pub min_headroom_watts: f64,
+    /// Nodes on battery below this charge ratio (0..1) are rejected.
+    pub min_battery_ratio: f64,
+    /// Nodes on battery whose runtime (with the pod) is below this are rejected; zero disables.
+    pub min_battery_runtime: Duration,
+    /// Samples older than this are ignored; a table with nothing newer fails open.
+    pub max_data_age: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            default_budget_watts: None,
+            min_headroom_watts: 5.0,
+            min_battery_ratio: 0.2,
+            min_battery_runtime: Duration::from_secs(15 * 60),
+            max_data_age: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Why the extender is answering neutrally for every node.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FailOpen {
+    /// No refresh has succeeded yet.
+    NoTable,
+    /// Prometheus answered but had no node draw at all.
+    NoData,
+    /// The newest sample is older than `--max-data-age`.
+    Stale { age_secs: f64 },
+}
+
+impl std::fmt::Display for FailOpen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FailOpen::NoTable => f.write_str("no successful Prometheus refresh yet"),
+            FailOpen::NoData => f.write_str("Prometheus has no node draw data"),
+            FailOpen::Stale { age_secs } => write!(f, "newest node data is {age_secs:.0}s old"),
+        }
+    }
+}
+
+/// Whether decisions can use the table at all.
+pub fn mode(
+    table: Option<&HeadroomTable>,
+    policy: &Policy,
+    now: SystemTime,
+) -> Result<(), FailOpen> {
+    let table = table.ok_or(FailOpen::NoTable)?;
+    let age = table.data_age(now).ok_or(FailOpen::NoData)?;
+    if age > policy.max_data_age {
+        return Err(FailOpen::Stale {
+            age_secs: age.as_secs_f64(),
+        });
+    }
+    Ok(())
+}
+
+/// One node's outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Fits with this much headroom (watts) left after the pod.
+    Fits { headroom: f64 },
+    /// No fresh budget or draw: passes, neutral score.
+    Unknown,
+    /// Filtered out, with the reason shown in the pod's events.
+    Rejected { reason: String },
+}
+
+/// Decides one node. `node` is the Node object when the scheduler sent one (annotation, taint).
+pub fn judge(
+    table: &HeadroomTable,
+    policy: &Policy,
+    now: SystemTime,
+    name: &str,
+    node: Option<&Node>,
+    pod_draw: f64,
+) -> Verdict {
+    let tainted = node
+        .and_then(|n| n.spec.as_ref())
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|ts| ts.iter().any(|t| t.key == keys::STARVED_TAINT));
+    let state = table.nodes.get(name);
+    if tainted {
+        return Verdict::Rejected {
+            reason: format!("node is energy-starved (taint {})", keys::STARVED_TAINT),
+        };
+    }
+    if state.is_some_and(|s| s.starved) {
+        return Verdict::Rejected {
+            reason: "node is energy-starved (edgewatt controller)".to_string(),
+        };
+    }
+    let elapsed = now
+        .duration_since(table.fetched_at)
+        .unwrap_or_default()
+        .as_secs_f64();
+    let fresh = |signal: Signal| -> Option<f64> {
+        let r = state?.readings.get(&signal)?;
+        Reading {
+            value: r.value,
+            age_secs: r.age_secs.map(|a| a + elapsed),
+        }
+        .fresh(policy.max_data_age)
+    };
+    let draw = fresh(Signal::NodeWatts);
+
+    // Battery: only when we know the charge and the node is not on mains.
+    if let Some(ratio) = fresh(Signal::BatteryRatio) {
+        if fresh(Signal::ExternalPower) != Some(1.0) {
+            if ratio < policy.min_battery_ratio {
+                return Verdict::Rejected {
+                    reason: format!(
+                        "on battery at {:.0}% (< {:.0}%)",
+                        ratio * 100.0,
+                        policy.min_battery_ratio * 100.0
+                    ),
+                };
+            }
+            if let (Some(energy), false) = (
+                fresh(Signal::BatteryEnergy),
+                policy.min_battery_runtime.is_zero(),
+            ) {
+                let battery_draw = fresh(Signal::BatteryDraw).or(draw).unwrap_or(0.0) + pod_draw;
+                let runtime = energy / battery_draw.max(MIN_BATTERY_DRAW_WATTS);
+                if runtime < policy.min_battery_runtime.as_secs_f64() {
+                    return Verdict::Rejected {
+                        reason: format!(
+                            "on battery with {:.0} min left at {battery_draw:.1} W (< {:.0} min)",
+                            runtime / 60.0,
+                            policy.min_battery_runtime.as_secs_f64() / 60.0
+                        ),
+                    };
+                }
+            }
+        }
+    }
+
+    let annotated = node
+        .and_then(|n| n.metadata.annotations.as_ref())
+        .and_then(|a| a.get(keys::POWER_BUDGET_WATTS))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|b| b.is_finite() && *b >= 0.0);
+    let budget = annotated
+        .or_else(|| fresh(Signal::PowerBudget))
+        .or(policy.default_budget_watts);
+    let (Some(budget), Some(draw)) = (budget, draw) else {
+        return Verdict::Unknown;
+    };
+    let headroom = budget - draw - pod_draw;
+    if headroom < policy.min_headroom_watts {
+        return Verdict::Rejected {
+            reason: format!(
+                "power headroom {headroom:.1} W < {:.1} W (budget {budget:.1} W, draw {draw:.1} W, pod {pod_draw:.1} W)",
+                policy.min_headroom_watts
+            ),
+        };
+    }
+    Verdict::Fits { headroom }
+}
+
+/// Verdicts for every candidate of a request, or why we fail open. Candidate order is kept.
+pub fn judge_all<'a>(
+    table: Option<&HeadroomTable>,
+    policy: &Policy,
+    now: SystemTime,
+    args: &'a ExtenderArgs,
+) -> Result<Vec<(&'a str, Verdict)>, FailOpen> {
+    mode(table, policy, now)?;
+    let table = table.expect("mode() checked the table exists");
+    let pod_draw = table.pod_expected_draw(&args.pod);
+    let objects: HashMap<&str, &Node> = args
+        .nodes
+        .iter()
+        .flat_map(|l| l.items.iter())
+        .filter_map(|n| Some((n.metadata.name.as_deref()?, n)))
+        .collect();
+    Ok(args
+        .candidate_names()
+        .into_iter()
+        .map(|name| {
+            let v = judge(
+                table,
+                policy,
+                now,
+                name,
+                objects.get(name).copied(),
+                pod_draw,
+            );
+            (name, v)
+        })
+        .collect())
+}
+
+/// The filter reply, in the request's form (names, objects or both), and the fail-open reason if
+/// any. Only names from the request are ever returned.
+pub fn filter(
+    table: Option<&HeadroomTable>,
+    policy: &Policy,
+    now: SystemTime,
+    args: ExtenderArgs,
+) -> (ExtenderFilterResult, Option<FailOpen>) {
+    let (rejected, fail_open) = match judge_all(table, policy, now, &args) {
+        Ok(verdicts) => (
+            verdicts
+                .into_iter()
+                .filter_map(|(name, v)| match v {
+                    Verdict::Rejected { reason } => Some((name.to_string(), reason)),
+                    _ => None,
+                })
+                .collect::<HashMap<String, String>>(),
+            None,
+        ),
+        Err(f) => (HashMap::new(), Some(f)),
+    };
+    let passes = |name: &str| !rejected.contains_key(name);
+    let node_names = args
+        .node_names
+        .map(|names| names.into_iter().filter(|n| passes(n)).collect());
+    let nodes = args.nodes.map(|mut list| {
+        list.items
+            .retain(|n| passes(n.metadata.name.as_deref().unwrap_or_default()));
+        list
+    });
+    let result = ExtenderFilterResult {
+        nodes,
+        node_names,
+        failed_nodes: rejected.into_iter().collect(),
+        ..Default::default()
+    };
+    (result, fail_open)
+}
+
+/// Prioritize scores: headroom mapped linearly across the fitting candidates (most → 10, least
+/// → 0; all equal → [`NEUTRAL_SCORE`]), unknown nodes neutral, rejected nodes 0.
+pub fn prioritize(
+    table: Option<&HeadroomTable>,
+    policy: &Policy,
+    now: SystemTime,
+    args: &ExtenderArgs,
+) -> (Vec<HostPriority>, Option<FailOpen>) {
+    let verdicts = match judge_all(table, policy, now, args) {
+        Ok(v) => v,
+        Err(f) => {
+            let all = args
+                .candidate_names()
+                .into_iter()
+                .map(|host| HostPriority {
+                    host: host.to_string(),
+                    score: NEUTRAL_SCORE,
+                })
+                .collect();
+            return (all, Some(f));
+        }
+    };
+    let (lo, hi) = verdicts
+        .iter()
+        .filter_map(|(_, v)| match v {
+            Verdict::Fits { headroom } => Some(*headroom),
+            _ => None,
+        })
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), h| {
+            (lo.min(h), hi.max(h))
+        });
+    let scores = verdicts
+        .into_iter()
+        .map(|(host, v)| {
+            let score = match v {
+                Verdict::Fits { headroom } if hi > lo => {
+                    let s = (headroom - lo) / (hi - lo) * MAX_EXTENDER_PRIORITY as f64;
+                    (s.round() as i64).clamp(0, MAX_EXTENDER_PRIORITY)
+                }
+                Verdict::Fits { .. } | Verdict::Unknown => NEUTRAL_SCORE,
+                Verdict::Rejected { .. } => 0,
+            };
+            HostPriority {
+                host: host.to_string(),
+                score,
+            }
+        })
+        .collect();
+    (scores, None)
+}
+
+/// The owner key of the pod being scheduled, from its controller ownerReference.
+///
+/// Heuristic, kept consistent with [`owner_from_pod_name`] (used for pods in Prometheus, which
+/// only carry the pod name): a ReplicaSet owner loses its pod-template-hash suffix (so all
+/// ReplicaSets of a Deployment share history); other controllers (StatefulSet, DaemonSet, Job)
+/// are used as named; a pod without a controller falls back to its own name's heuristic.
+pub fn owner_key_of_pod(pod: &Pod) -> Option<OwnerKey> {
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_string());
+    let controller = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true));
+    let owner = match controller {
+        Some(o) if o.kind == "ReplicaSet" => strip_segment(&o.name, is_template_hash),
+        Some(o) => o.name.as_str(),
+        None => owner_from_pod_name(pod.metadata.name.as_deref()?),
+    };
+    Some((ns, owner.to_string()))
+}
+
+/// Maps a pod name to its owner's name:
+/// - `web-7d4b9c8f6-x2k9p` (Deployment) → `web`: drop the 5-character random suffix, then the
+///   pod-template hash;
+/// - `agent-x2k9p` (DaemonSet, Job) → `agent`;
+/// - `db-0` (StatefulSet ordinal) → `db`;
+/// - anything else is its own owner.
+///
+/// Random suffixes and hashes use Kubernetes' "safe" alphabet (no vowels, no 0/1/3), so ordinary
+/// words are rarely mistaken for one. A CronJob's pods key on the Job (`backup-28941234`), so each
+/// run starts without history.
+pub fn owner_from_pod_name(name: &str) -> &str {
+    let stripped = strip_segment(name, is_random_suffix);
+    if stripped.len() != name.len() {
+        return strip_segment(stripped, is_template_hash);
+    }
+    strip_segment(name, |s| s.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `name` without its last `-segment` when `matches(segment)`; never returns an empty name.
+fn strip_segment(name: &str, matches: impl Fn(&str) -> bool) -> &str {
+    match name.rsplit_once('-') {
+        Some((head, tail)) if !head.is_empty() && !tail.is_empty() && matches(tail) => head,
+        _ => name,
+    }
+}
+
+/// Kubernetes' `rand.String` / `SafeEncodeString` alphabet.
+fn is_safe(b: u8) -> bool {
+    b"bcdfghjklmnpqrstvwxz2456789".contains(&b)
+}
+
+fn is_random_suffix(s: &str) -> bool {
+    s.len() == 5 && s.bytes().all(is_safe)
+}
+
+fn is_template_hash(s: &str) -> bool {
+    (6..=10).contains(&s.len()) && s.bytes().all(is_safe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_names_map_to_owners() {
+        assert_eq!(owner_from_pod_name("web-7d4b9c8f6-x2k9p"), "web");
+        assert_eq!(owner_from_pod_name("my-web-7d4b9c8f6-x2k9p"), "my-web");
+        assert_eq!(owner_from_pod_name("agent-x2k9p"), "agent");
+        assert_eq!(owner_from_pod_name("db-0"), "db");
+        assert_eq!(owner_from_pod_name("db-12"), "db");
+        assert_eq!(owner_from_pod_name("nginx"), "nginx");
+        assert_eq!(owner_from_pod_name("test-pod"), "test-pod");
+        assert_eq!(owner_from_pod_name("-x2k9p"), "-x2k9p");
+        assert_eq!(
+            owner_from_pod_name("backup-28941234-x2k9p"),
+            "backup-28941234"
+        );
+        assert_eq!(strip_segment("web-7d4b9c8f6", is_template_hash), "web");
+        assert_eq!(
+            strip_segment("web-frontend", is_template_hash),
+            "web-frontend"
+        );
+    }
+}

@@ -1,0 +1,97 @@
+//! The kube-scheduler extender wire format.
+//!
+//! The upstream Go types (`k8s.io/kube-scheduler/extender/v1/types.go`) carry no json tags, so
+//! kube-scheduler sends and expects the Go field names verbatim (PascalCase). Go decodes replies
+//! case-insensitively, but other clients (tests, curl, older forks) send lowercase or camelCase,
+//! so every input key also has lowercase/camelCase aliases. Replies are always PascalCase.
+//! Unknown fields are ignored so a newer scheduler adding fields keeps working.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{api::core::v1::Pod, List};
+use serde::{Deserialize, Serialize};
+
+pub use k8s_openapi::api::core::v1::Node;
+
+/// `v1.NodeList` as the scheduler sends it (`items` plus list metadata).
+pub type NodeList = List<Node>;
+
+/// Upstream `ExtenderArgs`: the pod being scheduled and the candidate nodes, either as names
+/// (`nodeCacheCapable: true`) or as full Node objects. Some versions send both.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ExtenderArgs {
+    #[serde(rename = "Pod", alias = "pod")]
+    pub pod: Pod,
+    #[serde(rename = "Nodes", alias = "nodes", default)]
+    pub nodes: Option<NodeList>,
+    #[serde(
+        rename = "NodeNames",
+        alias = "nodenames",
+        alias = "nodeNames",
+        alias = "node_names",
+        default
+    )]
+    pub node_names: Option<Vec<String>>,
+}
+
+/// Upstream `ExtenderFilterResult`. `Nodes`/`NodeNames` mirror the request's form; a name not in
+/// the request is never returned (the scheduler would reject the whole reply).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ExtenderFilterResult {
+    #[serde(rename = "Nodes", alias = "nodes", default)]
+    pub nodes: Option<NodeList>,
+    #[serde(
+        rename = "NodeNames",
+        alias = "nodenames",
+        alias = "nodeNames",
+        default
+    )]
+    pub node_names: Option<Vec<String>>,
+    /// Node name → human-readable reason; shown in the pod's `FailedScheduling` event.
+    #[serde(rename = "FailedNodes", alias = "failedNodes", default)]
+    pub failed_nodes: BTreeMap<String, String>,
+    /// Nodes that preemption cannot help; edgewatt never uses it (draw is not freed by evicting
+    /// pods synchronously), so it is always empty.
+    #[serde(
+        rename = "FailedAndUnresolvableNodes",
+        alias = "failedAndUnresolvableNodes",
+        default
+    )]
+    pub failed_and_unresolvable_nodes: BTreeMap<String, String>,
+    /// Non-empty fails the pod's scheduling cycle unless the extender is `ignorable`; edgewatt
+    /// fails open instead, so this stays empty.
+    #[serde(rename = "Error", alias = "error", default)]
+    pub error: String,
+}
+
+/// Upstream `HostPriority`; the prioritize reply is a JSON array of these.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostPriority {
+    #[serde(rename = "Host", alias = "host")]
+    pub host: String,
+    /// 0..=[`MAX_EXTENDER_PRIORITY`].
+    #[serde(rename = "Score", alias = "score")]
+    pub score: i64,
+}
+
+/// Upstream `MaxExtenderPriority`: the scheduler rejects larger scores.
+pub const MAX_EXTENDER_PRIORITY: i64 = 10;
+
+/// The score every node gets when nothing is known (fail open, or a node without fresh data):
+/// the middle of the range, so unknown nodes neither win nor lose against measured ones.
+pub const NEUTRAL_SCORE: i64 = 5;
+
+impl ExtenderArgs {
+    /// The candidate node names in request order: `NodeNames` when present (authoritative with
+    /// `nodeCacheCapable`), else the names of `Nodes.items`.
+    pub fn candidate_names(&self) -> Vec<&str> {
+        if let Some(names) = &self.node_names {
+            return names.iter().map(String::as_str).collect();
+        }
+        self.nodes
+            .iter()
+            .flat_map(|l| l.items.iter())
+            .filter_map(|n| n.metadata.name.as_deref())
+            .collect()
+    }
+}

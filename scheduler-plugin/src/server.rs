@@ -1,0 +1,130 @@
+//! HTTP routes: `POST /filter`, `POST /prioritize`, `GET /healthz`, `/readyz`, `/metrics`.
+//!
+//! Bodies are read as bytes and decoded here (not by axum's `Json`), so a malformed request gets
+//! a 400 with serde's reason, an oversized one a 413 naming the limit, and no `Content-Type`
+//! header is required (kube-scheduler sets it, curl users often do not).
+
+use std::{
+    sync::Arc,
+    time::{Instant, SystemTime},
+};
+
+use axum::{
+    body::Bytes,
+    extract::{rejection::BytesRejection, DefaultBodyLimit, State},
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+
+use crate::{headroom, protocol::ExtenderArgs, state::AppState};
+
+/// The extender's router over `state`.
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.max_body_bytes;
+    Router::new()
+        .route("/filter", post(filter))
+        .route("/prioritize", post(prioritize))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Decodes `ExtenderArgs`, or the error reply.
+fn decode(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<ExtenderArgs, Response> {
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            (
+                status,
+                format!(
+                    "request body exceeds the limit of {} bytes (--max-body-bytes)\n",
+                    state.max_body_bytes
+                ),
+            )
+                .into_response()
+        } else {
+            (
+                status,
+                format!("cannot read request body: {}\n", rejection.body_text()),
+            )
+                .into_response()
+        }
+    })?;
+    serde_json::from_slice(&body).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("invalid ExtenderArgs JSON: {e}\n"),
+        )
+            .into_response()
+    })
+}
+
+async fn filter(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let start = Instant::now();
+    let response = match decode(&state, body) {
+        Ok(args) => {
+            let table = state.table();
+            let (result, fail_open) =
+                headroom::filter(table.as_deref(), &state.policy, SystemTime::now(), args);
+            state.count_fail_open(fail_open);
+            Json(result).into_response()
+        }
+        Err(r) => r,
+    };
+    state
+        .metrics
+        .observe("filter", response.status().as_u16(), start.elapsed());
+    response
+}
+
+async fn prioritize(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let start = Instant::now();
+    let response = match decode(&state, body) {
+        Ok(args) => {
+            let table = state.table();
+            let (scores, fail_open) =
+                headroom::prioritize(table.as_deref(), &state.policy, SystemTime::now(), &args);
+            state.count_fail_open(fail_open);
+            Json(scores).into_response()
+        }
+        Err(r) => r,
+    };
+    state
+        .metrics
+        .observe("prioritize", response.status().as_u16(), start.elapsed());
+    response
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.is_ready() {
+        "ok".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the first Prometheus refresh attempt\n",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    state.refresh_gauges();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
