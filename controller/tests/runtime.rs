@@ -194,7 +194,11 @@ async fn battery_drain_moves_edge_workload_make_before_break() {
     h.policy("Migrate", json!({"edgeDeviceSelector": {}}));
     let t0 = Utc::now();
     let p = h.cycle(t0).await;
-    assert_eq!(p.status.unwrap().starved_count, 0, "not starved before `for`");
+    assert_eq!(
+        p.status.unwrap().starved_count,
+        0,
+        "not starved before `for`"
+    );
     let p = h.cycle(t0 + chrono::Duration::seconds(61)).await;
     let st = p.status.unwrap();
     assert_eq!(st.starved_count, 1);
@@ -208,13 +212,26 @@ async fn battery_drain_moves_edge_workload_make_before_break() {
     assert_eq!(copy.spec.device.as_deref(), Some("d2"));
     // Not running on the target yet: nothing else happens.
     h.cycle(t0 + chrono::Duration::seconds(70)).await;
-    assert_eq!(h.workload("app").unwrap().spec.device.as_deref(), Some("d1"));
+    assert_eq!(
+        h.workload("app").unwrap().spec.device.as_deref(),
+        Some("d1")
+    );
     // The device agent reports the copy running (lowercase, like heartbeats).
-    h.device("d2", json!([{"name": copy_name("app"), "phase": "running"}]));
+    h.device(
+        "d2",
+        json!([{"name": copy_name("app"), "phase": "running"}]),
+    );
     h.cycle(t0 + chrono::Duration::seconds(80)).await;
     let app = h.workload("app").unwrap();
-    assert_eq!(app.spec.device.as_deref(), Some("d2"), "re-pointed after copy runs");
-    assert!(h.workload(&copy_name("app")).is_some(), "copy kept until original runs");
+    assert_eq!(
+        app.spec.device.as_deref(),
+        Some("d2"),
+        "re-pointed after copy runs"
+    );
+    assert!(
+        h.workload(&copy_name("app")).is_some(),
+        "copy kept until original runs"
+    );
     h.device(
         "d2",
         json!([{"name": copy_name("app"), "phase": "Running"}, {"name": "app", "phase": "Running"}]),
@@ -246,9 +263,15 @@ async fn target_never_running_is_undone_with_failure_event() {
     let app = h.workload("app").unwrap();
     assert!(!app.annotations().contains_key(keys::MIGRATION_INTENT));
     assert_eq!(app.spec.device.as_deref(), Some("d1"));
-    assert!(h.workload(&copy_name("app")).is_none(), "copy removed on undo");
+    assert!(
+        h.workload(&copy_name("app")).is_none(),
+        "copy removed on undo"
+    );
     let st = p.status.unwrap();
-    assert_eq!(st.migrations.last().unwrap().result, MigrationResult::Failed);
+    assert_eq!(
+        st.migrations.last().unwrap().result,
+        MigrationResult::Failed
+    );
     assert!(h.events("MigrationFailed") >= 1);
     // Cooldown: not retried immediately.
     h.cycle(t0 + chrono::Duration::seconds(370)).await;
@@ -280,7 +303,11 @@ async fn prometheus_stopped_means_no_actions() {
         .find(|c| c.type_ == "PrometheusAvailable")
         .unwrap();
     assert_eq!(cond.status, "False");
-    assert!(h.ctx.metrics.encode().contains("edgewatt_prometheus_errors_total 1"));
+    assert!(h
+        .ctx
+        .metrics
+        .encode()
+        .contains("edgewatt_prometheus_errors_total 1"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,7 +327,10 @@ async fn observe_mode_writes_only_status_and_events() {
     assert!(writes.is_empty(), "{writes:?}");
     let st = p.status.unwrap();
     assert_eq!(st.starved_count, 1);
-    assert_eq!(st.migrations.last().unwrap().result, MigrationResult::DryRun);
+    assert_eq!(
+        st.migrations.last().unwrap().result,
+        MigrationResult::DryRun
+    );
     assert!(h.workload(&copy_name("app")).is_none());
 }
 
@@ -336,12 +366,18 @@ async fn pdb_blocks_eviction_and_it_is_retried_not_forced() {
     h.server
         .set_pdb_disruptions_allowed("default", "web", 0)
         .unwrap();
-    h.policy("Migrate", json!({"nodeSelector": {"matchLabels": {"edge": "true"}}}));
+    h.policy(
+        "Migrate",
+        json!({"nodeSelector": {"matchLabels": {"edge": "true"}}}),
+    );
     let t0 = Utc::now();
     h.cycle(t0).await;
     let started = std::time::Instant::now();
     let p = h.cycle(t0 + chrono::Duration::seconds(61)).await;
-    assert!(started.elapsed() < Duration::from_secs(5), "429 not retried in-client");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "429 not retried in-client"
+    );
     let node: k8s_openapi::api::core::v1::Node = h.server.get_typed(None, "n1").unwrap();
     assert!(node
         .spec
@@ -350,7 +386,10 @@ async fn pdb_blocks_eviction_and_it_is_retried_not_forced() {
         .unwrap()
         .iter()
         .any(|t| t.key == keys::STARVED_TAINT));
-    assert!(h.server.get("pods", Some("default"), "web").is_some(), "not forced");
+    assert!(
+        h.server.get("pods", Some("default"), "web").is_some(),
+        "not forced"
+    );
     assert_eq!(
         p.status.unwrap().migrations.last().unwrap().result,
         MigrationResult::Blocked
@@ -361,6 +400,9 @@ async fn pdb_blocks_eviction_and_it_is_retried_not_forced() {
         .set_pdb_disruptions_allowed("default", "web", 1)
         .unwrap();
     h.cycle(t0 + chrono::Duration::seconds(91)).await;
-    assert!(h.server.get("pods", Some("default"), "web").is_none(), "evicted on retry");
+    assert!(
+        h.server.get("pods", Some("default"), "web").is_none(),
+        "evicted on retry"
+    );
     let _ = &h.body;
 }
