@@ -204,6 +204,31 @@ pub async fn cycle(policy: &EnergyPolicy, ctx: &Context, now: DateTime<Utc>) -> 
     if !rt.loaded {
         rt.migrations = prev_status.migrations.clone();
         rt.migration_count = prev_status.migration_count;
+        // After a restart, starved targets stay starved (and recover through hysteresis)
+        // instead of silently restarting their `for` window.
+        for s in &prev_status.starved {
+            let Ok(since) = DateTime::parse_from_rfc3339(&s.since) else {
+                continue;
+            };
+            let since = since.with_timezone(&Utc);
+            rt.states.insert(
+                TargetId {
+                    kind: s.kind,
+                    namespace: s.namespace.clone(),
+                    name: s.name.clone(),
+                },
+                TargetState {
+                    condition_since: Some(since),
+                    starved: Some(planner::StarvedInfo {
+                        since,
+                        reason: s.reason.clone(),
+                    }),
+                    recovery_since: None,
+                    battery_percent: s.battery_percent,
+                    watts: s.watts,
+                },
+            );
+        }
         rt.loaded = true;
     }
 

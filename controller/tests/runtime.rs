@@ -406,3 +406,73 @@ async fn pdb_blocks_eviction_and_it_is_retried_not_forced() {
     );
     let _ = &h.body;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_controller_resumes_move_from_intent_and_target_recovers() {
+    let h = edge_setup().await;
+    h.policy("Migrate", json!({"edgeDeviceSelector": {}}));
+    let t0 = Utc::now();
+    h.cycle(t0).await;
+    h.cycle(t0 + chrono::Duration::seconds(61)).await;
+    assert!(h.workload(&copy_name("app")).is_some());
+    // "Restart": forget everything held in memory; only the cluster remembers.
+    h.ctx.runtime.lock().await.clear();
+    h.device(
+        "d2",
+        json!([{"name": copy_name("app"), "phase": "Running"}]),
+    );
+    h.cycle(t0 + chrono::Duration::seconds(70)).await;
+    assert_eq!(
+        h.workload("app").unwrap().spec.device.as_deref(),
+        Some("d2")
+    );
+    h.device("d2", json!([{"name": "app", "phase": "Running"}]));
+    let p = h.cycle(t0 + chrono::Duration::seconds(80)).await;
+    assert!(h.workload(&copy_name("app")).is_none());
+    let st = p.status.unwrap();
+    assert_eq!(
+        st.migrations.last().unwrap().result,
+        MigrationResult::Succeeded
+    );
+    assert_eq!(
+        st.migrations.len(),
+        1,
+        "in-progress record updated in place"
+    );
+    // The battery recovers (the scripted exporter changes): starved ends after recovery `for`.
+    *h.body.lock().unwrap() = metrics_body(&[("d1", 0.8), ("d2", 0.9)], &[]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    h.cycle(t0 + chrono::Duration::seconds(100)).await;
+    let p = h.cycle(t0 + chrono::Duration::seconds(161)).await;
+    assert_eq!(p.status.unwrap().starved_count, 0);
+    assert!(h.events("TargetRecovered") >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_one_lease_holder() {
+    use edgewatt_controller::leader::{try_acquire, LeaseConfig};
+    let server = ApiServer::start().await.unwrap();
+    let client = server.client().unwrap();
+    let cfg = |id: &str| LeaseConfig {
+        namespace: "default".into(),
+        name: "edgewatt-controller".into(),
+        identity: id.into(),
+        duration: Duration::from_secs(15),
+        renew: Duration::from_secs(5),
+    };
+    assert!(try_acquire(&client, &cfg("a")).await.unwrap());
+    assert!(!try_acquire(&client, &cfg("b")).await.unwrap());
+    assert!(try_acquire(&client, &cfg("a")).await.unwrap(), "renew");
+    // Expire a's lease: b takes over.
+    let mut lease = server
+        .get(
+            "leases.coordination.k8s.io",
+            Some("default"),
+            "edgewatt-controller",
+        )
+        .unwrap();
+    lease["spec"]["renewTime"] = json!("2020-01-01T00:00:00.000000Z");
+    server.put(lease).unwrap();
+    assert!(try_acquire(&client, &cfg("b")).await.unwrap());
+    assert!(!try_acquire(&client, &cfg("a")).await.unwrap());
+}
