@@ -67,13 +67,6 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    if args.device_label != edgewatt_crds::metrics::label::FLOTTA_DEVICE {
-        tracing::warn!(
-            "--device-label {} differs from the built-in queries' {}; device signals use the latter",
-            args.device_label,
-            edgewatt_crds::metrics::label::FLOTTA_DEVICE
-        );
-    }
     // Built first: it installs rustls' ring provider, which kube's TLS set-up then uses.
     let reader = PromReader::new(&args.prometheus).context("prometheus client")?;
     let config = kube::Config::infer().await.context("kubernetes config")?;
@@ -122,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
         settings: Settings {
             interval: args.interval,
             metric_names: MetricNames::new(args.metric_prefix),
+            device_label: args.device_label,
             node_max_age: args.node_max_age,
             device_max_age: args.device_max_age,
             migration_timeout: args.migration_timeout,

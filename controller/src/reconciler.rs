@@ -43,6 +43,8 @@ use crate::{
 pub struct Settings {
     pub interval: Duration,
     pub metric_names: MetricNames,
+    /// Label carrying the device id on device series.
+    pub device_label: String,
     pub node_max_age: Duration,
     pub device_max_age: Duration,
     /// Overrides every policy's `migrationTimeout` when set.
@@ -309,7 +311,14 @@ pub async fn cycle(policy: &EnergyPolicy, ctx: &Context, now: DateTime<Utc>) -> 
     rt.history.in_flight = in_flight;
 
     // 2. Prometheus.
-    let prom = match signals::read(&ctx.reader, &ctx.settings.metric_names, spec).await {
+    let prom = match signals::read(
+        &ctx.reader,
+        &ctx.settings.metric_names,
+        spec,
+        &ctx.settings.device_label,
+    )
+    .await
+    {
         Ok(p) => p,
         Err(e) => {
             ctx.metrics.prometheus_errors.inc();

@@ -17,15 +17,18 @@ use crate::snapshot::PromData;
 const SIGNALS: [Signal; 6] = Signal::ALL;
 
 /// Reads everything `spec` needs. Target kinds the policy does not select are not queried,
-/// except that device heartbeats are read whenever devices are selected.
+/// except that device heartbeats are read whenever devices are selected. `device_label` is the
+/// label carrying the device id on device series (`edgedeviceid` for Flotta remote write).
 pub async fn read(
     reader: &PromReader,
     names: &MetricNames,
     spec: &EnergyPolicySpec,
+    device_label: &str,
 ) -> Result<PromData, PromError> {
     let mut out = PromData::default();
     let nodes_q = TargetQuery::nodes(names.clone());
-    let devices_q = TargetQuery::edge_devices(names.clone());
+    let mut devices_q = TargetQuery::edge_devices(names.clone());
+    devices_q.join_label = device_label.to_string();
     let want_nodes = spec.targets.node_selector.is_some();
     let want_devices = spec.targets.edge_device_selector.is_some();
     let custom = spec
@@ -65,7 +68,7 @@ pub async fn read(
                     },
                     async {
                         if want_devices {
-                            reader.by_label(q, label::FLOTTA_DEVICE).await
+                            reader.by_label(q, device_label).await
                         } else {
                             Ok(HashMap::new())
                         }

@@ -96,6 +96,7 @@ async fn harness(devices: &[(&str, f64)], nodes: &[(&str, f64)]) -> Harness {
         settings: Settings {
             interval: Duration::from_secs(1),
             metric_names: MetricNames::default(),
+            device_label: "edgedeviceid".into(),
             node_max_age: Duration::from_secs(120),
             device_max_age: Duration::from_secs(900),
             migration_timeout: None,
