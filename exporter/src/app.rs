@@ -6,7 +6,7 @@ use std::time::Duration;
 use edgewatt_crds::metrics::MetricNames;
 
 use crate::accounting::CpuAccounting;
-use crate::cli::{AttributionMode, Common, Serve, Top};
+use crate::cli::{AttributionMode, Common, Serve, Toggle, Top};
 use crate::collector::{Collector, CollectorConfig, SharedSnapshot, Snapshot};
 use crate::pods::PodDirectory;
 use crate::procfs::Procfs;
@@ -53,11 +53,13 @@ pub fn sources(common: &Common, root: &HostRoot) -> anyhow::Result<Vec<Box<dyn S
     if !common.no_estimator {
         match crate::estimator::Estimator::for_host(root, common.calibration_file.clone()) {
             Ok(est) => {
-                if has_meter {
+                let est = if has_meter {
                     tracing::info!(model = %est.describe(), "meter found; estimator runs alongside to calibrate itself");
+                    est.calibrate_only()
                 } else {
                     tracing::info!(model = %est.describe(), "no energy meter found (no RAPL, hwmon or Redfish): node power is ESTIMATED");
-                }
+                    est
+                };
                 found.push(Box::new(est));
             }
             Err(e) => tracing::warn!(error = %e, "estimator unavailable"),
@@ -70,18 +72,21 @@ pub fn sources(common: &Common, root: &HostRoot) -> anyhow::Result<Vec<Box<dyn S
     Ok(found)
 }
 
-pub fn build(common: &Common) -> anyhow::Result<Collector> {
+/// `process_detail`: keep per-process series (top, `--process-metrics`).
+pub fn build(common: &Common, process_detail: bool) -> anyhow::Result<Collector> {
     let root = HostRoot::new(&common.host_root);
     let node_name = common.node_name.clone().unwrap_or_else(|| hostname(&root));
     let sources = sources(common, &root)?;
     let accounting = accounting(common.attribution, &root)?;
     let pods = PodDirectory::default();
+    start_pod_watch(common.kubernetes, &node_name, &pods);
     Ok(Collector::new(
         CollectorConfig {
             node_name,
             expire_intervals: common.expire_intervals,
             power_budget_watts: common.power_budget_watts,
             carbon_intensity: common.carbon_intensity,
+            process_detail,
         },
         root,
         sources,
@@ -90,9 +95,41 @@ pub fn build(common: &Common) -> anyhow::Result<Collector> {
     ))
 }
 
+/// Starts the pod-name watch on its own thread when a cluster is configured (see `pods.rs` for why
+/// an API watch rather than the kubelet).
+fn start_pod_watch(mode: Toggle, node_name: &str, pods: &PodDirectory) {
+    let configured = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+        || std::env::var_os("KUBECONFIG").is_some();
+    match mode {
+        Toggle::Off => return,
+        Toggle::Auto if !configured => {
+            tracing::info!("no Kubernetes configuration (in-cluster or KUBECONFIG): pods are labelled by UID only");
+            return;
+        }
+        _ => {}
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (node, dir) = (node_name.to_string(), pods.clone());
+    let spawned = std::thread::Builder::new().name("pod-watch".into()).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => return tracing::warn!(error = %e, "cannot start the pod watch"),
+        };
+        rt.block_on(async move {
+            match kube::Client::try_default().await {
+                Ok(client) => crate::pods::watch(client, node, dir).await,
+                Err(e) => tracing::warn!(error = %e, "cannot build a Kubernetes client; pods are labelled by UID only"),
+            }
+        });
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the pod watch thread");
+    }
+}
+
 pub async fn serve(common: Common, serve: Serve) -> anyhow::Result<()> {
     let interval = common.interval.unwrap_or(Duration::from_secs(10));
-    let mut collector = build(&common)?;
+    let mut collector = build(&common, serve.process_metrics)?;
     let snapshot: SharedSnapshot = Arc::new(std::sync::RwLock::new(Arc::new(Snapshot::default())));
     let registry = Arc::new(crate::metrics::registry(
         crate::metrics::MetricsConfig {
@@ -130,7 +167,7 @@ pub async fn serve(common: Common, serve: Serve) -> anyhow::Result<()> {
 pub fn top(common: Common, top: Top) -> anyhow::Result<()> {
     use std::io::{IsTerminal, Write};
     let interval = common.interval.unwrap_or(Duration::from_secs(2));
-    let mut collector = build(&common)?;
+    let mut collector = build(&common, true)?;
     let plain = top.plain || !std::io::stdout().is_terminal();
     // The first interval only establishes baselines.
     collector.collect();

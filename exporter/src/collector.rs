@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime};
 
 use crate::accounting::{CpuAccounting, ProcessDelta};
 use crate::attribution::{attribute, Attribution};
+use crate::cgroup::Workload;
 use crate::pods::PodDirectory;
 use crate::procfs::{read_cpu_times, CpuTimes};
 use crate::source::{Battery, Context, Domain, MeterValue, Source};
@@ -23,6 +24,8 @@ pub struct CollectorConfig {
     pub power_budget_watts: Option<f64>,
     /// Grid carbon intensity, g CO2 per kWh, for the CO2 counter.
     pub carbon_intensity: Option<f64>,
+    /// Keep per-process series (for `top` and `--process-metrics`); pods and containers always.
+    pub process_detail: bool,
 }
 
 /// Preference for the meter that attribution splits: real CPU meters first, then a whole-node
@@ -58,7 +61,7 @@ pub struct WorkloadSeries {
     pub kind: WorkloadKind,
     /// Kepler's label names: `pod_id,pod_name,pod_namespace` / `container_id,container_name` /
     /// `pid,comm`.
-    pub labels: Vec<(&'static str, String)>,
+    pub labels: Arc<Vec<(&'static str, String)>>,
     pub zone: String,
     pub source: &'static str,
     pub joules_total: f64,
@@ -97,6 +100,8 @@ pub struct Snapshot {
     pub attributed_source: Option<&'static str>,
     /// `(source, labels)` for sources that describe themselves (the estimator's reference).
     pub source_info: Vec<(&'static str, Vec<(&'static str, String)>)>,
+    /// The estimator's calibration error, once it has seen a meter.
+    pub fit_error_watts: Option<f64>,
     /// Intervals collected so far.
     pub intervals: u64,
 }
@@ -115,12 +120,53 @@ struct MeterState {
 }
 
 struct WorkloadState {
-    labels: Vec<(&'static str, String)>,
+    labels: Arc<Vec<(&'static str, String)>>,
     kind: WorkloadKind,
-    /// zone → (joules total, watts now)
-    zones: BTreeMap<String, (f64, f64)>,
+    /// (zone, joules total, watts now)
+    zones: Vec<(String, f64, f64)>,
     source: &'static str,
     last_seen: u64,
+}
+
+impl WorkloadState {
+    fn new(
+        kind: WorkloadKind,
+        labels: Arc<Vec<(&'static str, String)>>,
+        source: &'static str,
+        gen: u64,
+    ) -> Self {
+        Self {
+            labels,
+            kind,
+            zones: Vec::new(),
+            source,
+            last_seen: gen,
+        }
+    }
+
+    fn add(
+        &mut self,
+        gen: u64,
+        source: &'static str,
+        zones: &[crate::attribution::ZoneSplit],
+        attributable: &[f64],
+        share: f64,
+        dt: Option<f64>,
+    ) {
+        self.last_seen = gen;
+        self.source = source;
+        for (z, a) in zones.iter().zip(attributable) {
+            let j = a * share;
+            let w = dt.map(|dt| j / dt).unwrap_or(0.0);
+            match self.zones.iter_mut().find(|(name, _, _)| *name == z.zone) {
+                Some(e) => {
+                    e.1 += j;
+                    e.2 = w;
+                }
+                None => self.zones.push((z.zone.clone(), j, w)),
+            }
+        }
+    }
 }
 
 struct Slot {
@@ -349,6 +395,7 @@ impl Collector {
                 .iter()
                 .filter_map(|s| s.source.info().map(|i| (s.source.name(), i)))
                 .collect(),
+            fit_error_watts: self.slots.iter().find_map(|s| s.source.fit_error_watts()),
             intervals: self.intervals,
         }
     }
@@ -434,87 +481,97 @@ impl Collector {
         dt: Option<f64>,
     ) {
         let gen = self.intervals;
-        let watts = |j: f64| dt.map(|dt| j / dt).unwrap_or(0.0);
-        for (zi, zone) in att.zones.iter().enumerate() {
-            // Per-interval sums per owner, so a pod's watts are its whole interval's energy.
-            let mut sums: HashMap<(WorkloadKind, String), f64> = HashMap::new();
-            for (pi, p) in processes.iter().enumerate() {
-                let j = att.process_joules(zi, pi);
-                *sums
-                    .entry((WorkloadKind::Process, p.pid.to_string()))
-                    .or_default() += j;
-                if let Some(uid) = &p.workload.pod_uid {
-                    *sums.entry((WorkloadKind::Pod, uid.clone())).or_default() += j;
-                }
-                if let Some(id) = &p.workload.container_id {
-                    *sums
-                        .entry((WorkloadKind::Container, id.clone()))
-                        .or_default() += j;
-                }
-            }
-            for (key, j) in sums {
-                let entry = self
-                    .workloads
-                    .entry(key.clone())
-                    .or_insert_with(|| WorkloadState {
-                        labels: Vec::new(),
-                        kind: key.0,
-                        zones: BTreeMap::new(),
+        let attributable: Vec<f64> = att
+            .zones
+            .iter()
+            .map(|z| z.active - z.unattributed)
+            .collect();
+        // Group by workload first (processes of one container share one Arc): one map entry per
+        // container instead of one allocation per process.
+        let mut by_workload: HashMap<*const Workload, (&Arc<Workload>, f64)> = HashMap::new();
+        for (pi, p) in processes.iter().enumerate() {
+            let share = att.shares[pi];
+            by_workload
+                .entry(Arc::as_ptr(&p.workload))
+                .or_insert((&p.workload, 0.0))
+                .1 += share;
+            if self.cfg.process_detail {
+                let key = (WorkloadKind::Process, p.pid.to_string());
+                let st = self.workloads.entry(key).or_insert_with(|| {
+                    WorkloadState::new(
+                        WorkloadKind::Process,
+                        Arc::new(vec![
+                            ("pid", p.pid.to_string()),
+                            ("comm", p.comm.to_string()),
+                        ]),
                         source,
-                        last_seen: gen,
-                    });
-                entry.last_seen = gen;
-                entry.source = source;
-                let z = entry.zones.entry(zone.zone.clone()).or_default();
-                z.0 += j;
-                z.1 = watts(j);
+                        gen,
+                    )
+                });
+                st.add(gen, source, &att.zones, &attributable, share, dt);
             }
         }
-        // Labels are (re)computed each interval: pod names can arrive after the first sighting.
-        let by_pid: HashMap<String, &ProcessDelta> =
-            processes.iter().map(|p| (p.pid.to_string(), p)).collect();
-        let mut container_pod: HashMap<&str, &str> = HashMap::new();
-        for p in processes {
-            if let (Some(c), Some(pod)) = (&p.workload.container_id, &p.workload.pod_uid) {
-                container_pod.insert(c, pod);
+        let mut owners: HashMap<(WorkloadKind, &str), (f64, Option<&str>)> = HashMap::new();
+        for (w, share) in by_workload.values() {
+            if let Some(uid) = &w.pod_uid {
+                owners
+                    .entry((WorkloadKind::Pod, uid.as_str()))
+                    .or_insert((0.0, None))
+                    .0 += share;
+            }
+            if let Some(id) = &w.container_id {
+                let e = owners
+                    .entry((WorkloadKind::Container, id.as_str()))
+                    .or_insert((0.0, None));
+                e.0 += share;
+                e.1 = w.pod_uid.as_deref();
             }
         }
-        for ((kind, id), st) in self
-            .workloads
-            .iter_mut()
-            .filter(|(_, s)| s.last_seen == gen)
-        {
-            st.labels = match kind {
-                WorkloadKind::Process => {
-                    let comm = by_pid
-                        .get(id)
-                        .map(|p| p.comm.to_string())
-                        .unwrap_or_default();
-                    vec![("pid", id.clone()), ("comm", comm)]
-                }
-                WorkloadKind::Pod => {
-                    let info = self.pods.get(id).unwrap_or_default();
-                    vec![
-                        ("pod_id", id.clone()),
-                        ("pod_name", info.name),
-                        ("pod_namespace", info.namespace),
-                    ]
-                }
-                WorkloadKind::Container => {
-                    let pod = container_pod.get(id.as_str()).copied();
-                    let info = pod.and_then(|p| self.pods.get(p)).unwrap_or_default();
-                    vec![
-                        ("container_id", id.clone()),
-                        (
-                            "container_name",
-                            info.containers.get(id).cloned().unwrap_or_default(),
-                        ),
-                        ("pod_id", pod.unwrap_or_default().to_string()),
-                        ("pod_name", info.name),
-                        ("pod_namespace", info.namespace),
-                    ]
+        for ((kind, id), (share, pod)) in owners {
+            let labels = || -> Arc<Vec<(&'static str, String)>> {
+                match kind {
+                    WorkloadKind::Pod => {
+                        let info = self.pods.get(id).unwrap_or_default();
+                        Arc::new(vec![
+                            ("pod_id", id.to_string()),
+                            ("pod_name", info.name),
+                            ("pod_namespace", info.namespace),
+                        ])
+                    }
+                    _ => {
+                        let info = pod.and_then(|p| self.pods.get(p)).unwrap_or_default();
+                        Arc::new(vec![
+                            ("container_id", id.to_string()),
+                            (
+                                "container_name",
+                                info.containers.get(id).cloned().unwrap_or_default(),
+                            ),
+                            ("pod_id", pod.unwrap_or_default().to_string()),
+                            ("pod_name", info.name),
+                            ("pod_namespace", info.namespace),
+                        ])
+                    }
                 }
             };
+            match self.workloads.get_mut(&(kind, id.to_string())) {
+                Some(st) => {
+                    // Pod names can arrive after the first sighting (the watch lags a new pod).
+                    if st
+                        .labels
+                        .iter()
+                        .any(|(k, v)| *k == "pod_name" && v.is_empty())
+                        && !self.pods.is_empty()
+                    {
+                        st.labels = labels();
+                    }
+                    st.add(gen, source, &att.zones, &attributable, share, dt);
+                }
+                None => {
+                    let mut st = WorkloadState::new(kind, labels(), source, gen);
+                    st.add(gen, source, &att.zones, &attributable, share, dt);
+                    self.workloads.insert((kind, id.to_string()), st);
+                }
+            }
         }
     }
 
@@ -524,8 +581,8 @@ impl Collector {
         self.workloads.retain(|_, s| gen - s.last_seen < keep);
         for s in self.workloads.values_mut() {
             if s.last_seen != gen {
-                for z in s.zones.values_mut() {
-                    z.1 = 0.0;
+                for z in &mut s.zones {
+                    z.2 = 0.0;
                 }
             }
         }
@@ -534,7 +591,7 @@ impl Collector {
     fn workload_series(&self) -> Vec<WorkloadSeries> {
         let mut out = Vec::with_capacity(self.workloads.len());
         for st in self.workloads.values() {
-            for (zone, (j, w)) in &st.zones {
+            for (zone, j, w) in &st.zones {
                 out.push(WorkloadSeries {
                     kind: st.kind,
                     labels: st.labels.clone(),

@@ -386,6 +386,13 @@ impl Estimator {
         }
     }
 
+    /// Where a real meter exists: calibrate only, and estimate only once the meter has been silent
+    /// for a minute (otherwise the same CPU would be counted twice).
+    pub fn calibrate_only(mut self) -> Self {
+        self.last_measured = Some(Instant::now());
+        self
+    }
+
     /// Estimated CPU watts at busy ratio `u`.
     pub fn estimate(&self, u: f64) -> f64 {
         if self.fit.is_usable() {
@@ -482,9 +489,11 @@ impl Source for Estimator {
     }
 
     fn info(&self) -> Option<Vec<(&'static str, String)>> {
-        let mut l = self.info_labels();
-        l.push(("fit_rmse_watts", format!("{:.2}", self.fit.rmse)));
-        Some(l)
+        Some(self.info_labels())
+    }
+
+    fn fit_error_watts(&self) -> Option<f64> {
+        (self.fit.samples > 0).then_some(self.fit.rmse)
     }
 }
 

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod collector;
 pub mod counter;
 pub mod estimator;
+pub mod fixture;
 pub mod metrics;
 pub mod pods;
 pub mod procfs;

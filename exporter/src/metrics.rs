@@ -197,7 +197,7 @@ impl Collector for SnapshotCollector {
                 }
                 WorkloadKind::Process => continue,
             };
-            let mut l = with_node(w.labels.clone());
+            let mut l = with_node((*w.labels).clone());
             l.push(("zone", w.zone.clone()));
             l.push(("source", w.source.to_string()));
             push(
@@ -325,10 +325,43 @@ pub fn registry(cfg: MetricsConfig, snapshot: SharedSnapshot) -> Registry {
     r
 }
 
-/// Text exposition of a registry.
+/// OpenMetrics exposition of a registry (what Prometheus asks for first).
 pub fn render(registry: &Registry) -> String {
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    out
+}
+
+/// Converts OpenMetrics to the classic text format 0.0.4 (for `promtool check metrics`, curl and
+/// older scrapers): counter families are named with their `_total` suffix, `# UNIT` and `# EOF`
+/// go. Only counters and gauges are produced here, so nothing else needs translating.
+pub fn to_text_format(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut counters = std::collections::HashSet::new();
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            if let Some(name) = rest.strip_suffix(" counter") {
+                counters.insert(name.to_string());
+                out.push_str(&format!("# TYPE {name}_total counter\n"));
+                continue;
+            }
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            // HELP comes before TYPE: decide by the family's samples, which end in `_total`.
+            let is_counter = openmetrics.contains(&format!("\n{name}_total{{"))
+                || openmetrics.contains(&format!("\n{name}_total "));
+            if is_counter {
+                out.push_str(&format!("# HELP {name}_total {help}\n"));
+                continue;
+            }
+        }
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
     out
 }

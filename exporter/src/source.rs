@@ -98,4 +98,8 @@ pub trait Source: Send {
     fn info(&self) -> Option<Vec<(&'static str, String)>> {
         None
     }
+    /// A model's calibration error against real meters, watts (the estimator, once it has fitted).
+    fn fit_error_watts(&self) -> Option<f64> {
+        None
+    }
 }

@@ -1,0 +1,326 @@
+//! Energy sources and attribution against fixture trees in the kernel's exact formats.
+
+use edgewatt_exporter::collector::{Collector, CollectorConfig, Snapshot, WorkloadKind};
+use edgewatt_exporter::fixture::{ids, pod_cgroup, BatteryFiles, FixtureTree};
+use edgewatt_exporter::pods::PodDirectory;
+use edgewatt_exporter::procfs::Procfs;
+use edgewatt_exporter::source::Domain;
+use edgewatt_exporter::sources::discover_local;
+use edgewatt_exporter::sysfs::HostRoot;
+
+fn collector(t: &FixtureTree) -> Collector {
+    let root = HostRoot::new(t.root());
+    let (sources, warnings) = discover_local(&root);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    Collector::new(
+        CollectorConfig {
+            node_name: "n1".into(),
+            expire_intervals: 2,
+            power_budget_watts: None,
+            carbon_intensity: Some(400.0),
+            process_detail: true,
+        },
+        root.clone(),
+        sources,
+        Box::new(Procfs::new(&root)),
+        PodDirectory::default(),
+    )
+}
+
+fn cpu_joules(s: &Snapshot, zone: &str) -> f64 {
+    s.node
+        .iter()
+        .filter(|n| n.domain == Domain::Cpu && n.zone == zone && n.source == "rapl")
+        .map(|n| n.joules_total)
+        .sum()
+}
+
+const MAX: u64 = 262_143_328_850;
+
+/// Two sockets, dram only on socket 0, and socket 1's package counter wraps between readings.
+#[test]
+fn rapl_two_sockets_missing_dram_and_wrap() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = FixtureTree::new(dir.path());
+    t.proc_stat(0, 0);
+    t.rapl_zone("0", "package-0", 1_000_000, MAX);
+    t.rapl_zone("0:0", "dram", 500_000, MAX);
+    t.rapl_zone("1", "package-1", MAX - 2_000_000, MAX);
+    t.rapl_zone("1:0", "core", 10, MAX);
+    // an MMIO duplicate of package-0 must not be counted
+    t.set("sys/class/powercap/intel-rapl-mmio:0/name", "package-0");
+    t.set(
+        "sys/class/powercap/intel-rapl-mmio:0/energy_uj",
+        999_999_999,
+    );
+    let mut c = collector(&t);
+    let first = c.collect();
+    assert_eq!(
+        cpu_joules(&first, "package"),
+        0.0,
+        "the first reading is a baseline"
+    );
+
+    t.rapl_energy("0", 6_000_000); // +5 J
+    t.rapl_energy("0:0", 1_500_000); // +1 J
+    t.rapl_energy("1", 3_000_000); // wrapped: +2 J to the end, +3 J from zero
+    t.proc_stat(50, 50);
+    let s = c.collect();
+    assert!(
+        (cpu_joules(&s, "package") - 10.0).abs() < 1e-9,
+        "{}",
+        cpu_joules(&s, "package")
+    );
+    assert!((cpu_joules(&s, "dram") - 1.0).abs() < 1e-9);
+    let pkg = s.node.iter().find(|n| n.zone == "package").unwrap();
+    assert!((pkg.active_joules_total + pkg.idle_joules_total - 10.0).abs() < 1e-9);
+    assert!(
+        (pkg.active_joules_total - 5.0).abs() < 1e-9,
+        "busy ratio 0.5"
+    );
+    assert!(s.sources.iter().all(|x| x.up));
+
+    // counters keep growing monotonically over many wraps
+    let mut prev = cpu_joules(&s, "package");
+    for i in 1..20u64 {
+        t.rapl_energy("1", (3_000_000 + i * 50_000_000_000) % MAX);
+        let s = c.collect();
+        let now = cpu_joules(&s, "package");
+        assert!(now >= prev, "{now} < {prev}");
+        prev = now;
+    }
+}
+
+/// Garbage in one source marks it down with a reason naming the file; others keep working.
+#[test]
+fn garbage_marks_only_that_source_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = FixtureTree::new(dir.path());
+    t.proc_stat(0, 0);
+    t.rapl_zone("0", "package-0", 1_000, MAX);
+    t.battery(
+        "BAT0",
+        &BatteryFiles {
+            status: "Discharging",
+            capacity: Some(50),
+            ..Default::default()
+        },
+    );
+    let mut c = collector(&t);
+    c.collect();
+    t.set("sys/class/power_supply/BAT0/capacity", "lots");
+    t.rapl_energy("0", 2_001_000);
+    let s = c.collect();
+    let bat = s.sources.iter().find(|x| x.name == "battery").unwrap();
+    assert!(!bat.up);
+    let reason = bat.reason.clone().unwrap();
+    assert!(
+        reason.contains("BAT0/capacity") && reason.contains("lots"),
+        "{reason}"
+    );
+    assert!(s.sources.iter().find(|x| x.name == "rapl").unwrap().up);
+    assert!((cpu_joules(&s, "package") - 2.0).abs() < 1e-9);
+    // and RAPL garbage: down, battery fine again
+    t.set("sys/class/power_supply/BAT0/capacity", 49);
+    t.set("sys/class/powercap/intel-rapl:0/energy_uj", "");
+    let s = c.collect();
+    assert!(!s.sources.iter().find(|x| x.name == "rapl").unwrap().up);
+    assert_eq!(s.battery.as_ref().unwrap().charge_ratio, Some(0.49));
+}
+
+#[test]
+fn discharging_battery_and_mains() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = FixtureTree::new(dir.path());
+    t.proc_stat(0, 0);
+    // energy_* driver: 20 Wh of 50 Wh, 7.5 W draw
+    t.battery(
+        "BAT0",
+        &BatteryFiles {
+            status: "Discharging",
+            capacity: Some(40),
+            energy_now_uwh: Some(20_000_000),
+            energy_full_uwh: Some(50_000_000),
+            voltage_now_uv: Some(12_000_000),
+            power_now_uw: Some(7_500_000),
+            ..Default::default()
+        },
+    );
+    t.mains("AC", false);
+    let mut c = collector(&t);
+    let s = c.collect();
+    let b = s.battery.clone().unwrap();
+    assert_eq!(b.charge_ratio, Some(0.4));
+    assert!((b.energy_joules.unwrap() - 72_000.0).abs() < 1e-6);
+    assert!((b.capacity_joules.unwrap() - 180_000.0).abs() < 1e-6);
+    assert_eq!(b.draw_watts, Some(7.5));
+    assert_eq!(s.external_power, Some(false));
+
+    // charge_* driver on mains: charging current is not draw; no capacity file → energy ratio
+    t.battery(
+        "BAT0",
+        &BatteryFiles {
+            status: "Charging",
+            charge_now_uah: Some(1_000_000),
+            charge_full_uah: Some(4_000_000),
+            voltage_now_uv: Some(12_000_000),
+            current_now_ua: Some(-500_000),
+            ..Default::default()
+        },
+    );
+    t.mains("AC", true);
+    let s = c.collect();
+    let b = s.battery.clone().unwrap();
+    assert!(
+        (b.energy_joules.unwrap() - 43_200.0).abs() < 1e-6,
+        "1 Ah at 12 V"
+    );
+    assert_eq!(b.charge_ratio, Some(0.25));
+    assert_eq!(b.draw_watts, Some(0.0));
+    assert_eq!(s.external_power, Some(true));
+}
+
+#[test]
+fn hwmon_power_meter_and_amd_energy() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = FixtureTree::new(dir.path());
+    t.proc_stat(0, 0);
+    t.set("sys/class/hwmon/hwmon0/name", "power_meter");
+    t.set("sys/class/hwmon/hwmon0/power1_average", 95_000_000);
+    t.set("sys/class/hwmon/hwmon1/name", "amd_energy");
+    t.set("sys/class/hwmon/hwmon1/energy1_input", 1_000_000);
+    t.set("sys/class/hwmon/hwmon1/energy1_label", "Esocket0");
+    t.set("sys/class/hwmon/hwmon1/energy2_input", 5_000_000);
+    t.set("sys/class/hwmon/hwmon1/energy2_label", "Ecore000");
+    t.set("sys/class/hwmon/hwmon2/name", "nvme");
+    t.set("sys/class/hwmon/hwmon2/temp1_input", 40_000);
+    let mut c = collector(&t);
+    c.collect();
+    t.set("sys/class/hwmon/hwmon1/energy1_input", 4_000_000);
+    let s = c.collect();
+    let platform = s
+        .node
+        .iter()
+        .find(|n| n.domain == Domain::Platform)
+        .unwrap();
+    assert_eq!(platform.watts, 95.0);
+    assert_eq!(
+        s.node_watts,
+        Some(95.0),
+        "the platform meter is the node's draw"
+    );
+    let pkg = s.node.iter().find(|n| n.domain == Domain::Cpu).unwrap();
+    assert_eq!((pkg.source, pkg.zone.as_str()), ("hwmon", "package"));
+    assert!(
+        (pkg.joules_total - 3.0).abs() < 1e-9,
+        "Ecore is left out, Esocket counts"
+    );
+}
+
+/// Pods, containers and plain processes share the package by CPU time; pods + non-pod processes
+/// + idle = node; a finished pod's series expire.
+#[test]
+fn attribution_through_the_collector() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = FixtureTree::new(dir.path());
+    t.proc_stat(0, 0);
+    t.rapl_zone("0", "package-0", 0, MAX);
+    let (uid_a, c_a) = ids(1);
+    let (uid_b, c_b) = ids(2);
+    t.process(100, "nginx", 0, &pod_cgroup(&uid_a, &c_a));
+    t.process(101, "worker", 0, &pod_cgroup(&uid_a, &c_a));
+    t.process(200, "redis", 0, &pod_cgroup(&uid_b, &c_b));
+    t.process(300, "sshd", 0, "/system.slice/sshd.service");
+    let mut c = collector(&t);
+    c.collect();
+    // 100 J; 60 % busy; CPU ticks 30:10:15:5
+    t.rapl_energy("0", 100_000_000);
+    t.proc_stat(60, 40);
+    t.process_ticks(100, "nginx", 30);
+    t.process_ticks(101, "worker", 10);
+    t.process_ticks(200, "redis", 15);
+    t.process_ticks(300, "sshd", 5);
+    let s = c.collect();
+    let sum = |kind: WorkloadKind, id: &str| -> f64 {
+        s.workloads
+            .iter()
+            .filter(|w| w.kind == kind && w.labels[0].1 == id)
+            .map(|w| w.joules_total)
+            .sum()
+    };
+    let active = 60.0;
+    assert!((sum(WorkloadKind::Pod, &uid_a) - active * 40.0 / 60.0).abs() < 1e-9);
+    assert!((sum(WorkloadKind::Pod, &uid_b) - active * 15.0 / 60.0).abs() < 1e-9);
+    assert!((sum(WorkloadKind::Container, &c_a) - active * 40.0 / 60.0).abs() < 1e-9);
+    assert!((sum(WorkloadKind::Process, "300") - active * 5.0 / 60.0).abs() < 1e-9);
+    let pods = sum(WorkloadKind::Pod, &uid_a) + sum(WorkloadKind::Pod, &uid_b);
+    let idle = s.node[0].idle_joules_total;
+    assert!((pods + sum(WorkloadKind::Process, "300") + idle - 100.0).abs() < 1e-9);
+    assert!(s.workloads.iter().all(|w| w.source == "rapl"));
+    // container series carry their pod
+    let cont = s
+        .workloads
+        .iter()
+        .find(|w| w.kind == WorkloadKind::Container)
+        .unwrap();
+    assert!(cont
+        .labels
+        .iter()
+        .any(|(k, v)| *k == "pod_id" && !v.is_empty()));
+
+    // pod B ends: its series stay for expire_intervals (2), then go
+    t.remove_process(200);
+    let s = c.collect();
+    assert!(s.workloads.iter().any(|w| w.labels[0].1 == uid_b));
+    let s = c.collect();
+    assert!(
+        !s.workloads.iter().any(|w| w.labels[0].1 == uid_b),
+        "expired"
+    );
+    assert!(s.workloads.iter().any(|w| w.labels[0].1 == uid_a));
+    assert!(s.co2_grams_total.unwrap() > 0.0);
+}
+
+/// With no meter, the estimator gives node watts on the machine's real load.
+#[test]
+fn estimator_on_real_proc() {
+    use clap::Parser;
+    use edgewatt_exporter::cli::{Cli, Command};
+    let cli = Cli::parse_from(["edgewatt-exporter", "--host-root", "/", "top"]);
+    assert!(matches!(cli.command, Some(Command::Top(_))));
+    let mut c = edgewatt_exporter::app::build(&cli.common, true).unwrap();
+    c.collect();
+    // burn some CPU so the interval is not idle
+    let start = std::time::Instant::now();
+    let mut x = 0u64;
+    while start.elapsed() < std::time::Duration::from_millis(300) {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+    }
+    std::hint::black_box(x);
+    let s = c.collect();
+    let has_meter = s
+        .sources
+        .iter()
+        .any(|x| matches!(x.name, "rapl" | "hwmon") && x.up);
+    if has_meter {
+        eprintln!("this machine has a real CPU meter; the estimator only calibrates here");
+        return;
+    }
+    assert_eq!(s.node_watts_source, Some("estimator"));
+    assert!(s.node_watts.unwrap() > 0.0);
+    let me = std::process::id().to_string();
+    let mine: f64 = s
+        .workloads
+        .iter()
+        .filter(|w| w.kind == WorkloadKind::Process && w.labels[0].1 == me)
+        .map(|w| w.watts)
+        .sum();
+    assert!(
+        mine > 0.0,
+        "this test process burned CPU and must get a share"
+    );
+    assert!(s
+        .source_info
+        .iter()
+        .any(|(src, l)| *src == "estimator" && l.iter().any(|(k, _)| *k == "confidence")));
+}
