@@ -3,7 +3,7 @@
 #   make test   installs what is missing (as root, via apt), then lint + every test
 SHELL := /bin/bash
 CARGO ?= cargo
-APT_PACKAGES := prometheus clang llvm bpftool libbpf-dev
+APT_PACKAGES := prometheus clang llvm bpftool libbpf-dev python3-venv
 # binary each apt package provides, to tell whether it is installed
 APT_PROBES := prometheus:prometheus promtool:prometheus clang:clang llvm-strip:llvm bpftool:bpftool
 
@@ -22,6 +22,7 @@ deps:
 	  command -v $$bin >/dev/null 2>&1 || [ -x /usr/sbin/$$bin ] || missing="$$missing $$pkg"; \
 	done; \
 	[ -f /usr/include/bpf/libbpf.h ] || missing="$$missing libbpf-dev"; \
+	python3 -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	missing=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
 	if [ -n "$${missing// /}" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
@@ -32,6 +33,8 @@ deps:
 	  fi; \
 	fi
 	@$(CARGO) nextest --version >/dev/null 2>&1 || { echo "deps: installing cargo-nextest"; $(CARGO) install --locked cargo-nextest; }
+	@# sushy-static: a real Redfish server for the exporter's Redfish tests (PyPI sushy-tools).
+	@[ -x .venv/bin/sushy-static ] || { echo "deps: installing sushy-tools into .venv"; python3 -m venv .venv && .venv/bin/pip install -q sushy-tools; }
 	@echo "deps: ok (prometheus $$(prometheus --version 2>&1 | head -1 | awk '{print $$3}'), clang $$(clang --version | head -1 | awk '{print $$NF}'))"
 
 lint:

@@ -42,6 +42,8 @@ pub mod base {
     pub const EXPORTER_SOURCE_UP: &str = "exporter_source_up";
     pub const EXPORTER_COLLECTION_SECONDS: &str = "exporter_collection_duration_seconds";
     pub const ESTIMATOR_INFO: &str = "estimator_info";
+    /// RMS error of the estimator's self-calibration against a real meter, watts.
+    pub const ESTIMATOR_FIT_ERROR_WATTS: &str = "estimator_fit_error_watts";
 }
 
 /// Labels shared by exporter series (Kepler's names where Kepler has one).
