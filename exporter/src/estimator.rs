@@ -328,12 +328,27 @@ impl Estimator {
         est
     }
 
+    /// Never fails for bad input: an unreadable or unparseable `/proc/cpuinfo` gives the default
+    /// model (with a warning), since a rough number beats none on a machine without a meter.
     pub fn for_host(
         root: &HostRoot,
         calibration_file: Option<PathBuf>,
     ) -> Result<Self, SourceError> {
-        let text = read_string(&root.path("/proc/cpuinfo"))?;
-        let cpu = parse_cpuinfo(&text);
+        let path = root.path("/proc/cpuinfo");
+        let mut cpu = match read_string(&path) {
+            Ok(text) => parse_cpuinfo(&text),
+            Err(e) => {
+                tracing::warn!(error = %e, "estimator: cannot read cpuinfo; using the default per-thread model");
+                CpuInfo::default()
+            }
+        };
+        if cpu.threads == 0 {
+            let threads = std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1);
+            tracing::warn!(path = %path.display(), threads, "estimator: no processors listed in cpuinfo; counting threads from the scheduler instead");
+            cpu.threads = threads;
+        }
         Ok(Self::new(cpu, &TdpTable::bundled(), calibration_file))
     }
 
