@@ -1,0 +1,561 @@
+//! End-to-end scenarios on Kubernetes nodes (issue 7): power budget → taint + PDB-respecting
+//! evictions + placement through the extender; recovery with hysteresis and no flapping;
+//! Prometheus outage → fail safe and fail open.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use serde_json::{json, Value};
+
+const NS: &str = "shop";
+/// The extender weight the chart ships (scheduler-plugin/kube-scheduler-config.yaml).
+const EXTENDER_WEIGHT: i64 = 5;
+
+fn tainted(node: &DynamicObject) -> bool {
+    node.data["spec"]["taints"]
+        .as_array()
+        .is_some_and(|t| t.iter().any(|t| t["key"] == "edgewatt.io/energy-starved"))
+}
+
+fn tolerates(pod: &Value, taint: &Value) -> bool {
+    pod["spec"]["tolerations"].as_array().is_some_and(|ts| {
+        ts.iter().any(|t| {
+            (t["key"] == taint["key"] || t["operator"] == "Exists" && t["key"].is_null())
+                && (t["effect"].is_null() || t["effect"] == taint["effect"])
+        })
+    })
+}
+
+/// TEST PART — kube-scheduler stand-in: for each pending pod, the nodes it fits (Ready, taints
+/// tolerated), then the extender's `/filter` and `/prioritize` with kube-scheduler's JSON
+/// (PascalCase, `NodeNames` as with `nodeCacheCapable: true`, `ignorable: true` semantics: a
+/// filter error keeps all nodes), `score × weight × 10` added to equal plugin scores, bind.
+fn scheduler_standin(
+    client: kube::Client,
+    extender: u16,
+    placements: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let pods: Api<DynamicObject> = Api::all_with(
+            client.clone(),
+            &kube::discovery::ApiResource::erase::<k8s_openapi::api::core::v1::Pod>(&()),
+        );
+        let nodes: Api<DynamicObject> = Api::all_with(
+            client.clone(),
+            &kube::discovery::ApiResource::erase::<k8s_openapi::api::core::v1::Node>(&()),
+        );
+        let http = reqwest::Client::new();
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let (Ok(ps), Ok(ns)) = (
+                pods.list(&Default::default()).await,
+                nodes.list(&Default::default()).await,
+            ) else {
+                continue;
+            };
+            for p in ps.items.iter().filter(|p| {
+                p.data["spec"]["nodeName"].is_null() && p.metadata.deletion_timestamp.is_none()
+            }) {
+                let pod = serde_json::to_value(p).unwrap();
+                let mut fit: Vec<String> = ns
+                    .items
+                    .iter()
+                    .filter(|n| {
+                        n.data["spec"]["taints"].as_array().is_none_or(|ts| {
+                            ts.iter()
+                                .all(|t| t["effect"] != "NoSchedule" || tolerates(&pod, t))
+                        })
+                    })
+                    .filter_map(|n| n.metadata.name.clone())
+                    .collect();
+                fit.sort();
+                let filtered = http
+                    .post(format!("http://127.0.0.1:{extender}/filter"))
+                    .json(&json!({"Pod": pod, "Nodes": null, "NodeNames": fit}))
+                    .send()
+                    .await;
+                if let Ok(r) = filtered {
+                    if let Ok(v) = r.json::<Value>().await {
+                        if let Some(names) = v["NodeNames"].as_array() {
+                            fit = names
+                                .iter()
+                                .filter_map(|n| n.as_str().map(String::from))
+                                .collect();
+                        }
+                    }
+                }
+                if fit.is_empty() {
+                    continue;
+                }
+                let mut scores: BTreeMap<String, i64> =
+                    fit.iter().map(|n| (n.clone(), 0)).collect();
+                if fit.len() > 1 {
+                    if let Ok(r) = http
+                        .post(format!("http://127.0.0.1:{extender}/prioritize"))
+                        .json(&json!({"Pod": pod, "NodeNames": fit}))
+                        .send()
+                        .await
+                    {
+                        if let Ok(v) = r.json::<Value>().await {
+                            for hp in v.as_array().into_iter().flatten() {
+                                if let (Some(h), Some(s)) =
+                                    (hp["Host"].as_str(), hp["Score"].as_i64())
+                                {
+                                    if let Some(e) = scores.get_mut(h) {
+                                        *e += s * EXTENDER_WEIGHT * 10;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                let best = scores
+                    .iter()
+                    .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+                    .map(|(n, _)| n.clone())
+                    .unwrap();
+                let ns_ = p.metadata.namespace.clone().unwrap();
+                let name = p.metadata.name.clone().unwrap();
+                let api: Api<DynamicObject> = Api::namespaced_with(
+                    client.clone(),
+                    &ns_,
+                    &kube::discovery::ApiResource::erase::<k8s_openapi::api::core::v1::Pod>(&()),
+                );
+                let _ = api
+                    .patch(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(&json!({"spec": {"nodeName": best}})),
+                    )
+                    .await;
+                let _ = api
+                    .patch_status(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(&json!({"status": {"phase": "Running"}})),
+                    )
+                    .await;
+                placements.lock().unwrap().push((name, best));
+            }
+        }
+    })
+}
+
+/// TEST PART — ReplicaSet + disruption controller stand-in: keeps `replicas` pods of app `web`
+/// (owned by a ReplicaSet, so they are evictable), recreating evicted ones as pending pods, and
+/// keeps the PDB's `disruptionsAllowed` = running − minAvailable (the double has no disruption
+/// controller).
+fn replicaset_standin(
+    l: &Loop,
+    replicas: usize,
+    min_available: i64,
+) -> tokio::task::JoinHandle<()> {
+    let client = l.cluster.client.clone();
+    let has_double = l.cluster.server.is_some();
+    tokio::spawn(async move {
+        let pods: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            NS,
+            &kube::discovery::ApiResource::erase::<k8s_openapi::api::core::v1::Pod>(&()),
+        );
+        let pdbs: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            NS,
+            &kube::discovery::ApiResource::erase::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(
+                &(),
+            ),
+        );
+        let mut n = 0;
+        loop {
+            let Ok(ps) = pods.list(&Default::default()).await else {
+                continue;
+            };
+            let live: Vec<&DynamicObject> = ps
+                .items
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .collect();
+            for _ in live.len()..replicas {
+                n += 1;
+                let pod = json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": format!("web-7d9f8-{n:05}"), "namespace": NS, "labels": {"app": "web"},
+                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d9f8", "uid": "11111111-2222-3333-4444-555555555555", "controller": true}]},
+                    "spec": {"containers": [{"name": "web", "image": "nginx"}]}});
+                let o: DynamicObject = serde_json::from_value(pod).unwrap();
+                let _ = pods.create(&PostParams::default(), &o).await;
+            }
+            if has_double {
+                let running = live
+                    .iter()
+                    .filter(|p| !p.data["spec"]["nodeName"].is_null())
+                    .count() as i64;
+                let allowed = (running - min_available).max(0);
+                let _ = pdbs.patch_status("web", &PatchParams::default(), &Patch::Merge(&json!({"status": {"disruptionsAllowed": allowed, "currentHealthy": running, "desiredHealthy": min_available, "expectedPods": replicas}}))).await;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+}
+
+async fn node_cluster(names: &[&str]) -> Loop {
+    let targets: Vec<(&str, Kind)> = names.iter().map(|n| (*n, Kind::Node)).collect();
+    let l = Loop::start(&targets).await;
+    for n in names {
+        l.cluster
+            .node(n, json!({"power": "battery", "kubernetes.io/hostname": n}))
+            .await;
+    }
+    l.cluster.namespace(NS, json!({})).await;
+    l
+}
+
+/// Scenario 2: node X goes over its power budget → tainted, its pods evicted one at a time
+/// under a PDB, and the stand-in scheduler places them through the extender on the node with
+/// the most headroom — never back on X.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_budget_node_is_drained_onto_the_most_headroom() {
+    let mut l = node_cluster(&["node-x", "node-y", "node-z"]).await;
+    l.sim("node-x").set_power(30.0);
+    // node-z has the most headroom; name order alone would pick node-y.
+    l.sim("node-y").set_power(45.0);
+    l.sim("node-z").set_power(15.0);
+    let pdb_api: Api<DynamicObject> = Api::namespaced_with(
+        l.cluster.client.clone(),
+        NS,
+        &kube::discovery::ApiResource::erase::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(
+            &(),
+        ),
+    );
+    l.cluster.apply(&pdb_api, json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "web", "namespace": NS}, "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "web"}}}})).await;
+    // Three replicas, all on node-x to start with (as if scheduled before the budget mattered).
+    let placements = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let rs = replicaset_standin(&l, 3, 2);
+    l.spawn_task(rs);
+    let pods = l.cluster.pods(NS);
+    wait_for("3 web pods", Duration::from_secs(10), || async {
+        (pods.list(&Default::default()).await.ok()?.items.len() == 3).then_some(())
+    })
+    .await;
+    for p in pods.list(&Default::default()).await.unwrap().items {
+        let name = p.metadata.name.unwrap();
+        pods.patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"nodeName": "node-x"}})),
+        )
+        .await
+        .unwrap();
+        pods.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": {"phase": "Running"}})),
+        )
+        .await
+        .unwrap();
+    }
+    let sched = scheduler_standin(
+        l.cluster.client.clone(),
+        l.scheduler_port,
+        placements.clone(),
+    );
+    l.spawn_task(sched);
+    let policies = l.cluster.policies();
+    let mut p = policy(
+        "power-budget",
+        "Migrate",
+        json!({"nodeSelector": {"matchLabels": {"power": "battery"}}}),
+        "3s",
+    );
+    p["spec"]["starvation"] = json!({"powerAboveWatts": 5, "for": "3s"});
+    p["spec"]["recovery"] = json!({"for": "3s"});
+    l.cluster.apply(&policies, p).await;
+    l.timeline
+        .mark("3 web pods on node-x; PDB minAvailable 2; budgets 60 W (policy default)");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    l.sim("node-x").set_power(80.0);
+    let over = l
+        .timeline
+        .mark("node-x draws 80 W (budget 60 W + 5 W allowance)");
+
+    let nodes = l.cluster.nodes();
+    let tainted_at = wait_for("node-x tainted", Duration::from_secs(30), || async {
+        tainted(&nodes.get("node-x").await.ok()?).then_some(())
+    })
+    .await;
+    let _ = tainted_at;
+    let t = l
+        .timeline
+        .mark("node-x tainted edgewatt.io/energy-starved:NoSchedule");
+    eprintln!(
+        "detection→taint: {:.2}s after the power rose ({:.2}s after the 3 s `for` window)",
+        t - over,
+        t - over - 3.0
+    );
+    let mut min_running = 3usize;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ps = pods.list(&Default::default()).await.unwrap();
+        let running: Vec<(String, String)> = ps
+            .items
+            .iter()
+            .filter(|p| {
+                p.data["status"]["phase"] == "Running" && !p.data["spec"]["nodeName"].is_null()
+            })
+            .map(|p| {
+                (
+                    p.metadata.name.clone().unwrap(),
+                    p.data["spec"]["nodeName"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        min_running = min_running.min(running.len());
+        if running.len() == 3 && running.iter().all(|(_, n)| n != "node-x") {
+            l.timeline
+                .mark(format!("all web pods off node-x: {running:?}"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "node-x not drained: {running:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        min_running >= 2,
+        "PDB minAvailable 2 violated: {min_running} running"
+    );
+    let placed = placements.lock().unwrap().clone();
+    l.timeline
+        .mark(format!("scheduler stand-in placements: {placed:?}"));
+    assert!(
+        placed.iter().all(|(_, n)| n != "node-x"),
+        "evicted pods landed back on the starved node: {placed:?}"
+    );
+    // node-z had the most headroom (45 W) when the first replacement was placed.
+    assert_eq!(
+        placed.first().map(|(_, n)| n.as_str()),
+        Some("node-z"),
+        "{placed:?}"
+    );
+    let reasons = l.cluster.event_reasons().await;
+    l.timeline.mark(format!("events: {reasons:?}"));
+    assert!(reasons.keys().any(|r| r.contains("Evict")), "{reasons:?}");
+    l.timeline
+        .print("over budget → taint, PDB-safe evictions, placement by headroom");
+}
+
+/// Scenario 3: recovery only above the hysteresis level; a battery oscillating between the
+/// thresholds produces no flapping; recovery removes the taint and nothing else moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_has_hysteresis_and_no_flapping() {
+    let l = node_cluster(&["node-b", "node-c"]).await;
+    let policies = l.cluster.policies();
+    l.cluster
+        .apply(
+            &policies,
+            policy(
+                "battery-guard",
+                "Migrate",
+                json!({"nodeSelector": {"matchLabels": {"power": "battery"}}}),
+                "2s",
+            ),
+        )
+        .await;
+    l.sim("node-b").set_battery(12, true);
+    l.timeline.mark("node-b battery 12 %");
+    let nodes = l.cluster.nodes();
+    wait_for("node-b tainted", Duration::from_secs(30), || async {
+        tainted(&nodes.get("node-b").await.ok()?).then_some(())
+    })
+    .await;
+    l.timeline.mark("node-b tainted");
+    // Oscillate between the thresholds (20 % and 35 %) for 12 s, sampling the taint.
+    let mut transitions = 0;
+    let mut last = true;
+    let levels = [18u64, 30, 19, 33, 21, 17, 34, 25];
+    let start = Instant::now();
+    let mut i = 0;
+    while start.elapsed() < Duration::from_secs(12) {
+        if start.elapsed() >= Duration::from_millis(1500 * i as u64) && i < levels.len() {
+            l.sim("node-b").set_battery(levels[i], true);
+            i += 1;
+        }
+        let now = tainted(&nodes.get("node-b").await.unwrap());
+        if now != last {
+            transitions += 1;
+            l.timeline.mark(format!("taint changed to {now}"));
+        }
+        last = now;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    l.timeline.mark(format!(
+        "oscillation 17–34 % for 12 s: {transitions} taint transitions"
+    ));
+    assert_eq!(transitions, 0, "flapping between the thresholds");
+    assert!(
+        last,
+        "must stay starved until above 35 % for the recovery window"
+    );
+    l.sim("node-b").set_battery(80, false);
+    let up = l.timeline.mark("node-b charged to 80 %");
+    wait_for("taint removed", Duration::from_secs(30), || async {
+        (!tainted(&nodes.get("node-b").await.ok()?)).then_some(())
+    })
+    .await;
+    let t = l.timeline.mark("node-b untainted (recovered)");
+    assert!(
+        t - up >= 2.0,
+        "recovered before the 2 s recovery window: {:.2}s",
+        t - up
+    );
+    let reasons = l.cluster.event_reasons().await;
+    assert!(reasons.keys().any(|r| r.contains("Recover")), "{reasons:?}");
+    assert!(!tainted(&nodes.get("node-c").await.unwrap()));
+    l.timeline.print("recovery with hysteresis");
+}
+
+/// Scenario 4: Prometheus stopped mid-run → no actions, PrometheusAvailable=False, extender
+/// neutral; restarted → back to normal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_outage_fails_safe_and_open() {
+    let mut l = node_cluster(&["node-p", "node-q"]).await;
+    l.sim("node-p").set_power(10.0);
+    l.sim("node-q").set_power(50.0);
+    let policies = l.cluster.policies();
+    l.cluster
+        .apply(
+            &policies,
+            policy(
+                "battery-guard",
+                "Migrate",
+                json!({"nodeSelector": {"matchLabels": {"power": "battery"}}}),
+                "2s",
+            ),
+        )
+        .await;
+    let http = reqwest::Client::new();
+    let prioritize = |http: reqwest::Client, port: u16| async move {
+        let pod = json!({"metadata": {"name": "x", "namespace": NS}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
+        let v: Value = http
+            .post(format!("http://127.0.0.1:{port}/prioritize"))
+            .json(&json!({"Pod": pod, "NodeNames": ["node-p", "node-q"]}))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let m: BTreeMap<String, i64> = v
+            .as_array()?
+            .iter()
+            .map(|h| {
+                (
+                    h["Host"].as_str().unwrap().to_string(),
+                    h["Score"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        Some(m)
+    };
+    let scores = wait_for(
+        "extender prefers node-p",
+        Duration::from_secs(20),
+        || async {
+            prioritize(http.clone(), l.scheduler_port)
+                .await
+                .filter(|m| m["node-p"] > m["node-q"])
+        },
+    )
+    .await;
+    l.timeline
+        .mark(format!("extender scores with data: {scores:?}"));
+    wait_for(
+        "PrometheusAvailable=True",
+        Duration::from_secs(20),
+        || async {
+            let p = policies.get("battery-guard").await.ok()?;
+            condition(&p.data, "PrometheusAvailable").filter(|s| s == "True")
+        },
+    )
+    .await;
+
+    l.prom.stop();
+    l.timeline.mark("Prometheus stopped");
+    // While Prometheus is gone the battery crashes: the controller must not act on it.
+    l.sim("node-p").set_battery(5, true);
+    wait_for(
+        "PrometheusAvailable=False",
+        Duration::from_secs(30),
+        || async {
+            let p = policies.get("battery-guard").await.ok()?;
+            condition(&p.data, "PrometheusAvailable").filter(|s| s == "False")
+        },
+    )
+    .await;
+    l.timeline.mark("status: PrometheusAvailable=False");
+    let neutral = wait_for(
+        "extender fails open (equal scores)",
+        Duration::from_secs(30),
+        || async {
+            prioritize(http.clone(), l.scheduler_port)
+                .await
+                .filter(|m| m["node-p"] == m["node-q"])
+        },
+    )
+    .await;
+    l.timeline
+        .mark(format!("extender scores without data: {neutral:?}"));
+    let filter: Value = http
+        .post(format!("http://127.0.0.1:{}/filter", l.scheduler_port))
+        .json(&json!({"Pod": {"metadata": {"name": "x"}, "spec": {"containers": []}}, "NodeNames": ["node-p", "node-q"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        filter["NodeNames"],
+        json!(["node-p", "node-q"]),
+        "filter passes every node: {filter}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let nodes = l.cluster.nodes();
+    assert!(
+        !tainted(&nodes.get("node-p").await.unwrap()),
+        "acted without Prometheus"
+    );
+
+    let prom = &mut l.prom;
+    prom.restart().unwrap();
+    l.timeline.mark("Prometheus restarted");
+    wait_for(
+        "PrometheusAvailable=True again",
+        Duration::from_secs(40),
+        || async {
+            let p = policies.get("battery-guard").await.ok()?;
+            condition(&p.data, "PrometheusAvailable").filter(|s| s == "True")
+        },
+    )
+    .await;
+    l.timeline.mark("status: PrometheusAvailable=True");
+    // Now the (real) low battery is seen and acted upon.
+    wait_for(
+        "node-p tainted after recovery of the data",
+        Duration::from_secs(40),
+        || async { tainted(&nodes.get("node-p").await.ok()?).then_some(()) },
+    )
+    .await;
+    l.timeline.mark("node-p tainted on fresh data");
+    l.timeline.print("Prometheus outage");
+}
+
+fn condition(obj: &Value, kind: &str) -> Option<String> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)?["status"]
+        .as_str()
+        .map(String::from)
+}
