@@ -42,6 +42,8 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 unit:
+	@# the end-to-end tests start the project's binaries: build them all first
+	$(CARGO) build --workspace --bins
 	$(CARGO) nextest run --workspace --no-fail-fast
 
 doc:
