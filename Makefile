@@ -40,11 +40,14 @@ deps:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p edgewatt-exporter --all-targets --features gpu -- -D warnings
 
 unit:
 	@# the end-to-end tests start the project's binaries: build them all first
 	$(CARGO) build --workspace --bins
 	$(CARGO) nextest run --workspace --no-fail-fast
+	@# the NVML source builds and degrades cleanly without NVIDIA software
+	$(CARGO) nextest run -p edgewatt-exporter --features gpu -E 'test(gpu)'
 
 doc:
 	$(CARGO) test --workspace --doc

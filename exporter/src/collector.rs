@@ -259,6 +259,7 @@ impl Collector {
             m.delta = 0.0;
         }
         let mut battery = None;
+        let mut gpu_processes = Vec::new();
         let mut external = None;
         let mut hw_budget = None;
         for slot in &mut self.slots {
@@ -313,6 +314,7 @@ impl Collector {
                     if sample.battery.is_some() {
                         battery = sample.battery;
                     }
+                    gpu_processes.extend(sample.gpu_processes);
                     external = external.or(sample.external_power);
                     hw_budget = hw_budget.or(sample.budget_watts);
                 }
@@ -353,6 +355,7 @@ impl Collector {
             }
         };
         let attributed_source = self.attribute(&processes, busy, dt);
+        self.attribute_gpu(&gpu_processes, &processes, dt);
         self.expire();
 
         if let (Some(ci), Some(dt), Some(w)) = (self.cfg.carbon_intensity, dt, node_watts) {
@@ -571,6 +574,69 @@ impl Collector {
                     st.add(gen, source, &att.zones, &attributable, share, dt);
                     self.workloads.insert((kind, id.to_string()), st);
                 }
+            }
+        }
+    }
+
+    /// GPU energy per process (NVML's split) summed into the process's container and pod, as
+    /// zone `gpu` (rendered as the `*_gpu_*` families).
+    fn attribute_gpu(
+        &mut self,
+        gpu: &[crate::source::GpuProcess],
+        processes: &[ProcessDelta],
+        dt: Option<f64>,
+    ) {
+        let Some(dt) = dt else { return };
+        if gpu.is_empty() {
+            return;
+        }
+        let gen = self.intervals;
+        let by_pid: HashMap<u32, &ProcessDelta> = processes.iter().map(|p| (p.pid, p)).collect();
+        let zone = [crate::attribution::ZoneSplit {
+            zone: "gpu".into(),
+            joules: 0.0,
+            idle: 0.0,
+            active: 0.0,
+            unattributed: 0.0,
+        }];
+        for g in gpu {
+            let joules = g.watts * dt;
+            let mut keys = Vec::new();
+            if let Some(p) = by_pid.get(&g.pid) {
+                if self.cfg.process_detail {
+                    keys.push((
+                        WorkloadKind::Process,
+                        p.pid.to_string(),
+                        vec![("pid", p.pid.to_string()), ("comm", p.comm.to_string())],
+                    ));
+                }
+                if let Some(uid) = &p.workload.pod_uid {
+                    let info = self.pods.get(uid).unwrap_or_default();
+                    keys.push((
+                        WorkloadKind::Pod,
+                        uid.clone(),
+                        vec![
+                            ("pod_id", uid.clone()),
+                            ("pod_name", info.name),
+                            ("pod_namespace", info.namespace),
+                        ],
+                    ));
+                }
+                if let Some(id) = &p.workload.container_id {
+                    keys.push((
+                        WorkloadKind::Container,
+                        id.clone(),
+                        vec![("container_id", id.clone())],
+                    ));
+                }
+            }
+            for (kind, id, labels) in keys {
+                let st = self
+                    .workloads
+                    .entry((kind, id))
+                    .or_insert_with(|| WorkloadState::new(kind, Arc::new(labels), "gpu", gen));
+                // `add` splits `attributable × share`: pass the joules as the attributable amount.
+                st.add(gen, "gpu", &zone, &[joules], 1.0, Some(dt));
             }
         }
     }

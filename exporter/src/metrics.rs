@@ -185,24 +185,39 @@ impl Collector for SnapshotCollector {
             }
         }
         for w in &s.workloads {
-            let (j, wt, help) = match w.kind {
-                WorkloadKind::Pod => (base::POD_CPU_JOULES, base::POD_CPU_WATTS, "pod"),
-                WorkloadKind::Container => (
+            let gpu = w.zone == "gpu";
+            let (j, wt, help) = match (w.kind, gpu) {
+                (WorkloadKind::Pod, false) => (base::POD_CPU_JOULES, base::POD_CPU_WATTS, "pod"),
+                (WorkloadKind::Pod, true) => (base::POD_GPU_JOULES, base::POD_GPU_WATTS, "pod"),
+                (WorkloadKind::Container, false) => (
                     base::CONTAINER_CPU_JOULES,
                     base::CONTAINER_CPU_WATTS,
                     "container",
                 ),
-                WorkloadKind::Process if self.cfg.process_metrics => {
+                (WorkloadKind::Container, true) => (
+                    base::CONTAINER_GPU_JOULES,
+                    base::CONTAINER_GPU_WATTS,
+                    "container",
+                ),
+                (WorkloadKind::Process, false) if self.cfg.process_metrics => {
                     (base::PROCESS_CPU_JOULES, base::PROCESS_CPU_WATTS, "process")
                 }
-                WorkloadKind::Process => continue,
+                (WorkloadKind::Process, true) if self.cfg.process_metrics => {
+                    (base::PROCESS_GPU_JOULES, base::PROCESS_GPU_WATTS, "process")
+                }
+                (WorkloadKind::Process, _) => continue,
+            };
+            let by = if gpu {
+                "GPU SM utilisation (NVML)"
+            } else {
+                "CPU time"
             };
             let mut l = with_node((*w.labels).clone());
             l.push(("zone", w.zone.clone()));
             l.push(("source", w.source.to_string()));
             push(
                 n.name(j),
-                &format!("Energy attributed to the {help} by its CPU time"),
+                &format!("Energy attributed to the {help} by its {by}"),
                 true,
                 l.clone(),
                 w.joules_total,

@@ -324,3 +324,103 @@ fn estimator_on_real_proc() {
         .iter()
         .any(|(src, l)| *src == "estimator" && l.iter().any(|(k, _)| *k == "confidence")));
 }
+
+/// A stand-in GPU source (what NVML reports, without NVIDIA hardware): GPU energy reaches the
+/// pod's and container's `gpu` zone by the per-process split, and the node's GPU series.
+#[test]
+fn gpu_energy_is_attributed_to_pods() {
+    use edgewatt_exporter::source::{
+        Context, GpuProcess, Meter, MeterValue, Sample, Source, SourceError,
+    };
+    struct FakeGpu(f64);
+    impl Source for FakeGpu {
+        fn name(&self) -> &'static str {
+            "gpu"
+        }
+        fn sample(&mut self, _: &Context) -> Result<Sample, SourceError> {
+            self.0 += 100.0;
+            Ok(Sample {
+                meters: vec![Meter {
+                    domain: Domain::Gpu {
+                        index: 0,
+                        uuid: "GPU-1".into(),
+                    },
+                    zone: "gpu".into(),
+                    value: MeterValue::Joules(self.0),
+                }],
+                gpu_processes: vec![GpuProcess {
+                    pid: 100,
+                    gpu: 0,
+                    watts: 150.0,
+                }],
+                ..Sample::default()
+            })
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let t = FixtureTree::new(dir.path());
+    t.proc_stat(0, 0);
+    let (uid, cid) = ids(3);
+    t.process(100, "trainer", 0, &pod_cgroup(&uid, &cid));
+    let root = HostRoot::new(t.root());
+    let mut c = Collector::new(
+        CollectorConfig {
+            node_name: "g".into(),
+            expire_intervals: 3,
+            power_budget_watts: None,
+            carbon_intensity: None,
+            process_detail: false,
+        },
+        root.clone(),
+        vec![Box::new(FakeGpu(0.0))],
+        Box::new(Procfs::new(&root)),
+        PodDirectory::default(),
+    );
+    c.collect();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let s = c.collect();
+    let gpu = s
+        .node
+        .iter()
+        .find(|n| matches!(n.domain, Domain::Gpu { .. }))
+        .unwrap();
+    assert_eq!(gpu.joules_total, 100.0);
+    let pod_gpu: f64 = s
+        .workloads
+        .iter()
+        .filter(|w| w.kind == WorkloadKind::Pod && w.zone == "gpu")
+        .map(|w| w.joules_total)
+        .sum();
+    let dt = s.interval_seconds;
+    assert!(
+        (pod_gpu - 150.0 * dt).abs() < 1e-6,
+        "{pod_gpu} vs {}",
+        150.0 * dt
+    );
+    assert!(s
+        .workloads
+        .iter()
+        .any(|w| w.kind == WorkloadKind::Container && w.zone == "gpu"));
+    // and it renders as the pod GPU family
+    let snap = std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(s)));
+    let reg = edgewatt_exporter::metrics::registry(
+        edgewatt_exporter::metrics::MetricsConfig {
+            names: Default::default(),
+            process_metrics: false,
+            version: "t",
+        },
+        snap,
+    );
+    let text =
+        edgewatt_exporter::metrics::to_text_format(&edgewatt_exporter::metrics::render(&reg));
+    assert!(
+        text.contains("edgewatt_pod_gpu_joules_total{node_name=\"g\",pod_id="),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "edgewatt_node_gpu_watts{node_name=\"g\",gpu=\"0\",uuid=\"GPU-1\",source=\"gpu\"}"
+        ),
+        "{text}"
+    );
+}

@@ -1,6 +1,8 @@
 //! One module per energy source; all implement [`crate::source::Source`].
 
 pub mod battery;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod hwmon;
 pub mod rapl;
 pub mod redfish;
@@ -27,6 +29,12 @@ pub fn discover_local(root: &HostRoot) -> (Vec<Box<dyn Source>>, Vec<String>) {
         Ok(Some(s)) => found.push(Box::new(s)),
         Ok(None) => {}
         Err(e) => warnings.push(format!("battery: {e}")),
+    }
+    #[cfg(feature = "gpu")]
+    match gpu::Gpu::discover() {
+        Ok(Some(s)) => found.push(Box::new(s)),
+        Ok(None) => {}
+        Err(e) => warnings.push(format!("gpu: {e}")),
     }
     (found, warnings)
 }
