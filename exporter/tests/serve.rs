@@ -328,3 +328,67 @@ fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// `--config FILE` fills unset settings; a bad key is a clear error naming the line.
+#[test]
+fn config_file_and_errors() {
+    let (dir, t) = fixture();
+    let cfg = dir.path().join("edgewatt.env");
+    std::fs::write(
+        &cfg,
+        "# node settings\nEDGEWATT_POWER_BUDGET_WATTS=42\nNODE_NAME=from-file\n",
+    )
+    .unwrap();
+    let port = edgewatt_e2e::free_port();
+    let child = Command::new(BIN)
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "--host-root",
+            t.root().to_str().unwrap(),
+            "--interval",
+            "1s",
+            "--kubernetes",
+            "off",
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let e = Exporter(child, port);
+    let mut body = String::new();
+    for _ in 0..50 {
+        if let Some((200, b)) = get(e.1, "/metrics") {
+            body = b;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        body.contains("edgewatt_node_power_budget_watts{node_name=\"from-file\"} 42"),
+        "{body}"
+    );
+    drop(e);
+    std::fs::write(&cfg, "EDGEWATT_INTERVAL=10s\nINTERVAL=5\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap(), "top", "-n", "1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 2") && err.contains("unknown key INTERVAL"),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .args(["--interval", "soon", "top"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--interval"),
+        "bad flag values name the flag"
+    );
+}
