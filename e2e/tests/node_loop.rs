@@ -480,7 +480,7 @@ async fn prometheus_outage_fails_safe_and_open() {
     )
     .await;
 
-    l.prom.stop();
+    tokio::task::block_in_place(|| l.prom.stop());
     l.timeline.mark("Prometheus stopped");
     // While Prometheus is gone the battery crashes: the controller must not act on it.
     l.sim("node-p").set_battery(5, true);
@@ -527,8 +527,8 @@ async fn prometheus_outage_fails_safe_and_open() {
         "acted without Prometheus"
     );
 
-    let prom = &mut l.prom;
-    prom.restart().unwrap();
+    // the fixture's restart waits with a blocking client: not on an async worker
+    tokio::task::block_in_place(|| l.prom.restart()).unwrap();
     l.timeline.mark("Prometheus restarted");
     wait_for(
         "PrometheusAvailable=True again",

@@ -620,6 +620,9 @@ pub fn scheduler_args(prom_url: &str, port: u16) -> Vec<String> {
         "1s",
         "--max-data-age",
         "10s",
+        // the chart passes the policies' default budget to the extender too
+        "--default-power-budget-watts",
+        "60",
     ]
     .iter()
     .map(|s| s.to_string())
