@@ -372,8 +372,11 @@ pub fn filter(
     (result, fail_open)
 }
 
-/// Prioritize scores: headroom mapped linearly across the fitting candidates (most → 10, least
-/// → 0; all equal → [`NEUTRAL_SCORE`]), unknown nodes neutral, rejected nodes 0.
+/// Prioritize scores: headroom proportional to the best candidate's (most headroom → 10, half
+/// of it → 5; at least 1 for any node that fits), unknown nodes [`NEUTRAL_SCORE`], rejected 0.
+///
+/// Proportional rather than min–max: with min–max the worst fitting node scores 0, below a node
+/// we know nothing about, however much headroom it has.
 pub fn prioritize(
     table: Option<&HeadroomTable>,
     policy: &Policy,
@@ -394,24 +397,23 @@ pub fn prioritize(
             return (all, Some(f));
         }
     };
-    let (lo, hi) = verdicts
+    let hi = verdicts
         .iter()
         .filter_map(|(_, v)| match v {
             Verdict::Fits { headroom } => Some(*headroom),
             _ => None,
         })
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), h| {
-            (lo.min(h), hi.max(h))
-        });
+        .fold(f64::NEG_INFINITY, f64::max);
     let scores = verdicts
         .into_iter()
         .map(|(host, v)| {
             let score = match v {
-                Verdict::Fits { headroom } if hi > lo => {
-                    let s = (headroom - lo) / (hi - lo) * MAX_EXTENDER_PRIORITY as f64;
-                    (s.round() as i64).clamp(0, MAX_EXTENDER_PRIORITY)
+                Verdict::Fits { headroom } if hi > 0.0 => {
+                    let s = headroom.max(0.0) / hi * MAX_EXTENDER_PRIORITY as f64;
+                    (s.round() as i64).clamp(1, MAX_EXTENDER_PRIORITY)
                 }
-                Verdict::Fits { .. } | Verdict::Unknown => NEUTRAL_SCORE,
+                Verdict::Fits { .. } => MAX_EXTENDER_PRIORITY,
+                Verdict::Unknown => NEUTRAL_SCORE,
                 Verdict::Rejected { .. } => 0,
             };
             HostPriority {

@@ -34,33 +34,41 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// Decodes `ExtenderArgs`, or the error reply.
-fn decode(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<ExtenderArgs, Response> {
-    let body = body.map_err(|rejection| {
-        let status = rejection.status();
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
+/// The error is boxed: a `Response` is large and this is the hot path's happy case.
+fn decode(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<ExtenderArgs, Box<Response>> {
+    let body = body
+        .map_err(|rejection| {
+            let status = rejection.status();
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                (
+                    status,
+                    format!(
+                        "request body exceeds the limit of {} bytes (--max-body-bytes)\n",
+                        state.max_body_bytes
+                    ),
+                )
+                    .into_response()
+            } else {
+                (
+                    status,
+                    format!("cannot read request body: {}\n", rejection.body_text()),
+                )
+                    .into_response()
+            }
+        })
+        .map_err(Box::new)?;
+    serde_json::from_slice(&body)
+        .map_err(|e| {
             (
-                status,
-                format!(
-                    "request body exceeds the limit of {} bytes (--max-body-bytes)\n",
-                    state.max_body_bytes
-                ),
+                StatusCode::BAD_REQUEST,
+                format!("invalid ExtenderArgs JSON: {e}\n"),
             )
                 .into_response()
-        } else {
-            (
-                status,
-                format!("cannot read request body: {}\n", rejection.body_text()),
-            )
-                .into_response()
-        }
-    })?;
-    serde_json::from_slice(&body).map_err(|e| {
-        (
-            StatusCode::BAD_REQUEST,
-            format!("invalid ExtenderArgs JSON: {e}\n"),
-        )
-            .into_response()
-    })
+        })
+        .map_err(Box::new)
 }
 
 async fn filter(
@@ -76,7 +84,7 @@ async fn filter(
             state.count_fail_open(fail_open);
             Json(result).into_response()
         }
-        Err(r) => r,
+        Err(r) => *r,
     };
     state
         .metrics
@@ -97,7 +105,7 @@ async fn prioritize(
             state.count_fail_open(fail_open);
             Json(scores).into_response()
         }
-        Err(r) => r,
+        Err(r) => *r,
     };
     state
         .metrics
