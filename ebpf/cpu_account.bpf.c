@@ -2,19 +2,30 @@
 //
 // edgewatt per-process CPU accounting.
 //
-// On every context switch, the time since the previous switch on this CPU is charged to the task
-// that is being switched out (at sched_switch, `current` is still that task). Charges are kept
-// per thread-group (process) together with its cgroup v2 id and comm, in an LRU hash the exporter
-// reads once per interval. Hardware cycles/instructions are added only where the exporter could
-// open perf events (VMs often cannot); otherwise those fields stay 0.
+// With BTF (tp_btf): CPU time is the scheduler's own runtime accounting, `sched_stat_runtime`,
+// which fires on every tick and every switch with the exact nanoseconds the running task just
+// used — so a CPU-bound task that is never switched out is still counted as it runs (switch-only
+// accounting lags it by its whole time slice). The task comes from the tracepoint's `curr`
+// argument through a two-field CO-RE view of task_struct (no vmlinux.h needed). Hardware
+// cycles/instructions are read at sched_switch, where the exporter could open perf events (VMs
+// often cannot; those fields then stay 0).
 //
-// No kernel structure is dereferenced, so the object needs no vmlinux.h and no CO-RE relocations:
-// the same bytes load on any kernel with BTF (tp_btf) or, without BTF, through the classic
-// sched/sched_switch tracepoint.
+// Without BTF: the classic sched/sched_switch tracepoint charges the time since the previous
+// switch on this CPU to the task switched out (`current` at that point) — coarser, documented.
+//
+// Charges are kept per thread-group (process) with its cgroup v2 id and comm in an LRU hash the
+// exporter reads once per interval.
 
 #include <linux/types.h>
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+
+// The two task_struct fields we read; CO-RE relocates the offsets against the running kernel.
+struct task_struct {
+	int pid;
+	int tgid;
+} __attribute__((preserve_access_index));
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -72,7 +83,22 @@ static __always_inline __u64 read_counter(void *map)
 	return v.counter;
 }
 
-static __always_inline int account_switch(void)
+static __always_inline struct proc_stats *stats_of_current(__u32 tgid)
+{
+	struct proc_stats *s = bpf_map_lookup_elem(&proc_stats, &tgid);
+	if (s)
+		return s;
+	struct proc_stats init = {};
+	init.tgid = tgid;
+	init.cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(init.comm, sizeof(init.comm));
+	bpf_map_update_elem(&proc_stats, &tgid, &init, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&proc_stats, &tgid);
+}
+
+// `charge_time`: the tracepoint fallback charges wall time between switches; with tp_btf the
+// time comes from sched_stat_runtime and the switch only carries the hardware counters.
+static __always_inline int account_switch(int charge_time)
 {
 	__u32 zero = 0;
 	struct cpu_state *cpu = bpf_map_lookup_elem(&cpu_state, &zero);
@@ -92,19 +118,14 @@ static __always_inline int account_switch(void)
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	if (tgid == 0 || delta == 0) // idle task, or the first switch seen on this CPU
 		return 0;
+	if (!charge_time && !dcyc && !dins)
+		return 0;
 
-	struct proc_stats *s = bpf_map_lookup_elem(&proc_stats, &tgid);
-	if (!s) {
-		struct proc_stats init = {};
-		init.tgid = tgid;
-		init.cgroup_id = bpf_get_current_cgroup_id();
-		bpf_get_current_comm(init.comm, sizeof(init.comm));
-		bpf_map_update_elem(&proc_stats, &tgid, &init, BPF_NOEXIST);
-		s = bpf_map_lookup_elem(&proc_stats, &tgid);
-		if (!s)
-			return 0;
-	}
-	__sync_fetch_and_add(&s->cpu_ns, delta);
+	struct proc_stats *s = stats_of_current(tgid);
+	if (!s)
+		return 0;
+	if (charge_time)
+		__sync_fetch_and_add(&s->cpu_ns, delta);
 	if (dcyc)
 		__sync_fetch_and_add(&s->cycles, dcyc);
 	if (dins)
@@ -114,16 +135,40 @@ static __always_inline int account_switch(void)
 	return 0;
 }
 
-// Preferred: BTF-enabled raw tracepoint (cheapest).
+// With BTF: exact runtime per task from the scheduler (args: task_struct *curr, u64 runtime).
+SEC("tp_btf/sched_stat_runtime")
+int edgewatt_stat_runtime_btf(__u64 *ctx)
+{
+	struct task_struct *curr = (struct task_struct *)ctx[0];
+	__u64 runtime = ctx[1];
+	__u32 tgid = curr->tgid;
+	if (tgid == 0 || runtime == 0)
+		return 0;
+	struct proc_stats *s;
+	// Usually `curr` is the task running here; when the scheduler updates another CPU's task
+	// the entry must already exist (its cgroup and comm are only readable for `current`).
+	if ((__u32)(bpf_get_current_pid_tgid() >> 32) == tgid)
+		s = stats_of_current(tgid);
+	else
+		s = bpf_map_lookup_elem(&proc_stats, &tgid);
+	if (!s)
+		return 0;
+	__sync_fetch_and_add(&s->cpu_ns, runtime);
+	if ((__u32)(bpf_get_current_pid_tgid() >> 32) == tgid)
+		s->cgroup_id = bpf_get_current_cgroup_id();
+	return 0;
+}
+
+// With BTF: hardware counters per switch (time comes from sched_stat_runtime).
 SEC("tp_btf/sched_switch")
 int edgewatt_sched_switch_btf(void *ctx)
 {
-	return account_switch();
+	return account_switch(0);
 }
 
-// Fallback for kernels without BTF.
+// Fallback for kernels without BTF: time between switches.
 SEC("tracepoint/sched/sched_switch")
 int edgewatt_sched_switch_tp(void *ctx)
 {
-	return account_switch();
+	return account_switch(1);
 }

@@ -25,8 +25,31 @@ pub fn accounting(
     root: &HostRoot,
 ) -> anyhow::Result<Box<dyn CpuAccounting>> {
     match mode {
-        AttributionMode::Procfs | AttributionMode::Auto => Ok(Box::new(Procfs::new(root))),
-        AttributionMode::Ebpf => anyhow::bail!("--attribution ebpf: the eBPF loader is not built into this exporter yet; use --attribution procfs"),
+        AttributionMode::Procfs => Ok(Box::new(Procfs::new(root))),
+        AttributionMode::Ebpf => {
+            let e = crate::ebpf::Ebpf::load(root)
+                .map_err(|reason| anyhow::anyhow!("--attribution ebpf: {reason}"))?;
+            tracing::info!(
+                program = e.program_kind(),
+                hw_counters = e.has_hw_counters(),
+                "per-process CPU time from eBPF"
+            );
+            Ok(Box::new(e))
+        }
+        AttributionMode::Auto => match crate::ebpf::Ebpf::load(root) {
+            Ok(e) => {
+                tracing::info!(
+                    program = e.program_kind(),
+                    hw_counters = e.has_hw_counters(),
+                    "per-process CPU time from eBPF"
+                );
+                Ok(Box::new(e))
+            }
+            Err(reason) => {
+                tracing::warn!(%reason, "eBPF attribution unavailable; using procfs");
+                Ok(Box::new(Procfs::new(root)))
+            }
+        },
     }
 }
 

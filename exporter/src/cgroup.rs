@@ -93,21 +93,26 @@ pub fn parse_path(path: &str) -> Workload {
 /// Picks the path that places a process from `/proc/<pid>/cgroup`: the v2 unified line (`0::`),
 /// or on v1 the `cpu`/`cpuacct` hierarchy (which is what CPU time is charged to).
 pub fn select_path(proc_cgroup: &str) -> &str {
-    let mut unified = "";
+    let (mut unified, mut cpuacct) = ("", None);
     for line in proc_cgroup.lines() {
         let mut parts = line.splitn(3, ':');
         let (Some(_id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
         else {
             continue;
         };
-        if controllers.split(',').any(|c| c == "cpu" || c == "cpuacct") {
+        // `cpu` (alone or as `cpu,cpuacct`) is where CPU time is charged; a separately mounted
+        // `cpuacct` only if there is no `cpu` line.
+        if controllers.split(',').any(|c| c == "cpu") {
             return path;
+        }
+        if controllers.split(',').any(|c| c == "cpuacct") {
+            cpuacct = Some(path);
         }
         if controllers.is_empty() {
             unified = path;
         }
     }
-    unified
+    cpuacct.unwrap_or(unified)
 }
 
 #[cfg(test)]
@@ -170,5 +175,11 @@ mod tests {
         let v1 = "12:pids:/a\n4:cpu,cpuacct:/kubepods/pod1/abc\n1:name=systemd:/b\n0::/c\n";
         assert_eq!(select_path(v1), "/kubepods/pod1/abc");
         assert_eq!(select_path("garbage"), "");
+        // separately mounted cpu and cpuacct (this VM): the cpu line wins, whatever the order
+        assert_eq!(
+            select_path("2:cpuacct:/\n1:cpu:/kubepods/pod1/abc\n0::/\n"),
+            "/kubepods/pod1/abc"
+        );
+        assert_eq!(select_path("2:cpuacct:/x\n0::/y\n"), "/x");
     }
 }

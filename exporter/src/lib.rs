@@ -8,6 +8,7 @@ pub mod cgroup;
 pub mod cli;
 pub mod collector;
 pub mod counter;
+pub mod ebpf;
 pub mod estimator;
 pub mod fixture;
 pub mod metrics;

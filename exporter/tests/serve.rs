@@ -57,6 +57,8 @@ fn start(root: &std::path::Path, extra: &[&str]) -> Exporter {
             "1s",
             "--kubernetes",
             "off",
+            "--attribution",
+            "procfs",
         ])
         .args(extra)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -221,6 +223,8 @@ fn kepler_prefix_and_process_series() {
             "1s",
             "--kubernetes",
             "off",
+            "--attribution",
+            "procfs",
             "serve",
             "--process-metrics",
             "--listen",
@@ -285,6 +289,8 @@ fn unreadable_rapl_names_the_fix() {
             t.root().to_str().unwrap(),
             "--kubernetes",
             "off",
+            "--attribution",
+            "procfs",
             "--interval",
             "200ms",
             "top",
@@ -350,6 +356,8 @@ fn config_file_and_errors() {
             "1s",
             "--kubernetes",
             "off",
+            "--attribution",
+            "procfs",
             "serve",
             "--listen",
             &format!("127.0.0.1:{port}"),

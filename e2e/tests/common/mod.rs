@@ -392,6 +392,9 @@ pub fn start_sim(bins: &Bins, logdir: &Path, name: &str) -> Sim {
         "1s",
         "--kubernetes",
         "off",
+        // the simulated node's processes are in its fixture /proc, not in the kernel eBPF sees
+        "--attribution",
+        "procfs",
         "--no-estimator",
         "serve",
         "--listen",

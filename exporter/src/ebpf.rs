@@ -1,0 +1,394 @@
+//! Per-process CPU accounting from the eBPF program in `ebpf/cpu_account.bpf.c`, loaded with
+//! `aya`: the kernel charges on-CPU time to each process at every context switch, and the exporter
+//! reads one map per interval instead of thousands of `/proc/<pid>/stat` files.
+//!
+//! Needs: `CAP_BPF` + `CAP_PERFMON` (Linux ≥ 5.8; before that `CAP_SYS_ADMIN`), tracefs (mounted
+//! here when missing and permitted: `mount -t tracefs nodev /sys/kernel/tracing`), and on kernels
+//! before 5.11 a raised `RLIMIT_MEMLOCK` (done here). `tp_btf/sched_switch` is used where the kernel
+//! has BTF, the `sched/sched_switch` tracepoint otherwise. Hardware cycle/instruction counters
+//! are opened where the machine offers them (VMs usually do not; reported, never fatal).
+//! Any failure to load is returned as one readable reason; `--attribution auto` then falls back
+//! to procfs (see `app.rs`).
+
+use std::collections::HashMap as StdHashMap;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aya::maps::{HashMap, Map, MapData};
+use aya::programs::{BtfTracePoint, TracePoint};
+use aya::{Btf, Ebpf as AyaEbpf, EbpfLoader};
+
+use crate::accounting::{CpuAccounting, ProcessDelta};
+use crate::cgroup::{self, Workload};
+use crate::source::SourceError;
+use crate::sysfs::{read_string, HostRoot};
+
+/// The compiled program (committed; `make ebpf` rebuilds it, `make ebpf-check` verifies it).
+static OBJECT: &[u8] = aya::include_bytes_aligned!("../../ebpf/cpu_account.bpf.o");
+
+/// Mirror of `struct proc_stats` in the C program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProcStats {
+    pub cpu_ns: u64,
+    pub cycles: u64,
+    pub instructions: u64,
+    pub cgroup_id: u64,
+    pub tgid: u32,
+    pub pad: u32,
+    pub comm: [u8; 16],
+}
+
+// SAFETY: plain old data, `repr(C)`, no padding beyond the explicit field, any bit pattern valid.
+unsafe impl aya::Pod for ProcStats {}
+
+struct Entry {
+    cpu_ns: u64,
+    comm: Arc<str>,
+    workload: Arc<Workload>,
+    cgroup_id: u64,
+}
+
+pub struct Ebpf {
+    _bpf: AyaEbpf,
+    stats: HashMap<MapData, u32, ProcStats>,
+    kind: &'static str,
+    hw_counters: bool,
+    proc_dir: PathBuf,
+    cgroup_root: PathBuf,
+    cgroup_v2: bool,
+    entries: StdHashMap<u32, Entry>,
+    /// cgroup v2 id (directory inode) → path relative to the cgroup root.
+    cgroup_paths: StdHashMap<u64, String>,
+    workloads: StdHashMap<String, Arc<Workload>>,
+}
+
+fn raise_memlock() {
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid struct; failure only means the old limit stays.
+    let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
+}
+
+fn ensure_tracefs() {
+    if Path::new("/sys/kernel/tracing/events").exists()
+        || Path::new("/sys/kernel/debug/tracing/events").exists()
+    {
+        return;
+    }
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        tracing::info!("mounted tracefs at /sys/kernel/tracing");
+    }
+}
+
+/// Every load/attach failure names what is needed: the kernel's own message is often just a
+/// code (`failed to create map ... with code -1`).
+fn permission_hint(e: &dyn std::fmt::Display) -> String {
+    format!("{e} (the exporter needs CAP_BPF and CAP_PERFMON — CAP_SYS_ADMIN before Linux 5.8 — and tracefs)")
+}
+
+/// `perf_event_open` for a hardware counter on one CPU; `Err(errno text)` when unavailable.
+fn open_hw_counter(cpu: i32, config: u64) -> Result<i32, String> {
+    #[repr(C)]
+    struct PerfEventAttr {
+        type_: u32,
+        size: u32,
+        config: u64,
+        rest: [u64; 14],
+    }
+    let attr = PerfEventAttr {
+        type_: 0, /* PERF_TYPE_HARDWARE */
+        size: std::mem::size_of::<PerfEventAttr>() as u32,
+        config,
+        rest: [0; 14],
+    };
+    // SAFETY: perf_event_open(attr, pid = -1, cpu, group_fd = -1, flags = 0) with a valid attr.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &attr as *const PerfEventAttr,
+            -1i32,
+            cpu,
+            -1i32,
+            0u64,
+        )
+    };
+    if fd < 0 {
+        Err(std::io::Error::last_os_error().to_string())
+    } else {
+        Ok(fd as i32)
+    }
+}
+
+/// `bpf(BPF_MAP_UPDATE_ELEM)` of `cpu → fd` into a PERF_EVENT_ARRAY (aya exposes no setter).
+fn set_perf_fd(map_fd: i32, cpu: u32, fd: i32) -> Result<(), String> {
+    #[repr(C)]
+    struct Attr {
+        map_fd: u32,
+        pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    let value = fd as u32;
+    let attr = Attr {
+        map_fd: map_fd as u32,
+        pad: 0,
+        key: &cpu as *const u32 as u64,
+        value: &value as *const u32 as u64,
+        flags: 0,
+    };
+    // SAFETY: BPF_MAP_UPDATE_ELEM (2) with pointers to live locals of the map's key/value size.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            2i32,
+            &attr as *const Attr,
+            std::mem::size_of::<Attr>() as u32,
+        )
+    };
+    if r < 0 {
+        Err(std::io::Error::last_os_error().to_string())
+    } else {
+        Ok(())
+    }
+}
+
+/// Opens cycles and instructions on every CPU and hands them to the program; all or nothing.
+fn attach_hw_counters(bpf: &mut AyaEbpf) -> Result<(), String> {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as i32;
+    for (map_name, config) in [("cycles", 0u64), ("instructions", 1u64)] {
+        let map_fd = match bpf.map(map_name) {
+            Some(Map::PerfEventArray(m)) => m.fd().as_fd_raw(),
+            _ => return Err(format!("map {map_name} missing from the object")),
+        };
+        for cpu in 0..cpus {
+            let fd = open_hw_counter(cpu, config)?;
+            set_perf_fd(map_fd, cpu as u32, fd)?;
+            // The map holds its own reference to the perf event.
+            // SAFETY: fd was returned by perf_event_open above and is not used after this.
+            unsafe { libc::close(fd) };
+        }
+    }
+    Ok(())
+}
+
+trait RawFdOf {
+    fn as_fd_raw(&self) -> i32;
+}
+impl RawFdOf for aya::maps::MapFd {
+    fn as_fd_raw(&self) -> i32 {
+        use std::os::fd::AsFd;
+        self.as_fd().as_raw_fd()
+    }
+}
+
+impl Ebpf {
+    /// Loads and attaches the program. The error says what failed and what is needed.
+    pub fn load(root: &HostRoot) -> Result<Self, String> {
+        raise_memlock();
+        ensure_tracefs();
+        let btf = Btf::from_sys_fs().ok();
+        let mut bpf = EbpfLoader::new()
+            .btf(btf.as_ref())
+            .load(OBJECT)
+            .map_err(|e| format!("loading the eBPF object failed: {}", permission_hint(&e)))?;
+        let mut kind = "tp_btf";
+        let btf_attach = match &btf {
+            Some(btf) => (|| -> Result<(), String> {
+                for (program, tracepoint) in [
+                    ("edgewatt_stat_runtime_btf", "sched_stat_runtime"),
+                    ("edgewatt_sched_switch_btf", "sched_switch"),
+                ] {
+                    let prog: &mut BtfTracePoint = bpf
+                        .program_mut(program)
+                        .ok_or(format!("program {program} missing"))?
+                        .try_into()
+                        .map_err(|e| format!("{e}"))?;
+                    prog.load(tracepoint, btf)
+                        .map_err(|e| permission_hint(&e))?;
+                    prog.attach().map_err(|e| permission_hint(&e))?;
+                }
+                Ok(())
+            })(),
+            None => Err("kernel has no BTF (/sys/kernel/btf/vmlinux)".into()),
+        };
+        if let Err(reason) = btf_attach {
+            tracing::info!(%reason, "tp_btf (sched_stat_runtime) unavailable; using the sched/sched_switch tracepoint (time between switches)");
+            kind = "tracepoint";
+            let prog: &mut TracePoint = bpf
+                .program_mut("edgewatt_sched_switch_tp")
+                .ok_or("program edgewatt_sched_switch_tp missing")?
+                .try_into()
+                .map_err(|e| format!("{e}"))?;
+            prog.load().map_err(|e| {
+                format!(
+                    "loading the tracepoint program failed: {}",
+                    permission_hint(&e)
+                )
+            })?;
+            prog.attach("sched", "sched_switch").map_err(|e| {
+                format!(
+                    "attaching to sched/sched_switch failed: {} (is tracefs mounted?)",
+                    permission_hint(&e)
+                )
+            })?;
+        }
+        let hw_counters = match attach_hw_counters(&mut bpf) {
+            Ok(()) => true,
+            Err(reason) => {
+                tracing::info!(%reason, "hardware counters (cycles, instructions) not available; CPU time only");
+                false
+            }
+        };
+        let stats: HashMap<MapData, u32, ProcStats> =
+            HashMap::try_from(bpf.take_map("proc_stats").ok_or("map proc_stats missing")?)
+                .map_err(|e| e.to_string())?;
+        let cgroup_root = root.path("/sys/fs/cgroup");
+        let cgroup_v2 = cgroup_root.join("cgroup.controllers").exists();
+        Ok(Self {
+            _bpf: bpf,
+            stats,
+            kind,
+            hw_counters,
+            proc_dir: root.path("/proc"),
+            cgroup_root,
+            cgroup_v2,
+            entries: StdHashMap::new(),
+            cgroup_paths: StdHashMap::new(),
+            workloads: StdHashMap::new(),
+        })
+    }
+
+    /// `tp_btf` (runtime from `sched_stat_runtime`) or `tracepoint` (time between switches).
+    pub fn program_kind(&self) -> &'static str {
+        self.kind
+    }
+
+    pub fn has_hw_counters(&self) -> bool {
+        self.hw_counters
+    }
+
+    /// Rebuilds the cgroup id → path table (v2: the id is the directory's inode number).
+    fn walk_cgroups(&mut self) {
+        self.cgroup_paths.clear();
+        let mut stack = vec![self.cgroup_root.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(meta) = std::fs::metadata(&dir) else {
+                continue;
+            };
+            let rel = dir
+                .strip_prefix(&self.cgroup_root)
+                .map(|p| format!("/{}", p.display()))
+                .unwrap_or_default();
+            self.cgroup_paths
+                .insert(meta.ino(), if rel == "/" { "/".into() } else { rel });
+            if let Ok(rd) = std::fs::read_dir(&dir) {
+                for e in rd.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        stack.push(e.path());
+                    }
+                }
+            }
+        }
+    }
+
+    fn intern(&mut self, path: &str) -> Arc<Workload> {
+        if let Some(w) = self.workloads.get(path) {
+            return w.clone();
+        }
+        let w = Arc::new(cgroup::parse_path(path));
+        self.workloads.insert(path.to_string(), w.clone());
+        w
+    }
+
+    fn workload_of(&mut self, tgid: u32, cgroup_id: u64, walked: &mut bool) -> Arc<Workload> {
+        if !self.cgroup_v2 {
+            // cgroup v1: the id is not an inode of one hierarchy; ask procfs once per process.
+            let text = read_string(&self.proc_dir.join(tgid.to_string()).join("cgroup"))
+                .unwrap_or_default();
+            let path = cgroup::select_path(&text).to_string();
+            return self.intern(&path);
+        }
+        if !self.cgroup_paths.contains_key(&cgroup_id) && !*walked {
+            self.walk_cgroups();
+            *walked = true;
+        }
+        let path = self
+            .cgroup_paths
+            .get(&cgroup_id)
+            .cloned()
+            .unwrap_or_default();
+        self.intern(&path)
+    }
+}
+
+fn comm_of(raw: &[u8; 16]) -> Arc<str> {
+    let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
+    Arc::from(String::from_utf8_lossy(&raw[..end]).as_ref())
+}
+
+impl CpuAccounting for Ebpf {
+    fn name(&self) -> &'static str {
+        "ebpf"
+    }
+
+    fn collect(&mut self) -> Result<Vec<ProcessDelta>, SourceError> {
+        let snapshot: Vec<(u32, ProcStats)> = self.stats.iter().filter_map(|r| r.ok()).collect();
+        let mut walked = false;
+        let mut out = Vec::with_capacity(snapshot.len());
+        let mut seen = std::collections::HashSet::with_capacity(snapshot.len());
+        let mut gone = Vec::new();
+        for (tgid, s) in snapshot {
+            let known = self.entries.get(&tgid).map(|e| (e.cpu_ns, e.cgroup_id));
+            let delta_ns = match known {
+                Some((prev, _)) => s.cpu_ns.saturating_sub(prev),
+                None => 0,
+            };
+            // A process that did not run may have exited: check only those (cheap for busy ones).
+            if delta_ns == 0 && !self.proc_dir.join(tgid.to_string()).exists() {
+                gone.push(tgid);
+                continue;
+            }
+            let needs_workload = known.is_none_or(|(_, cg)| cg != s.cgroup_id);
+            if needs_workload {
+                let workload = self.workload_of(tgid, s.cgroup_id, &mut walked);
+                self.entries.insert(
+                    tgid,
+                    Entry {
+                        cpu_ns: s.cpu_ns,
+                        comm: comm_of(&s.comm),
+                        workload,
+                        cgroup_id: s.cgroup_id,
+                    },
+                );
+            }
+            let e = self.entries.get_mut(&tgid).expect("inserted above");
+            e.cpu_ns = s.cpu_ns;
+            seen.insert(tgid);
+            out.push(ProcessDelta {
+                pid: tgid,
+                comm: e.comm.clone(),
+                workload: e.workload.clone(),
+                cpu_seconds: delta_ns as f64 / 1e9,
+            });
+        }
+        for tgid in gone {
+            let _ = self.stats.remove(&tgid);
+            self.entries.remove(&tgid);
+        }
+        self.entries.retain(|k, _| seen.contains(k));
+        Ok(out)
+    }
+}
