@@ -1,12 +1,20 @@
 //! Per-process CPU accounting from the eBPF program in `ebpf/cpu_account.bpf.c`, loaded with
-//! `aya`: the kernel charges on-CPU time to each process at every context switch, and the exporter
-//! reads one map per interval instead of thousands of `/proc/<pid>/stat` files.
+//! `aya`: the kernel charges on-CPU time to each process as the scheduler accounts it, and the
+//! exporter reads one map per interval instead of thousands of `/proc/<pid>/stat` files.
 //!
 //! Needs: `CAP_BPF` + `CAP_PERFMON` (Linux ≥ 5.8; before that `CAP_SYS_ADMIN`), tracefs (mounted
 //! here when missing and permitted: `mount -t tracefs nodev /sys/kernel/tracing`), and on kernels
-//! before 5.11 a raised `RLIMIT_MEMLOCK` (done here). `tp_btf/sched_switch` is used where the kernel
-//! has BTF, the `sched/sched_switch` tracepoint otherwise. Hardware cycle/instruction counters
-//! are opened where the machine offers them (VMs usually do not; reported, never fatal).
+//! before 5.11 a raised `RLIMIT_MEMLOCK` (done here). Where the kernel has BTF
+//! (`/sys/kernel/btf/vmlinux`) `tp_btf/sched_stat_runtime` supplies the exact runtime per task
+//! (plus `tp_btf/sched_switch` for hardware counters): [`Ebpf::program_kind`] is `tp_btf`.
+//! Otherwise the classic `sched/sched_switch` tracepoint charges the time between switches to the
+//! task switched out (`tracepoint`; coarser for CPU-bound tasks, exact over longer intervals).
+//! Hardware cycle/instruction counters are opened where the machine offers them (VMs usually do
+//! not; logged once at info, never fatal).
+//!
+//! Cgroups: on cgroup v2 the program's cgroup id is the inode number of the cgroup directory,
+//! resolved by walking `/sys/fs/cgroup` (again only when an unknown id appears, at most once per
+//! collect). On cgroup v1 `/proc/<pid>/cgroup` is read once per new process instead.
 //! Any failure to load is returned as one readable reason; `--attribution auto` then falls back
 //! to procfs (see `app.rs`).
 
@@ -90,10 +98,28 @@ fn ensure_tracefs() {
     }
 }
 
-/// Every load/attach failure names what is needed: the kernel's own message is often just a
-/// code (`failed to create map ... with code -1`).
-fn permission_hint(e: &dyn std::fmt::Display) -> String {
-    format!("{e} (the exporter needs CAP_BPF and CAP_PERFMON — CAP_SYS_ADMIN before Linux 5.8 — and tracefs)")
+/// The error and its whole source chain: aya's own messages stop at a code (`failed to create map
+/// ... with code -1`), the `io::Error` underneath says why (`Operation not permitted`).
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Every load/attach failure names what was attempted, what is needed, and the kernel's reason.
+fn needs(what: &str, e: &(dyn std::error::Error + 'static)) -> String {
+    format!(
+        "{what} needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN before Linux 5.8) and tracefs: {}",
+        chain(e)
+    )
 }
 
 /// `perf_event_open` for a hardware counter on one CPU; `Err(errno text)` when unavailable.
@@ -163,22 +189,24 @@ fn set_perf_fd(map_fd: i32, cpu: u32, fd: i32) -> Result<(), String> {
     }
 }
 
-/// Opens cycles and instructions on every CPU and hands them to the program; all or nothing.
+/// Opens cycles and instructions on every online CPU and hands them to the program. On failure
+/// the reason is returned; counters already handed over stay (harmless: `has_hw_counters` is
+/// false and nothing reads the cycle/instruction fields then).
 fn attach_hw_counters(bpf: &mut AyaEbpf) -> Result<(), String> {
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1) as i32;
+    let cpus = aya::util::online_cpus().map_err(|(what, e)| format!("{what}: {e}"))?;
     for (map_name, config) in [("cycles", 0u64), ("instructions", 1u64)] {
         let map_fd = match bpf.map(map_name) {
             Some(Map::PerfEventArray(m)) => m.fd().as_fd_raw(),
             _ => return Err(format!("map {map_name} missing from the object")),
         };
-        for cpu in 0..cpus {
-            let fd = open_hw_counter(cpu, config)?;
-            set_perf_fd(map_fd, cpu as u32, fd)?;
+        for &cpu in &cpus {
+            let fd = open_hw_counter(cpu as i32, config)
+                .map_err(|e| format!("perf_event_open({map_name}, cpu {cpu}): {e}"))?;
+            let set = set_perf_fd(map_fd, cpu, fd);
             // The map holds its own reference to the perf event.
             // SAFETY: fd was returned by perf_event_open above and is not used after this.
             unsafe { libc::close(fd) };
+            set.map_err(|e| format!("storing the {map_name} counter of cpu {cpu}: {e}"))?;
         }
     }
     Ok(())
@@ -203,7 +231,7 @@ impl Ebpf {
         let mut bpf = EbpfLoader::new()
             .btf(btf.as_ref())
             .load(OBJECT)
-            .map_err(|e| format!("loading the eBPF object failed: {}", permission_hint(&e)))?;
+            .map_err(|e| needs("loading the eBPF program", &e))?;
         let mut kind = "tp_btf";
         let btf_attach = match &btf {
             Some(btf) => (|| -> Result<(), String> {
@@ -217,14 +245,24 @@ impl Ebpf {
                         .try_into()
                         .map_err(|e| format!("{e}"))?;
                     prog.load(tracepoint, btf)
-                        .map_err(|e| permission_hint(&e))?;
-                    prog.attach().map_err(|e| permission_hint(&e))?;
+                        .map_err(|e| needs(&format!("loading tp_btf/{tracepoint}"), &e))?;
+                    prog.attach()
+                        .map_err(|e| needs(&format!("attaching tp_btf/{tracepoint}"), &e))?;
                 }
                 Ok(())
             })(),
             None => Err("kernel has no BTF (/sys/kernel/btf/vmlinux)".into()),
         };
         if let Err(reason) = btf_attach {
+            // A half-attached pair would charge time twice with the fallback: detach both.
+            for program in ["edgewatt_stat_runtime_btf", "edgewatt_sched_switch_btf"] {
+                if let Some(p) = bpf.program_mut(program) {
+                    let p: Result<&mut BtfTracePoint, _> = p.try_into();
+                    if let Ok(p) = p {
+                        let _ = p.unload();
+                    }
+                }
+            }
             tracing::info!(%reason, "tp_btf (sched_stat_runtime) unavailable; using the sched/sched_switch tracepoint (time between switches)");
             kind = "tracepoint";
             let prog: &mut TracePoint = bpf
@@ -232,23 +270,19 @@ impl Ebpf {
                 .ok_or("program edgewatt_sched_switch_tp missing")?
                 .try_into()
                 .map_err(|e| format!("{e}"))?;
-            prog.load().map_err(|e| {
-                format!(
-                    "loading the tracepoint program failed: {}",
-                    permission_hint(&e)
-                )
-            })?;
+            prog.load()
+                .map_err(|e| needs("loading the sched/sched_switch tracepoint program", &e))?;
             prog.attach("sched", "sched_switch").map_err(|e| {
-                format!(
-                    "attaching to sched/sched_switch failed: {} (is tracefs mounted?)",
-                    permission_hint(&e)
+                needs(
+                    "attaching to sched/sched_switch (tracefs at /sys/kernel/tracing)",
+                    &e,
                 )
             })?;
         }
         let hw_counters = match attach_hw_counters(&mut bpf) {
             Ok(()) => true,
             Err(reason) => {
-                tracing::info!(%reason, "hardware counters (cycles, instructions) not available; CPU time only");
+                tracing::info!("hardware counters not available: {reason}; CPU time only");
                 false
             }
         };
@@ -276,8 +310,20 @@ impl Ebpf {
         self.kind
     }
 
+    /// Whether cycles/instructions perf events were opened on every CPU (rarely on VMs).
     pub fn has_hw_counters(&self) -> bool {
         self.hw_counters
+    }
+
+    /// Whether the kernel map still holds `tgid` (exited processes are deleted at the next
+    /// collect so the LRU map does not fill with them).
+    pub fn in_map(&self, tgid: u32) -> bool {
+        self.stats.get(&tgid, 0).is_ok()
+    }
+
+    /// Number of processes the kernel map holds.
+    pub fn map_len(&self) -> usize {
+        self.stats.keys().filter(|k| k.is_ok()).count()
     }
 
     /// Rebuilds the cgroup id → path table (v2: the id is the directory's inode number).
