@@ -234,3 +234,186 @@ fn denied_load_names_capabilities_and_auto_falls_back() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("attribution: procfs"));
 }
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+}
+
+/// Removes the test cgroups (deepest first) and kills the child even when an assertion fails.
+struct Cleanup {
+    child: Option<Child>,
+    dirs: Vec<std::path::PathBuf>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for d in &self.dirs {
+            for _ in 0..20 {
+                if std::fs::remove_dir(d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// cgroup v2 ids are directory inodes: checked on a v2 host directly, and on a v1/hybrid host
+/// (like this VM) through its `unified` v2 hierarchy presented as the host's /sys/fs/cgroup.
+#[test]
+fn maps_cgroup_v2_ids_by_directory_inode() {
+    let v2_root = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        "/sys/fs/cgroup"
+    } else if std::path::Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists() {
+        "/sys/fs/cgroup/unified"
+    } else {
+        eprintln!("SKIPPED: no cgroup v2 hierarchy on this host");
+        return;
+    };
+    // a host root whose /proc is the real one and whose /sys/fs/cgroup is the v2 hierarchy
+    let fake = tempfile::tempdir().unwrap();
+    let host = if v2_root == "/sys/fs/cgroup" {
+        HostRoot::new("/")
+    } else {
+        std::fs::create_dir_all(fake.path().join("sys/fs")).unwrap();
+        std::os::unix::fs::symlink(v2_root, fake.path().join("sys/fs/cgroup")).unwrap();
+        std::os::unix::fs::symlink("/proc", fake.path().join("proc")).unwrap();
+        HostRoot::new(fake.path())
+    };
+    let mut e = match Ebpf::load(&host) {
+        Ok(e) => e,
+        Err(reason) => {
+            assert!(
+                !is_root(),
+                "running as root but eBPF did not load: {reason}"
+            );
+            eprintln!("SKIPPED: eBPF not permitted here ({reason})");
+            return;
+        }
+    };
+    let uid = "0b6f7d1e-1111-4222-8333-444455556666";
+    let id = "a".repeat(64);
+    let top = std::path::Path::new(v2_root).join(format!("edgewatt-test-{}", std::process::id()));
+    let pod = top.join(format!("kubepods-pod{}.slice", uid.replace('-', "_")));
+    let dir = pod.join(format!("cri-containerd-{id}.scope"));
+    let mut guard = Cleanup {
+        child: None,
+        dirs: vec![dir.clone(), pod.clone(), top.clone()],
+    };
+    std::fs::create_dir_all(&dir).expect("create a v2 test cgroup (root)");
+    let child = burn();
+    let pid = child.id();
+    guard.child = Some(child);
+    std::fs::write(dir.join("cgroup.procs"), pid.to_string()).unwrap();
+    let v2_line = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    eprintln!("v2 root {v2_root}; /proc/{pid}/cgroup:\n{v2_line}");
+    e.collect().unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    let deltas = e.collect().unwrap();
+    let mine = deltas
+        .iter()
+        .find(|d| d.pid == pid)
+        .cloned()
+        .expect("the burner is in the map");
+    drop(guard);
+    assert_eq!(mine.workload.container_id.as_deref(), Some(id.as_str()));
+    assert_eq!(mine.workload.pod_uid.as_deref(), Some(uid));
+    assert!(mine.cpu_seconds > 0.2, "{}", mine.cpu_seconds);
+}
+
+#[test]
+fn exited_processes_leave_the_collect_and_the_map() {
+    let Some(mut e) = load() else { return };
+    let mut child = burn();
+    let pid = child.id();
+    std::thread::sleep(Duration::from_millis(200));
+    e.collect().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let running = e.collect().unwrap();
+    assert!(running.iter().any(|d| d.pid == pid && d.cpu_seconds > 0.1));
+    assert!(e.in_map(pid), "a running process is in the kernel map");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // the CPU it used since the last collect may be reported once; then it is gone
+    e.collect().unwrap();
+    let after = e.collect().unwrap();
+    assert!(
+        !after.iter().any(|d| d.pid == pid),
+        "exited pid {pid} still reported"
+    );
+    assert!(!e.in_map(pid), "exited pid {pid} still in the kernel map");
+    assert!(!e.collect().unwrap().iter().any(|d| d.pid == pid));
+    eprintln!("kernel map holds {} processes", e.map_len());
+}
+
+/// Run by `denied_load_reports_what_is_needed` under `setpriv` as nobody without capabilities.
+#[test]
+#[ignore = "helper: run unprivileged by denied_load_reports_what_is_needed"]
+fn helper_load_unprivileged() {
+    match Ebpf::load(&HostRoot::new("/")) {
+        Ok(e) => println!("LOAD-OK: {}", e.program_kind()),
+        Err(reason) => println!("LOAD-ERR: {reason}"),
+    }
+}
+
+#[test]
+fn denied_load_reports_what_is_needed() {
+    let out = if is_root() {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+            ])
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "helper_load_unprivileged",
+                "--ignored",
+                "--nocapture",
+            ])
+            .output()
+            .expect("setpriv (util-linux)")
+    } else {
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "helper_load_unprivileged",
+                "--ignored",
+                "--nocapture",
+            ])
+            .output()
+            .unwrap()
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    if !is_root() && stdout.contains("LOAD-OK") {
+        eprintln!("SKIPPED: this unprivileged user may load eBPF (CAP_BPF granted)");
+        return;
+    }
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("LOAD-ERR: "))
+        .unwrap_or_else(|| panic!("no load result: {stdout}\n{stderr}"));
+    eprintln!("{line}");
+    assert!(
+        line.contains("CAP_BPF") && line.contains("CAP_PERFMON"),
+        "{line}"
+    );
+    assert!(line.contains("CAP_SYS_ADMIN before Linux 5.8"), "{line}");
+    // the kernel's own reason, not just aya's "with code -1"
+    assert!(
+        line.contains("Operation not permitted") || line.contains("Permission denied"),
+        "{line}"
+    );
+}
