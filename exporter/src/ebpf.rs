@@ -225,6 +225,12 @@ impl RawFdOf for aya::maps::MapFd {
 impl Ebpf {
     /// Loads and attaches the program. The error says what failed and what is needed.
     pub fn load(root: &HostRoot) -> Result<Self, String> {
+        Self::load_with(root, true)
+    }
+
+    /// [`Ebpf::load`], with `use_btf: false` forcing the classic `sched/sched_switch`
+    /// tracepoint even where BTF is available (tests; kernels whose `tp_btf` misbehaves).
+    pub fn load_with(root: &HostRoot, use_btf: bool) -> Result<Self, String> {
         raise_memlock();
         ensure_tracefs();
         let btf = Btf::from_sys_fs().ok();
@@ -234,7 +240,7 @@ impl Ebpf {
             .map_err(|e| needs("loading the eBPF program", &e))?;
         let mut kind = "tp_btf";
         let btf_attach = match &btf {
-            Some(btf) => (|| -> Result<(), String> {
+            Some(btf) if use_btf => (|| -> Result<(), String> {
                 for (program, tracepoint) in [
                     ("edgewatt_stat_runtime_btf", "sched_stat_runtime"),
                     ("edgewatt_sched_switch_btf", "sched_switch"),
@@ -251,6 +257,7 @@ impl Ebpf {
                 }
                 Ok(())
             })(),
+            Some(_) => Err("tp_btf not requested".into()),
             None => Err("kernel has no BTF (/sys/kernel/btf/vmlinux)".into()),
         };
         if let Err(reason) = btf_attach {

@@ -417,3 +417,44 @@ fn denied_load_reports_what_is_needed() {
         "{line}"
     );
 }
+
+/// The fallback for kernels without BTF: time between switches, charged to the task switched
+/// out. Coarser per interval (a running task's current slice is counted at its next switch), so
+/// the burner is measured over a longer window with a wider margin.
+#[test]
+fn tracepoint_fallback_measures_a_burner() {
+    let mut e = match Ebpf::load_with(&HostRoot::new("/"), false) {
+        Ok(e) => e,
+        Err(reason) => {
+            assert!(
+                !is_root(),
+                "running as root but eBPF did not load: {reason}"
+            );
+            eprintln!("SKIPPED: eBPF not permitted here ({reason})");
+            return;
+        }
+    };
+    assert_eq!(e.program_kind(), "tracepoint");
+    let mut child = burn();
+    let pid = child.id();
+    std::thread::sleep(Duration::from_millis(300));
+    e.collect().unwrap();
+    let before = proc_cpu_seconds(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let deltas = e.collect().unwrap();
+    let after = proc_cpu_seconds(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    let ebpf = deltas
+        .iter()
+        .find(|d| d.pid == pid)
+        .map(|d| d.cpu_seconds)
+        .unwrap_or(0.0);
+    let procfs = after - before;
+    eprintln!("tracepoint: burner eBPF {ebpf:.3} s, procfs {procfs:.3} s");
+    assert!(procfs > 1.0, "the burner should have run ~2 s: {procfs}");
+    assert!(
+        (ebpf - procfs).abs() / procfs < 0.15,
+        "eBPF {ebpf:.3} s vs procfs {procfs:.3} s"
+    );
+}
