@@ -1,12 +1,16 @@
-//! eBPF vs procfs per-process accounting (issue 5). Needs root; says SKIPPED otherwise.
+//! eBPF vs procfs per-process accounting. Needs root; says SKIPPED otherwise.
 //! Run: `cargo bench -p edgewatt-exporter --bench ebpf`.
 //!
-//! 1. Collection cost with ~2 000 live processes (2 000 `sleep`s + this machine's own).
-//! 2. Context-switch overhead: a pipe ping-pong between two threads (200 000 round trips), with
-//!    and without the program attached.
+//! 1. Context-switch overhead: a pipe ping-pong between two threads (200 000 round trips, each
+//!    two context switches), alternating without the program, with `tp_btf`
+//!    (sched_stat_runtime + sched_switch) and with the `sched/sched_switch` tracepoint fallback.
+//! 2. Collection cost with ~2 000 live processes (2 000 `sleep`s started after the program is
+//!    attached, so each is in the kernel map, plus 2 CPU burners and this machine's own).
 
+use std::fs::File;
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use edgewatt_exporter::accounting::CpuAccounting;
@@ -14,75 +18,168 @@ use edgewatt_exporter::ebpf::Ebpf;
 use edgewatt_exporter::procfs::Procfs;
 use edgewatt_exporter::sysfs::HostRoot;
 
-fn p(v: &mut [Duration], q: f64) -> f64 {
+const ROUND_TRIPS: usize = 200_000;
+const SLEEPERS: usize = 2_000;
+
+fn quantile_ms(v: &mut [Duration], q: f64) -> f64 {
     v.sort();
     v[((v.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3
 }
 
 fn time_collect(acc: &mut dyn CpuAccounting, rounds: usize) -> (f64, f64, usize) {
     let mut n = acc.collect().unwrap().len();
-    let mut t = Vec::new();
+    let mut t = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         let s = Instant::now();
         n = acc.collect().unwrap().len();
         t.push(s.elapsed());
         std::thread::sleep(Duration::from_millis(20));
     }
-    (p(&mut t, 0.5), p(&mut t, 0.99), n)
+    (quantile_ms(&mut t, 0.5), quantile_ms(&mut t, 0.99), n)
 }
 
+fn pipe() -> (File, File) {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe() fills two fds on success; each is owned exactly once below.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe()");
+    unsafe {
+        (
+            File::from(OwnedFd::from_raw_fd(fds[0])),
+            File::from(OwnedFd::from_raw_fd(fds[1])),
+        )
+    }
+}
+
+/// One byte bounced between two threads through two pipes; every hop blocks, so every round
+/// trip is (at least) two context switches.
 fn ping_pong(round_trips: usize) -> Duration {
-    let (mut a, mut b) = UnixStream::pair().unwrap();
+    let (mut a_read, mut b_write) = pipe();
+    let (mut b_read, mut a_write) = pipe();
     let t = std::thread::spawn(move || {
         let mut buf = [0u8; 1];
         for _ in 0..round_trips {
-            b.read_exact(&mut buf).unwrap();
-            b.write_all(&buf).unwrap();
+            b_read.read_exact(&mut buf).unwrap();
+            b_write.write_all(&buf).unwrap();
         }
     });
     let mut buf = [7u8; 1];
     let start = Instant::now();
     for _ in 0..round_trips {
-        a.write_all(&buf).unwrap();
-        a.read_exact(&mut buf).unwrap();
+        a_write.write_all(&buf).unwrap();
+        a_read.read_exact(&mut buf).unwrap();
     }
     let d = start.elapsed();
     t.join().unwrap();
     d
 }
 
-fn main() {
-    let root = HostRoot::new("/");
-    let mut children: Vec<std::process::Child> = (0..2000)
-        .map(|_| {
-            std::process::Command::new("sleep")
-                .arg("120")
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let baseline: Vec<Duration> = (0..5).map(|_| ping_pong(200_000)).collect();
-    let base = baseline.iter().min().unwrap().as_secs_f64();
-    let mut procfs = Procfs::new(&root);
-    let (p50, p99, n) = time_collect(&mut procfs, 50);
-    println!("procfs: {n} processes, collect p50 {p50:.2} ms, p99 {p99:.2} ms");
-    match Ebpf::load(&root) {
-        Ok(mut e) => {
-            // every process must have run once to be in the map: wake the sleepers? They are
-            // idle, so the map holds only processes that ran since the program was attached.
-            let (p50, p99, n) = time_collect(&mut e, 50);
-            println!(
-                "ebpf ({}): {n} processes that ran, collect p50 {p50:.2} ms, p99 {p99:.2} ms",
-                e.program_kind()
-            );
-            let with: Vec<Duration> = (0..5).map(|_| ping_pong(200_000)).collect();
-            let w = with.iter().min().unwrap().as_secs_f64();
-            println!("pipe ping-pong, 200 000 round trips (best of 5): {:.0} ms without, {:.0} ms with the program: {:+.1} % (goal < 5 %)", base * 1e3, w * 1e3, (w / base - 1.0) * 100.0);
-        }
-        Err(reason) => println!("SKIPPED eBPF part: {reason}"),
-    }
-    for c in &mut children {
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn kill_all(children: &mut [Child]) {
+    for c in children.iter_mut() {
         let _ = c.kill();
+    }
+    for c in children.iter_mut() {
         let _ = c.wait();
     }
+}
+
+fn main() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("SKIPPED: the eBPF benchmark needs root (CAP_BPF, CAP_PERFMON)");
+        return;
+    }
+    let root = HostRoot::new("/");
+    if let Err(reason) = Ebpf::load(&root) {
+        println!("SKIPPED: eBPF not permitted here: {reason}");
+        return;
+    }
+
+    // 1. context-switch overhead, the three variants interleaved against drift and noise
+    let rounds = 5;
+    let (mut none, mut btf, mut tp) = (Vec::new(), Vec::new(), Vec::new());
+    ping_pong(20_000); // warm-up
+    for _ in 0..rounds {
+        none.push(ping_pong(ROUND_TRIPS).as_secs_f64());
+        let e = Ebpf::load_with(&root, true).unwrap();
+        assert_eq!(e.program_kind(), "tp_btf");
+        btf.push(ping_pong(ROUND_TRIPS).as_secs_f64());
+        drop(e);
+        let e = Ebpf::load_with(&root, false).unwrap();
+        tp.push(ping_pong(ROUND_TRIPS).as_secs_f64());
+        drop(e);
+    }
+    let (n_min, b_min, t_min) = (
+        none.iter().copied().fold(f64::MAX, f64::min),
+        btf.iter().copied().fold(f64::MAX, f64::min),
+        tp.iter().copied().fold(f64::MAX, f64::min),
+    );
+    let (n_med, b_med, t_med) = (median(&mut none), median(&mut btf), median(&mut tp));
+    let us = |s: f64| s / ROUND_TRIPS as f64 * 1e6;
+    println!("pipe ping-pong, {ROUND_TRIPS} round trips, {rounds} interleaved runs each (best / median):");
+    println!(
+        "  without program   {:7.0} / {:7.0} ms  ({:.2} µs per round trip)",
+        n_min * 1e3,
+        n_med * 1e3,
+        us(n_min)
+    );
+    println!(
+        "  tp_btf            {:7.0} / {:7.0} ms  slowdown {:+.1} % best, {:+.1} % median (goal < 5 %)",
+        b_min * 1e3,
+        b_med * 1e3,
+        (b_min / n_min - 1.0) * 100.0,
+        (b_med / n_med - 1.0) * 100.0
+    );
+    println!(
+        "  tracepoint        {:7.0} / {:7.0} ms  slowdown {:+.1} % best, {:+.1} % median (goal < 5 %)",
+        t_min * 1e3,
+        t_med * 1e3,
+        (t_min / n_min - 1.0) * 100.0,
+        (t_med / n_med - 1.0) * 100.0
+    );
+
+    // 2. collection cost with ~2 000 processes
+    let mut ebpf = Ebpf::load(&root).unwrap();
+    let mut children: Vec<Child> = Vec::with_capacity(SLEEPERS + 2);
+    for _ in 0..2 {
+        children.push(
+            Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .spawn()
+                .unwrap(),
+        );
+    }
+    for _ in 0..SLEEPERS {
+        match Command::new("sleep")
+            .arg("120")
+            .stdin(Stdio::null())
+            .spawn()
+        {
+            Ok(c) => children.push(c),
+            Err(e) => {
+                println!("spawned only {} sleepers: {e}", children.len() - 2);
+                break;
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let mut procfs = Procfs::new(&root);
+    let (p50, p99, n) = time_collect(&mut procfs, 50);
+    println!(
+        "collect, {} children + the machine's own processes, 50 rounds:",
+        children.len()
+    );
+    println!("  procfs  {n:5} processes  p50 {p50:7.2} ms  p99 {p99:7.2} ms");
+    let (e50, e99, n) = time_collect(&mut ebpf, 50);
+    println!(
+        "  ebpf    {n:5} processes  p50 {e50:7.2} ms  p99 {e99:7.2} ms  ({}, map holds {}; {:.1}x faster at p50)",
+        ebpf.program_kind(),
+        ebpf.map_len(),
+        p50 / e50
+    );
+    kill_all(&mut children);
 }
