@@ -1,0 +1,114 @@
+{{/* Name prefix of every object: <prefix>-exporter, -controller, -scheduler. */}}
+{{- define "edgewatt.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "edgewatt.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ default .Chart.Name .Values.nameOverride }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: edgewatt
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Selector labels; call with (dict "root" $ "component" "exporter"). */}}
+{{- define "edgewatt.selector" -}}
+app.kubernetes.io/name: {{ default .root.Chart.Name .root.Values.nameOverride }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* image reference; call with (dict "root" $ "image" .Values.x.image). */}}
+{{- define "edgewatt.image" -}}
+{{ .image.repository }}:{{ .image.tag | default .root.Chart.AppVersion }}
+{{- end -}}
+
+{{/* True ("true") when the Prometheus operator's API is served. */}}
+{{- define "edgewatt.hasMonitoring" -}}
+{{- if .Capabilities.APIVersions.Has "monitoring.coreos.com/v1" }}true{{ end -}}
+{{- end -}}
+
+{{/* Restricted-PodSecurity container securityContext (controller, extender, second scheduler). */}}
+{{- define "edgewatt.restrictedContainer" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "edgewatt.restrictedPod" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Prometheus client flags (controller and extender). */}}
+{{- define "edgewatt.prometheusArgs" -}}
+- --prometheus-url={{ .Values.prometheus.url }}
+- --prometheus-timeout={{ .Values.prometheus.timeout }}
+- --metric-prefix={{ .Values.metricPrefix }}
+{{- if .Values.prometheus.basicAuthSecret }}
+- --prometheus-basic-auth-file=/etc/edgewatt/prometheus-auth/auth
+{{- end }}
+{{- if .Values.prometheus.caConfigMap }}
+- --prometheus-ca-file=/etc/edgewatt/prometheus-ca/ca.crt
+{{- end }}
+{{- if .Values.prometheus.bearerTokenFromServiceAccount }}
+- --prometheus-bearer-token-file=/var/run/secrets/kubernetes.io/serviceaccount/token
+{{- end }}
+{{- if .Values.prometheus.insecureSkipVerify }}
+- --prometheus-insecure-skip-verify
+{{- end }}
+{{- end -}}
+
+{{- define "edgewatt.prometheusMounts" -}}
+- {name: tmp, mountPath: /tmp}
+{{- if .Values.prometheus.basicAuthSecret }}
+- {name: prometheus-auth, mountPath: /etc/edgewatt/prometheus-auth, readOnly: true}
+{{- end }}
+{{- if .Values.prometheus.caConfigMap }}
+- {name: prometheus-ca, mountPath: /etc/edgewatt/prometheus-ca, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{- define "edgewatt.prometheusVolumes" -}}
+- {name: tmp, emptyDir: {}}
+{{- if .Values.prometheus.basicAuthSecret }}
+- name: prometheus-auth
+  secret: {secretName: {{ .Values.prometheus.basicAuthSecret }}}
+{{- end }}
+{{- if .Values.prometheus.caConfigMap }}
+- name: prometheus-ca
+  configMap: {name: {{ .Values.prometheus.caConfigMap }}}
+{{- end }}
+{{- end -}}
+
+{{/* Preferred spreading of a Deployment's replicas over nodes. */}}
+{{- define "edgewatt.spread" -}}
+podAntiAffinity:
+  preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 100
+      podAffinityTerm:
+        topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels: {{- include "edgewatt.selector" . | nindent 12 }}
+{{- end -}}
