@@ -176,8 +176,9 @@ fn main() {
     println!("  procfs  {n:5} processes  p50 {p50:7.2} ms  p99 {p99:7.2} ms");
     let (e50, e99, n) = time_collect(&mut ebpf, 50);
     println!(
-        "  ebpf    {n:5} processes  p50 {e50:7.2} ms  p99 {e99:7.2} ms  ({}, map holds {}; {:.1}x faster at p50)",
+        "  ebpf    {n:5} processes  p50 {e50:7.2} ms  p99 {e99:7.2} ms  ({}, batch lookup {}, map holds {}; {:.1}x faster at p50)",
         ebpf.program_kind(),
+        ebpf.reads_in_batches(),
         ebpf.map_len(),
         p50 / e50
     );

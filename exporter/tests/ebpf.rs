@@ -350,7 +350,15 @@ fn exited_processes_leave_the_collect_and_the_map() {
     );
     assert!(!e.in_map(pid), "exited pid {pid} still in the kernel map");
     assert!(!e.collect().unwrap().iter().any(|d| d.pid == pid));
-    eprintln!("kernel map holds {} processes", e.map_len());
+    eprintln!(
+        "kernel map holds {} processes; batch lookup {}",
+        e.map_len(),
+        e.reads_in_batches()
+    );
+    // this kernel (≥ 5.6) supports BPF_MAP_LOOKUP_BATCH; older ones fall back key by key
+    if is_root() {
+        assert!(e.reads_in_batches(), "batch lookup fell back");
+    }
 }
 
 /// Run by `denied_load_reports_what_is_needed` under `setpriv` as nobody without capabilities.
