@@ -103,15 +103,22 @@ fn main() {
     let rounds = 5;
     let (mut none, mut btf, mut tp) = (Vec::new(), Vec::new(), Vec::new());
     ping_pong(20_000); // warm-up
-    for _ in 0..rounds {
-        none.push(ping_pong(ROUND_TRIPS).as_secs_f64());
-        let e = Ebpf::load_with(&root, true).unwrap();
-        assert_eq!(e.program_kind(), "tp_btf");
-        btf.push(ping_pong(ROUND_TRIPS).as_secs_f64());
-        drop(e);
-        let e = Ebpf::load_with(&root, false).unwrap();
-        tp.push(ping_pong(ROUND_TRIPS).as_secs_f64());
-        drop(e);
+                       // the order rotates every round, so no variant always runs first (right after an unload)
+    for round in 0..rounds {
+        for variant in (0..3).map(|i| (i + round) % 3) {
+            match variant {
+                0 => none.push(ping_pong(ROUND_TRIPS).as_secs_f64()),
+                1 => {
+                    let e = Ebpf::load_with(&root, true).unwrap();
+                    assert_eq!(e.program_kind(), "tp_btf");
+                    btf.push(ping_pong(ROUND_TRIPS).as_secs_f64());
+                }
+                _ => {
+                    let _e = Ebpf::load_with(&root, false).unwrap();
+                    tp.push(ping_pong(ROUND_TRIPS).as_secs_f64());
+                }
+            }
+        }
     }
     let (n_min, b_min, t_min) = (
         none.iter().copied().fold(f64::MAX, f64::min),
@@ -120,7 +127,7 @@ fn main() {
     );
     let (n_med, b_med, t_med) = (median(&mut none), median(&mut btf), median(&mut tp));
     let us = |s: f64| s / ROUND_TRIPS as f64 * 1e6;
-    println!("pipe ping-pong, {ROUND_TRIPS} round trips, {rounds} interleaved runs each (best / median):");
+    println!("pipe ping-pong, {ROUND_TRIPS} round trips, {rounds} interleaved runs each, order rotating (best / median):");
     println!(
         "  without program   {:7.0} / {:7.0} ms  ({:.2} µs per round trip)",
         n_min * 1e3,
