@@ -7,12 +7,12 @@ APT_PACKAGES := prometheus clang llvm bpftool libbpf-dev python3-venv
 # binary each apt package provides, to tell whether it is installed
 APT_PROBES := prometheus:prometheus promtool:prometheus clang:clang llvm-strip:llvm bpftool:bpftool
 
-.PHONY: run test deps lint unit doc crds ebpf ebpf-check bench build-time
+.PHONY: run test deps lint unit doc crds ebpf ebpf-check bench build-time chart-test
 
 run:
 	$(CARGO) run --release -p edgewatt-exporter -- top
 
-test: deps lint ebpf-check unit doc
+test: deps lint ebpf-check unit doc chart-test
 
 ## Install missing system packages (needs root) or say exactly what is missing.
 deps:
@@ -35,6 +35,8 @@ deps:
 	@$(CARGO) nextest --version >/dev/null 2>&1 || { echo "deps: installing cargo-nextest"; $(CARGO) install --locked cargo-nextest; }
 	@# sushy-static: a real Redfish server for the exporter's Redfish tests (PyPI sushy-tools).
 	@[ -x .venv/bin/sushy-static ] || { echo "deps: installing sushy-tools into .venv"; python3 -m venv .venv && .venv/bin/pip install -q sushy-tools; }
+	@# helm-sdkpy: Helm's own engine (Go library) for the chart tests; it declares Python >= 3.12 but works on 3.11.
+	@.venv/bin/python -c 'import helm_sdkpy, yaml' 2>/dev/null || { echo "deps: installing helm-sdkpy, pyyaml into .venv"; .venv/bin/pip install -q --ignore-requires-python helm-sdkpy pyyaml; }
 	@echo "deps: ok (prometheus $$(prometheus --version 2>&1 | head -1 | awk '{print $$3}'), clang $$(clang --version | head -1 | awk '{print $$NF}'))"
 
 lint:
@@ -69,3 +71,14 @@ ebpf:
 ## Fail when the committed eBPF object does not match its source.
 ebpf-check:
 	$(MAKE) -s -C ebpf check
+
+## The Helm chart: dashboards up to date, helm lint and install (Helm's engine via helm-sdkpy)
+## into the API server double with RBAC/PodSecurity checks, every PromQL expression through
+## promtool, alert unit tests, and the expressions against a real Prometheus scraping the binaries.
+chart-test:
+	python3 charts/tools/dashboards.py --check
+	.venv/bin/python charts/tests/lint.py
+	.venv/bin/python charts/tests/promql.py
+	promtool test rules charts/tests/alerts.test.yaml
+	$(CARGO) build -p edgewatt-exporter -p edgewatt-controller -p edgewatt-scheduler --bins
+	$(CARGO) nextest run -p edgewatt-e2e --test chart_install --test chart_promql --no-fail-fast

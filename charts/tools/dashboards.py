@@ -150,7 +150,7 @@ def co2():
     b.panel("stat", "CO2 rate", [ts(f"sum(rate(edgewatt_node_co2_grams_total{{{N}}}[$__rate_interval])) * 3600", "g/h")],
             w=8, h=5, unit="short", defaults={"unit": "g/h"})
     # g/s ÷ W = g/J; × 3.6e6 = g/kWh: the intensity each node's exporter was configured with
-    intensity = (f"sum by (node_name) (rate(edgewatt_node_co2_grams_total{{{N}}}[5m]))"
+    intensity = (f"sum by (node_name) (rate(edgewatt_node_co2_grams_total{{{N}}}[$__rate_interval]))"
                  f" / on (node_name) ({DRAW}) * 3.6e6")
     b.panel("table", "Carbon intensity per node (g/kWh)", [inst(intensity)], w=8, h=5,
             description="Recovered from the counter and the draw: the per-node intensity set in the chart's values.")
@@ -158,12 +158,19 @@ def co2():
             unit="short", defaults={"unit": "g/h"})
     b.panel("timeseries", "CO2 rate by namespace",
             [ts(f'sum by (pod_namespace) (edgewatt_pod_cpu_watts{{{N}, pod_namespace=~"$namespace"}}'
-                f" * on (node_name) group_left () (sum by (node_name) (rate(edgewatt_node_co2_grams_total{{{N}}}[5m])) / on (node_name) ({DRAW}))) * 3600",
+                f" * on (node_name) group_left () (sum by (node_name) (rate(edgewatt_node_co2_grams_total{{{N}}}[$__rate_interval])) / on (node_name) ({DRAW}))) * 3600",
                 "{{pod_namespace}}")], unit="short", defaults={"unit": "g/h"},
             description="Pods' attributed power × their node's intensity.")
     b.panel("bargauge", "CO2 by node in range", [inst(f"sum by (node_name) (increase(edgewatt_node_co2_grams_total{{{N}}}[$__range]))", "{{node_name}}", "time_series")],
             w=24, unit="massg")
     return b
+
+
+def new_or_changed(sel):
+    """Annotation query: the counter moved in the last 2 minutes, or its series is new (a
+    first migration starts the series at 1, which changes() does not see)."""
+    return (f"sum by (policy, kind) (changes({sel}[2m])) > 0"
+            f" or sum by (policy, kind) ({sel} unless {sel} offset 2m)")
 
 
 def migrations():
@@ -173,11 +180,11 @@ def migrations():
     P = 'policy=~"$policy"'
     b.annotations += [
         {"name": "Migrations", "enable": True, "iconColor": "green", "datasource": DS,
-         "expr": f'sum by (policy, kind) (changes(edgewatt_migrations_total{{{P}, result="Succeeded"}}[2m])) > 0',
+         "expr": new_or_changed(f'edgewatt_migrations_total{{{P}, result="Succeeded"}}'),
          "step": "1m", "titleFormat": "{{kind}} moved", "textFormat": "policy {{policy}}", "tagKeys": "policy,kind",
          "useValueForTime": False},
         {"name": "Failed migrations", "enable": True, "iconColor": "red", "datasource": DS,
-         "expr": f'sum by (policy, kind) (changes(edgewatt_migrations_total{{{P}, result="Failed"}}[2m])) > 0',
+         "expr": new_or_changed(f'edgewatt_migrations_total{{{P}, result="Failed"}}'),
          "step": "1m", "titleFormat": "{{kind}} migration failed", "textFormat": "policy {{policy}}",
          "tagKeys": "policy,kind", "useValueForTime": False},
     ]
