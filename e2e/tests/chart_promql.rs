@@ -51,7 +51,10 @@ fn chart_exprs() -> Vec<(String, String)> {
 }
 
 /// The vector selectors of edgewatt's metrics (and `up`) in an expression: (name, matchers).
-fn selectors(expr: &str) -> Vec<(String, Vec<(String, String, String)>)> {
+/// (label, operator, value)
+type Matcher = (String, String, String);
+
+fn selectors(expr: &str) -> Vec<(String, Vec<Matcher>)> {
     let b = expr.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -98,7 +101,7 @@ fn selectors(expr: &str) -> Vec<(String, Vec<(String, String, String)>)> {
     out
 }
 
-fn split_matchers(s: &str) -> Vec<(String, String, String)> {
+fn split_matchers(s: &str) -> Vec<Matcher> {
     let mut out = Vec::new();
     let mut rest = s.trim();
     while !rest.is_empty() {
@@ -125,7 +128,7 @@ fn split_matchers(s: &str) -> Vec<(String, String, String)> {
     out
 }
 
-fn selector_text(name: &str, m: &[(String, String, String)]) -> String {
+fn selector_text(name: &str, m: &[Matcher]) -> String {
     let inner: Vec<String> = m.iter().map(|(l, o, v)| format!("{l}{o}\"{v}\"")).collect();
     format!("{name}{{{}}}", inner.join(","))
 }
