@@ -626,14 +626,14 @@ async fn default_install() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_prometheus_operator() {
     let s = server(true).await;
-    let inst = install(
-        &s,
-        json!({"monitoring": {"additionalLabels": {"release": "kube-prometheus-stack"}}}),
-        true,
-    )
-    .await;
+    // the README's example values for kube-prometheus-stack
+    let values = parse_yaml(
+        &std::fs::read_to_string(repo().join("examples/chart-values-edge.yaml")).unwrap(),
+    );
+    let inst = install(&s, values, true).await;
     let pm = inst.get("PodMonitor", "edgewatt-exporter");
-    assert_eq!(pm["metadata"]["labels"]["release"], "kube-prometheus-stack");
+    assert_eq!(pm["metadata"]["labels"]["release"], "kps");
+    assert!(inst.has("DaemonSet", "edgewatt-exporter-solar"));
     assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["port"], "metrics");
     assert_eq!(
         pm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"],
