@@ -80,5 +80,4 @@ chart-test:
 	.venv/bin/python charts/tests/lint.py
 	.venv/bin/python charts/tests/promql.py
 	promtool test rules charts/tests/alerts.test.yaml
-	$(CARGO) build -p edgewatt-exporter -p edgewatt-controller -p edgewatt-scheduler --bins
-	$(CARGO) nextest run -p edgewatt-e2e --test chart_install --test chart_promql --no-fail-fast
+	@# chart_install and chart_promql (e2e) run with the other tests in `make unit`

@@ -282,11 +282,10 @@ async fn over_budget_node_is_drained_onto_the_most_headroom() {
         .mark("node-x draws 80 W (budget 60 W + 5 W allowance)");
 
     let nodes = l.cluster.nodes();
-    let tainted_at = wait_for("node-x tainted", Duration::from_secs(30), || async {
+    wait_for("node-x tainted", Duration::from_secs(30), || async {
         tainted(&nodes.get("node-x").await.ok()?).then_some(())
     })
     .await;
-    let _ = tainted_at;
     let t = l
         .timeline
         .mark("node-x tainted edgewatt.io/energy-starved:NoSchedule");
