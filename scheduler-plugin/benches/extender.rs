@@ -128,6 +128,13 @@ async fn main() {
         pct(&mut lat, 0.99),
         lat.len() as f64 / took.as_secs_f64()
     );
+    let (mut lat2, took2) = load(format!("http://{addr}/prioritize"), body.clone(), 2000, 2).await;
+    println!(
+        "  two clients: p50 {:.3} ms, p99 {:.3} ms, {:.0} requests/s",
+        pct(&mut lat2, 0.5),
+        pct(&mut lat2, 0.99),
+        lat2.len() as f64 / took2.as_secs_f64()
+    );
     let (mut lat1, took1) = load(format!("http://{addr}/prioritize"), body, 1000, 1).await;
     println!(
         "  single client: p50 {:.3} ms, p99 {:.3} ms, {:.0} requests/s",
