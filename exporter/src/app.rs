@@ -24,6 +24,21 @@ pub fn accounting(
     mode: AttributionMode,
     root: &HostRoot,
 ) -> anyhow::Result<Box<dyn CpuAccounting>> {
+    let chosen = choose_accounting(mode, root);
+    // Loading parses the kernel's BTF (megabytes, freed right after): hand that memory back so
+    // the exporter's steady-state RSS is not the load's peak.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap pages; no pointers are affected.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    chosen
+}
+
+fn choose_accounting(
+    mode: AttributionMode,
+    root: &HostRoot,
+) -> anyhow::Result<Box<dyn CpuAccounting>> {
     match mode {
         AttributionMode::Procfs => Ok(Box::new(Procfs::new(root))),
         AttributionMode::Ebpf => {
