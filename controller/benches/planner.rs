@@ -85,6 +85,7 @@ fn main() {
                 pinned: i % 17 == 0,
                 ineligible: None,
                 in_flight: false,
+                pdb_blocked: false,
                 constraints: Constraints::EdgeWorkload {
                     device_selector: (i % 3 == 0).then(|| Selector {
                         match_labels: [("zone".to_string(), format!("z{}", i % 10))].into(),

@@ -283,6 +283,17 @@ impl Actuator {
             result,
             message,
         };
+        if target.is_none() {
+            // The target device was deleted: waiting cannot succeed, undo now.
+            self.undo(&api, &ns, &name, intent).await?;
+            return Ok(Some(record(
+                MigrationResult::Failed,
+                format!(
+                    "target device {} disappeared mid-migration; undone, {name} stays on {}",
+                    intent.to, intent.from
+                ),
+            )));
+        }
         match intent.phase {
             Phase::Copying => {
                 let copy = intent.copy.clone().unwrap_or_default();
@@ -299,8 +310,7 @@ impl Actuator {
                     return Ok(None);
                 }
                 if now - intent.started_at > timeout_c {
-                    self.delete_copy(&ns, intent).await?;
-                    self.clear_intent(&api, &name, None).await?;
+                    self.undo(&api, &ns, &name, intent).await?;
                     return Ok(Some(record(
                         MigrationResult::Failed,
                         format!(
@@ -316,7 +326,7 @@ impl Actuator {
             Phase::Repointed => {
                 if running(&name) {
                     self.delete_copy(&ns, intent).await?;
-                    self.clear_intent(&api, &name, None).await?;
+                    self.clear_intent(&api, &name).await?;
                     return Ok(Some(record(
                         MigrationResult::Succeeded,
                         format!("running on {}", intent.to),
@@ -324,9 +334,7 @@ impl Actuator {
                 }
                 let since = intent.repointed_at.unwrap_or(intent.started_at);
                 if now - since > timeout_c {
-                    self.clear_intent(&api, &name, Some(intent.original_device.clone()))
-                        .await?;
-                    self.delete_copy(&ns, intent).await?;
+                    self.undo(&api, &ns, &name, intent).await?;
                     return Ok(Some(record(
                         MigrationResult::Failed,
                         format!(
@@ -342,17 +350,29 @@ impl Actuator {
         }
     }
 
-    /// Removes the intent; with `restore`, also puts `spec.device` back (None: remove it).
-    async fn clear_intent(
+    /// Undoes a move. Every step is idempotent and the intent goes last, so a controller killed
+    /// half-way repeats the undo after its restart instead of leaving a copy behind:
+    /// `spec.device` is restored first (when already re-pointed), then the copy deleted, then the
+    /// intent removed.
+    async fn undo(
         &self,
         api: &Api<EdgeWorkload>,
+        ns: &str,
         name: &str,
-        restore: Option<Option<String>>,
+        intent: &Intent,
     ) -> kube::Result<()> {
-        let mut patch = json!({"metadata": {"annotations": {keys::MIGRATION_INTENT: null}}});
-        if let Some(device) = restore {
-            patch["spec"] = json!({ "device": device });
+        if intent.phase == Phase::Repointed {
+            let patch = json!({"spec": {"device": intent.original_device}});
+            api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+                .await?;
         }
+        self.delete_copy(ns, intent).await?;
+        self.clear_intent(api, name).await
+    }
+
+    /// Removes the intent annotation.
+    async fn clear_intent(&self, api: &Api<EdgeWorkload>, name: &str) -> kube::Result<()> {
+        let patch = json!({"metadata": {"annotations": {keys::MIGRATION_INTENT: null}}});
         api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
             .await?;
         Ok(())

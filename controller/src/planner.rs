@@ -248,6 +248,9 @@ pub struct WorkloadSnapshot {
     pub ineligible: Option<String>,
     /// A migration of it is already in flight (intent annotation present).
     pub in_flight: bool,
+    /// A matching PodDisruptionBudget allows no disruption right now (`disruptionsAllowed == 0`):
+    /// an eviction would only be refused, so none is tried this cycle.
+    pub pdb_blocked: bool,
     pub constraints: Constraints,
 }
 
@@ -334,6 +337,23 @@ pub enum SkipReason {
     MaxPerHour,
     /// No healthy, non-starved target satisfies its constraints.
     NoTarget,
+    /// A PodDisruptionBudget allows no disruption now; retried in a later cycle.
+    DisruptionBudget,
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SkipReason::Pinned => f.write_str("pinned"),
+            SkipReason::Ineligible(why) => write!(f, "ineligible: {why}"),
+            SkipReason::InFlight => f.write_str("a move is already in flight"),
+            SkipReason::Cooldown => f.write_str("moved within the cooldown"),
+            SkipReason::MaxConcurrent => f.write_str("maxConcurrent reached"),
+            SkipReason::MaxPerHour => f.write_str("maxPerHour reached"),
+            SkipReason::NoTarget => f.write_str("no healthy target accepts it"),
+            SkipReason::DisruptionBudget => f.write_str("PDB allows no disruption now"),
+        }
+    }
 }
 
 /// What a starvation transition was.
@@ -731,6 +751,10 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                     .is_some_and(|at| now - *at < cooldown)
                 {
                     out.skipped.push(skip(SkipReason::Cooldown));
+                    continue;
+                }
+                if w.pdb_blocked {
+                    out.skipped.push(skip(SkipReason::DisruptionBudget));
                     continue;
                 }
                 if budget_concurrent == 0 {

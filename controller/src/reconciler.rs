@@ -21,6 +21,7 @@ use edgewatt_crds::{
 };
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::{
     runtime::{
         controller::{Action as Requeue, Controller},
@@ -34,8 +35,13 @@ use tokio::sync::Mutex;
 use crate::{
     actuator::{reference, Actuator, Eviction, Intent},
     metrics::{KindLabels, Metrics, PolicyLabels, TargetLabels},
-    planner::{self, Action, MoveHistory, PlanInput, TargetId, TargetState, Transition},
-    signals, snapshot, status,
+    planner::{
+        self, Action, MoveHistory, PlanInput, SkipReason, TargetId, TargetState, Transition,
+        WorkloadId,
+    },
+    signals::{self, ReadError},
+    snapshot::{self, PromData},
+    status,
 };
 
 /// Runtime settings (from the command line in `main`, set directly in tests).
@@ -51,14 +57,28 @@ pub struct Settings {
     pub migration_timeout: Option<Duration>,
 }
 
-/// Reflector stores shared by all policies.
+/// Reflector stores shared by all policies. The reflector tasks stop when the last clone is
+/// dropped.
 #[derive(Clone)]
 pub struct Stores {
     pub nodes: Store<Node>,
     pub pods: Store<Pod>,
     pub namespaces: Store<Namespace>,
+    pub pdbs: Store<PodDisruptionBudget>,
     pub devices: Store<EdgeDevice>,
     pub workloads: Store<EdgeWorkload>,
+    _tasks: Arc<Tasks>,
+}
+
+/// Aborts the reflector tasks on drop.
+struct Tasks(Vec<tokio::task::AbortHandle>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
 }
 
 /// What the controller remembers per policy between cycles.
@@ -68,6 +88,10 @@ pub struct PolicyRuntime {
     pub history: MoveHistory,
     pub migrations: Vec<MigrationRecord>,
     pub migration_count: u64,
+    /// Pods skipped last cycle because their PDB allowed no disruption (Event on change only).
+    pub pdb_blocked: std::collections::HashSet<WorkloadId>,
+    /// Configuration problems reported last cycle (Event on change only).
+    pub problems: Vec<(String, String)>,
     loaded: bool,
 }
 
@@ -90,7 +114,7 @@ pub enum Error {
     Kube(#[from] kube::Error),
 }
 
-fn spawn_store<K>(api: Api<K>) -> Store<K>
+fn spawn_store<K>(api: Api<K>, tasks: &mut Vec<tokio::task::AbortHandle>) -> Store<K>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -104,7 +128,7 @@ where
     let stream = reflector(writer, watcher(api, watcher::Config::default()))
         .default_backoff()
         .touched_objects();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         stream
             .for_each(|r| async move {
                 if let Err(e) = r {
@@ -113,6 +137,7 @@ where
             })
             .await
     });
+    tasks.push(task.abort_handle());
     reader
 }
 
@@ -121,12 +146,15 @@ use kube::runtime::reflector::reflector;
 impl Stores {
     /// Starts the reflectors.
     pub fn spawn(client: &Client) -> Self {
+        let mut t = Vec::new();
         Self {
-            nodes: spawn_store(Api::all(client.clone())),
-            pods: spawn_store(Api::all(client.clone())),
-            namespaces: spawn_store(Api::all(client.clone())),
-            devices: spawn_store(Api::all(client.clone())),
-            workloads: spawn_store(Api::all(client.clone())),
+            nodes: spawn_store(Api::all(client.clone()), &mut t),
+            pods: spawn_store(Api::all(client.clone()), &mut t),
+            namespaces: spawn_store(Api::all(client.clone()), &mut t),
+            pdbs: spawn_store(Api::all(client.clone()), &mut t),
+            devices: spawn_store(Api::all(client.clone()), &mut t),
+            workloads: spawn_store(Api::all(client.clone()), &mut t),
+            _tasks: Arc::new(Tasks(t)),
         }
     }
 
@@ -136,6 +164,7 @@ impl Stores {
             self.nodes.wait_until_ready(),
             self.pods.wait_until_ready(),
             self.namespaces.wait_until_ready(),
+            self.pdbs.wait_until_ready(),
             self.devices.wait_until_ready(),
             self.workloads.wait_until_ready()
         );
@@ -193,8 +222,64 @@ async fn reconcile(policy: Arc<EnergyPolicy>, ctx: Arc<Context>) -> Result<Reque
     Ok(requeue)
 }
 
-/// One control cycle for one policy at `now`.
+/// Move history as far as the status shows it (the last 20 migrations), so a restarted
+/// controller keeps honouring `cooldown` and `maxPerHour`. A workload's last move counts from
+/// when it finished (or started, while in progress); evictions blocked by a PDB are not moves.
+pub fn history_from_status(records: &[MigrationRecord]) -> MoveHistory {
+    let parse = |s: &str| {
+        DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    };
+    let mut h = MoveHistory::default();
+    for r in records {
+        if r.result == MigrationResult::Blocked {
+            continue;
+        }
+        let Some(started) = parse(&r.started_at) else {
+            continue;
+        };
+        let last = r
+            .finished_at
+            .as_deref()
+            .and_then(parse)
+            .map_or(started, |f| f.max(started));
+        let id = WorkloadId {
+            kind: r.kind,
+            namespace: r.namespace.clone(),
+            name: r.name.clone(),
+        };
+        let e = h.last_moved.entry(id).or_insert(last);
+        *e = (*e).max(last);
+        h.recent_moves.push(started);
+    }
+    h.recent_moves.sort();
+    h
+}
+
+/// One control cycle for one policy at `now`: reads Prometheus, then [`cycle_with`].
 pub async fn cycle(policy: &EnergyPolicy, ctx: &Context, now: DateTime<Utc>) -> Result<(), Error> {
+    let prom = signals::read(
+        &ctx.reader,
+        &ctx.settings.metric_names,
+        &policy.spec,
+        &ctx.settings.device_label,
+    )
+    .await;
+    cycle_with(policy, ctx, now, prom).await
+}
+
+/// A problem with the policy or the cluster that makes the policy `Degraded`: (reason, message).
+type Problem = (String, String);
+
+/// One control cycle for one policy at `now`, with this cycle's Prometheus reading (or why there
+/// is none) given. Split from [`cycle`] so tests can drive the runtime without Prometheus.
+pub async fn cycle_with(
+    policy: &EnergyPolicy,
+    ctx: &Context,
+    now: DateTime<Utc>,
+    prom: Result<PromData, ReadError>,
+) -> Result<(), Error> {
     let name = policy.name_any();
     let spec = &policy.spec;
     let generation = policy.metadata.generation;
@@ -206,6 +291,7 @@ pub async fn cycle(policy: &EnergyPolicy, ctx: &Context, now: DateTime<Utc>) -> 
     if !rt.loaded {
         rt.migrations = prev_status.migrations.clone();
         rt.migration_count = prev_status.migration_count;
+        rt.history = history_from_status(&prev_status.migrations);
         // After a restart, starved targets stay starved (and recover through hysteresis)
         // instead of silently restarting their `for` window.
         for s in &prev_status.starved {
@@ -237,11 +323,21 @@ pub async fn cycle(policy: &EnergyPolicy, ctx: &Context, now: DateTime<Utc>) -> 
     let durations = match spec.durations() {
         Ok(d) => d,
         Err(msg) => {
+            report_problems(
+                ctx,
+                rt,
+                &policy_ref,
+                vec![("InvalidSpec".into(), msg.clone())],
+            )
+            .await;
             let st = EnergyPolicyStatus {
                 observed_generation: generation,
                 conditions: status::conditions(
                     &prev_status.conditions,
-                    &[("Ready", false, "InvalidSpec", msg)],
+                    &[
+                        ("Ready", false, "InvalidSpec", msg.clone()),
+                        ("Degraded", true, "InvalidSpec", msg),
+                    ],
                     generation,
                     now,
                 ),
@@ -260,7 +356,7 @@ pub async fn cycle(policy: &EnergyPolicy, ctx: &Context, now: DateTime<Utc>) -> 
     let workloads = ctx.stores.workloads.state();
     let devices = ctx.stores.devices.state();
     let mut in_flight = 0u32;
-    let mut failures = Vec::new();
+    let mut failures: Vec<Problem> = Vec::new();
     for w in &workloads {
         let Some(intent) = Intent::of(w) else {
             continue;
@@ -284,6 +380,15 @@ pub async fn cycle(policy: &EnergyPolicy, ctx: &Context, now: DateTime<Utc>) -> 
                 ctx.metrics
                     .migration_duration
                     .observe((now - intent.started_at).num_milliseconds() as f64 / 1000.0);
+                // The cooldown runs from the end of the move.
+                rt.history.last_moved.insert(
+                    WorkloadId {
+                        kind: WorkloadKind::EdgeWorkload,
+                        namespace: ns.clone(),
+                        name: w.name_any(),
+                    },
+                    now,
+                );
                 ctx.actuator
                     .event(
                         &reference(w.as_ref()),
@@ -297,7 +402,12 @@ pub async fn cycle(policy: &EnergyPolicy, ctx: &Context, now: DateTime<Utc>) -> 
                     )
                     .await;
                 if !ok {
-                    failures.push(rec.message.clone());
+                    let reason = if target.is_none() {
+                        "TargetDisappeared"
+                    } else {
+                        "ActionsFailed"
+                    };
+                    failures.push((reason.into(), rec.message.clone()));
                 }
                 status::push_record(&mut rt.migrations, rec);
             }
@@ -311,16 +421,37 @@ pub async fn cycle(policy: &EnergyPolicy, ctx: &Context, now: DateTime<Utc>) -> 
     rt.history.in_flight = in_flight;
 
     // 2. Prometheus.
-    let prom = match signals::read(
-        &ctx.reader,
-        &ctx.settings.metric_names,
-        spec,
-        &ctx.settings.device_label,
-    )
-    .await
-    {
+    let prom = match prom {
         Ok(p) => p,
-        Err(e) => {
+        Err(ReadError::InvalidQuery { query, error }) => {
+            // The policy's own query is wrong: say so, act on nothing, keep the rest going.
+            let msg = format!(
+                "starvation.query.promql {query:?} is rejected by Prometheus: {error}; \
+                 no actions are taken until it is fixed"
+            );
+            let mut problems = failures.clone();
+            problems.insert(0, ("InvalidQuery".into(), msg.clone()));
+            report_problems(ctx, rt, &policy_ref, problems.clone()).await;
+            let st = EnergyPolicyStatus {
+                observed_generation: generation,
+                conditions: status::conditions(
+                    &prev_status.conditions,
+                    &[
+                        ("Ready", false, "InvalidQuery", msg),
+                        ("PrometheusAvailable", true, "QueryOk", String::new()),
+                        degraded(&problems),
+                    ],
+                    generation,
+                    now,
+                ),
+                migrations: rt.migrations.clone(),
+                migration_count: rt.migration_count,
+                ..prev_status.clone()
+            };
+            status::write(&ctx.client, &name, &st).await?;
+            return Ok(());
+        }
+        Err(ReadError::Prometheus(e)) => {
             ctx.metrics.prometheus_errors.inc();
             tracing::warn!(policy = %name, "prometheus: {e}");
             let st = EnergyPolicyStatus {
@@ -363,25 +494,58 @@ pub async fn cycle(policy: &EnergyPolicy, ctx: &Context, now: DateTime<Utc>) -> 
     let ns_labels = snapshot::namespace_labels(&ctx.stores.namespaces.state());
     let mut targets = Vec::new();
     let mut wl = Vec::new();
+    let mut problems: Vec<Problem> = Vec::new();
     if spec.targets.node_selector.is_some() {
-        targets.extend(snapshot::node_targets(
-            spec,
-            &nodes,
-            &prom,
-            ctx.settings.node_max_age,
-        ));
-        wl.extend(snapshot::pod_workloads(spec, &pods, &ns_labels));
+        let t = snapshot::node_targets(spec, &nodes, &prom, ctx.settings.node_max_age);
+        if !t.iter().any(|t| t.in_policy) {
+            problems.push((
+                "SelectorMatchesNothing".into(),
+                "targets.nodeSelector matches no Node".into(),
+            ));
+        }
+        targets.extend(t);
+        let exhausted = snapshot::exhausted_pdbs(&ctx.stores.pdbs.state());
+        wl.extend(snapshot::pod_workloads(spec, &pods, &ns_labels, &exhausted));
     }
     if spec.targets.edge_device_selector.is_some() {
-        targets.extend(snapshot::device_targets(
-            spec,
-            &devices,
-            &prom,
-            ctx.settings.device_max_age,
-        ));
+        let t = snapshot::device_targets(spec, &devices, &prom, ctx.settings.device_max_age);
+        if !t.iter().any(|t| t.in_policy) {
+            problems.push((
+                "SelectorMatchesNothing".into(),
+                "targets.edgeDeviceSelector matches no EdgeDevice".into(),
+            ));
+        }
+        targets.extend(t);
         wl.extend(snapshot::edge_workloads(
             spec, &workloads, &devices, &ns_labels,
         ));
+    }
+    if spec.workloads.is_some() {
+        let pods_selected = spec.targets.node_selector.is_some()
+            && pods.iter().any(|p| {
+                snapshot::selected(
+                    spec,
+                    &p.namespace().unwrap_or_default(),
+                    p.labels(),
+                    &ns_labels,
+                )
+            });
+        let edge_selected = spec.targets.edge_device_selector.is_some()
+            && workloads.iter().any(|w| {
+                !w.labels().contains_key(snapshot::COPY_OF_LABEL)
+                    && snapshot::selected(
+                        spec,
+                        &w.namespace().unwrap_or_default(),
+                        w.labels(),
+                        &ns_labels,
+                    )
+            });
+        if !pods_selected && !edge_selected {
+            problems.push((
+                "SelectorMatchesNothing".into(),
+                "workloads selects no Pod or EdgeWorkload".into(),
+            ));
+        }
     }
     let plan = planner::plan(&PlanInput {
         spec,
@@ -433,6 +597,34 @@ pub async fn cycle(policy: &EnergyPolicy, ctx: &Context, now: DateTime<Utc>) -> 
             policy: name.clone(),
         })
         .set(starved.len() as i64);
+
+    // Pods whose PDB allows no disruption: not evicted (the Eviction API would refuse), one
+    // Event when that starts.
+    let blocked: std::collections::HashSet<WorkloadId> = plan
+        .skipped
+        .iter()
+        .filter(|s| s.reason == SkipReason::DisruptionBudget)
+        .map(|s| s.workload.clone())
+        .collect();
+    for id in blocked.difference(&rt.pdb_blocked) {
+        if let Some(p) = pods
+            .iter()
+            .find(|p| p.namespace().as_deref() == Some(&id.namespace) && p.name_any() == id.name)
+        {
+            ctx.actuator
+                .event(
+                    &reference(p.as_ref()),
+                    true,
+                    "EvictionBlocked",
+                    format!(
+                        "{}; not evicted, retried later",
+                        SkipReason::DisruptionBudget
+                    ),
+                )
+                .await;
+        }
+    }
+    rt.pdb_blocked = blocked;
 
     // 5. Execute (Migrate) or report (Observe).
     for a in &plan.actions {
@@ -492,6 +684,8 @@ pub async fn cycle(policy: &EnergyPolicy, ctx: &Context, now: DateTime<Utc>) -> 
     }
 
     // 6. Status.
+    report_problems(ctx, rt, &policy_ref, problems.clone()).await;
+    failures.extend(problems);
     let st = EnergyPolicyStatus {
         observed_generation: generation,
         conditions: status::conditions(
@@ -499,16 +693,7 @@ pub async fn cycle(policy: &EnergyPolicy, ctx: &Context, now: DateTime<Utc>) -> 
             &[
                 ("Ready", true, "Reconciled", String::new()),
                 ("PrometheusAvailable", true, "QueryOk", String::new()),
-                (
-                    "Degraded",
-                    !failures.is_empty(),
-                    if failures.is_empty() {
-                        "AsExpected"
-                    } else {
-                        "ActionsFailed"
-                    },
-                    failures.join("; "),
-                ),
+                degraded(&failures),
             ],
             generation,
             now,
@@ -520,6 +705,44 @@ pub async fn cycle(policy: &EnergyPolicy, ctx: &Context, now: DateTime<Utc>) -> 
     };
     status::write(&ctx.client, &name, &st).await?;
     Ok(())
+}
+
+/// The `Degraded` condition for `problems`: the first one's reason, every message.
+fn degraded(problems: &[Problem]) -> status::Cond<'_> {
+    match problems.first() {
+        None => ("Degraded", false, "AsExpected", String::new()),
+        Some((reason, _)) => (
+            "Degraded",
+            true,
+            reason.as_str(),
+            problems
+                .iter()
+                .map(|(_, m)| m.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+    }
+}
+
+/// A Warning Event on the policy for each configuration problem that was not there last cycle.
+async fn report_problems(
+    ctx: &Context,
+    rt: &mut PolicyRuntime,
+    policy_ref: &k8s_openapi::api::core::v1::ObjectReference,
+    problems: Vec<Problem>,
+) {
+    for (reason, msg) in &problems {
+        if reason == "ActionsFailed" || reason == "TargetDisappeared" {
+            continue; // reported by the migration's own Events
+        }
+        if !rt.problems.iter().any(|(r, m)| r == reason && m == msg) {
+            tracing::warn!(reason = %reason, "{msg}");
+            ctx.actuator
+                .event(policy_ref, true, reason, msg.clone())
+                .await;
+        }
+    }
+    rt.problems = problems;
 }
 
 fn kind_name(k: TargetKind) -> &'static str {
@@ -547,14 +770,14 @@ async fn execute(
     workloads: &[Arc<EdgeWorkload>],
     pods: &[Arc<Pod>],
     now: DateTime<Utc>,
-    failures: &mut Vec<String>,
+    failures: &mut Vec<Problem>,
 ) {
     debug_assert_eq!(spec.action.mode, Mode::Migrate);
     match action {
         Action::Taint { node } | Action::Untaint { node } => {
             let on = matches!(action, Action::Taint { .. });
             if let Err(e) = ctx.actuator.set_taint(node, on).await {
-                failures.push(format!("taint {node}: {e}"));
+                failures.push(("ActionsFailed".into(), format!("taint {node}: {e}")));
             }
         }
         Action::Evict { pod, node } => {
@@ -576,7 +799,10 @@ async fn execute(
                     format!("eviction blocked, retried next cycle: {m}"),
                 ),
                 Eviction::Failed(m) => {
-                    failures.push(format!("evict {}/{}: {m}", pod.namespace, pod.name));
+                    failures.push((
+                        "ActionsFailed".into(),
+                        format!("evict {}/{}: {m}", pod.namespace, pod.name),
+                    ));
                     (MigrationResult::Failed, m.clone())
                 }
             };
@@ -653,9 +879,9 @@ async fn execute(
                         },
                     );
                 }
-                Err(e) => failures.push(format!(
-                    "start moving {}/{}: {e}",
-                    workload.namespace, workload.name
+                Err(e) => failures.push((
+                    "ActionsFailed".into(),
+                    format!("start moving {}/{}: {e}", workload.namespace, workload.name),
                 )),
             }
         }

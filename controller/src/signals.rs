@@ -16,6 +16,18 @@ use crate::snapshot::PromData;
 /// Signals every cycle needs (budget and mains for fail-safe reading of power conditions).
 const SIGNALS: [Signal; 6] = Signal::ALL;
 
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Prometheus is down or failing: the built-in signals could not be read.
+    #[error(transparent)]
+    Prometheus(#[from] PromError),
+    /// The built-in signals were read but the policy's own query failed (a PromQL syntax error,
+    /// a result that is not an instant vector): the policy is at fault, not Prometheus.
+    #[error("custom query {query:?} failed: {error}")]
+    InvalidQuery { query: String, error: PromError },
+}
+
 /// Reads everything `spec` needs. Target kinds the policy does not select are not queried,
 /// except that device heartbeats are read whenever devices are selected. `device_label` is the
 /// label carrying the device id on device series (`edgedeviceid` for Flotta remote write).
@@ -24,7 +36,7 @@ pub async fn read(
     names: &MetricNames,
     spec: &EnergyPolicySpec,
     device_label: &str,
-) -> Result<PromData, PromError> {
+) -> Result<PromData, ReadError> {
     let mut out = PromData::default();
     let nodes_q = TargetQuery::nodes(names.clone());
     let mut devices_q = TargetQuery::edge_devices(names.clone());
@@ -79,7 +91,17 @@ pub async fn read(
             None => Ok((HashMap::new(), HashMap::new())),
         }
     };
-    let (n, d, (cn, cd)) = futures::try_join!(nodes, devices, customs)?;
+    let (builtin, customs) = futures::join!(async { futures::try_join!(nodes, devices) }, customs);
+    let (n, d) = builtin?;
+    let (cn, cd) = customs.map_err(|error| ReadError::InvalidQuery {
+        query: spec
+            .starvation
+            .query
+            .as_ref()
+            .map(|q| q.promql.clone())
+            .unwrap_or_default(),
+        error,
+    })?;
     if let Some(n) = n {
         out.nodes = n;
     }

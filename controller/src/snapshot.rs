@@ -12,6 +12,7 @@ use edgewatt_crds::{
     EnergyPolicySpec, WorkloadKind,
 };
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
 
@@ -202,7 +203,7 @@ fn pinned(annotations: &BTreeMap<String, String>, labels: &BTreeMap<String, Stri
 }
 
 /// Whether the policy's workload selector covers an object in `namespace` with `labels`.
-fn selected(
+pub fn selected(
     spec: &EnergyPolicySpec,
     namespace: &str,
     labels: &BTreeMap<String, String>,
@@ -252,11 +253,37 @@ pub fn pod_ineligible(spec: &EnergyPolicySpec, pod: &Pod) -> Option<String> {
     }
 }
 
+/// Namespace → selectors of the PodDisruptionBudgets there that allow no disruption now
+/// (`status.disruptionsAllowed == 0`). A PDB without a selector selects nothing (policy/v1); an
+/// empty selector selects every pod of its namespace. PDBs without a status yet are left out:
+/// the Eviction API decides for them.
+pub fn exhausted_pdbs(pdbs: &[impl Borrow<PodDisruptionBudget>]) -> HashMap<String, Vec<Selector>> {
+    let mut out: HashMap<String, Vec<Selector>> = HashMap::new();
+    for p in pdbs {
+        let p: &PodDisruptionBudget = p.borrow();
+        let exhausted = p
+            .status
+            .as_ref()
+            .is_some_and(|s| s.disruptions_allowed.is_some_and(|a| a <= 0));
+        let Some(sel) = p.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
+            continue;
+        };
+        if exhausted {
+            out.entry(p.namespace().unwrap_or_default())
+                .or_default()
+                .push(selector(sel));
+        }
+    }
+    out
+}
+
 /// Running pods bound to a node, as workloads. Finished and terminating pods are left out.
+/// `exhausted` is [`exhausted_pdbs`]: pods they select are marked `pdb_blocked`.
 pub fn pod_workloads(
     spec: &EnergyPolicySpec,
     pods: &[impl Borrow<Pod>],
     ns_labels: &HashMap<String, BTreeMap<String, String>>,
+    exhausted: &HashMap<String, Vec<Selector>>,
 ) -> Vec<WorkloadSnapshot> {
     pods.iter()
         .filter_map(|p| {
@@ -300,6 +327,9 @@ pub fn pod_workloads(
                         .collect()
                 })
                 .unwrap_or_default();
+            let pdb_blocked = exhausted
+                .get(&ns)
+                .is_some_and(|sels| sels.iter().any(|s| s.matches(p.labels())));
             Some(WorkloadSnapshot {
                 id: WorkloadId {
                     kind: WorkloadKind::Pod,
@@ -308,6 +338,7 @@ pub fn pod_workloads(
                 },
                 target: Some(node),
                 pinned: pinned(p.annotations(), p.labels()),
+                pdb_blocked,
                 ineligible,
                 in_flight: false,
                 constraints: Constraints::Pod {
@@ -374,6 +405,7 @@ pub fn edge_workloads(
             pinned: pinned(w.annotations(), w.labels()),
             ineligible,
             in_flight: w.annotations().contains_key(keys::MIGRATION_INTENT),
+            pdb_blocked: false,
             constraints: Constraints::EdgeWorkload {
                 device_selector: w.spec.device_selector.as_ref().map(selector),
             },
@@ -493,7 +525,8 @@ mod tests {
         let ds = serde_json::json!([{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "d", "uid": "1", "controller": true}]);
         let s = spec();
         let ns = HashMap::new();
-        let w = pod_workloads(&s, &[pod(rs.clone(), serde_json::json!({}))], &ns);
+        let no_pdb = HashMap::new();
+        let w = pod_workloads(&s, &[pod(rs.clone(), serde_json::json!({}))], &ns, &no_pdb);
         assert_eq!(w[0].ineligible, None);
         assert_eq!(w[0].target.as_deref(), Some("n1"));
         let Constraints::Pod {
@@ -506,12 +539,13 @@ mod tests {
         };
         assert_eq!(node_selector.get("a").map(String::as_str), Some("b"));
         assert_eq!(tolerations.len(), 1);
-        let w = pod_workloads(&s, &[pod(ds, serde_json::json!({}))], &ns);
+        let w = pod_workloads(&s, &[pod(ds, serde_json::json!({}))], &ns, &no_pdb);
         assert_eq!(w[0].ineligible.as_deref(), Some("DaemonSet pod"));
         let w = pod_workloads(
             &s,
             &[pod(serde_json::json!([]), serde_json::json!({}))],
             &ns,
+            &no_pdb,
         );
         assert_eq!(w[0].ineligible.as_deref(), Some("no controller"));
         let w = pod_workloads(
@@ -521,12 +555,14 @@ mod tests {
                 serde_json::json!({"kubernetes.io/config.mirror": "x"}),
             )],
             &ns,
+            &no_pdb,
         );
         assert_eq!(w[0].ineligible.as_deref(), Some("mirror pod"));
         let w = pod_workloads(
             &s,
             &[pod(rs, serde_json::json!({"edgewatt.io/pinned": "true"}))],
             &ns,
+            &no_pdb,
         );
         assert!(w[0].pinned);
     }

@@ -69,6 +69,7 @@ fn ew(name: &str, on: &str) -> WorkloadSnapshot {
         pinned: false,
         ineligible: None,
         in_flight: false,
+        pdb_blocked: false,
         constraints: Constraints::EdgeWorkload {
             device_selector: None,
         },
@@ -429,6 +430,7 @@ fn arb_world() -> impl Strategy<Value = World> {
                     w.pinned = *pinned && i % 3 == 0;
                     w.ineligible = (*inel && i % 4 == 1).then(|| "DaemonSet".into());
                     w.in_flight = *inflight && i % 5 == 2;
+                    w.pdb_blocked = *is_pod && i % 7 == 3;
                     if *sel {
                         w.constraints = match w.constraints {
                             Constraints::Pod { .. } => Constraints::Pod {
@@ -522,7 +524,7 @@ proptest! {
         for a in &p.actions {
             if let Some(id) = moved(a) {
                 let wl = by_id[id];
-                prop_assert!(!wl.pinned && wl.ineligible.is_none() && !wl.in_flight);
+                prop_assert!(!wl.pinned && wl.ineligible.is_none() && !wl.in_flight && !wl.pdb_blocked);
                 if let Some(at) = w.history.last_moved.get(id) {
                     prop_assert!(now - *at >= chrono::Duration::from_std(s.durations().unwrap().cooldown).unwrap());
                 }
