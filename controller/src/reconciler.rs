@@ -419,6 +419,38 @@ pub async fn cycle_with(
         }
     }
     rt.history.in_flight = in_flight;
+    // Records still `InProgress` whose intent is gone: a controller was killed between finishing
+    // (or undoing) the move and writing the status. Settle them from where the workload is.
+    for rec in rt
+        .migrations
+        .iter_mut()
+        .filter(|r| r.result == MigrationResult::InProgress && r.kind == WorkloadKind::EdgeWorkload)
+    {
+        let w = workloads
+            .iter()
+            .find(|w| w.namespace().as_deref() == Some(&rec.namespace) && w.name_any() == rec.name);
+        if w.is_some_and(|w| Intent::of(w).is_some_and(|i| i.policy == name)) {
+            continue;
+        }
+        let arrived = w.is_some_and(|w| w.spec.device.is_some() && w.spec.device == rec.to);
+        rec.result = if arrived {
+            MigrationResult::Succeeded
+        } else {
+            MigrationResult::Failed
+        };
+        rec.finished_at = Some(rfc3339(now));
+        rec.message = if arrived {
+            format!(
+                "on {} (settled after a controller restart)",
+                rec.to.clone().unwrap_or_default()
+            )
+        } else {
+            format!(
+                "undone or abandoned (settled after a controller restart), on {}",
+                rec.from
+            )
+        };
+    }
 
     // 2. Prometheus.
     let prom = match prom {

@@ -36,7 +36,7 @@ use edgewatt_crds::{
     metrics::MetricNames,
     prom::{PromConfig, PromReader, Reading, SignalTable},
     promql::Signal,
-    EdgeWorkload, EnergyPolicy,
+    EdgeWorkload, EnergyPolicy, MigrationResult,
 };
 use edgewatt_e2e::apiserver::ApiServer;
 use kube::runtime::events::{Recorder, Reporter};
@@ -469,8 +469,6 @@ async fn run(seed: u64) -> Vec<String> {
         }
         step += 1;
     }
-    let v = violations.lock().unwrap();
-    assert!(v.is_empty(), "seed {seed}: {v:?}");
     // Exactly one workload, the original, on the target; nothing left over.
     let ws = workloads(&server);
     assert_eq!(ws.len(), 1, "seed {seed}: {ws:?}");
@@ -480,6 +478,42 @@ async fn run(seed: u64) -> Vec<String> {
     assert!(server
         .get("edgeworkloads", Some(NS), &copy_name(APP))
         .is_none());
+    // The status tells the truth too, once the controller has run after the move ended.
+    // (A last restart, with no kill pending.)
+    drop(ctl);
+    let ctl = start_controller(&server, None, &violations).await;
+    let p: EnergyPolicy = server.get_typed(None, "p").unwrap();
+    sync(&ctl.ctx, &server).await;
+    cycle_with(
+        &p,
+        &ctl.ctx,
+        t0 + chrono::Duration::seconds(31 * step),
+        Ok(prom.clone()),
+    )
+    .await
+    .unwrap();
+    let st = server
+        .get_typed::<EnergyPolicy>(None, "p")
+        .unwrap()
+        .status
+        .unwrap();
+    let recs: Vec<_> = st.migrations.iter().filter(|r| r.name == APP).collect();
+    // A record can be missing: two kills, each just before the status write that would have
+    // carried it (start, then finish). What is there is never wrong.
+    assert!(
+        recs.last()
+            .is_none_or(|r| r.result == MigrationResult::Succeeded),
+        "seed {seed}: {recs:?}"
+    );
+    if recs.is_empty() {
+        println!("seed {seed}: the migration record was lost with the kills {killed_after:?}");
+    }
+    assert!(
+        recs.iter().all(|r| r.result != MigrationResult::InProgress),
+        "seed {seed}: {recs:?}"
+    );
+    let v = violations.lock().unwrap();
+    assert!(v.is_empty(), "seed {seed}: {v:?}");
     // The move was started once per controller life at most, never twice for one intent.
     let copies_created = server
         .writes()
