@@ -647,7 +647,7 @@ pub async fn cycle_with(
                 .event(
                     &reference(p.as_ref()),
                     true,
-                    "EvictionBlocked",
+                    "EvictionSkipped",
                     format!(
                         "{}; not evicted, retried later",
                         SkipReason::DisruptionBudget
@@ -917,5 +917,70 @@ async fn execute(
                 )),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(
+        name: &str,
+        started: &str,
+        finished: Option<&str>,
+        r: MigrationResult,
+    ) -> MigrationRecord {
+        MigrationRecord {
+            kind: WorkloadKind::EdgeWorkload,
+            namespace: "edge".into(),
+            name: name.into(),
+            from: "d1".into(),
+            to: Some("d2".into()),
+            started_at: started.into(),
+            finished_at: finished.map(String::from),
+            result: r,
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn history_from_status_restores_cooldown_and_hourly_count() {
+        use MigrationResult::*;
+        let h = history_from_status(&[
+            rec(
+                "a",
+                "2025-01-01T10:00:00Z",
+                Some("2025-01-01T10:04:00Z"),
+                Succeeded,
+            ),
+            rec("b", "2025-01-01T10:30:00Z", None, InProgress),
+            rec(
+                "c",
+                "2025-01-01T10:40:00Z",
+                Some("2025-01-01T10:40:00Z"),
+                Blocked,
+            ),
+            rec(
+                "a",
+                "2025-01-01T09:00:00Z",
+                Some("2025-01-01T09:01:00Z"),
+                Failed,
+            ),
+            rec("d", "not a time", None, Failed),
+        ]);
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let id = |n: &str| WorkloadId {
+            kind: WorkloadKind::EdgeWorkload,
+            namespace: "edge".into(),
+            name: n.into(),
+        };
+        // Cooldown counts from the end of the latest move; blocked evictions are no moves.
+        assert_eq!(h.last_moved[&id("a")], t("2025-01-01T10:04:00Z"));
+        assert_eq!(h.last_moved[&id("b")], t("2025-01-01T10:30:00Z"));
+        assert!(!h.last_moved.contains_key(&id("c")));
+        assert!(!h.last_moved.contains_key(&id("d")));
+        // maxPerHour: starts within the hour.
+        assert_eq!(h.moves_last_hour(t("2025-01-01T10:45:00Z")), 2);
+        assert_eq!(h.moves_last_hour(t("2025-01-01T11:05:00Z")), 1);
     }
 }

@@ -568,6 +568,54 @@ mod tests {
     }
 
     #[test]
+    fn pods_under_an_exhausted_pdb_are_blocked() {
+        let pdb =
+            |name: &str, sel: serde_json::Value, allowed: Option<i32>| -> PodDisruptionBudget {
+                let mut v = serde_json::json!({
+                    "metadata": {"name": name, "namespace": "default"},
+                    "spec": {"selector": sel}
+                });
+                if let Some(a) = allowed {
+                    v["status"] = serde_json::json!({"disruptionsAllowed": a, "currentHealthy": 1,
+                    "desiredHealthy": 1, "expectedPods": 1});
+                }
+                serde_json::from_value(v).unwrap()
+            };
+        let pods: Vec<Pod> = ["web", "db"]
+            .iter()
+            .map(|app| {
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": app, "namespace": "default", "labels": {"app": app},
+                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                            "name": "r", "uid": "1", "controller": true}]},
+                    "spec": {"nodeName": "n1", "containers": []},
+                    "status": {"phase": "Running"}
+                }))
+                .unwrap()
+            })
+            .collect();
+        let exhausted = exhausted_pdbs(&[
+            pdb(
+                "web",
+                serde_json::json!({"matchLabels": {"app": "web"}}),
+                Some(0),
+            ),
+            pdb(
+                "db",
+                serde_json::json!({"matchLabels": {"app": "db"}}),
+                Some(1),
+            ),
+            pdb("new", serde_json::json!({}), None),
+        ]);
+        let w = pod_workloads(&spec(), &pods, &HashMap::new(), &exhausted);
+        assert!(w[0].pdb_blocked, "web: its PDB allows 0");
+        assert!(
+            !w[1].pdb_blocked,
+            "db: its PDB allows 1; a PDB without status is not used"
+        );
+    }
+
+    #[test]
     fn edge_workloads_by_device_or_operator_label() {
         let dev: EdgeDevice = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "d2", "namespace": "edge", "labels": {"workload/sel": "true"}}, "spec": {}

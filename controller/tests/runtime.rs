@@ -335,78 +335,7 @@ async fn observe_mode_writes_only_status_and_events() {
     assert!(h.workload(&copy_name("app")).is_none());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pdb_blocks_eviction_and_it_is_retried_not_forced() {
-    let h = harness(&[], &[("n1", 0.1), ("n2", 0.9)]).await;
-    for (n, edge) in [("n1", true), ("n2", true)] {
-        h.server
-            .put(json!({
-                "apiVersion": "v1", "kind": "Node",
-                "metadata": {"name": n, "labels": {"edge": edge.to_string()}},
-                "spec": {},
-                "status": {"conditions": [{"type": "Ready", "status": "True"}]}
-            }))
-            .unwrap();
-    }
-    h.server
-        .put(json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"},
-                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "u1", "controller": true}]},
-            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "nginx"}]},
-            "status": {"phase": "Running"}
-        }))
-        .unwrap();
-    h.server
-        .put(json!({
-            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-            "metadata": {"name": "web", "namespace": "default"},
-            "spec": {"selector": {"matchLabels": {"app": "web"}}, "minAvailable": 1}
-        }))
-        .unwrap();
-    h.server
-        .set_pdb_disruptions_allowed("default", "web", 0)
-        .unwrap();
-    h.policy(
-        "Migrate",
-        json!({"nodeSelector": {"matchLabels": {"edge": "true"}}}),
-    );
-    let t0 = Utc::now();
-    h.cycle(t0).await;
-    let started = std::time::Instant::now();
-    let p = h.cycle(t0 + chrono::Duration::seconds(61)).await;
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "429 not retried in-client"
-    );
-    let node: k8s_openapi::api::core::v1::Node = h.server.get_typed(None, "n1").unwrap();
-    assert!(node
-        .spec
-        .unwrap()
-        .taints
-        .unwrap()
-        .iter()
-        .any(|t| t.key == keys::STARVED_TAINT));
-    assert!(
-        h.server.get("pods", Some("default"), "web").is_some(),
-        "not forced"
-    );
-    assert_eq!(
-        p.status.unwrap().migrations.last().unwrap().result,
-        MigrationResult::Blocked
-    );
-    assert!(h.events("EvictionBlocked") >= 1);
-    // Budget frees up: the next cycle evicts.
-    h.server
-        .set_pdb_disruptions_allowed("default", "web", 1)
-        .unwrap();
-    h.cycle(t0 + chrono::Duration::seconds(91)).await;
-    assert!(
-        h.server.get("pods", Some("default"), "web").is_none(),
-        "evicted on retry"
-    );
-    let _ = &h.body;
-}
+// PDBs (exhausted budget skipped, 429 handled, retried): `tests/direct.rs`.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_controller_resumes_move_from_intent_and_target_recovers() {

@@ -1,0 +1,514 @@
+//! The runtime against the API server double with the planner's Prometheus input given directly
+//! (`reconciler::cycle_with`): restarts (cooldown from status), PodDisruptionBudgets, bad input.
+
+use std::sync::{atomic::AtomicBool, Arc};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use edgewatt_controller::{
+    actuator::{copy_name, Actuator, Intent},
+    metrics::Metrics,
+    reconciler::{cycle_with, Context, Settings, Stores},
+    snapshot::PromData,
+};
+use edgewatt_crds::{
+    keys,
+    metrics::MetricNames,
+    prom::{PromConfig, PromReader, Reading, SignalTable},
+    promql::Signal,
+    EdgeWorkload, EnergyPolicy, MigrationResult,
+};
+use edgewatt_e2e::apiserver::ApiServer;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::ResourceExt;
+use serde_json::{json, Value};
+
+struct H {
+    server: ApiServer,
+    ctx: Arc<Context>,
+}
+
+fn table(rows: &[(&str, f64)]) -> SignalTable {
+    let mut t = SignalTable::default();
+    for (name, ratio) in rows {
+        t.readings.entry(name.to_string()).or_default().insert(
+            Signal::BatteryRatio,
+            Reading {
+                value: *ratio,
+                age_secs: Some(1.0),
+            },
+        );
+    }
+    t
+}
+
+fn devices(rows: &[(&str, f64)]) -> PromData {
+    PromData {
+        devices: table(rows),
+        ..Default::default()
+    }
+}
+
+fn nodes(rows: &[(&str, f64)]) -> PromData {
+    PromData {
+        nodes: table(rows),
+        ..Default::default()
+    }
+}
+
+async fn start() -> H {
+    let server = ApiServer::start().await.unwrap();
+    let mut cfg = server.config().unwrap();
+    cfg.default_retry = false;
+    let client = kube::Client::try_from(cfg).unwrap();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "edgewatt-controller".into(),
+            instance: Some("test".into()),
+        },
+    );
+    let ctx = Arc::new(Context {
+        stores: Stores::spawn(&client),
+        actuator: Actuator::new(client.clone(), client.clone(), recorder),
+        client,
+        reader: PromReader::new(&PromConfig::new("http://127.0.0.1:9")).unwrap(),
+        metrics: Metrics::new(),
+        settings: Settings {
+            interval: Duration::from_secs(1),
+            metric_names: MetricNames::default(),
+            device_label: "edgedeviceid".into(),
+            node_max_age: Duration::from_secs(120),
+            device_max_age: Duration::from_secs(900),
+            migration_timeout: None,
+        },
+        leader: Arc::new(AtomicBool::new(true)),
+        runtime: Default::default(),
+    });
+    ctx.stores.ready().await;
+    server
+        .put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "edge"}}))
+        .unwrap();
+    H { server, ctx }
+}
+
+impl H {
+    fn policy(&self, name: &str, spec: Value) {
+        let mut base = json!({
+            "starvation": {"batteryBelowPercent": 20, "for": "1m"},
+            "recovery": {"batteryAbovePercent": 35, "for": "1m"},
+            "action": {"mode": "Migrate", "cooldown": "10m", "migrationTimeout": "5m"}
+        });
+        for (k, v) in spec.as_object().unwrap() {
+            base[k] = v.clone();
+        }
+        let p: EnergyPolicy = serde_json::from_value(json!({
+            "apiVersion": "edgewatt.io/v1alpha1", "kind": "EnergyPolicy",
+            "metadata": {"name": name}, "spec": base
+        }))
+        .unwrap();
+        self.server.put_typed(&p).unwrap();
+    }
+
+    fn device(&self, name: &str, labels: Value, workloads: Value) {
+        let mut obj = json!({
+            "apiVersion": "management.project-flotta.io/v1alpha1", "kind": "EdgeDevice",
+            "metadata": {"name": name, "namespace": "edge", "labels": labels},
+            "spec": {},
+            "status": {"phase": "up", "workloads": workloads}
+        });
+        if let Some(old) = self.server.get("edgedevices", Some("edge"), name) {
+            obj["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+        }
+        self.server.put(obj).unwrap();
+    }
+
+    fn edge_workload(&self, name: &str, device: &str, selector: Value) {
+        self.server
+            .put(json!({
+                "apiVersion": "management.project-flotta.io/v1alpha1", "kind": "EdgeWorkload",
+                "metadata": {"name": name, "namespace": "edge"},
+                "spec": {"device": device, "deviceSelector": selector, "type": "pod",
+                    "pod": {"spec": {"containers": [{"name": "c", "image": "nginx"}]}}}
+            }))
+            .unwrap();
+    }
+
+    fn workload(&self, name: &str) -> Option<EdgeWorkload> {
+        self.server.get_typed(Some("edge"), name)
+    }
+
+    /// Waits until every store shows the server's current objects.
+    async fn sync(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let rvs = |list: Vec<Value>| {
+                let mut v: Vec<String> = list
+                    .iter()
+                    .map(|o| {
+                        format!(
+                            "{}/{}@{}",
+                            o["metadata"]["namespace"].as_str().unwrap_or_default(),
+                            o["metadata"]["name"].as_str().unwrap_or_default(),
+                            o["metadata"]["resourceVersion"]
+                                .as_str()
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                v.sort();
+                v
+            };
+            fn have<K: kube::Resource>(items: Vec<Arc<K>>) -> Vec<String> {
+                let mut v: Vec<String> = items
+                    .iter()
+                    .map(|o| {
+                        format!(
+                            "{}/{}@{}",
+                            o.meta().namespace.as_deref().unwrap_or_default(),
+                            o.meta().name.as_deref().unwrap_or_default(),
+                            o.meta().resource_version.as_deref().unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                v.sort();
+                v
+            }
+            let s = &self.ctx.stores;
+            let ok = rvs(self.server.list("edgeworkloads")) == have(s.workloads.state())
+                && rvs(self.server.list("edgedevices")) == have(s.devices.state())
+                && rvs(self.server.list("pods")) == have(s.pods.state())
+                && rvs(self.server.list("nodes")) == have(s.nodes.state())
+                && rvs(self.server.list("poddisruptionbudgets.policy")) == have(s.pdbs.state());
+            if ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "stores did not catch up");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn cycle(&self, policy: &str, now: DateTime<Utc>, prom: PromData) -> EnergyPolicy {
+        self.sync().await;
+        let p: EnergyPolicy = self.server.get_typed(None, policy).unwrap();
+        cycle_with(&p, &self.ctx, now, Ok(prom)).await.unwrap();
+        self.server.get_typed(None, policy).unwrap()
+    }
+
+    fn events(&self, reason: &str) -> Vec<Value> {
+        self.server
+            .list("events.events.k8s.io")
+            .into_iter()
+            .chain(self.server.list("events"))
+            .filter(|e| e["reason"] == reason)
+            .collect()
+    }
+}
+
+fn condition(p: &EnergyPolicy, type_: &str) -> Condition {
+    p.status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {type_} condition"))
+}
+
+fn secs(n: i64) -> chrono::Duration {
+    chrono::Duration::seconds(n)
+}
+
+/// app on d1 (starved), d2 healthy; moves app to d2 make-before-break, the test playing Flotta.
+async fn move_app_to_d2(h: &H, policy: &str, t0: DateTime<Utc>, prom: &PromData) {
+    h.cycle(policy, t0, prom.clone()).await;
+    h.cycle(policy, t0 + secs(61), prom.clone()).await;
+    assert!(h.workload(&copy_name("app")).is_some(), "copy created");
+    h.device(
+        "d2",
+        json!({}),
+        json!([{"name": copy_name("app"), "phase": "running"}]),
+    );
+    h.cycle(policy, t0 + secs(70), prom.clone()).await;
+    h.device("d1", json!({}), json!([]));
+    h.device(
+        "d2",
+        json!({}),
+        json!([{"name": "app", "phase": "Running"}]),
+    );
+    h.cycle(policy, t0 + secs(80), prom.clone()).await;
+    let app = h.workload("app").unwrap();
+    assert_eq!(app.spec.device.as_deref(), Some("d2"));
+    assert!(Intent::of(&app).is_none() && h.workload(&copy_name("app")).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooldown_survives_a_restart() {
+    let h = start().await;
+    h.device(
+        "d1",
+        json!({}),
+        json!([{"name": "app", "phase": "Running"}]),
+    );
+    h.device("d2", json!({}), json!([]));
+    h.edge_workload("app", "d1", Value::Null);
+    h.policy("p", json!({"targets": {"edgeDeviceSelector": {}}}));
+    let t0 = Utc::now();
+    move_app_to_d2(&h, "p", t0, &devices(&[("d1", 0.1), ("d2", 0.9)])).await;
+    let finished = t0 + secs(80);
+
+    // Restart: the controller forgets everything; only the API server remembers.
+    h.ctx.runtime.lock().await.clear();
+    // Now d2 drains and d1 is full: app sits on a starved device again.
+    let flipped = devices(&[("d1", 0.9), ("d2", 0.1)]);
+    h.cycle("p", finished + secs(10), flipped.clone()).await;
+    let p = h.cycle("p", finished + secs(80), flipped.clone()).await;
+    assert!(p
+        .status
+        .as_ref()
+        .unwrap()
+        .starved
+        .iter()
+        .any(|s| s.name == "d2"));
+    let app = h.workload("app").unwrap();
+    assert!(
+        Intent::of(&app).is_none() && h.workload(&copy_name("app")).is_none(),
+        "moved again within the cooldown after a restart"
+    );
+    // Another restart, still within the cooldown (10 min from the end of the move).
+    h.ctx.runtime.lock().await.clear();
+    h.cycle("p", finished + secs(590), flipped.clone()).await;
+    assert!(Intent::of(&h.workload("app").unwrap()).is_none());
+    // Once the cooldown is over it moves.
+    h.cycle("p", finished + secs(610), flipped.clone()).await;
+    let intent = Intent::of(&h.workload("app").unwrap()).expect("moves after the cooldown");
+    assert_eq!((intent.from.as_str(), intent.to.as_str()), ("d2", "d1"));
+}
+
+fn web_pod(h: &H, name: &str) {
+    h.server
+        .put(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": "web"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "u1", "controller": true}]},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "nginx"}]},
+            "status": {"phase": "Running"}
+        }))
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pdb_with_no_disruption_left_is_not_hammered_and_429_is_still_handled() {
+    let h = start().await;
+    for n in ["n1", "n2"] {
+        h.server
+            .put(json!({
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": n, "labels": {"edge": "true"}},
+                "spec": {},
+                "status": {"conditions": [{"type": "Ready", "status": "True"}]}
+            }))
+            .unwrap();
+    }
+    web_pod(&h, "web-1");
+    web_pod(&h, "web-2");
+    h.server
+        .put(json!({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, "minAvailable": 1}
+        }))
+        .unwrap();
+    h.server
+        .set_pdb_disruptions_allowed("default", "web", 1)
+        .unwrap();
+    h.policy(
+        "p",
+        json!({"targets": {"nodeSelector": {"matchLabels": {"edge": "true"}}}}),
+    );
+    let prom = nodes(&[("n1", 0.1), ("n2", 0.9)]);
+    let t0 = Utc::now();
+    h.cycle("p", t0, prom.clone()).await;
+    // One disruption allowed: web-1 goes, web-2's eviction is refused (429) — and not forced.
+    let started = Instant::now();
+    let p = h.cycle("p", t0 + secs(61), prom.clone()).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "429 not retried in-client"
+    );
+    assert!(h.server.get("pods", Some("default"), "web-1").is_none());
+    assert!(h.server.get("pods", Some("default"), "web-2").is_some());
+    let recs = &p.status.as_ref().unwrap().migrations;
+    assert!(recs
+        .iter()
+        .any(|r| r.name == "web-2" && r.result == MigrationResult::Blocked));
+    let evictions = |h: &H| {
+        h.server
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/eviction"))
+            .count()
+    };
+    assert_eq!(evictions(&h), 2);
+    // The budget is now 0 in the PDB's status: web-2 is skipped, no Eviction call at all.
+    for i in 0..3 {
+        h.cycle("p", t0 + secs(91 + 30 * i), prom.clone()).await;
+    }
+    assert_eq!(
+        evictions(&h),
+        2,
+        "Eviction API hammered despite an exhausted PDB"
+    );
+    let blocked = h.events("EvictionSkipped");
+    assert!(
+        blocked.iter().any(|e| e["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("PDB allows no disruption now"))),
+        "{blocked:?}"
+    );
+    assert!(h.server.get("pods", Some("default"), "web-2").is_some());
+    // The budget frees up: web-2 is evicted through the Eviction API.
+    h.server
+        .set_pdb_disruptions_allowed("default", "web", 1)
+        .unwrap();
+    h.cycle("p", t0 + secs(200), prom.clone()).await;
+    assert_eq!(evictions(&h), 3);
+    assert!(h.server.get("pods", Some("default"), "web-2").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selector_matching_nothing_is_reported_and_other_policies_go_on() {
+    let h = start().await;
+    h.device(
+        "d1",
+        json!({}),
+        json!([{"name": "app", "phase": "Running"}]),
+    );
+    h.device("d2", json!({}), json!([]));
+    h.edge_workload("app", "d1", Value::Null);
+    h.policy("p", json!({"targets": {"edgeDeviceSelector": {}}}));
+    h.policy(
+        "nothing",
+        json!({"targets": {"edgeDeviceSelector": {"matchLabels": {"zone": "nowhere"}}}}),
+    );
+    h.policy(
+        "no-workloads",
+        json!({"targets": {"edgeDeviceSelector": {}},
+               "workloads": {"selector": {"matchLabels": {"tier": "none"}}}}),
+    );
+    let prom = devices(&[("d1", 0.1), ("d2", 0.9)]);
+    let t0 = Utc::now();
+    for (i, t) in [t0, t0 + secs(61)].into_iter().enumerate() {
+        for name in ["nothing", "no-workloads", "p"] {
+            let p = h.cycle(name, t, prom.clone()).await;
+            if name != "p" {
+                let c = condition(&p, "Degraded");
+                assert_eq!(
+                    (c.status.as_str(), c.reason.as_str()),
+                    ("True", "SelectorMatchesNothing"),
+                    "{name}"
+                );
+                assert!(c.message.contains(if name == "nothing" {
+                    "edgeDeviceSelector matches no EdgeDevice"
+                } else {
+                    "selects no Pod or EdgeWorkload"
+                }));
+            }
+            if i == 1 && name == "p" {
+                assert_eq!(condition(&p, "Degraded").status, "False");
+            }
+        }
+    }
+    // One Event per policy and problem, not one per cycle.
+    assert_eq!(h.events("SelectorMatchesNothing").len(), 2);
+    // The good policy went on: the move started.
+    assert!(h.workload(&copy_name("app")).is_some());
+    assert!(Intent::of(&h.workload("app").unwrap()).is_some_and(|i| i.policy == "p"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_disappearing_mid_migration_is_undone_and_reported() {
+    let h = start().await;
+    let a = json!({"zone": "a"});
+    let b = json!({"zone": "b"});
+    h.device(
+        "d1",
+        a.clone(),
+        json!([{"name": "app", "phase": "Running"}]),
+    );
+    h.device("d2", a.clone(), json!([]));
+    h.device(
+        "d3",
+        b.clone(),
+        json!([{"name": "app-b", "phase": "Running"}]),
+    );
+    h.device("d4", b.clone(), json!([]));
+    h.edge_workload("app", "d1", json!({"matchLabels": a}));
+    h.edge_workload("app-b", "d3", json!({"matchLabels": b}));
+    h.policy(
+        "pa",
+        json!({"targets": {"edgeDeviceSelector": {"matchLabels": a}}}),
+    );
+    h.policy(
+        "pb",
+        json!({"targets": {"edgeDeviceSelector": {"matchLabels": b}}}),
+    );
+    let prom = devices(&[("d1", 0.1), ("d2", 0.9), ("d3", 0.1), ("d4", 0.9)]);
+    let t0 = Utc::now();
+    h.cycle("pa", t0, prom.clone()).await;
+    h.cycle("pa", t0 + secs(61), prom.clone()).await;
+    assert_eq!(
+        Intent::of(&h.workload("app").unwrap()).map(|i| i.to),
+        Some("d2".into())
+    );
+    // The copy runs on d2 and the original is re-pointed; then d2 is deleted.
+    h.device(
+        "d2",
+        a.clone(),
+        json!([{"name": copy_name("app"), "phase": "running"}]),
+    );
+    h.cycle("pa", t0 + secs(70), prom.clone()).await;
+    assert_eq!(
+        h.workload("app").unwrap().spec.device.as_deref(),
+        Some("d2")
+    );
+    h.server.remove("edgedevices", Some("edge"), "d2").unwrap();
+    let prom_gone = devices(&[("d1", 0.1), ("d3", 0.1), ("d4", 0.9)]);
+    let p = h.cycle("pa", t0 + secs(80), prom_gone.clone()).await;
+    // Undone at once (not after the 5 min timeout): back on d1, no copy, no intent.
+    let app = h.workload("app").unwrap();
+    assert_eq!(app.spec.device.as_deref(), Some("d1"));
+    assert!(!app.annotations().contains_key(keys::MIGRATION_INTENT));
+    assert!(h.workload(&copy_name("app")).is_none());
+    let c = condition(&p, "Degraded");
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("True", "TargetDisappeared")
+    );
+    assert!(c.message.contains("d2 disappeared"), "{}", c.message);
+    let last = p
+        .status
+        .as_ref()
+        .unwrap()
+        .migrations
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last.result, MigrationResult::Failed);
+    assert!(h.events("MigrationFailed").iter().any(|e| e["note"]
+        .as_str()
+        .is_some_and(|n| n.contains("disappeared"))));
+    // The other policy is served as usual meanwhile.
+    h.cycle("pb", t0 + secs(80), prom_gone.clone()).await;
+    h.cycle("pb", t0 + secs(141), prom_gone.clone()).await;
+    assert_eq!(
+        Intent::of(&h.workload("app-b").unwrap()).map(|i| i.to),
+        Some("d4".into())
+    );
+    // And pa itself keeps running: no target left for app, nothing moves, no panic.
+    let p = h.cycle("pa", t0 + secs(150), prom_gone).await;
+    assert_eq!(condition(&p, "Ready").status, "True");
+    assert!(Intent::of(&h.workload("app").unwrap()).is_none());
+}
