@@ -406,3 +406,161 @@ async fn only_one_lease_holder() {
     assert!(try_acquire(&client, &cfg("b")).await.unwrap());
     assert!(!try_acquire(&client, &cfg("a")).await.unwrap());
 }
+
+impl Harness {
+    async fn cycle_policy(&self, name: &str, now: chrono::DateTime<Utc>) -> EnergyPolicy {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let p: EnergyPolicy = self.server.get_typed(None, name).unwrap();
+        cycle(&p, &self.ctx, now).await.unwrap();
+        self.server.get_typed(None, name).unwrap()
+    }
+}
+
+fn cond(p: &EnergyPolicy, type_: &str) -> (String, String, String) {
+    let c = p
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap()
+        .clone();
+    (c.status, c.reason, c.message)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_custom_promql_is_reported_and_other_policies_go_on() {
+    let h = edge_setup().await;
+    h.policy("Migrate", json!({"edgeDeviceSelector": {}}));
+    let bad: EnergyPolicy = serde_json::from_value(json!({
+        "apiVersion": "edgewatt.io/v1alpha1", "kind": "EnergyPolicy",
+        "metadata": {"name": "bad"},
+        "spec": {
+            "targets": {"edgeDeviceSelector": {}},
+            "starvation": {"query": {"promql": "sum(edgewatt_node_battery_charge_ratio", "below": 1},
+                "for": "1m"},
+            "action": {"mode": "Migrate"}
+        }
+    }))
+    .unwrap();
+    h.server.put_typed(&bad).unwrap();
+    let t0 = Utc::now();
+    for t in [
+        t0,
+        t0 + chrono::Duration::seconds(61),
+        t0 + chrono::Duration::seconds(70),
+    ] {
+        let b = h.cycle_policy("bad", t).await;
+        let (status, reason, msg) = cond(&b, "Degraded");
+        assert_eq!((status.as_str(), reason.as_str()), ("True", "InvalidQuery"));
+        assert!(
+            msg.contains("sum(edgewatt_node_battery_charge_ratio"),
+            "{msg}"
+        );
+        assert_eq!(cond(&b, "Ready").1, "InvalidQuery");
+        assert_eq!(
+            cond(&b, "PrometheusAvailable").0,
+            "True",
+            "Prometheus is fine"
+        );
+        h.cycle_policy("p", t).await;
+    }
+    assert_eq!(h.events("InvalidQuery"), 1, "one Event, not one per cycle");
+    // The good policy went on: the move started.
+    let intent = Intent::of(&h.workload("app").unwrap()).expect("p still acts");
+    assert_eq!(intent.policy, "p");
+    assert!(h.workload(&copy_name("app")).is_some());
+    assert!(!h
+        .ctx
+        .metrics
+        .encode()
+        .contains("edgewatt_prometheus_errors_total 1"));
+}
+
+/// Detection → first action in real time: the real run loop (`Controller`, 1 s interval), a real
+/// Prometheus scraping every second, `for: 3s`. Measured from the moment the `for` window
+/// expires (battery drop at the exporter + `for`) to the first write of the move (intent
+/// annotation). Printed, not asserted as a timing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detection_to_first_action_latency() {
+    let h = harness(&[("d1", 0.9), ("d2", 0.9)], &[]).await;
+    ns_edge(&h.server);
+    h.device("d1", json!([{"name": "app", "phase": "Running"}]));
+    h.device("d2", json!([]));
+    h.server
+        .put(json!({
+            "apiVersion": "management.project-flotta.io/v1alpha1", "kind": "EdgeWorkload",
+            "metadata": {"name": "app", "namespace": "edge"},
+            "spec": {"device": "d1", "type": "pod", "pod": {"spec": {"containers": [{"name": "c", "image": "nginx"}]}}}
+        }))
+        .unwrap();
+    let p: EnergyPolicy = serde_json::from_value(json!({
+        "apiVersion": "edgewatt.io/v1alpha1", "kind": "EnergyPolicy",
+        "metadata": {"name": "p"},
+        "spec": {
+            "targets": {"edgeDeviceSelector": {}},
+            "starvation": {"batteryBelowPercent": 20, "for": "3s"},
+            "action": {"mode": "Migrate", "cooldown": "10m", "migrationTimeout": "5m"}
+        }
+    }))
+    .unwrap();
+    h.server.put_typed(&p).unwrap();
+    let run = tokio::spawn(edgewatt_controller::reconciler::run(h.ctx.clone()));
+    // Wait for the first reconciled status.
+    let t = std::time::Instant::now();
+    while h
+        .server
+        .get_typed::<EnergyPolicy>(None, "p")
+        .and_then(|p| p.status)
+        .is_none_or(|s| s.conditions.is_empty())
+    {
+        assert!(t.elapsed() < Duration::from_secs(20), "no first cycle");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let for_ = Duration::from_secs(3);
+    *h.body.lock().unwrap() = metrics_body(&[("d1", 0.1), ("d2", 0.9)], &[]);
+    let drop_at = std::time::Instant::now();
+    let mut starved_at = None;
+    let action_at = loop {
+        let now = std::time::Instant::now();
+        assert!(now - drop_at < Duration::from_secs(30), "no action");
+        if starved_at.is_none()
+            && h.server
+                .get_typed::<EnergyPolicy>(None, "p")
+                .and_then(|p| p.status)
+                .is_some_and(|s| s.starved_count > 0)
+        {
+            starved_at = Some(now);
+        }
+        if h.workload("app").and_then(|w| Intent::of(&w)).is_some() {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    run.abort();
+    let expired = drop_at + for_;
+    let ms = |a: std::time::Instant, b: std::time::Instant| {
+        a.checked_duration_since(b)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_else(|| -(b.duration_since(a).as_millis() as i64))
+    };
+    println!("timeline (scrape 1 s, controller interval 1 s, for 3 s):");
+    println!("  t=0 ms      battery drops to 10% at the exporter");
+    println!(
+        "  t={} ms  `for` window expires (drop + for)",
+        for_.as_millis()
+    );
+    if let Some(s) = starved_at {
+        println!("  t={} ms  status shows the device starved", ms(s, drop_at));
+    }
+    println!(
+        "  t={} ms  first action (intent annotation written)",
+        ms(action_at, drop_at)
+    );
+    println!(
+        "detection -> first action after `for` expired: {} ms",
+        ms(action_at, expired)
+    );
+    assert!(action_at > expired, "acted before the `for` window expired");
+}
