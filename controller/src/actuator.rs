@@ -227,6 +227,8 @@ impl Actuator {
         if api.get_opt(copy).await?.is_some() {
             return Ok(());
         }
+        // The full object (the controller's cache keeps no pod template).
+        let w = api.get(&w.name_any()).await?;
         let mut labels = w.labels().clone();
         labels.insert(COPY_OF_LABEL.into(), w.name_any());
         let mut spec = w.spec.clone();

@@ -70,6 +70,75 @@ pub struct Stores {
     _tasks: Arc<Tasks>,
 }
 
+/// What the stores keep of each object: only what the snapshot, the planner and the actuator
+/// read, so 100 000 EdgeWorkloads fit in a small controller (the pod template of a workload is
+/// read from the API server when it is copied, never from the store).
+pub mod trim {
+    use super::*;
+
+    fn meta(m: &mut kube::api::ObjectMeta) {
+        m.managed_fields = None;
+        m.finalizers = None;
+    }
+
+    pub fn workload(w: &mut EdgeWorkload) {
+        meta(&mut w.metadata);
+        w.spec.pod = None;
+        w.spec.data = None;
+        w.spec.image_registries = None;
+        w.spec.metrics = None;
+        w.spec.extra.clear();
+        w.status = None;
+    }
+
+    pub fn device(d: &mut EdgeDevice) {
+        meta(&mut d.metadata);
+        d.spec = Default::default();
+        if let Some(s) = d.status.as_mut() {
+            s.hardware = None;
+            s.extra.clear();
+            for w in &mut s.workloads {
+                w.extra.clear();
+                w.last_data_upload = None;
+            }
+        }
+    }
+
+    pub fn pod(p: &mut Pod) {
+        meta(&mut p.metadata);
+        if let Some(s) = p.spec.as_mut() {
+            s.containers.clear();
+            s.init_containers = None;
+            s.ephemeral_containers = None;
+            s.volumes = None;
+        }
+        if let Some(s) = p.status.as_mut() {
+            *s = k8s_openapi::api::core::v1::PodStatus {
+                phase: s.phase.take(),
+                ..Default::default()
+            };
+        }
+    }
+
+    pub fn node(n: &mut Node) {
+        meta(&mut n.metadata);
+        if let Some(s) = n.status.as_mut() {
+            *s = k8s_openapi::api::core::v1::NodeStatus {
+                conditions: s.conditions.take(),
+                ..Default::default()
+            };
+        }
+    }
+
+    pub fn namespace(n: &mut Namespace) {
+        meta(&mut n.metadata);
+    }
+
+    pub fn pdb(p: &mut PodDisruptionBudget) {
+        meta(&mut p.metadata);
+    }
+}
+
 /// Aborts the reflector tasks on drop.
 struct Tasks(Vec<tokio::task::AbortHandle>);
 
@@ -114,7 +183,11 @@ pub enum Error {
     Kube(#[from] kube::Error),
 }
 
-fn spawn_store<K>(api: Api<K>, tasks: &mut Vec<tokio::task::AbortHandle>) -> Store<K>
+fn spawn_store<K>(
+    api: Api<K>,
+    trim: fn(&mut K),
+    tasks: &mut Vec<tokio::task::AbortHandle>,
+) -> Store<K>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -125,9 +198,12 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector(writer, watcher(api, watcher::Config::default()))
-        .default_backoff()
-        .touched_objects();
+    let stream = reflector(
+        writer,
+        watcher(api, watcher::Config::default()).modify(trim),
+    )
+    .default_backoff()
+    .touched_objects();
     let task = tokio::spawn(async move {
         stream
             .for_each(|r| async move {
@@ -148,12 +224,12 @@ impl Stores {
     pub fn spawn(client: &Client) -> Self {
         let mut t = Vec::new();
         Self {
-            nodes: spawn_store(Api::all(client.clone()), &mut t),
-            pods: spawn_store(Api::all(client.clone()), &mut t),
-            namespaces: spawn_store(Api::all(client.clone()), &mut t),
-            pdbs: spawn_store(Api::all(client.clone()), &mut t),
-            devices: spawn_store(Api::all(client.clone()), &mut t),
-            workloads: spawn_store(Api::all(client.clone()), &mut t),
+            nodes: spawn_store(Api::all(client.clone()), trim::node, &mut t),
+            pods: spawn_store(Api::all(client.clone()), trim::pod, &mut t),
+            namespaces: spawn_store(Api::all(client.clone()), trim::namespace, &mut t),
+            pdbs: spawn_store(Api::all(client.clone()), trim::pdb, &mut t),
+            devices: spawn_store(Api::all(client.clone()), trim::device, &mut t),
+            workloads: spawn_store(Api::all(client.clone()), trim::workload, &mut t),
             _tasks: Arc::new(Tasks(t)),
         }
     }

@@ -225,7 +225,13 @@ fn secs(n: i64) -> chrono::Duration {
 async fn move_app_to_d2(h: &H, policy: &str, t0: DateTime<Utc>, prom: &PromData) {
     h.cycle(policy, t0, prom.clone()).await;
     h.cycle(policy, t0 + secs(61), prom.clone()).await;
-    assert!(h.workload(&copy_name("app")).is_some(), "copy created");
+    let copy = h.workload(&copy_name("app")).expect("copy created");
+    assert!(
+        copy.spec
+            .pod
+            .is_some_and(|p| p.spec["containers"][0]["image"] == "nginx"),
+        "the copy carries the pod template (read from the API server, not the trimmed cache)"
+    );
     h.device(
         "d2",
         json!({}),
