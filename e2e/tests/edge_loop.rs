@@ -200,7 +200,7 @@ async fn controller_killed_mid_migration_resumes() {
     let wl_api = l.cluster.workloads(NS);
     wait_for(
         "migration started (intent annotation or copy)",
-        Duration::from_secs(40),
+        Duration::from_secs(90),
         || async {
             let wls = wl_api.list(&Default::default()).await.ok()?;
             (wls.items.len() > 1

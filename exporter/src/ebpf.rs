@@ -551,7 +551,10 @@ impl CpuAccounting for Ebpf {
             let known = self.entries.get(&tgid).map(|e| (e.cpu_ns, e.cgroup_id));
             let delta_ns = match known {
                 Some((prev, _)) => s.cpu_ns.saturating_sub(prev),
-                None => 0,
+                // The map counts from attach, so a first sighting's total is all new time: a
+                // process that starts and exits between two collections is still charged
+                // (procfs cannot see it at all).
+                None => s.cpu_ns,
             };
             // A process that did not run may have exited: check only those (cheap for busy ones).
             let exists = |live: &mut Option<std::collections::HashSet<u32>>| {

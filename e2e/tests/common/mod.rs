@@ -88,7 +88,8 @@ impl Proc {
         let child = Command::new(&self.bin)
             .args(&self.args)
             .envs(self.env.iter().cloned())
-            .env("RUST_LOG", "info")
+            // enough detail in the controller's log to tell a slow cycle from a wrong decision
+            .env("RUST_LOG", "info,edgewatt_controller=debug")
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
