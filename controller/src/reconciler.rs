@@ -294,7 +294,16 @@ async fn reconcile(policy: Arc<EnergyPolicy>, ctx: Arc<Context>) -> Result<Reque
     if !ctx.leader.load(Ordering::SeqCst) {
         return Ok(requeue);
     }
-    cycle(&policy, &ctx, Utc::now()).await?;
+    let started = std::time::Instant::now();
+    let name = policy.metadata.name.clone().unwrap_or_default();
+    let result = cycle(&policy, &ctx, Utc::now()).await;
+    let took = started.elapsed();
+    if took > ctx.settings.interval {
+        tracing::info!(policy = %name, took_ms = took.as_millis() as u64, "policy cycle took longer than the interval");
+    } else {
+        tracing::debug!(policy = %name, took_ms = took.as_millis() as u64, ok = result.is_ok(), "policy cycle");
+    }
+    result?;
     Ok(requeue)
 }
 
