@@ -183,6 +183,38 @@ pub enum Error {
     Kube(#[from] kube::Error),
 }
 
+/// Re-watch backoff for the stores: 500 ms doubling to at most 5 s, reset on success. kube's
+/// default grows to 30 s and only resets after 2 minutes without errors; an API server that
+/// closes slow watches a few times in a row (it does under load) then leaves the stores — and
+/// every decision taken from them — up to half a minute stale.
+#[derive(Debug, Clone)]
+struct WatchBackoff {
+    next: std::time::Duration,
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self {
+            next: std::time::Duration::from_millis(500),
+        }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = std::time::Duration;
+    fn next(&mut self) -> Option<Self::Item> {
+        let now = self.next;
+        self.next = (self.next * 2).min(std::time::Duration::from_secs(5));
+        Some(now)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        *self = Self::default();
+    }
+}
+
 fn spawn_store<K>(
     api: Api<K>,
     trim: fn(&mut K),
@@ -202,7 +234,7 @@ where
         writer,
         watcher(api, watcher::Config::default()).modify(trim),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .touched_objects();
     let task = tokio::spawn(async move {
         stream
