@@ -599,6 +599,16 @@ impl Loop {
         for p in [&self.controller, &self.scheduler] {
             eprintln!("--- {} log (tail) ---\n{}", p.name, p.log_tail(40));
         }
+        // What the controller concluded: conditions, starved list, migrations.
+        if let Some(s) = &self.cluster.server {
+            for p in s.list("energypolicies") {
+                eprintln!(
+                    "--- EnergyPolicy {} status ---\n{}",
+                    p["metadata"]["name"],
+                    serde_json::to_string_pretty(&p["status"]).unwrap_or_default()
+                );
+            }
+        }
     }
 }
 
