@@ -747,6 +747,11 @@ pub async fn cycle_with(
         })
         .set(starved.len() as i64);
 
+    // Why starved targets' workloads stay put: the first thing to read when nothing moves.
+    for skip in &plan.skipped {
+        tracing::debug!(policy = %name, workload = ?skip.workload, reason = ?skip.reason, "not moved");
+    }
+
     // Pods whose PDB allows no disruption: not evicted (the Eviction API would refuse), one
     // Event when that starts.
     let blocked: std::collections::HashSet<WorkloadId> = plan
