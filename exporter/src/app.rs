@@ -35,31 +35,27 @@ pub fn accounting(
     chosen
 }
 
+/// The eBPF accounting, announced once whichever mode chose it.
+fn loaded(e: crate::ebpf::Ebpf) -> Box<dyn CpuAccounting> {
+    tracing::info!(
+        program = e.program_kind(),
+        hw_counters = e.has_hw_counters(),
+        "per-process CPU time from eBPF"
+    );
+    Box::new(e)
+}
+
 fn choose_accounting(
     mode: AttributionMode,
     root: &HostRoot,
 ) -> anyhow::Result<Box<dyn CpuAccounting>> {
     match mode {
         AttributionMode::Procfs => Ok(Box::new(Procfs::new(root))),
-        AttributionMode::Ebpf => {
-            let e = crate::ebpf::Ebpf::load(root)
-                .map_err(|reason| anyhow::anyhow!("--attribution ebpf: {reason}"))?;
-            tracing::info!(
-                program = e.program_kind(),
-                hw_counters = e.has_hw_counters(),
-                "per-process CPU time from eBPF"
-            );
-            Ok(Box::new(e))
-        }
+        AttributionMode::Ebpf => crate::ebpf::Ebpf::load(root)
+            .map(loaded)
+            .map_err(|reason| anyhow::anyhow!("--attribution ebpf: {reason}")),
         AttributionMode::Auto => match crate::ebpf::Ebpf::load(root) {
-            Ok(e) => {
-                tracing::info!(
-                    program = e.program_kind(),
-                    hw_counters = e.has_hw_counters(),
-                    "per-process CPU time from eBPF"
-                );
-                Ok(Box::new(e))
-            }
+            Ok(e) => Ok(loaded(e)),
             Err(reason) => {
                 tracing::warn!(%reason, "eBPF attribution unavailable; using procfs");
                 Ok(Box::new(Procfs::new(root)))

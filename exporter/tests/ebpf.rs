@@ -156,28 +156,24 @@ fn maps_a_process_to_its_fresh_cgroup() {
 #[test]
 fn denied_load_names_capabilities_and_auto_falls_back() {
     let bin = env!("CARGO_BIN_EXE_edgewatt-exporter");
-    let dir = tempfile::tempdir().unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let root = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
-    let mut cmd = if root {
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-            bin,
-        ]);
-        c
-    } else {
-        Command::new(bin)
+    // As root, drop to nobody with no capabilities; otherwise we already lack them.
+    let unprivileged = || {
+        if is_root() {
+            let mut c = Command::new("setpriv");
+            c.args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+                bin,
+            ]);
+            c
+        } else {
+            Command::new(bin)
+        }
     };
-    let out = cmd
+    let out = unprivileged()
         .args([
             "--attribution",
             "ebpf",
@@ -197,21 +193,7 @@ fn denied_load_names_capabilities_and_auto_falls_back() {
         stderr.contains("--attribution ebpf") && stderr.contains("CAP_BPF"),
         "{stderr}"
     );
-    let mut cmd = if root {
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-            bin,
-        ]);
-        c
-    } else {
-        Command::new(bin)
-    };
-    let out = cmd
+    let out = unprivileged()
         .args([
             "--attribution",
             "auto",
