@@ -122,24 +122,18 @@ struct MeterState {
 struct WorkloadState {
     labels: Arc<Vec<(&'static str, String)>>,
     kind: WorkloadKind,
-    /// (zone, joules total, watts now)
-    zones: Vec<(String, f64, f64)>,
-    source: &'static str,
+    /// (zone, joules total, watts now, source). The source is per zone: a pod's CPU zones come
+    /// from the attributed meter and its `gpu` zone from NVML.
+    zones: Vec<(String, f64, f64, &'static str)>,
     last_seen: u64,
 }
 
 impl WorkloadState {
-    fn new(
-        kind: WorkloadKind,
-        labels: Arc<Vec<(&'static str, String)>>,
-        source: &'static str,
-        gen: u64,
-    ) -> Self {
+    fn new(kind: WorkloadKind, labels: Arc<Vec<(&'static str, String)>>, gen: u64) -> Self {
         Self {
             labels,
             kind,
             zones: Vec::new(),
-            source,
             last_seen: gen,
         }
     }
@@ -154,16 +148,16 @@ impl WorkloadState {
         dt: Option<f64>,
     ) {
         self.last_seen = gen;
-        self.source = source;
         for (z, a) in zones.iter().zip(attributable) {
             let j = a * share;
             let w = dt.map(|dt| j / dt).unwrap_or(0.0);
-            match self.zones.iter_mut().find(|(name, _, _)| *name == z.zone) {
+            match self.zones.iter_mut().find(|(name, ..)| *name == z.zone) {
                 Some(e) => {
                     e.1 += j;
                     e.2 = w;
+                    e.3 = source;
                 }
-                None => self.zones.push((z.zone.clone(), j, w)),
+                None => self.zones.push((z.zone.clone(), j, w, source)),
             }
         }
     }
@@ -507,7 +501,6 @@ impl Collector {
                             ("pid", p.pid.to_string()),
                             ("comm", p.comm.to_string()),
                         ]),
-                        source,
                         gen,
                     )
                 });
@@ -570,7 +563,7 @@ impl Collector {
                     st.add(gen, source, &att.zones, &attributable, share, dt);
                 }
                 None => {
-                    let mut st = WorkloadState::new(kind, labels(), source, gen);
+                    let mut st = WorkloadState::new(kind, labels(), gen);
                     st.add(gen, source, &att.zones, &attributable, share, dt);
                     self.workloads.insert((kind, id.to_string()), st);
                 }
@@ -634,7 +627,7 @@ impl Collector {
                 let st = self
                     .workloads
                     .entry((kind, id))
-                    .or_insert_with(|| WorkloadState::new(kind, Arc::new(labels), "gpu", gen));
+                    .or_insert_with(|| WorkloadState::new(kind, Arc::new(labels), gen));
                 // `add` splits `attributable × share`: pass the joules as the attributable amount.
                 st.add(gen, "gpu", &zone, &[joules], 1.0, Some(dt));
             }
@@ -657,12 +650,12 @@ impl Collector {
     fn workload_series(&self) -> Vec<WorkloadSeries> {
         let mut out = Vec::with_capacity(self.workloads.len());
         for st in self.workloads.values() {
-            for (zone, j, w) in &st.zones {
+            for (zone, j, w, source) in &st.zones {
                 out.push(WorkloadSeries {
                     kind: st.kind,
                     labels: st.labels.clone(),
                     zone: zone.clone(),
-                    source: st.source,
+                    source,
                     joules_total: *j,
                     watts: *w,
                 });
