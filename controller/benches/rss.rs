@@ -49,6 +49,12 @@ fn device_name(i: usize) -> String {
 
 fn main() {
     report("start");
+    println!(
+        "object sizes (bytes, without heap): EdgeWorkload {}, EdgeDevice {}, ObjectMeta {}",
+        std::mem::size_of::<EdgeWorkload>(),
+        std::mem::size_of::<EdgeDevice>(),
+        std::mem::size_of::<kube::api::ObjectMeta>()
+    );
     println!("objects trimmed as the controller's stores do: {}", *TRIM);
     let started = Instant::now();
     let (devices, mut dw) = reflector::store::<EdgeDevice>();

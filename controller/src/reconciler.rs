@@ -76,9 +76,15 @@ pub struct Stores {
 pub mod trim {
     use super::*;
 
+    /// `uid` is never read (store keys hash name and namespace only) but costs two strings per
+    /// object: one in the object, one in its store key. `resourceVersion` stays: the intent patch
+    /// uses it for optimistic concurrency.
     fn meta(m: &mut kube::api::ObjectMeta) {
         m.managed_fields = None;
         m.finalizers = None;
+        m.uid = None;
+        m.generate_name = None;
+        m.self_link = None;
     }
 
     pub fn workload(w: &mut EdgeWorkload) {
@@ -88,6 +94,7 @@ pub mod trim {
         w.spec.image_registries = None;
         w.spec.metrics = None;
         w.spec.extra.clear();
+        w.spec.type_ = String::new();
         w.status = None;
     }
 
@@ -100,6 +107,7 @@ pub mod trim {
             for w in &mut s.workloads {
                 w.extra.clear();
                 w.last_data_upload = None;
+                w.last_transition_time = None;
             }
         }
     }
