@@ -2,8 +2,8 @@
 //! reference data (`exporter/data/`, see its README for sources and licences), calibrating itself
 //! online wherever a real meter exists.
 //!
-//! Model: `P(u) = P_max · curve(u)`, where `u` is the node's CPU busy ratio, `curve` the mean
-//! SPECpower_ssj2008 load→power shape, and `P_max` the CPU's TDP (codecarbon's table) — on a VM the
+//! Model: `P(u) = P_max · curve(u)`, where `u` is the node's CPU busy ratio, `curve` the median
+//! SPECpower_ssj2008 load→power shape of the CPU's era (`LoadCurveEra`), and `P_max` the CPU's TDP (codecarbon's table) — on a VM the
 //! vCPUs' share of it. With a meter, recursive least squares fits `P = a + b·s(u)` (`s` the same
 //! shape rescaled to 0..1) to the measured package+dram watts; once the fit has seen enough spread
 //! its coefficients replace the reference, are persisted, and are used when the meter goes away.
@@ -136,21 +136,115 @@ impl TdpTable {
     }
 }
 
-/// Load → power-share curve, linear between the 10 % steps.
-#[derive(Debug, Clone)]
+/// Which bundled load curve fits a CPU, from its model name alone (all the estimator knows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadCurveEra {
+    /// Intel parts before Nehalem (Core 2 / NetBurst Xeons, Pentium D): no package C6, so an idle
+    /// server still draws 60–75 % of its full-load power.
+    Legacy,
+    /// Everything else, and any name that does not identify a legacy part (VMs, unknown models).
+    Modern,
+}
+
+impl LoadCurveEra {
+    /// Two-digit prefixes of the 4-digit Core 2 / NetBurst Xeon numbers (30xx–33xx uniprocessor,
+    /// 51xx/53xx/54xx dual-socket, 73xx multi-socket); Nehalem and later use 34xx/55xx/56xx/75xx
+    /// or dashed names (E5-2670, E3-1230), Xeon Scalable a metal word (Bronze 3106).
+    const LEGACY_PREFIXES: [&'static str; 8] = ["30", "31", "32", "33", "51", "53", "54", "73"];
+
+    /// Classifies a `/proc/cpuinfo` model name ("Intel(R) Xeon(R) CPU E5440 @ 2.83GHz") or a
+    /// SPECpower CPU description ("Intel Xeon E5440"). Mirrored by `is_legacy_cpu` in
+    /// data/regenerate.py.
+    pub fn of(model_name: &str) -> Self {
+        let lower = model_name.to_ascii_lowercase();
+        if lower.contains("pentium d") || lower.contains("pentium(r) d") {
+            return Self::Legacy;
+        }
+        if !lower.contains("xeon") {
+            return Self::Modern;
+        }
+        let words: Vec<&str> = lower
+            .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+            .filter(|w| !w.is_empty())
+            .collect();
+        let legacy = words.iter().enumerate().any(|(i, w)| {
+            let digits = w.strip_prefix(['e', 'x', 'l']).unwrap_or(w);
+            digits.len() == 4
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && Self::LEGACY_PREFIXES.contains(&&digits[..2])
+                && !(i > 0 && ["bronze", "silver", "gold", "platinum"].contains(&words[i - 1]))
+        });
+        if legacy {
+            Self::Legacy
+        } else {
+            Self::Modern
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Self::Legacy => "legacy",
+            Self::Modern => "modern",
+        }
+    }
+}
+
+/// Load → power-share curve, linear between the 10 % steps: `at(0)` is idle over full-load power,
+/// `at(1)` is 1.
+#[derive(Debug, Clone, PartialEq)]
 pub struct LoadCurve {
     ratios: Vec<f64>,
 }
 
 impl LoadCurve {
+    /// The bundled curve for modern CPUs (and unknown ones).
     pub fn bundled() -> Self {
+        Self::bundled_era(LoadCurveEra::Modern)
+    }
+
+    /// The bundled curve for the era `LoadCurveEra::of(model_name)` picks.
+    pub fn for_cpu(model_name: &str) -> Self {
+        Self::bundled_era(LoadCurveEra::of(model_name))
+    }
+
+    pub fn bundled_era(era: LoadCurveEra) -> Self {
         let v: serde_json::Value =
             serde_json::from_str(LOAD_CURVE_JSON).expect("bundled load_curve.json is valid");
-        let ratios = v["power_ratio"]
+        let ratios = v[era.key()]["power_ratio"]
             .as_array()
             .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
             .unwrap_or_default();
         Self { ratios }
+    }
+
+    /// How load_curve.json is built (data/regenerate.py does the same): each result's watts at
+    /// active idle, 10 %, …, 100 % normalised to its 100 % value, then the per-level median.
+    /// The median, not the mean, so one odd server (a turbo jump, a high-idle AMD part) does not
+    /// drag the shape.
+    pub fn median_of<'a>(results: impl IntoIterator<Item = &'a [f64]>) -> Self {
+        let normalised: Vec<Vec<f64>> = results
+            .into_iter()
+            .map(|w| w.iter().map(|p| p / w[w.len() - 1]).collect())
+            .collect();
+        let levels = normalised.first().map_or(0, Vec::len);
+        let ratios = (0..levels)
+            .map(|k| {
+                let mut col: Vec<f64> = normalised.iter().map(|c| c[k]).collect();
+                col.sort_by(f64::total_cmp);
+                let n = col.len();
+                if n % 2 == 1 {
+                    col[n / 2]
+                } else {
+                    (col[n / 2 - 1] + col[n / 2]) / 2.0
+                }
+            })
+            .collect();
+        Self { ratios }
+    }
+
+    /// Power share at 0 %, 10 %, …, 100 % load.
+    pub fn ratios(&self) -> &[f64] {
+        &self.ratios
     }
 
     /// Share of full-load power at busy ratio `u` (0..1).
@@ -313,11 +407,12 @@ impl Estimator {
                 Confidence::Low,
             ),
         };
+        let curve = LoadCurve::for_cpu(&cpu.model_name);
         let mut est = Self {
             cpu,
             reference,
             max_watts,
-            curve: LoadCurve::bundled(),
+            curve,
             confidence,
             fit: Rls::default(),
             calibration_file,
@@ -533,11 +628,76 @@ mod tests {
     #[test]
     fn curve_interpolates() {
         let c = LoadCurve::bundled();
-        assert!((c.at(0.0) - 0.288).abs() < 1e-9);
+        assert!((c.at(0.0) - 0.2211).abs() < 1e-9);
         assert!((c.at(1.0) - 1.0).abs() < 1e-9);
         assert!(c.at(0.05) > c.at(0.0) && c.at(0.05) < c.at(0.1));
         assert_eq!(c.shape(0.0), 0.0);
         assert!((c.shape(1.0) - 1.0).abs() < 1e-9);
+        for era in [LoadCurveEra::Modern, LoadCurveEra::Legacy] {
+            let r = LoadCurve::bundled_era(era);
+            assert_eq!(r.ratios().len(), 11, "{era:?}");
+            assert!(r.ratios().windows(2).all(|w| w[0] < w[1]), "{era:?}: {r:?}");
+        }
+        assert!(LoadCurve::bundled_era(LoadCurveEra::Legacy).at(0.0) > 0.6);
+    }
+
+    /// load_curve.json is what `median_of` computes from specpower_results.json (regenerate.py
+    /// rounds to 4 decimals), so the benchmark's cross-validation tests the shipped method.
+    #[test]
+    fn bundled_curves_match_the_recorded_results() {
+        let v: serde_json::Value =
+            serde_json::from_str(include_str!("../data/specpower_results.json")).unwrap();
+        let results: Vec<(String, Vec<f64>)> = v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let w = r["watts"].as_array().unwrap();
+                (
+                    r["cpu"].as_str().unwrap().to_string(),
+                    w.iter().map(|x| x.as_f64().unwrap()).collect(),
+                )
+            })
+            .collect();
+        assert!(results.len() >= 40, "{}", results.len());
+        assert!(results.iter().all(|(_, w)| w.len() == 11));
+        for era in [LoadCurveEra::Modern, LoadCurveEra::Legacy] {
+            let computed = LoadCurve::median_of(
+                results
+                    .iter()
+                    .filter(|(cpu, _)| LoadCurveEra::of(cpu) == era)
+                    .map(|(_, w)| w.as_slice()),
+            );
+            let bundled = LoadCurve::bundled_era(era);
+            for (a, b) in computed.ratios().iter().zip(bundled.ratios()) {
+                assert!((a - b).abs() < 1e-4, "{era:?}: {computed:?} vs {bundled:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn curve_era_from_model_name() {
+        use LoadCurveEra::*;
+        for (name, era) in [
+            ("Intel(R) Xeon(R) CPU           E5440  @ 2.83GHz", Legacy),
+            ("Intel(R) Xeon(R) CPU            5160  @ 3.00GHz", Legacy),
+            ("Intel(R) Xeon(R) CPU            3040  @ 1.86GHz", Legacy),
+            ("Intel(R) Xeon(R) CPU           X3360  @ 2.83GHz", Legacy),
+            ("Intel(R) Pentium(R) D CPU 3.00GHz", Legacy),
+            ("Intel Xeon E3110", Legacy),
+            ("Intel(R) Xeon(R) CPU           X5670  @ 2.93GHz", Modern),
+            ("Intel(R) Xeon(R) CPU           X3470  @ 2.93GHz", Modern),
+            ("Intel(R) Xeon(R) CPU E5-2670 0 @ 2.60GHz", Modern),
+            ("Intel(R) Xeon(R) CPU E3-1230 v6 @ 3.50GHz", Modern),
+            ("Intel(R) Xeon(R) Bronze 3106 CPU @ 1.70GHz", Modern),
+            ("Intel(R) Xeon(R) Platinum 8380 CPU @ 2.30GHz", Modern),
+            ("Intel(R) Xeon(R) Processor", Modern),
+            ("AMD EPYC 7742 64-Core Processor", Modern),
+            ("QEMU Virtual CPU version 2.5+", Modern),
+            ("", Modern),
+        ] {
+            assert_eq!(LoadCurveEra::of(name), era, "{name}");
+        }
     }
 
     #[test]
