@@ -88,8 +88,7 @@ fn kill_all(children: &mut [Child]) {
 }
 
 fn main() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         println!("SKIPPED: the eBPF benchmark needs root (CAP_BPF, CAP_PERFMON)");
         return;
     }

@@ -494,15 +494,9 @@ impl Collector {
                 .1 += share;
             if self.cfg.process_detail {
                 let key = (WorkloadKind::Process, p.pid.to_string());
-                let st = self.workloads.entry(key).or_insert_with(|| {
-                    WorkloadState::new(
-                        WorkloadKind::Process,
-                        Arc::new(vec![
-                            ("pid", p.pid.to_string()),
-                            ("comm", p.comm.to_string()),
-                        ]),
-                        gen,
-                    )
+                let st = self.workloads.entry(key).or_insert_with_key(|(kind, pid)| {
+                    let labels = workload_labels(&self.pods, *kind, pid, None, &p.comm);
+                    WorkloadState::new(*kind, labels, gen)
                 });
                 st.add(gen, source, &att.zones, &attributable, share, dt);
             }
@@ -524,31 +518,7 @@ impl Collector {
             }
         }
         for ((kind, id), (share, pod)) in owners {
-            let labels = || -> Arc<Vec<(&'static str, String)>> {
-                match kind {
-                    WorkloadKind::Pod => {
-                        let info = self.pods.get(id).unwrap_or_default();
-                        Arc::new(vec![
-                            ("pod_id", id.to_string()),
-                            ("pod_name", info.name),
-                            ("pod_namespace", info.namespace),
-                        ])
-                    }
-                    _ => {
-                        let info = pod.and_then(|p| self.pods.get(p)).unwrap_or_default();
-                        Arc::new(vec![
-                            ("container_id", id.to_string()),
-                            (
-                                "container_name",
-                                info.containers.get(id).cloned().unwrap_or_default(),
-                            ),
-                            ("pod_id", pod.unwrap_or_default().to_string()),
-                            ("pod_name", info.name),
-                            ("pod_namespace", info.namespace),
-                        ])
-                    }
-                }
-            };
+            let labels = || workload_labels(&self.pods, kind, id, pod, "");
             match self.workloads.get_mut(&(kind, id.to_string())) {
                 Some(st) => {
                     // Pod names can arrive after the first sighting (the watch lags a new pod).
@@ -594,40 +564,28 @@ impl Collector {
         }];
         for g in gpu {
             let joules = g.watts * dt;
-            let mut keys = Vec::new();
-            if let Some(p) = by_pid.get(&g.pid) {
-                if self.cfg.process_detail {
-                    keys.push((
-                        WorkloadKind::Process,
-                        p.pid.to_string(),
-                        vec![("pid", p.pid.to_string()), ("comm", p.comm.to_string())],
-                    ));
-                }
-                if let Some(uid) = &p.workload.pod_uid {
-                    let info = self.pods.get(uid).unwrap_or_default();
-                    keys.push((
-                        WorkloadKind::Pod,
-                        uid.clone(),
-                        vec![
-                            ("pod_id", uid.clone()),
-                            ("pod_name", info.name),
-                            ("pod_namespace", info.namespace),
-                        ],
-                    ));
-                }
-                if let Some(id) = &p.workload.container_id {
-                    keys.push((
-                        WorkloadKind::Container,
-                        id.clone(),
-                        vec![("container_id", id.clone())],
-                    ));
-                }
+            let Some(p) = by_pid.get(&g.pid) else {
+                continue;
+            };
+            let pod = p.workload.pod_uid.as_deref();
+            let mut keys = Vec::with_capacity(3);
+            if self.cfg.process_detail {
+                keys.push((WorkloadKind::Process, p.pid.to_string(), None));
             }
-            for (kind, id, labels) in keys {
+            if let Some(uid) = pod {
+                keys.push((WorkloadKind::Pod, uid.to_string(), None));
+            }
+            if let Some(id) = &p.workload.container_id {
+                keys.push((WorkloadKind::Container, id.clone(), pod));
+            }
+            for (kind, id, pod) in keys {
                 let st = self
                     .workloads
                     .entry((kind, id))
-                    .or_insert_with(|| WorkloadState::new(kind, Arc::new(labels), gen));
+                    .or_insert_with_key(|(kind, id)| {
+                        let labels = workload_labels(&self.pods, *kind, id, pod, &p.comm);
+                        WorkloadState::new(*kind, labels, gen)
+                    });
                 // `add` splits `attributable × share`: pass the joules as the attributable amount.
                 st.add(gen, "gpu", &zone, &[joules], 1.0, Some(dt));
             }
@@ -663,6 +621,42 @@ impl Collector {
         }
         out
     }
+}
+
+/// Labels of one workload's series (Kepler's names), the same whichever zone (CPU, GPU) created it:
+/// a pod by its UID, a container by its ID and its pod's UID, a process by pid and comm. Names come
+/// from the pod directory and stay empty until the pod watch knows the pod.
+fn workload_labels(
+    pods: &PodDirectory,
+    kind: WorkloadKind,
+    id: &str,
+    pod: Option<&str>,
+    comm: &str,
+) -> Arc<Vec<(&'static str, String)>> {
+    Arc::new(match kind {
+        WorkloadKind::Pod => {
+            let info = pods.get(id).unwrap_or_default();
+            vec![
+                ("pod_id", id.to_string()),
+                ("pod_name", info.name),
+                ("pod_namespace", info.namespace),
+            ]
+        }
+        WorkloadKind::Container => {
+            let info = pod.and_then(|p| pods.get(p)).unwrap_or_default();
+            vec![
+                ("container_id", id.to_string()),
+                (
+                    "container_name",
+                    info.containers.get(id).cloned().unwrap_or_default(),
+                ),
+                ("pod_id", pod.unwrap_or_default().to_string()),
+                ("pod_name", info.name),
+                ("pod_namespace", info.namespace),
+            ]
+        }
+        WorkloadKind::Process => vec![("pid", id.to_string()), ("comm", comm.to_string())],
+    })
 }
 
 /// Shared handle to the latest snapshot, written by the loop, read by `/metrics`.

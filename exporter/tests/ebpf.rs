@@ -12,10 +12,7 @@ fn load() -> Option<Ebpf> {
     match Ebpf::load(&HostRoot::new("/")) {
         Ok(e) => Some(e),
         Err(reason) => {
-            let root = std::fs::read_to_string("/proc/self/status")
-                .unwrap_or_default()
-                .lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+            let root = is_root();
             assert!(
                 !root || std::env::var_os("EDGEWATT_EBPF_OPTIONAL").is_some(),
                 "running as root but eBPF did not load: {reason}"
@@ -218,10 +215,7 @@ fn denied_load_names_capabilities_and_auto_falls_back() {
 }
 
 fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    rustix::process::geteuid().is_root()
 }
 
 /// Removes the test cgroups (deepest first) and kills the child even when an assertion fails.

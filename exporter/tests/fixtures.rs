@@ -397,10 +397,28 @@ fn gpu_energy_is_attributed_to_pods() {
         "{pod_gpu} vs {}",
         150.0 * dt
     );
-    assert!(s
+    // The container's series carry the same labels as a CPU-created one (its pod included), even
+    // though only the GPU pass saw it.
+    let container = s
         .workloads
         .iter()
-        .any(|w| w.kind == WorkloadKind::Container && w.zone == "gpu"));
+        .find(|w| w.kind == WorkloadKind::Container && w.zone == "gpu")
+        .expect("container gpu series");
+    let keys: Vec<&str> = container.labels.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        keys,
+        [
+            "container_id",
+            "container_name",
+            "pod_id",
+            "pod_name",
+            "pod_namespace"
+        ]
+    );
+    assert!(container
+        .labels
+        .iter()
+        .any(|(k, v)| *k == "pod_id" && *v == uid));
     // and it renders as the pod GPU family
     let snap = std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(s)));
     let reg = edgewatt_exporter::metrics::registry(
