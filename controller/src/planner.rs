@@ -18,7 +18,7 @@
 //!   workload's `deviceSelector` and has the most headroom (ties: name). Pods are only evicted
 //!   (the scheduler places them), and only when some healthy, non-starved node would accept them.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use edgewatt_crds::{EnergyPolicySpec, Mode, PolicyDurations, TargetKind, WorkloadKind};
@@ -356,6 +356,63 @@ impl std::fmt::Display for SkipReason {
     }
 }
 
+/// Why a target cannot receive work this cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unfit {
+    /// A node that is not Ready or is unschedulable; a device that is not `up` or whose
+    /// heartbeat counter stopped.
+    NotAlive,
+    /// A signal the policy's starvation conditions need is missing or stale.
+    UnknownData,
+    Starved,
+    /// A device with neither a battery level, mains power nor budget and draw known.
+    NoHeadroom,
+}
+
+impl std::fmt::Display for Unfit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Unfit::NotAlive => "not alive",
+            Unfit::UnknownData => "data unknown (missing or stale)",
+            Unfit::Starved => "starved",
+            Unfit::NoHeadroom => "headroom unknown",
+        })
+    }
+}
+
+/// Whether `t` could receive work, given whether its data is known and it is starved. The one
+/// rule both [`plan`] and the runtime's diagnostics ([`Plan::unfit`]) use.
+fn unfit_with(t: &TargetSnapshot, known: bool, starved: bool) -> Option<Unfit> {
+    if !t.alive {
+        Some(Unfit::NotAlive)
+    } else if !known {
+        Some(Unfit::UnknownData)
+    } else if starved {
+        Some(Unfit::Starved)
+    } else if t.id.kind == TargetKind::EdgeDevice && headroom(t).is_none() {
+        Some(Unfit::NoHeadroom)
+    } else {
+        None
+    }
+}
+
+/// Why one possible destination of a workload was not chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    Unfit(Unfit),
+    /// The workload's own constraints (deviceSelector; nodeSelector, affinity, tolerations).
+    Constraints,
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejection::Unfit(u) => u.fmt(f),
+            Rejection::Constraints => f.write_str("does not satisfy the workload's constraints"),
+        }
+    }
+}
+
 /// What a starvation transition was.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Transition {
@@ -374,6 +431,9 @@ pub struct Plan {
     pub dry_run: Vec<Action>,
     pub skipped: Vec<Skipped>,
     pub transitions: Vec<Transition>,
+    /// Targets whose data was not known this cycle (a signal a condition needs was missing or
+    /// stale): they neither change state nor receive work. Kept so the runtime can say why.
+    pub unknown: BTreeSet<TargetId>,
 }
 
 impl Plan {
@@ -383,6 +443,49 @@ impl Plan {
             .iter()
             .filter_map(|(id, s)| s.starved.as_ref().map(|i| (id, s, i)))
     }
+
+    fn is_starved(&self, id: &TargetId) -> bool {
+        self.states.get(id).is_some_and(|s| s.starved.is_some())
+    }
+
+    /// Why `t` (one of this cycle's targets) could not receive work; `None` when it could.
+    pub fn unfit(&self, t: &TargetSnapshot) -> Option<Unfit> {
+        unfit_with(t, !self.unknown.contains(&t.id), self.is_starved(&t.id))
+    }
+
+    /// Why each possible destination of `w` was not chosen: every target of its kind (for
+    /// EdgeWorkloads: in its namespace) other than the one it runs on. What a
+    /// [`SkipReason::NoTarget`] comes from, for the runtime's diagnostics.
+    pub fn rejections<'t>(
+        &self,
+        targets: &'t [TargetSnapshot],
+        w: &WorkloadSnapshot,
+    ) -> Vec<(&'t TargetId, Rejection)> {
+        targets
+            .iter()
+            .filter(|t| same_kind(t, w) && Some(t.id.name.as_str()) != w.target.as_deref())
+            .filter(|t| {
+                w.id.kind == WorkloadKind::Pod
+                    || t.id.namespace.as_deref() == Some(w.id.namespace.as_str())
+            })
+            .filter_map(|t| {
+                let why = match self.unfit(t) {
+                    Some(u) => Rejection::Unfit(u),
+                    None if !w.constraints.accepts(&t.labels, &t.taints) => Rejection::Constraints,
+                    None => return None,
+                };
+                Some((&t.id, why))
+            })
+            .collect()
+    }
+}
+
+fn same_kind(t: &TargetSnapshot, w: &WorkloadSnapshot) -> bool {
+    matches!(
+        (t.id.kind, w.id.kind),
+        (TargetKind::Node, WorkloadKind::Pod)
+            | (TargetKind::EdgeDevice, WorkloadKind::EdgeWorkload)
+    )
 }
 
 /// Everything the planner needs for one cycle.
@@ -618,6 +721,8 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         let (state, is_known, tr) = step_target(input, t, input.previous.get(&t.id));
         if is_known {
             known.insert(&t.id);
+        } else {
+            out.unknown.insert(t.id.clone());
         }
         if let Some(tr) = tr {
             out.transitions.push(tr);
@@ -665,8 +770,9 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     sources.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.id.cmp(&b.0.id)));
 
     if !sources.is_empty() {
-        // Destinations: alive, known, not starved, with known headroom; best first.
-        let healthy = |t: &&TargetSnapshot| t.alive && known.contains(&t.id) && !is_starved(&t.id);
+        // Destinations: alive, known, not starved, (devices:) with known headroom; best first.
+        let healthy =
+            |t: &&TargetSnapshot| unfit_with(t, known.contains(&t.id), is_starved(&t.id)).is_none();
         let nodes: Vec<&TargetSnapshot> = input
             .targets
             .iter()

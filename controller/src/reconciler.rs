@@ -169,6 +169,8 @@ pub struct PolicyRuntime {
     pub pdb_blocked: std::collections::HashSet<WorkloadId>,
     /// Configuration problems reported last cycle (Event on change only).
     pub problems: Vec<(String, String)>,
+    /// How each target looked to the planner last cycle (debug log on change only).
+    views: HashMap<TargetId, String>,
     loaded: bool,
 }
 
@@ -714,6 +716,7 @@ pub async fn cycle_with(
         history: &rt.history,
     });
     rt.states = plan.states.clone();
+    log_target_views(&name, rt, &targets, &plan, &nodes, &devices, &prom);
 
     // 4. Transitions: Events and metrics.
     for tr in &plan.transitions {
@@ -756,8 +759,18 @@ pub async fn cycle_with(
         .set(starved.len() as i64);
 
     // Why starved targets' workloads stay put: the first thing to read when nothing moves.
+    // For NoTarget: every possible destination and why it was rejected.
     for skip in &plan.skipped {
-        tracing::debug!(policy = %name, workload = ?skip.workload, reason = ?skip.reason, "not moved");
+        if skip.reason == SkipReason::NoTarget && tracing::enabled!(tracing::Level::DEBUG) {
+            let candidates = wl
+                .iter()
+                .find(|w| w.id == skip.workload)
+                .map(|w| describe_rejections(&plan.rejections(&targets, w)))
+                .unwrap_or_default();
+            tracing::debug!(policy = %name, workload = ?skip.workload, reason = ?skip.reason, candidates = %candidates, "not moved");
+        } else {
+            tracing::debug!(policy = %name, workload = ?skip.workload, reason = ?skip.reason, "not moved");
+        }
     }
 
     // Pods whose PDB allows no disruption: not evicted (the Eviction API would refuse), one
@@ -867,6 +880,94 @@ pub async fn cycle_with(
     };
     status::write(&ctx.client, &name, &st).await?;
     Ok(())
+}
+
+fn target_str(t: &TargetId) -> String {
+    match &t.namespace {
+        Some(ns) => format!("{} {ns}/{}", kind_name(t.kind), t.name),
+        None => format!("{} {}", kind_name(t.kind), t.name),
+    }
+}
+
+/// `dev-b: not alive; dev-c: starved`, or why there was nothing to reject.
+fn describe_rejections(r: &[(&TargetId, planner::Rejection)]) -> String {
+    if r.is_empty() {
+        return "no other target of its kind (and namespace)".into();
+    }
+    r.iter()
+        .map(|(id, why)| format!("{}: {why}", target_str(id)))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Debug diagnostics: how each target looks to the planner (selected, alive and from what,
+/// data known, starvation state, whether it could receive work, signals), logged when that
+/// changes — once per change, not per cycle, so it stays readable with many targets. What to
+/// read when a target is not starved although it should be, or nothing moves to a device.
+fn log_target_views(
+    policy: &str,
+    rt: &mut PolicyRuntime,
+    targets: &[planner::TargetSnapshot],
+    plan: &planner::Plan,
+    nodes: &[Arc<Node>],
+    devices: &[Arc<EdgeDevice>],
+    prom: &PromData,
+) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        rt.views.clear();
+        return;
+    }
+    for t in targets {
+        let state = plan.states.get(&t.id);
+        let condition = match state {
+            Some(TargetState {
+                starved: Some(i), ..
+            }) => format!("starved since {} ({})", rfc3339(i.since), i.reason),
+            Some(TargetState {
+                condition_since: Some(since),
+                ..
+            }) => format!("condition holds since {}", rfc3339(*since)),
+            _ => "clear".into(),
+        };
+        let known = !plan.unknown.contains(&t.id);
+        let destination = plan
+            .unfit(t)
+            .map_or_else(|| "yes".to_string(), |u| format!("no: {u}"));
+        let key = format!(
+            "{} {} {known} {} {destination}",
+            t.in_policy,
+            t.alive,
+            condition.split(" (").next().unwrap_or_default()
+        );
+        if rt.views.get(&t.id) == Some(&key) {
+            continue;
+        }
+        let liveness = match t.id.kind {
+            TargetKind::EdgeDevice => devices
+                .iter()
+                .find(|d| d.namespace() == t.id.namespace && d.name_any() == t.id.name)
+                .map(|d| snapshot::device_liveness(d, prom)),
+            TargetKind::Node => nodes
+                .iter()
+                .find(|n| n.name_any() == t.id.name)
+                .map(|n| snapshot::node_liveness(n)),
+        }
+        .unwrap_or_default();
+        tracing::debug!(
+            policy = %policy,
+            target = %target_str(&t.id),
+            in_policy = t.in_policy,
+            alive = t.alive,
+            liveness = %liveness,
+            data_known = known,
+            state = %condition,
+            destination = %destination,
+            signals = ?t.signals,
+            "target view changed"
+        );
+        rt.views.insert(t.id.clone(), key);
+    }
+    rt.views.retain(|id, _| plan.states.contains_key(id));
 }
 
 /// The `Degraded` condition for `problems`: the first one's reason, every message.

@@ -197,6 +197,46 @@ pub fn device_targets(
         .collect()
 }
 
+/// A device's liveness inputs in words, for diagnostics: the `status.phase` the store holds
+/// (and the store's resourceVersion of the device), and the heartbeat increase Prometheus
+/// reported (`absent`: no heartbeat series, which does not count against the device).
+pub fn device_liveness(d: &EdgeDevice, prom: &PromData) -> String {
+    let phase = d
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("<none>");
+    let heartbeat = match prom.heartbeats.get(&d.name_any()) {
+        Some(inc) => format!("{inc:.1}"),
+        None => "absent".into(),
+    };
+    format!(
+        "phase={phase} heartbeat_increase={heartbeat} store_rv={}",
+        d.metadata.resource_version.as_deref().unwrap_or("?")
+    )
+}
+
+/// A node's liveness inputs in words, for diagnostics.
+pub fn node_liveness(n: &Node) -> String {
+    let ready = n
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|c| c.type_ == "Ready")
+        .map_or("<none>", |c| c.status.as_str());
+    let unschedulable = n
+        .spec
+        .as_ref()
+        .and_then(|s| s.unschedulable)
+        .unwrap_or(false);
+    format!(
+        "ready={ready} unschedulable={unschedulable} store_rv={}",
+        n.metadata.resource_version.as_deref().unwrap_or("?")
+    )
+}
+
 fn pinned(annotations: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
     let yes = |v: Option<&String>| v.is_some_and(|v| v.eq_ignore_ascii_case("true"));
     yes(annotations.get(keys::PINNED)) || yes(labels.get(keys::PINNED))

@@ -323,6 +323,49 @@ fn device_selector_tie_break_and_no_target() {
 }
 
 #[test]
+fn no_target_rejections_say_why_each_device_was_not_chosen() {
+    let (mut sim, mut targets) = starved_setup(Mode::Migrate);
+    targets[1].alive = false; // b: phase not up or heartbeat stopped
+    targets[2].signals.battery_ratio = None; // c: battery unknown
+    targets.push(TargetSnapshot {
+        id: TargetId::device("other", "d"),
+        ..device("d", Some(0.9))
+    });
+    let w = ew("w1", "a");
+    let p = sim.step(t0() + secs(120), &targets, std::slice::from_ref(&w));
+    assert_eq!(p.skipped[0].reason, SkipReason::NoTarget);
+    assert!(p.unknown.contains(&TargetId::device("edge", "c")));
+    assert_eq!(p.unfit(&targets[0]), Some(Unfit::Starved));
+    assert_eq!(p.unfit(&targets[1]), Some(Unfit::NotAlive));
+    assert_eq!(p.unfit(&targets[2]), Some(Unfit::UnknownData));
+    assert_eq!(p.unfit(&targets[4]), None, "n2 could take pods");
+    // Other devices of the workload's namespace only; its own device is no candidate.
+    let r = p.rejections(&targets, &w);
+    assert_eq!(
+        r,
+        vec![
+            (&targets[1].id, Rejection::Unfit(Unfit::NotAlive)),
+            (&targets[2].id, Rejection::Unfit(Unfit::UnknownData)),
+        ]
+    );
+    // Constraints are named when the device itself is fit.
+    targets[1].alive = true;
+    let mut w = w;
+    w.constraints = Constraints::EdgeWorkload {
+        device_selector: Some(Selector {
+            match_labels: [("gpu".to_string(), "yes".to_string())].into(),
+            match_expressions: vec![],
+        }),
+    };
+    let p = sim.step(t0() + secs(121), &targets, std::slice::from_ref(&w));
+    assert_eq!(p.skipped[0].reason, SkipReason::NoTarget);
+    assert_eq!(
+        p.rejections(&targets, &w)[0],
+        (&targets[1].id, Rejection::Constraints)
+    );
+}
+
+#[test]
 fn pods_not_evicted_when_no_node_accepts_them() {
     let (mut sim, mut targets) = starved_setup(Mode::Migrate);
     targets[4].taints.push(TaintSpec {
