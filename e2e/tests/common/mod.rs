@@ -106,8 +106,13 @@ impl Proc {
     }
 
     pub fn log_tail(&self, lines: usize) -> String {
+        self.log_lines(|_| true, lines)
+    }
+
+    /// The last `lines` lines of the log that `keep` keeps.
+    pub fn log_lines(&self, keep: impl Fn(&str) -> bool, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let v: Vec<&str> = text.lines().collect();
+        let v: Vec<&str> = text.lines().filter(|l| keep(l)).collect();
         v[v.len().saturating_sub(lines)..].join("\n")
     }
 }
@@ -595,12 +600,35 @@ impl Loop {
         r.as_array()?.first()?["value"][1].as_str()?.parse().ok()
     }
 
-    pub fn dump_logs(&self) {
-        for p in [&self.controller, &self.scheduler] {
-            eprintln!("--- {} log (tail) ---\n{}", p.name, p.log_tail(40));
-        }
-        // What the controller concluded: conditions, starved list, migrations.
+    /// What explains a failed scenario: the controller's decisions (its log without the
+    /// per-cycle timing lines; the whole log is kept on disk), each EnergyPolicy's status, the
+    /// EdgeDevices and EdgeWorkloads as the API server holds them (to compare with the
+    /// `store_rv` the controller logs for what its reflector holds), and what Prometheus says
+    /// about each device (battery, sample age, heartbeat increase) and each scrape target.
+    pub fn dump_logs(&mut self) {
+        self.logdir.disable_cleanup(true);
+        eprintln!(
+            "--- logs kept in {} (the directory is not removed) ---",
+            self.logdir.path().display()
+        );
+        eprintln!(
+            "--- {} log: decisions and warnings (without `policy cycle` lines, last 120) ---\n{}",
+            self.controller.name,
+            self.controller
+                .log_lines(|l| !l.contains("policy cycle"), 120)
+        );
+        eprintln!(
+            "--- {} log (tail) ---\n{}",
+            self.controller.name,
+            self.controller.log_tail(15)
+        );
+        eprintln!(
+            "--- {} log (tail) ---\n{}",
+            self.scheduler.name,
+            self.scheduler.log_tail(20)
+        );
         if let Some(s) = &self.cluster.server {
+            // What the controller concluded: conditions, starved list, migrations.
             for p in s.list("energypolicies") {
                 eprintln!(
                     "--- EnergyPolicy {} status ---\n{}",
@@ -608,7 +636,75 @@ impl Loop {
                     serde_json::to_string_pretty(&p["status"]).unwrap_or_default()
                 );
             }
+            eprintln!(
+                "--- API server: EdgeDevices (current resourceVersion {}) ---",
+                s.resource_version()
+            );
+            for d in s.list("edgedevices") {
+                eprintln!(
+                    "{}/{} rv={} phase={} labels={} workloads={}",
+                    d["metadata"]["namespace"].as_str().unwrap_or_default(),
+                    d["metadata"]["name"].as_str().unwrap_or_default(),
+                    d["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap_or_default(),
+                    d["status"]["phase"],
+                    d["metadata"]["labels"],
+                    d["status"]["workloads"]
+                );
+            }
+            eprintln!("--- API server: EdgeWorkloads ---");
+            for w in s.list("edgeworkloads") {
+                eprintln!(
+                    "{}/{} rv={} device={} selector={} annotations={}",
+                    w["metadata"]["namespace"].as_str().unwrap_or_default(),
+                    w["metadata"]["name"].as_str().unwrap_or_default(),
+                    w["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap_or_default(),
+                    w["spec"]["device"],
+                    w["spec"]["deviceSelector"],
+                    w["metadata"]["annotations"]
+                );
+            }
         }
+        // Prometheus' view, through a plain thread (this may run in a runtime worker's Drop).
+        let url = self.prom.url();
+        let queries = [
+            "edgewatt_node_battery_charge_ratio",
+            "time() - timestamp(edgewatt_node_battery_charge_ratio)",
+            "sum by (deviceID) (increase(flotta_api_edge_devices_heartbeat[900s]))",
+            "up",
+        ];
+        let out = std::thread::spawn(move || {
+            let c = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .ok()?;
+            let mut out = String::new();
+            for q in queries {
+                let r = c
+                    .get(format!("{url}/api/v1/query"))
+                    .query(&[("query", q)])
+                    .send()
+                    .and_then(|r| r.json::<Value>());
+                out.push_str(&format!("{q}:\n"));
+                match r {
+                    Ok(v) => {
+                        for s in v["data"]["result"].as_array().into_iter().flatten() {
+                            out.push_str(&format!("  {} = {}\n", s["metric"], s["value"][1]));
+                        }
+                    }
+                    Err(e) => out.push_str(&format!("  error: {e}\n")),
+                }
+            }
+            Some(out)
+        })
+        .join()
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+        eprintln!("--- Prometheus ---\n{out}");
     }
 }
 
