@@ -167,31 +167,39 @@ pub struct Sim {
 
 impl Sim {
     pub fn set_battery(&self, percent: u64, discharging: bool) {
-        let full = 50_000_000u64; // 50 Wh
-        self.tree.battery(
-            "BAT0",
-            &BatteryFiles {
-                status: if discharging {
-                    "Discharging"
-                } else {
-                    "Charging"
-                },
-                capacity: Some(percent),
-                energy_now_uwh: Some(full * percent / 100),
-                energy_full_uwh: Some(full),
-                power_now_uw: Some(if discharging { 6_000_000 } else { 0 }),
-                ..Default::default()
-            },
-        );
-        self.tree.mains("AC", !discharging);
+        write_battery(&self.tree, percent, discharging);
     }
 
     pub fn set_power(&self, watts: f64) {
-        self.tree.set(
-            "sys/class/hwmon/hwmon0/power1_average",
-            (watts * 1e6) as u64,
-        );
+        write_power(&self.tree, watts);
     }
+}
+
+fn write_battery(tree: &FixtureTree, percent: u64, discharging: bool) {
+    let full = 50_000_000u64; // 50 Wh
+    tree.battery(
+        "BAT0",
+        &BatteryFiles {
+            status: if discharging {
+                "Discharging"
+            } else {
+                "Charging"
+            },
+            capacity: Some(percent),
+            energy_now_uwh: Some(full * percent / 100),
+            energy_full_uwh: Some(full),
+            power_now_uw: Some(if discharging { 6_000_000 } else { 0 }),
+            ..Default::default()
+        },
+    );
+    tree.mains("AC", !discharging);
+}
+
+fn write_power(tree: &FixtureTree, watts: f64) {
+    tree.set(
+        "sys/class/hwmon/hwmon0/power1_average",
+        (watts * 1e6) as u64,
+    );
 }
 
 /// Kubernetes access for the scenarios: the double, or a real cluster from `E2E_KUBECONFIG`.
@@ -382,12 +390,18 @@ pub enum Kind {
     Device(&'static str),
 }
 
+/// Starts a simulated target: battery at 90 % discharging, a 20 W power meter. The exporter
+/// discovers its energy sources (power_supply, hwmon) once, at startup, so the whole fixture tree
+/// is written before it starts: written after, a busy machine let the exporter look first, find
+/// no battery and no meter, and serve no battery or power series for that target at all.
 pub fn start_sim(bins: &Bins, logdir: &Path, name: &str) -> Sim {
     let dir = tempfile::tempdir().unwrap();
     let tree = FixtureTree::new(dir.path());
     tree.proc_stat(100, 100);
     tree.cpuinfo("Intel(R) Core(TM) i7-8650U CPU @ 1.90GHz", 4, false);
     tree.set("sys/class/hwmon/hwmon0/name", "power_meter");
+    write_battery(&tree, 90, true);
+    write_power(&tree, 20.0);
     let port = edgewatt_e2e::free_port();
     let sim_args: Vec<String> = [
         "--host-root",
@@ -409,7 +423,7 @@ pub fn start_sim(bins: &Bins, logdir: &Path, name: &str) -> Sim {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let sim = Sim {
+    Sim {
         name: name.into(),
         tree,
         _dir: dir,
@@ -421,10 +435,7 @@ pub fn start_sim(bins: &Bins, logdir: &Path, name: &str) -> Sim {
             logdir,
         ),
         port,
-    };
-    sim.set_battery(90, true);
-    sim.set_power(20.0);
-    sim
+    }
 }
 
 impl Loop {
@@ -496,6 +507,7 @@ impl Loop {
         ));
         let rules = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../charts/edgewatt/files/alerts.rules.yaml");
+        let sim_names: Vec<String> = sims.keys().cloned().collect();
         let prom = tokio::task::spawn_blocking(move || {
             let mut prom = Prometheus::start(Duration::from_secs(1)).unwrap();
             for t in scrape {
@@ -504,8 +516,22 @@ impl Loop {
             if rules.exists() {
                 prom.add_rule_file(rules).unwrap();
             }
-            prom.wait_for_series("edgewatt_exporter_info", Duration::from_secs(30))
-                .unwrap();
+            // Every simulated target serves its battery and meter before a scenario starts: a
+            // target without them can never be starved, nor chosen as a destination.
+            for name in sim_names {
+                for metric in [
+                    "edgewatt_node_battery_charge_ratio",
+                    "edgewatt_node_platform_watts",
+                ] {
+                    prom.wait_for_series(
+                        &format!("{metric}{{job=\"exporter-{name}\"}}"),
+                        Duration::from_secs(30),
+                    )
+                    .unwrap_or_else(|e| {
+                        panic!("exporter-{name} serves no {metric} (see its energy sources): {e}")
+                    });
+                }
+            }
             prom
         })
         .await
