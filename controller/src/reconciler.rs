@@ -917,6 +917,22 @@ fn log_target_views(
         rt.views.clear();
         return;
     }
+    // Indexed once: with thousands of targets every view changes on the first debug cycle, and a
+    // linear search per target would make that cycle quadratic.
+    let device_by_id: HashMap<(&str, &str), &EdgeDevice> = devices
+        .iter()
+        .map(|d| {
+            let key = (
+                d.metadata.namespace.as_deref().unwrap_or_default(),
+                d.metadata.name.as_deref().unwrap_or_default(),
+            );
+            (key, d.as_ref())
+        })
+        .collect();
+    let node_by_name: HashMap<&str, &Node> = nodes
+        .iter()
+        .map(|n| (n.metadata.name.as_deref().unwrap_or_default(), n.as_ref()))
+        .collect();
     for t in targets {
         let state = plan.states.get(&t.id);
         let condition = match state {
@@ -943,13 +959,14 @@ fn log_target_views(
             continue;
         }
         let liveness = match t.id.kind {
-            TargetKind::EdgeDevice => devices
-                .iter()
-                .find(|d| d.namespace() == t.id.namespace && d.name_any() == t.id.name)
+            TargetKind::EdgeDevice => device_by_id
+                .get(&(
+                    t.id.namespace.as_deref().unwrap_or_default(),
+                    t.id.name.as_str(),
+                ))
                 .map(|d| snapshot::device_liveness(d, prom)),
-            TargetKind::Node => nodes
-                .iter()
-                .find(|n| n.name_any() == t.id.name)
+            TargetKind::Node => node_by_name
+                .get(t.id.name.as_str())
                 .map(|n| snapshot::node_liveness(n)),
         }
         .unwrap_or_default();
