@@ -126,7 +126,8 @@ pub fn build(common: &Common, process_detail: bool) -> anyhow::Result<Collector>
         sources,
         accounting,
         pods,
-    ))
+    )
+    .rescan_sources(common.source_rescan))
 }
 
 /// Starts the pod-name watch on its own thread when a cluster is configured (see `pods.rs` for why

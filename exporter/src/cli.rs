@@ -87,6 +87,10 @@ pub struct Common {
         global = true
     )]
     pub attribution: AttributionMode,
+    /// How often to look again for local energy sources (battery, hwmon, RAPL) that were absent,
+    /// e.g. a driver loaded after the exporter started; `0s` turns it off.
+    #[arg(long, env = "EDGEWATT_SOURCE_RESCAN", value_parser = parse_duration, default_value = "60s", global = true)]
+    pub source_rescan: Duration,
     /// Turn off the power estimator even where no meter exists.
     #[arg(long, env = "EDGEWATT_NO_ESTIMATOR", global = true)]
     pub no_estimator: bool,

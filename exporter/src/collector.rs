@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::accounting::{CpuAccounting, ProcessDelta};
 use crate::attribution::{attribute, Attribution};
@@ -181,6 +181,13 @@ pub struct Collector {
     intervals: u64,
     co2_grams: f64,
     accounting_down: Option<String>,
+    rescan: Option<Rescan>,
+}
+
+/// When to look again for local sources that were absent.
+struct Rescan {
+    every: Duration,
+    last: Instant,
 }
 
 impl Collector {
@@ -215,6 +222,42 @@ impl Collector {
             intervals: 0,
             co2_grams: 0.0,
             accounting_down: None,
+            rescan: None,
+        }
+    }
+
+    /// Looks again every `every` (zero: never) for local sysfs sources of a kind not yet read —
+    /// a battery, hwmon or RAPL driver that loaded after the exporter started (a DaemonSet often
+    /// starts before a module does). Without it such a node would report no battery until restart.
+    pub fn rescan_sources(mut self, every: Duration) -> Self {
+        self.rescan = (!every.is_zero()).then(|| Rescan {
+            every,
+            last: Instant::now(),
+        });
+        self
+    }
+
+    /// Adds the sources `discover_local` finds now whose kind is not read yet. Discovery
+    /// warnings were logged at startup; repeating them every rescan would only be noise.
+    fn add_new_sources(&mut self) {
+        let (found, _) = crate::sources::discover_local(&self.root);
+        for source in found {
+            let name = source.name();
+            if self.slots.iter().any(|s| s.source.name() == name) {
+                continue;
+            }
+            tracing::info!(
+                source = name,
+                "energy source appeared; reading it from now on"
+            );
+            self.slots.push(Slot {
+                status: SourceStatus {
+                    name,
+                    up: false,
+                    reason: Some("not read yet".into()),
+                },
+                source,
+            });
         }
     }
 
@@ -231,6 +274,12 @@ impl Collector {
             .filter(|d| *d > 0.0);
         self.last_at = Some(started);
         self.intervals += 1;
+        if let Some(r) = self.rescan.as_mut() {
+            if started.duration_since(r.last) >= r.every {
+                r.last = started;
+                self.add_new_sources();
+            }
+        }
 
         let cpu_now = read_cpu_times(&self.root)
             .map_err(|e| tracing::warn!(error = %e, "cannot read /proc/stat; no idle/active split"))

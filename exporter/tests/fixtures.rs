@@ -442,3 +442,45 @@ fn gpu_energy_is_attributed_to_pods() {
         "{text}"
     );
 }
+
+/// A battery whose driver shows up after the exporter started is read from the next rescan on
+/// (and a meter appearing takes node power over from nothing); with rescans off it never is.
+#[test]
+fn a_source_that_appears_later_is_picked_up_by_the_rescan() {
+    for rescan in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let t = FixtureTree::new(dir.path());
+        t.proc_stat(0, 0);
+        let mut c = collector(&t).rescan_sources(if rescan {
+            std::time::Duration::from_millis(1)
+        } else {
+            std::time::Duration::ZERO
+        });
+        let s = c.collect();
+        assert!(s.sources.is_empty(), "{:?}", s.sources);
+        assert!(s.battery.is_none());
+        t.battery(
+            "BAT0",
+            &BatteryFiles {
+                status: "Discharging",
+                capacity: Some(42),
+                ..Default::default()
+            },
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        c.collect();
+        let s = c.collect();
+        if rescan {
+            assert!(
+                s.sources.iter().any(|st| st.name == "battery" && st.up),
+                "{:?}",
+                s.sources
+            );
+            let b = s.battery.expect("battery read after the rescan");
+            assert_eq!(b.charge_ratio, Some(0.42));
+        } else {
+            assert!(s.sources.is_empty(), "{:?}", s.sources);
+            assert!(s.battery.is_none());
+        }
+    }
+}
