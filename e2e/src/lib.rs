@@ -8,6 +8,13 @@
 pub mod apiserver;
 pub mod prometheus;
 
+/// Installs rustls' ring provider as the process default (idempotent). The workspace compiles
+/// only ring (reqwest is built with `rustls-no-provider`), so a reqwest client built before any
+/// provider is installed panics: call this first in anything that builds one.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A free TCP port on 127.0.0.1 (the OS picks; the listener is closed before returning).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

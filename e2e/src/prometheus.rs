@@ -71,6 +71,7 @@ impl Prometheus {
     pub fn start_with(bin: &Path, scrape_interval: Duration) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = crate::free_port();
+        crate::install_crypto_provider();
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()?;

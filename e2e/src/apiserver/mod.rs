@@ -133,11 +133,7 @@ impl App {
     }
 }
 
-/// Picks rustls' ring provider when none is installed yet: test binaries that also link
-/// aws-lc-rs (through reqwest) otherwise panic when kube builds its TLS config.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+pub use crate::install_crypto_provider;
 
 /// A running API server double on a loopback port; stops when dropped.
 pub struct ApiServer {
