@@ -171,6 +171,8 @@ pub struct PolicyRuntime {
     pub problems: Vec<(String, String)>,
     /// How each target looked to the planner last cycle (debug log on change only).
     views: HashMap<TargetId, String>,
+    /// Since when each live, selected target's data has been unknown (for `TargetDataMissing`).
+    unknown_since: HashMap<TargetId, DateTime<Utc>>,
     loaded: bool,
 }
 
@@ -717,6 +719,9 @@ pub async fn cycle_with(
     });
     rt.states = plan.states.clone();
     log_target_views(&name, rt, &targets, &plan, &nodes, &devices, &prom);
+    if let Some(p) = data_missing(rt, &targets, &plan, now, durations.starvation_for) {
+        problems.push(p);
+    }
 
     // 4. Transitions: Events and metrics.
     for tr in &plan.transitions {
@@ -985,6 +990,56 @@ fn log_target_views(
         rt.views.insert(t.id.clone(), key);
     }
     rt.views.retain(|id, _| plan.states.contains_key(id));
+}
+
+/// How long a live, selected target may go without the data the policy needs before the policy
+/// says so: at least this, and at least the starvation `for` window (within it nothing could have
+/// been decided anyway). Covers an exporter's first scrape after a device comes up.
+const DATA_MISSING_GRACE: Duration = Duration::from_secs(60);
+
+/// `TargetDataMissing` when a target that is selected and alive (Ready node; device up and
+/// heartbeating) has had no fresh signal the policy needs for longer than the grace period: such
+/// a target is never starved and never chosen as a destination, which otherwise only the debug
+/// log would explain (exporter not scraped, metric missing, wrong device label). Offline targets
+/// are not listed: their silence is expected.
+fn data_missing(
+    rt: &mut PolicyRuntime,
+    targets: &[planner::TargetSnapshot],
+    plan: &planner::Plan,
+    now: DateTime<Utc>,
+    starvation_for: Duration,
+) -> Option<Problem> {
+    let grace = chrono::Duration::from_std(starvation_for.max(DATA_MISSING_GRACE))
+        .unwrap_or(chrono::Duration::MAX);
+    let mut still = HashMap::new();
+    let mut missing: Vec<&TargetId> = Vec::new();
+    for t in targets {
+        if !(t.in_policy && t.alive && plan.unknown.contains(&t.id)) {
+            continue;
+        }
+        let since = rt.unknown_since.get(&t.id).copied().unwrap_or(now);
+        if now - since >= grace {
+            missing.push(&t.id);
+        }
+        still.insert(t.id.clone(), since);
+    }
+    rt.unknown_since = still;
+    if missing.is_empty() {
+        return None;
+    }
+    missing.sort();
+    let shown: Vec<String> = missing.iter().take(5).map(|id| target_str(id)).collect();
+    let more = missing.len().saturating_sub(shown.len());
+    Some((
+        "TargetDataMissing".into(),
+        format!(
+            "{} live target(s) without fresh data the starvation conditions need for over {}s: {}{} — never starved nor chosen as a destination until their metrics arrive (exporter scraped? device label?)",
+            missing.len(),
+            grace.num_seconds(),
+            shown.join(", "),
+            if more > 0 { format!(" and {more} more") } else { String::new() }
+        ),
+    ))
 }
 
 /// The `Degraded` condition for `problems`: the first one's reason, every message.

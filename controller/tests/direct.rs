@@ -518,3 +518,57 @@ async fn target_disappearing_mid_migration_is_undone_and_reported() {
     assert_eq!(condition(&p, "Ready").status, "True");
     assert!(Intent::of(&h.workload("app").unwrap()).is_none());
 }
+
+/// A live, selected device without the data the policy needs is reported once the grace period
+/// (here the 1 m starvation window) has passed — it can never be starved nor receive work — and
+/// the report clears when its data arrives. An offline device's silence is not reported.
+#[tokio::test]
+async fn live_target_without_data_is_reported_after_the_grace_period() {
+    let h = start().await;
+    h.device("d1", json!({}), json!([]));
+    h.device("d2", json!({}), json!([]));
+    h.server
+        .put(json!({
+            "apiVersion": "management.project-flotta.io/v1alpha1", "kind": "EdgeDevice",
+            "metadata": {"name": "d3", "namespace": "edge"},
+            "spec": {}, "status": {"phase": "down"}
+        }))
+        .unwrap();
+    h.policy("p", json!({"targets": {"edgeDeviceSelector": {}}}));
+    let only_d1 = devices(&[("d1", 0.9)]);
+    let t0 = Utc::now();
+    let p = h.cycle("p", t0, only_d1.clone()).await;
+    assert_eq!(
+        condition(&p, "Degraded").status,
+        "False",
+        "within the grace period"
+    );
+    let p = h.cycle("p", t0 + secs(59), only_d1.clone()).await;
+    assert_eq!(
+        condition(&p, "Degraded").status,
+        "False",
+        "within the grace period"
+    );
+    for t in [61, 62] {
+        let p = h.cycle("p", t0 + secs(t), only_d1.clone()).await;
+        let c = condition(&p, "Degraded");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "TargetDataMissing")
+        );
+        assert!(
+            c.message.starts_with("1 live target(s)") && c.message.contains("EdgeDevice edge/d2"),
+            "{}",
+            c.message
+        );
+    }
+    assert_eq!(
+        h.events("TargetDataMissing").len(),
+        1,
+        "one Event, not one per cycle"
+    );
+    let p = h
+        .cycle("p", t0 + secs(63), devices(&[("d1", 0.9), ("d2", 0.8)]))
+        .await;
+    assert_eq!(condition(&p, "Degraded").status, "False");
+}
