@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use edgewatt_crds::{
-    keys, prom::SignalTable, promql::Signal, EdgeDevice, EdgeWorkload, EnergyPolicySpec,
-    WorkloadKind,
+    flotta::WORKLOAD_LABEL_PREFIX, keys, prom::SignalTable, promql::Signal, EdgeDevice,
+    EdgeWorkload, EnergyPolicySpec, WorkloadKind,
 };
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -131,13 +131,7 @@ pub fn node_targets(
                     effect: t.effect.clone(),
                 })
                 .collect();
-            let ready = n
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .into_iter()
-                .flatten()
-                .any(|c| c.type_ == "Ready" && c.status == "True");
+            let ready = ready_status(n) == Some("True");
             let unschedulable = spec_.and_then(|s| s.unschedulable).unwrap_or(false);
             TargetSnapshot {
                 id: TargetId::node(&name),
@@ -216,16 +210,20 @@ pub fn device_liveness(d: &EdgeDevice, prom: &PromData) -> String {
     )
 }
 
-/// A node's liveness inputs in words, for diagnostics.
-pub fn node_liveness(n: &Node) -> String {
-    let ready = n
-        .status
+/// The status of a node's `Ready` condition (`True`, `False`, `Unknown`), if it has one.
+fn ready_status(n: &Node) -> Option<&str> {
+    n.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .into_iter()
         .flatten()
         .find(|c| c.type_ == "Ready")
-        .map_or("<none>", |c| c.status.as_str());
+        .map(|c| c.status.as_str())
+}
+
+/// A node's liveness inputs in words, for diagnostics.
+pub fn node_liveness(n: &Node) -> String {
+    let ready = ready_status(n).unwrap_or("<none>");
     let unschedulable = n
         .spec
         .as_ref()
@@ -420,7 +418,7 @@ pub fn edge_workloads(
             let ns = d.metadata.namespace.as_deref().unwrap_or_default();
             let name = d.metadata.name.as_deref().unwrap_or_default();
             for k in d.labels().keys() {
-                if let Some(w) = k.strip_prefix("workload/") {
+                if let Some(w) = k.strip_prefix(WORKLOAD_LABEL_PREFIX) {
                     m.entry((ns, w)).or_default().push(name);
                 }
             }

@@ -178,9 +178,12 @@ impl EdgeDevice {
     }
 }
 
+/// Prefix of the label the Flotta operator puts on a device for each workload it carries.
+pub const WORKLOAD_LABEL_PREFIX: &str = "workload/";
+
 /// Label the Flotta operator puts on a device for each workload it carries.
 pub fn workload_label(workload: &str) -> String {
-    format!("workload/{workload}")
+    format!("{WORKLOAD_LABEL_PREFIX}{workload}")
 }
 
 fn preserve_unknown(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
