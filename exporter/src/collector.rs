@@ -168,6 +168,19 @@ struct Slot {
     status: SourceStatus,
 }
 
+impl Slot {
+    fn new(source: Box<dyn Source>) -> Self {
+        Self {
+            status: SourceStatus {
+                name: source.name(),
+                up: false,
+                reason: Some("not read yet".into()),
+            },
+            source,
+        }
+    }
+}
+
 pub struct Collector {
     cfg: CollectorConfig,
     root: HostRoot,
@@ -198,17 +211,7 @@ impl Collector {
         accounting: Box<dyn CpuAccounting>,
         pods: PodDirectory,
     ) -> Self {
-        let slots = sources
-            .into_iter()
-            .map(|source| Slot {
-                status: SourceStatus {
-                    name: source.name(),
-                    up: false,
-                    reason: Some("not read yet".into()),
-                },
-                source,
-            })
-            .collect();
+        let slots = sources.into_iter().map(Slot::new).collect();
         Self {
             cfg,
             root,
@@ -237,27 +240,17 @@ impl Collector {
         self
     }
 
-    /// Adds the sources `discover_local` finds now whose kind is not read yet. Discovery
-    /// warnings were logged at startup; repeating them every rescan would only be noise.
+    /// Adds the sources of kinds not read yet that discovery finds now. Discovery warnings were
+    /// logged at startup; repeating them every rescan would only be noise.
     fn add_new_sources(&mut self) {
-        let (found, _) = crate::sources::discover_local(&self.root);
+        let have = self.source_names();
+        let (found, _) = crate::sources::discover_local_except(&self.root, &have);
         for source in found {
-            let name = source.name();
-            if self.slots.iter().any(|s| s.source.name() == name) {
-                continue;
-            }
             tracing::info!(
-                source = name,
+                source = source.name(),
                 "energy source appeared; reading it from now on"
             );
-            self.slots.push(Slot {
-                status: SourceStatus {
-                    name,
-                    up: false,
-                    reason: Some("not read yet".into()),
-                },
-                source,
-            });
+            self.slots.push(Slot::new(source));
         }
     }
 
