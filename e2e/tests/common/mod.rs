@@ -666,14 +666,20 @@ impl Loop {
                 "--- API server: EdgeDevices (current resourceVersion {}) ---",
                 s.resource_version()
             );
+            // `namespace/name rv=…` of a listed object.
+            let id = |o: &Value| {
+                let m = &o["metadata"];
+                format!(
+                    "{}/{} rv={}",
+                    m["namespace"].as_str().unwrap_or_default(),
+                    m["name"].as_str().unwrap_or_default(),
+                    m["resourceVersion"].as_str().unwrap_or_default()
+                )
+            };
             for d in s.list("edgedevices") {
                 eprintln!(
-                    "{}/{} rv={} phase={} labels={} workloads={}",
-                    d["metadata"]["namespace"].as_str().unwrap_or_default(),
-                    d["metadata"]["name"].as_str().unwrap_or_default(),
-                    d["metadata"]["resourceVersion"]
-                        .as_str()
-                        .unwrap_or_default(),
+                    "{} phase={} labels={} workloads={}",
+                    id(&d),
                     d["status"]["phase"],
                     d["metadata"]["labels"],
                     d["status"]["workloads"]
@@ -682,12 +688,8 @@ impl Loop {
             eprintln!("--- API server: EdgeWorkloads ---");
             for w in s.list("edgeworkloads") {
                 eprintln!(
-                    "{}/{} rv={} device={} selector={} annotations={}",
-                    w["metadata"]["namespace"].as_str().unwrap_or_default(),
-                    w["metadata"]["name"].as_str().unwrap_or_default(),
-                    w["metadata"]["resourceVersion"]
-                        .as_str()
-                        .unwrap_or_default(),
+                    "{} device={} selector={} annotations={}",
+                    id(&w),
                     w["spec"]["device"],
                     w["spec"]["deviceSelector"],
                     w["metadata"]["annotations"]
