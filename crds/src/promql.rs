@@ -18,8 +18,8 @@ pub enum Signal {
     BatteryEnergy,
     /// Battery discharge power, watts (0 when charging or on mains).
     BatteryDraw,
-    /// Whole-node draw: the platform meter where there is one, else the sum of CPU packages
-    /// (RAPL, hwmon or estimator) plus GPUs.
+    /// Whole-node draw: the platform meter where there is one, else the sum of CPU packages and
+    /// DRAM (RAPL, hwmon or estimator) plus GPUs, each zone and GPU counted once.
     NodeWatts,
     /// The node's configured budget (exporter `--power-budget-watts` or BMC limit).
     PowerBudget,
@@ -93,10 +93,22 @@ impl TargetQuery {
         let w = self.range();
         match signal {
             Signal::NodeWatts => {
+                // Platform meter first (it covers GPUs too); else CPU zones plus GPUs. Each zone
+                // and each GPU counts once: `max by` over whatever series carry it (a restarted
+                // exporter's old series, a second source of the same zone) before summing, so a
+                // duplicate can never double the draw (DESIGN.md "Failure rules").
                 let m = signal.metrics(&self.names);
+                let cpu = format!(
+                    "sum by ({l}) (max by ({l}, zone) (last_over_time({}{{zone=~\"package|dram\"}}[{w}])))",
+                    m[1]
+                );
+                let gpu = format!(
+                    "sum by ({l}) (max by ({l}, gpu) (last_over_time({}[{w}])))",
+                    self.names.name(base::NODE_GPU_WATTS)
+                );
                 format!(
-                    "max by ({l}) (last_over_time({}[{w}])) or sum by ({l}) (last_over_time({}{{zone=~\"package|dram\"}}[{w}]))",
-                    m[0], m[1]
+                    "max by ({l}) (last_over_time({}[{w}])) or ({cpu} + {gpu}) or {cpu}",
+                    m[0]
                 )
             }
             _ => {

@@ -22,6 +22,13 @@ edgewatt_node_cpu_watts{node_name=\"a\",zone=\"package\",source=\"rapl\"} 10
 edgewatt_node_cpu_watts{node_name=\"a\",zone=\"dram\",source=\"rapl\"} 3
 edgewatt_node_cpu_watts{node_name=\"a\",zone=\"core\",source=\"rapl\"} 6
 edgewatt_node_cpu_watts{node_name=\"b\",zone=\"package\",source=\"rapl\"} 7
+edgewatt_node_cpu_watts{node_name=\"c\",zone=\"package\",source=\"rapl\"} 10
+edgewatt_node_cpu_watts{node_name=\"c\",zone=\"package\",source=\"hwmon\"} 9
+edgewatt_node_cpu_watts{node_name=\"c\",zone=\"dram\",source=\"rapl\"} 2
+# TYPE edgewatt_node_gpu_watts gauge
+edgewatt_node_gpu_watts{node_name=\"c\",gpu=\"0\",uuid=\"GPU-0\"} 50
+edgewatt_node_gpu_watts{node_name=\"c\",gpu=\"1\",uuid=\"GPU-1\"} 30
+edgewatt_node_gpu_watts{node_name=\"b\",gpu=\"0\",uuid=\"GPU-2\"} 99
 # TYPE edgewatt_node_platform_watts gauge
 edgewatt_node_platform_watts{node_name=\"b\",source=\"redfish\"} 42
 ";
@@ -62,7 +69,12 @@ edgewatt_node_platform_watts{node_name=\"b\",source=\"redfish\"} 42
         table.get("a", Signal::NodeWatts).unwrap().fresh(fresh),
         Some(13.0)
     );
-    // b has a platform meter, which wins.
+    // c: one package zone from two sources counts once (the larger), plus DRAM, plus each GPU.
+    assert_eq!(
+        table.get("c", Signal::NodeWatts).unwrap().fresh(fresh),
+        Some(10.0 + 2.0 + 50.0 + 30.0)
+    );
+    // b has a platform meter, which wins (it already covers the GPU).
     assert_eq!(
         table.get("b", Signal::NodeWatts).unwrap().fresh(fresh),
         Some(42.0)

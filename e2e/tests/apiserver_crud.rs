@@ -700,3 +700,82 @@ async fn discovery_kubeconfig_faults_and_request_log() {
     s.remove("pods", Some("default"), "p").unwrap();
     assert_eq!(err_code(&pods.get("p").await.unwrap_err()).0, 404);
 }
+
+/// Fault hook: API priority and fairness rejects with a plain-text 429 and `Retry-After`
+/// (kube-apiserver `priority-and-fairness.go` `tooManyRequests`), which kube's client surfaces
+/// as an error that carries no `DisruptionBudget` cause — unlike a PDB-refused eviction.
+#[tokio::test]
+async fn apf_throttling_answers_429_with_retry_after_and_no_status_cause() {
+    let s = ApiServer::start().await.unwrap();
+    let mut cfg = s.config().unwrap();
+    cfg.default_retry = false;
+    let client = kube::Client::try_from(cfg).unwrap();
+    let cms: Api<Namespace> = Api::all(client.clone());
+    s.throttle_next(1, Duration::from_secs(3), true);
+    // reads pass while only writes are throttled
+    cms.list(&Default::default()).await.unwrap();
+    let err = cms
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "a"}})).unwrap(),
+        )
+        .await
+        .unwrap_err();
+    match &err {
+        kube::Error::Api(status) => {
+            assert_eq!(status.code, 429, "{err:?}");
+            assert!(
+                status.message.contains("Too many requests"),
+                "{:?}",
+                status.message
+            );
+        }
+        other => panic!("expected an API error, got {other:?}"),
+    }
+    let raw = s.requests();
+    assert_eq!(raw.last().unwrap().status, 429);
+    // the throttle is used up: the retry goes through
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "a"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    // The raw answer: text/plain body and Retry-After header.
+    s.throttle_next(1, Duration::from_secs(7), false);
+    let resp = reqwest::get(format!("{}/api/v1/namespaces", s.url()))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    assert_eq!(resp.headers()["retry-after"], "7");
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+}
+
+/// A CRD that is not installed: its resources answer 404 NotFound and discovery does not list
+/// the group (what a controller meets on a cluster without Flotta).
+#[tokio::test]
+async fn an_uninstalled_crd_is_404_and_absent_from_discovery() {
+    let s = ApiServer::start().await.unwrap();
+    let client = s.client().unwrap();
+    let devices: Api<EdgeDevice> = Api::all(client.clone());
+    devices.list(&ListParams::default()).await.unwrap();
+    s.unregister("edgedevices.management.project-flotta.io");
+    let err = devices.list(&ListParams::default()).await.unwrap_err();
+    match &err {
+        kube::Error::Api(st) => {
+            assert_eq!((st.code, st.reason.as_str()), (404, "NotFound"), "{err:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let discovery = kube::Discovery::new(client).run().await.unwrap();
+    let flotta: Vec<String> = discovery
+        .groups()
+        .filter(|g| g.name() == "management.project-flotta.io")
+        .flat_map(|g| g.recommended_resources())
+        .map(|(r, _)| r.plural)
+        .collect();
+    assert_eq!(flotta, vec!["edgeworkloads".to_string()]);
+}

@@ -309,3 +309,70 @@ async fn controller_reconciles_on_changes() {
     assert!(n >= 2);
     ctl.abort();
 }
+
+/// Fault hook: a resource's watch events arrive late (as a real server's watch cache lags behind
+/// its writes), in order, while GET stays current — the situation in which a controller that acts
+/// on its own cache repeats steps.
+#[tokio::test]
+async fn watch_delay_delivers_events_late_in_order_while_reads_stay_current() {
+    let s = ApiServer::start().await.unwrap();
+    let pods: Api<Pod> = Api::default_namespaced(s.client().unwrap());
+    s.set_watch_delay(
+        "pods",
+        Duration::from_millis(800),
+        Duration::from_millis(1200),
+    );
+    let (reader, writer) = reflector::store();
+    let task = tokio::spawn(
+        watcher(pods.clone(), watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .for_each(|_| async {}),
+    );
+    // The initial (empty) list is not delayed: wait until the watch is open.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    for i in 0..5 {
+        pods.create(&PostParams::default(), &pod(&format!("late{i}"), json!({})))
+            .await
+            .unwrap();
+    }
+    // A GET sees the write at once; the cache does not, yet.
+    assert!(pods.get("late4").await.is_ok());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(reader.state().len(), 0, "events arrived before their delay");
+    timeout(T, async {
+        while reader.state().len() < 5 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("delayed events arrive");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    // Other resources are not delayed.
+    let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(s.client().unwrap());
+    let mut w = ns
+        .watch(&WatchParams::default(), &s.resource_version().to_string())
+        .await
+        .unwrap()
+        .boxed();
+    let t0 = std::time::Instant::now();
+    ns.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "prompt"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let ev = timeout(T, w.try_next()).await.unwrap().unwrap().unwrap();
+    assert!(matches!(ev, WatchEvent::Added(_)));
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
+    task.abort();
+}

@@ -34,18 +34,28 @@ async fn handle(
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(String::from);
-    let (latency, fail) = {
+    let is_write = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let (latency, fail, throttled) = {
         let mut f = app.faults.lock().expect("faults lock");
         let fail = f.fail_next > 0;
         if fail {
             f.fail_next -= 1;
         }
-        (f.latency, fail)
+        let throttled = match &mut f.throttle {
+            Some(t) if t.remaining > 0 && (is_write || !t.writes_only) => {
+                t.remaining -= 1;
+                Some(t.retry_after_secs)
+            }
+            _ => None,
+        };
+        (f.latency, fail, throttled)
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let resp = if fail {
+    let resp = if let Some(retry_after) = throttled {
+        too_many_requests(retry_after)
+    } else if fail {
         ApiError::internal("injected fault").into_response()
     } else {
         dispatch(&app, &method, &uri, content_type.as_deref(), &body)
@@ -59,6 +69,29 @@ async fn handle(
         status: resp.status().as_u16(),
     });
     resp
+}
+
+/// API priority and fairness' rejection: Go's `http.Error` (plain text) plus `Retry-After`.
+fn too_many_requests(retry_after_secs: u64) -> Response {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; charset=utf-8".to_string(),
+            ),
+            (
+                axum::http::header::RETRY_AFTER,
+                retry_after_secs.to_string(),
+            ),
+            (
+                axum::http::header::X_CONTENT_TYPE_OPTIONS,
+                "nosniff".to_string(),
+            ),
+        ],
+        "Too many requests, please try again later.\n",
+    )
+        .into_response()
 }
 
 /// A resolved resource URL.

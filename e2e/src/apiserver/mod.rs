@@ -63,6 +63,18 @@ impl RequestRecord {
 pub(crate) struct Faults {
     pub fail_next: u32,
     pub latency: Duration,
+    /// API priority-and-fairness rejections still to answer.
+    pub throttle: Option<Throttle>,
+    /// Per resource key: how late its watch events are delivered (min, max).
+    pub watch_delay: HashMap<String, (Duration, Duration)>,
+}
+
+/// Requests that API priority and fairness rejects next (see [`ApiServer::throttle_next`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Throttle {
+    pub remaining: u32,
+    pub retry_after_secs: u64,
+    pub writes_only: bool,
 }
 
 /// Tunables for [`ApiServer::start_with`].
@@ -246,6 +258,45 @@ impl ApiServer {
         reg.push(def);
     }
 
+    /// Stops serving a type, as when its CRD is not installed or is deleted: its objects go
+    /// (DELETED events), open watches end, requests answer 404 NotFound "the server could not
+    /// find the requested resource" and discovery no longer lists it. `resource` is `plural` or
+    /// `plural.group`. Re-[`register`](Self::register) to install it again.
+    pub fn unregister(&self, resource: &str) {
+        let Some(res) = self.app.resource_by_name(resource) else {
+            return;
+        };
+        {
+            let mut inner = self.app.store.lock().expect("store lock");
+            let keys: Vec<(String, String)> = inner
+                .objects_of(&res.key())
+                .map(|(_, v)| {
+                    (
+                        v["metadata"]["namespace"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                        v["metadata"]["name"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                    )
+                })
+                .collect();
+            for (ns, name) in keys {
+                inner.remove(&res.key(), &ns, &name);
+            }
+        }
+        self.app
+            .registry
+            .write()
+            .expect("registry lock")
+            .retain(|r| {
+                !(r.group == res.group && r.version == res.version && r.plural == res.plural)
+            });
+        self.drop_watches();
+    }
+
     /// Plugs an admission validator for `plural` (create, update, patch, status writes).
     pub fn register_validator(&self, plural: &str, validator: Validator) {
         self.app
@@ -378,6 +429,37 @@ impl ApiServer {
     /// Delays every request by `latency` (zero to stop).
     pub fn set_latency(&self, latency: Duration) {
         self.app.faults.lock().expect("faults lock").latency = latency;
+    }
+
+    /// The next `n` requests (only writes when `writes_only`) are rejected the way API priority
+    /// and fairness rejects a request when its priority level's queues are full: 429 with a
+    /// `Retry-After` header and the plain-text body "Too many requests, please try again later."
+    /// (kube-apiserver `staging/src/k8s.io/apiserver/pkg/server/filters/priority-and-fairness.go`,
+    /// `tooManyRequests`) — not a `Status` and no `DisruptionBudget` cause, unlike an eviction
+    /// that a PodDisruptionBudget refuses.
+    pub fn throttle_next(&self, n: u32, retry_after: Duration, writes_only: bool) {
+        self.app.faults.lock().expect("faults lock").throttle = Some(Throttle {
+            remaining: n,
+            retry_after_secs: retry_after.as_secs().max(1),
+            writes_only,
+        });
+    }
+
+    /// Delivers watch events of `resource` (`plural` or `plural.group`) between `min` and `max`
+    /// late, in order, as watches of a real API server lag behind writes (each resource has its
+    /// own watch cache, so one resource's events can arrive seconds after another's). Reads (GET,
+    /// LIST) stay current, like the quorum reads kube's clients make. `Duration::ZERO` twice stops
+    /// it; streams opened before the call keep the delay they started with.
+    pub fn set_watch_delay(&self, resource: &str, min: Duration, max: Duration) {
+        let Some(res) = self.app.resource_by_name(resource) else {
+            panic!("set_watch_delay: unknown resource {resource}");
+        };
+        let mut f = self.app.faults.lock().expect("faults lock");
+        if max.is_zero() {
+            f.watch_delay.remove(&res.key());
+        } else {
+            f.watch_delay.insert(res.key(), (min, max.max(min)));
+        }
     }
 
     // ----- request log -----

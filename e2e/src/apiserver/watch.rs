@@ -70,12 +70,41 @@ fn value_line(t: &str, object: &Value) -> Bytes {
     line(t, &serde_json::to_vec(object).unwrap_or_default())
 }
 
+/// A line waiting to be sent, and when it may go (watch lag fault hook).
+struct Pending {
+    at: Instant,
+    line: Bytes,
+}
+
+/// Watch lag of one stream: each event goes out between `min` and `max` after it happened, never
+/// before an earlier one.
+struct Lag {
+    min: Duration,
+    max: Duration,
+    last: Instant,
+    seed: u64,
+}
+
+impl Lag {
+    fn next_at(&mut self) -> Instant {
+        // xorshift: jitter only needs to vary, not to be good randomness.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let span = self.max.saturating_sub(self.min).as_millis() as u64;
+        let jitter = Duration::from_millis(if span == 0 { 0 } else { self.seed % (span + 1) });
+        self.last = self.last.max(Instant::now() + self.min + jitter);
+        self.last
+    }
+}
+
 struct State {
     app: Arc<App>,
     filter: Filter,
     kind: String,
     api_version: String,
-    pending: VecDeque<Bytes>,
+    pending: VecDeque<Pending>,
+    lag: Option<Lag>,
     rx: broadcast::Receiver<Arc<Change>>,
     drop_rx: watch::Receiver<(u64, bool)>,
     deadline: Instant,
@@ -94,6 +123,16 @@ impl State {
             "BOOKMARK",
             &json!({"kind": self.kind, "apiVersion": self.api_version, "metadata": meta}),
         )
+    }
+
+    /// Queues a line that is not a live change (initial state, bookmarks, errors): it goes out
+    /// right after what is queued before it.
+    fn push_now(&mut self, line: Bytes) {
+        let at = self
+            .pending
+            .back()
+            .map_or_else(Instant::now, |p| p.at.max(Instant::now()));
+        self.pending.push_back(Pending { at, line });
     }
 
     /// Drains what is already broadcast, under the store lock, so a bookmark never runs ahead
@@ -115,7 +154,7 @@ impl State {
         drop(inner);
         self.last_rv = self.last_rv.max(rv);
         let b = self.bookmark(rv, false);
-        self.pending.push_back(b);
+        self.push_now(b);
     }
 
     fn accept(&mut self, c: &Change) {
@@ -123,19 +162,33 @@ impl State {
             return;
         }
         self.last_rv = c.rv;
-        if let Some(b) = self.filter.event(c) {
-            self.pending.push_back(b);
+        if let Some(line) = self.filter.event(c) {
+            let at = self.lag.as_mut().map_or_else(Instant::now, Lag::next_at);
+            self.pending.push_back(Pending { at, line });
         }
     }
 
     async fn next(&mut self) -> Option<Bytes> {
         loop {
-            if let Some(b) = self.pending.pop_front() {
-                return Some(b);
+            let head_at = self.pending.front().map(|p| p.at);
+            if head_at.is_some_and(|at| at <= Instant::now()) {
+                return self.pending.pop_front().map(|p| p.line);
             }
             if self.done {
-                return None;
+                match head_at {
+                    Some(at) => {
+                        tokio::time::sleep_until(at).await;
+                        continue;
+                    }
+                    None => return None,
+                }
             }
+            let head_due = async {
+                match head_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
             let bookmark_tick = async {
                 match &mut self.bookmarks {
                     Some(i) => {
@@ -152,7 +205,10 @@ impl State {
                 },
                 _ = tokio::time::sleep_until(self.deadline) => return None,
                 _ = self.drop_rx.changed() => {
+                    // A closed connection loses what it had not sent yet; the client resumes
+                    // from the last resourceVersion it saw.
                     self.done = true;
+                    self.pending.clear();
                     if self.drop_rx.borrow().1 {
                         let rv = self.last_rv;
                         let st = ApiError::gone(format!("too old resource version: {rv}")).to_status();
@@ -161,6 +217,7 @@ impl State {
                     return None;
                 }
                 _ = bookmark_tick => self.drain_and_bookmark(),
+                _ = head_due => {}
             }
         }
     }
@@ -180,6 +237,23 @@ pub(crate) fn watch(app: Arc<App>, res: &ResourceDef, filter: Filter, p: WatchPa
     let inner = app.store.lock().expect("store lock");
     let rx = inner.tx.subscribe();
     let mut pending = VecDeque::new();
+    let now = Instant::now();
+    let lag = app
+        .faults
+        .lock()
+        .expect("faults lock")
+        .watch_delay
+        .get(&filter.key)
+        .map(|&(min, max)| Lag {
+            min,
+            max,
+            last: now,
+            seed: (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+                ^ inner.rv)
+                | 1,
+        });
     let from = match p.rv.as_deref() {
         None | Some("") | Some("0") => None,
         Some(s) => match s.parse::<u64>() {
@@ -196,8 +270,8 @@ pub(crate) fn watch(app: Arc<App>, res: &ResourceDef, filter: Filter, p: WatchPa
         Some(r) if r < inner.compacted => gone = true,
         Some(r) => {
             for c in inner.history.iter().filter(|c| c.rv > r) {
-                if let Some(b) = filter.event(c) {
-                    pending.push_back(b);
+                if let Some(line) = filter.event(c) {
+                    pending.push_back(Pending { at: now, line });
                 }
             }
         }
@@ -206,7 +280,10 @@ pub(crate) fn watch(app: Arc<App>, res: &ResourceDef, filter: Filter, p: WatchPa
     if from.is_none() || p.send_initial_events {
         for (_, obj) in inner.objects_of(&filter.key) {
             if filter.matches(obj) {
-                pending.push_back(value_line("ADDED", obj));
+                pending.push_back(Pending {
+                    at: now,
+                    line: value_line("ADDED", obj),
+                });
             }
         }
     }
@@ -219,6 +296,7 @@ pub(crate) fn watch(app: Arc<App>, res: &ResourceDef, filter: Filter, p: WatchPa
         kind: res.kind.clone(),
         api_version: res.api_version(),
         pending,
+        lag,
         rx,
         deadline: Instant::now() + Duration::from_secs(p.timeout.unwrap_or(1800)),
         bookmarks: None,
@@ -233,12 +311,12 @@ pub(crate) fn watch(app: Arc<App>, res: &ResourceDef, filter: Filter, p: WatchPa
         ))
         .to_status();
         state.pending.clear();
-        state.pending.push_back(value_line("ERROR", &status));
+        state.push_now(value_line("ERROR", &status));
         state.done = true;
     } else {
         if p.send_initial_events {
             let b = state.bookmark(last_rv, true);
-            state.pending.push_back(b);
+            state.push_now(b);
         }
         if p.bookmarks {
             let period = state.app.bookmark_interval;
