@@ -66,11 +66,25 @@ async fn placements(l: &Loop) -> Vec<(String, String)> {
     out
 }
 
+/// Watches lag per resource on a real API server (each has its own watch cache): device status
+/// and workloads reach the controller 0–3 s late, in order, while reads stay current.
+fn flotta_watch_lag(s: &edgewatt_e2e::apiserver::ApiServer) {
+    for r in [
+        "edgedevices.management.project-flotta.io",
+        "edgeworkloads.management.project-flotta.io",
+    ] {
+        s.set_watch_delay(r, Duration::ZERO, Duration::from_secs(3));
+    }
+}
+
 /// Scenario 1: device A's battery drains below the policy → its EdgeWorkload runs on device B
 /// before it leaves A; `edgewatt_migrations_total` increases; the chart's migration alert fires.
+/// The controller's watches of devices and workloads lag 0–3 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn battery_drain_migrates_make_before_break_and_alerts() {
-    let l = edge_cluster(Install::defaults()).await;
+    let mut install = Install::defaults();
+    install.tamper = Some(flotta_watch_lag);
+    let l = edge_cluster(install).await;
     let api = l.cluster.policies();
     l.cluster
         .apply(

@@ -313,6 +313,12 @@ async fn over_budget_node_is_drained_onto_the_most_headroom() {
     let over = l
         .timeline
         .mark("node-x draws 80 W (budget 60 W + 5 W allowance)");
+    // API priority and fairness sheds the next writes (429, Retry-After, no Status cause): the
+    // taint, the evictions and the status must still happen, and no PDB-refused eviction may be
+    // confused with it
+    l.cluster
+        .server
+        .throttle_next(4, Duration::from_secs(1), true);
 
     let nodes = l.cluster.nodes();
     wait_for("node-x tainted", Duration::from_secs(30), || async {

@@ -46,7 +46,8 @@ pub struct Install {
     pub selector: Selector,
     /// Flotta's CRDs installed (`crds/flotta/`).
     pub flotta: bool,
-    /// Changes to the installed objects before any pod starts (e.g. a trimmed Role).
+    /// Changes to the cluster after the install, before any pod starts: a trimmed Role, or a
+    /// fault hook (`set_watch_delay` only affects watches opened after it).
     pub tamper: Option<fn(&ApiServer)>,
 }
 
@@ -236,8 +237,9 @@ fn operator_crds(server: &ApiServer) {
 }
 
 impl Cluster {
-    /// A fresh cluster with the Prometheus operator, and Flotta's CRDs when `flotta`; edgewatt's
-    /// CRD comes with the chart.
+    /// A fresh cluster with the Prometheus operator and Flotta's CRDs — uninstalled again
+    /// (`ApiServer::unregister` deletes the CRDs) unless `flotta`; edgewatt's CRD comes with the
+    /// chart.
     pub async fn start(flotta: bool) -> Cluster {
         edgewatt_e2e::install_crypto_provider();
         let server = ApiServer::start_with(Options {
@@ -247,14 +249,16 @@ impl Cluster {
         .await
         .unwrap();
         operator_crds(&server);
-        if flotta {
-            for f in [
-                "crds/flotta/management.project-flotta.io_edgedevices.yaml",
-                "crds/flotta/management.project-flotta.io_edgeworkloads.yaml",
-            ] {
-                let text = std::fs::read_to_string(repo().join(f)).unwrap();
-                server.put(parse_crd(&text).unwrap()).unwrap();
-            }
+        for f in [
+            "crds/flotta/management.project-flotta.io_edgedevices.yaml",
+            "crds/flotta/management.project-flotta.io_edgeworkloads.yaml",
+        ] {
+            let text = std::fs::read_to_string(repo().join(f)).unwrap();
+            server.put(parse_crd(&text).unwrap()).unwrap();
+        }
+        if !flotta {
+            server.unregister("edgedevices.management.project-flotta.io");
+            server.unregister("edgeworkloads.management.project-flotta.io");
         }
         server
             .put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}))
