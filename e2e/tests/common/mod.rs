@@ -407,6 +407,8 @@ pub struct Loop {
     pub bins: Bins,
     pub heartbeat_port: u16,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The root filesystem of the node the Deployments' pods run on (no hostPath of theirs).
+    control_plane: tempfile::TempDir,
 }
 
 /// How a simulated target is known.
@@ -521,6 +523,7 @@ impl Loop {
             bins,
             heartbeat_port: 0,
             tasks: Vec::new(),
+            control_plane: tempfile::tempdir().unwrap(),
         };
         l.start_pods(targets).await;
         l.heartbeat_port = l.start_heartbeats(targets).await;
@@ -617,7 +620,6 @@ impl Loop {
         for (name, pod) in placed {
             self.sims.get_mut(&name).unwrap().exporter = Some(pod);
         }
-        let control_plane = tempfile::tempdir().unwrap();
         for d in &deployments {
             let replicas = d["spec"]["replicas"].as_u64().unwrap_or(1) as usize;
             let template = &d["spec"]["template"];
@@ -629,7 +631,7 @@ impl Loop {
                     pod_name,
                     "control-plane",
                     template,
-                    control_plane.path(),
+                    self.control_plane.path(),
                     true,
                 );
                 started.push(pods::run_pod(&plan).unwrap_or_else(|e| panic!("{e:#}")));
@@ -640,7 +642,6 @@ impl Loop {
                 other => panic!("unexpected Deployment {} ({other:?})", name_of(d)),
             }
         }
-        std::mem::forget(control_plane);
         self.timeline.mark(format!(
             "pods started: {} exporter(s), {} controller(s), {} extender(s)",
             self.sims.len(),
