@@ -69,7 +69,7 @@ pub(crate) const ADMIN_USER: &str = "kubernetes-admin";
 /// Maps the request's bearer token to a user; `Err` is 401. No header = `system:anonymous`.
 pub(crate) fn authenticate(
     tokens: &HashMap<String, Subject>,
-    inner: &Inner,
+    store: &std::sync::Mutex<Inner>,
     authorization: Option<&str>,
 ) -> Result<UserInfo, ApiError> {
     let Some(header) = authorization else {
@@ -93,7 +93,9 @@ pub(crate) fn authenticate(
             pod,
         } => {
             // A token of a deleted ServiceAccount no longer authenticates.
-            inner
+            store
+                .lock()
+                .expect("store lock")
                 .get("/v1/serviceaccounts", namespace, name)
                 .ok_or_else(ApiError::unauthorized)?;
             UserInfo {

@@ -50,14 +50,13 @@ async fn handle(
     // kube-apiserver's filter order: authentication, priority and fairness, authorization.
     let user = {
         let tokens = app.tokens.read().expect("tokens lock");
-        let inner = app.store.lock().expect("store lock");
         let header = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         if insecure {
             Ok(auth::UserInfo::unsecured())
         } else {
-            auth::authenticate(&tokens, &inner, header)
+            auth::authenticate(&tokens, &app.store, header)
         }
     };
     let (latency, fail, throttled) = {
@@ -106,6 +105,9 @@ async fn handle(
 
 /// RBAC on the request's attributes (see `auth.rs`).
 fn authorize(app: &App, user: &auth::UserInfo, method: &Method, uri: &Uri) -> Result<(), ApiError> {
+    if user.groups.iter().any(|g| g == "system:masters") {
+        return Ok(()); // before parsing or locking anything: the admin's requests stay cheap
+    }
     let query: HashMap<String, String> = Query::try_from_uri(uri)
         .map(|Query(q)| q)
         .unwrap_or_default();
