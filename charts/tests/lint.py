@@ -29,14 +29,34 @@ def main():
     if bad or result.get("Errors"):
         sys.exit(f"helm lint: {len(bad)} problem(s) in {CHART}")
     # the lint really renders the templates: a broken copy must fail
+    if not lint_changed(lambda c: (c / "templates" / "broken.yaml").write_text("{{ .Values.nope.missing }}\n")):
+        sys.exit("helm lint accepted a template that cannot render: the lint is not real")
+    # values.schema.json: a wrongly typed or misspelt value is refused before anything renders
+    for path, value in [(["exporter", "port"], "nine"), (["controller", "replicas"], "two"),
+                        (["exporter", "interval"], "10 seconds"), (["monitoring", "additonalLabels"], {})]:
+        if not lint_changed(lambda c: set_value(c / "values.yaml", path, value)):
+            sys.exit(f"helm lint accepted {'.'.join(path)}={value!r}: values.schema.json does not guard it")
+    print(f"helm lint ok ({helm.get_version()}); values.schema.json refuses wrongly typed values")
+
+
+def lint_changed(change):
+    """Whether `helm lint` reports a problem for a copy of the chart changed by `change(dir)`."""
     import shutil, tempfile
     with tempfile.TemporaryDirectory() as d:
-        broken = pathlib.Path(d) / "edgewatt"
-        shutil.copytree(CHART, broken)
-        (broken / "templates" / "broken.yaml").write_text("{{ .Values.nope.missing }}\n")
-        if not problems(asyncio.run(lint(broken))):
-            sys.exit("helm lint accepted a template that cannot render: the lint is not real")
-    print(f"helm lint ok ({helm.get_version()})")
+        copy = pathlib.Path(d) / "edgewatt"
+        shutil.copytree(CHART, copy)
+        change(copy)
+        return bool(problems(asyncio.run(lint(copy))))
+
+
+def set_value(values_file, path, value):
+    import yaml
+    values = yaml.safe_load(values_file.read_text())
+    node = values
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    values_file.write_text(yaml.safe_dump(values))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,18 @@
 //! Test infrastructure for edgewatt: real components started by the tests themselves.
 //!
 //! - [`prometheus`]: the Debian `prometheus` binary on a free loopback port.
+//! - [`apiserver`]: the Kubernetes API server double (RBAC, CRD admission, watches…).
+//! - [`chart`]: `charts/edgewatt` installed by Helm's engine into the double.
+//! - [`pods`]: a rendered pod template run as local processes, as a kubelet would.
+//! - [`operator`]: the Prometheus operator's monitor and rule selection, for the test Prometheus.
 //!
 //! This crate must not depend on edgewatt's own crates, so every crate can use it as a
 //! dev-dependency without cycles.
 
 pub mod apiserver;
+pub mod chart;
+pub mod operator;
+pub mod pods;
 pub mod prometheus;
 
 /// Installs rustls' ring provider as the process default (idempotent). The workspace compiles

@@ -140,13 +140,36 @@ impl Prometheus {
             }
         }
         cfg.push_str("scrape_configs:\n");
+        // One scrape config per job (Prometheus refuses a job name twice), one static config per
+        // target with its own labels.
+        let mut jobs: Vec<(&str, &str)> = Vec::new();
         for t in &self.targets {
+            if !jobs
+                .iter()
+                .any(|(j, p)| *j == t.job && *p == t.metrics_path)
+            {
+                jobs.push((&t.job, &t.metrics_path));
+            }
+        }
+        for (i, (job, path)) in jobs.iter().enumerate() {
+            let name = if jobs[..i].iter().any(|(j, _)| j == job) {
+                format!("{job}-{i}")
+            } else {
+                job.to_string()
+            };
             cfg.push_str(&format!(
-                "  - job_name: {:?}\n    metrics_path: {:?}\n    static_configs:\n      - targets: [{:?}]\n",
-                t.job, t.metrics_path, t.address
+                "  - job_name: {name:?}\n    metrics_path: {path:?}\n    static_configs:\n"
             ));
-            if !t.labels.is_empty() {
-                cfg.push_str("        labels:\n");
+            for t in self
+                .targets
+                .iter()
+                .filter(|t| t.job == *job && t.metrics_path == *path)
+            {
+                cfg.push_str(&format!(
+                    "      - targets: [{:?}]\n        labels:\n",
+                    t.address
+                ));
+                cfg.push_str(&format!("          job: {job:?}\n"));
                 for (k, v) in &t.labels {
                     cfg.push_str(&format!("          {k}: {v:?}\n"));
                 }
@@ -172,6 +195,13 @@ impl Prometheus {
     /// Adds a scrape target and reloads.
     pub fn add_target(&mut self, target: ScrapeTarget) -> Result<()> {
         self.targets.push(target);
+        self.write_config()?;
+        self.reload()
+    }
+
+    /// Adds several scrape targets with one reload.
+    pub fn add_targets(&mut self, targets: impl IntoIterator<Item = ScrapeTarget>) -> Result<()> {
+        self.targets.extend(targets);
         self.write_config()?;
         self.reload()
     }

@@ -167,7 +167,7 @@ async fn create_metadata_and_error_statuses() {
     // Custom resources require a resourceVersion on update (422), built-ins do not.
     let eps: Api<EnergyPolicy> = Api::all(c.clone());
     let ep: EnergyPolicy = from(
-        json!({"metadata": {"name": "ep"}, "spec": {"targets": {"nodeSelector": {}}, "starvation": {"for": "2m"}}}),
+        json!({"metadata": {"name": "ep"}, "spec": {"targets": {"nodeSelector": {}}, "starvation": {"batteryBelowPercent": 20.0, "for": "2m"}}}),
     );
     eps.create(&PostParams::default(), &ep).await.unwrap();
     let e = eps
@@ -393,7 +393,7 @@ async fn all_patch_types_through_kube() {
         .patch(
             "ep",
             &PatchParams::apply("t"),
-            &Patch::Apply(json!({"apiVersion": "edgewatt.io/v1alpha1", "kind": "EnergyPolicy", "metadata": {"name": "ep"}, "spec": {"targets": {"nodeSelector": {}}, "starvation": {"for": "1m"}}})),
+            &Patch::Apply(json!({"apiVersion": "edgewatt.io/v1alpha1", "kind": "EnergyPolicy", "metadata": {"name": "ep"}, "spec": {"targets": {"nodeSelector": {}}, "starvation": {"batteryBelowPercent": 20.0, "for": "1m"}}})),
         )
         .await
         .unwrap();

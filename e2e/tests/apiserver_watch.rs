@@ -273,7 +273,7 @@ async fn controller_reconciles_on_changes() {
             )
             .for_each(|_| async {}),
     );
-    let ep: EnergyPolicy = serde_json::from_value(json!({"metadata": {"name": "ep"}, "spec": {"targets": {"nodeSelector": {}}, "starvation": {"for": "2m"}}})).unwrap();
+    let ep: EnergyPolicy = serde_json::from_value(json!({"metadata": {"name": "ep"}, "spec": {"targets": {"nodeSelector": {}}, "starvation": {"batteryBelowPercent": 20.0, "for": "2m"}}})).unwrap();
     eps.create(&PostParams::default(), &ep).await.unwrap();
     let wait_gen = |g: i64| {
         let eps = eps.clone();

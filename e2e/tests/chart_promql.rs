@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use edgewatt_e2e::prometheus::ScrapeTarget;
 use edgewatt_exporter::fixture::{ids, pod_cgroup, BatteryFiles, FixtureTree};
 use kube::api::{Patch, PatchParams};
 use serde_json::{json, Value};
@@ -133,22 +132,9 @@ fn selector_text(name: &str, m: &[Matcher]) -> String {
     format!("{name}{{{}}}", inner.join(","))
 }
 
-/// The whole loop plus an exporter configured like the chart's DaemonSet with a budget and a
-/// carbon intensity, then a real migration: node-x over budget, its pod evicted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chart_expressions_return_data() {
-    let exprs = chart_exprs();
-    assert!(
-        exprs.len() > 30,
-        "expected the chart's expressions, got {}",
-        exprs.len()
-    );
-    let mut l = Loop::start(&[("node-x", Kind::Node), ("node-y", Kind::Node)]).await;
-
-    // The chart's exporter: RAPL, a battery, a pod, `--power-budget-watts`, `--carbon-intensity`,
-    // scraped under the chart's PodMonitor job name (<namespace>/<release>-exporter).
-    let dir = tempfile::tempdir().unwrap();
-    let tree = FixtureTree::new(dir.path());
+/// `edge-c`'s root filesystem: RAPL package and DRAM zones, a discharging battery, a pod's
+/// process and a system process (their counters advance in the test).
+fn edge_c_fixture(tree: &FixtureTree) {
     tree.proc_stat(10, 10);
     tree.cpuinfo("Intel(R) Core(TM) i7-8650U CPU @ 1.90GHz", 8, false);
     tree.rapl_zone("0", "package-0", 1_000_000, 262_143_328_850);
@@ -168,37 +154,48 @@ async fn chart_expressions_return_data() {
     let (uid, cid) = ids(7);
     tree.process(100, "app", 5, &pod_cgroup(&uid, &cid));
     tree.process(200, "sshd", 1, "/system.slice/sshd.service");
-    let port = edgewatt_e2e::free_port();
-    let args: Vec<String> = [
-        "--host-root",
-        dir.path().to_str().unwrap(),
-        "--node-name",
-        "edge-c",
-        "--interval",
-        "1s",
-        "--kubernetes",
-        "off",
-        "--attribution",
-        "procfs",
-        "--power-budget-watts",
-        "45",
-        "--carbon-intensity",
-        "350",
-        "serve",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let _chart_exporter = Proc::spawn(
-        "exporter-chart",
-        &l.bins.exporter,
-        &args,
-        &[],
-        l.logdir.path(),
+}
+
+/// The whole loop installed with `examples/chart-values-edge.yaml` (kube-prometheus-stack's
+/// `release` label, a grid intensity of 380 g/kWh and a solar zone of 45) plus a node budget of
+/// 45 W (`exporter.powerBudgetWatts`): `edge-c` is a solar node, so the zone's DaemonSet runs
+/// there; then a real migration: node-x over budget, its pod evicted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chart_expressions_return_data() {
+    let exprs = chart_exprs();
+    assert!(
+        exprs.len() > 30,
+        "expected the chart's expressions, got {}",
+        exprs.len()
     );
-    let ticker_root = dir.path().to_path_buf();
+    let mut install = Install::edge_example();
+    edgewatt_e2e::chart::merge(
+        &mut install.values,
+        &json!({"exporter": {"powerBudgetWatts": 45}}),
+    );
+    let mut l = Loop::start_with(
+        &[
+            ("node-x", Kind::Node),
+            ("node-y", Kind::Node),
+            (
+                "edge-c",
+                Kind::LabelledNode(json!({"edgewatt.io/grid": "solar"})),
+            ),
+        ],
+        install,
+        |name, tree| {
+            if name == "edge-c" {
+                edge_c_fixture(tree)
+            }
+        },
+    )
+    .await;
+    let solar = l.sim("edge-c").exporter.as_ref().unwrap().name.clone();
+    assert!(
+        solar.starts_with("edgewatt-exporter-solar-"),
+        "the solar zone's DaemonSet runs on edge-c: {solar}"
+    );
+    let ticker_root = l.sim("edge-c").dir.path().to_path_buf();
     l.spawn_task(tokio::spawn(async move {
         let t = FixtureTree::new(&ticker_root);
         for i in 1u64.. {
@@ -212,26 +209,16 @@ async fn chart_expressions_return_data() {
     }));
     tokio::task::block_in_place(|| {
         l.prom
-            .add_target(ScrapeTarget::new(
-                "edgewatt-system/edgewatt-exporter",
-                &format!("127.0.0.1:{port}"),
-            ))
-            .unwrap();
-        l.prom
             .wait_for_series(
                 "edgewatt_node_co2_grams_total{node_name=\"edge-c\"}",
                 Duration::from_secs(30),
             )
             .unwrap();
     });
-    l.timeline.mark("chart-configured exporter edge-c scraped");
+    l.timeline
+        .mark("the solar zone's exporter on edge-c scraped");
 
     // A real migration for the controller's metrics: node-x goes over its budget, its pod is evicted.
-    for n in ["node-x", "node-y"] {
-        l.cluster
-            .node(n, json!({"power": "battery", "kubernetes.io/hostname": n}))
-            .await;
-    }
     l.cluster.namespace(NS, json!({})).await;
     let pods = l.cluster.pods(NS);
     l.cluster
@@ -289,7 +276,7 @@ async fn chart_expressions_return_data() {
     let http = reqwest::Client::new();
     for verb in ["filter", "prioritize"] {
         let r = http
-            .post(format!("http://127.0.0.1:{}/{verb}", l.scheduler_port))
+            .post(format!("http://{}/{verb}", l.extender_addr()))
             .json(
                 &json!({"Pod": {"metadata": {"name": "p", "namespace": NS}, "spec": {}},
                 "Nodes": null, "NodeNames": ["node-x", "node-y"]}),
@@ -390,8 +377,8 @@ async fn chart_expressions_return_data() {
             "{must} returned no data"
         );
     }
-    // the CO2 dashboard's per-node intensity recovers what the exporter was configured with
-    // (over a window the short run fills: rate() divides by the whole window)
+    // the CO2 dashboard's per-node intensity recovers what the zone's exporter was configured
+    // with (over a window the short run fills: rate() divides by the whole window)
     let ci = l
         .query_value(
             "sum by (node_name) (rate(edgewatt_node_co2_grams_total{node_name=\"edge-c\"}[6s])) / on (node_name) (sum by (node_name) (edgewatt_node_platform_watts{node_name=\"edge-c\"}) or sum by (node_name) (edgewatt_node_cpu_watts{node_name=\"edge-c\", zone=~\"package|dram\"})) * 3.6e6",
@@ -399,7 +386,8 @@ async fn chart_expressions_return_data() {
         .await
         .expect("intensity");
     assert!(
-        (ci - 350.0).abs() < 35.0,
-        "recovered intensity {ci} g/kWh, configured 350"
+        (ci - 45.0).abs() < 4.5,
+        "recovered intensity {ci} g/kWh, the solar zone's 45"
     );
+    l.assert_no_request_refused();
 }

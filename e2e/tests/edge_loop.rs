@@ -1,6 +1,7 @@
 //! End-to-end scenarios for the whole loop (issue 7): exporters → Prometheus → controller and
-//! extender → cluster state, on the embedded API server double (or a real cluster with
-//! `E2E_KUBECONFIG`). Each scenario prints a timeline.
+//! extender → cluster state, on the chart as installed (issue 16): every binary runs as the chart
+//! renders it, the controller as two replicas under its ServiceAccount's RBAC, against the API
+//! server double. Each scenario prints a timeline.
 
 mod common;
 
@@ -9,10 +10,17 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
+/// The controller's ServiceAccount as RBAC sees it.
+const CONTROLLER_USER: &str = "system:serviceaccount:edgewatt-system:edgewatt-controller";
+
 const NS: &str = "edge";
 
-async fn edge_cluster() -> Loop {
-    let mut l = Loop::start(&[("dev-a", Kind::Device(NS)), ("dev-b", Kind::Device(NS))]).await;
+async fn edge_cluster(install: Install) -> Loop {
+    let mut l = Loop::start(
+        &[("dev-a", Kind::Device(NS)), ("dev-b", Kind::Device(NS))],
+        install,
+    )
+    .await;
     l.cluster
         .namespace(NS, json!({"edgewatt.io/movable": "true"}))
         .await;
@@ -58,11 +66,25 @@ async fn placements(l: &Loop) -> Vec<(String, String)> {
     out
 }
 
+/// Watches lag per resource on a real API server (each has its own watch cache): device status
+/// and workloads reach the controller 0–3 s late, in order, while reads stay current.
+fn flotta_watch_lag(s: &edgewatt_e2e::apiserver::ApiServer) {
+    for r in [
+        "edgedevices.management.project-flotta.io",
+        "edgeworkloads.management.project-flotta.io",
+    ] {
+        s.set_watch_delay(r, Duration::ZERO, Duration::from_secs(3));
+    }
+}
+
 /// Scenario 1: device A's battery drains below the policy → its EdgeWorkload runs on device B
 /// before it leaves A; `edgewatt_migrations_total` increases; the chart's migration alert fires.
+/// The controller's watches of devices and workloads lag 0–3 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn battery_drain_migrates_make_before_break_and_alerts() {
-    let l = edge_cluster().await;
+    let mut install = Install::defaults();
+    install.tamper = Some(flotta_watch_lag);
+    let l = edge_cluster(install).await;
     let api = l.cluster.policies();
     l.cluster
         .apply(
@@ -174,15 +196,53 @@ async fn battery_drain_migrates_make_before_break_and_alerts() {
     .await;
     l.timeline
         .mark("alert EdgewattMigration firing in Prometheus");
+    l.assert_no_request_refused();
     l.timeline
         .print("battery drain → make-before-break migration");
 }
 
-/// Scenario 5: the controller is killed (SIGKILL) while the copy is deploying and restarted:
-/// nothing duplicated, nothing lost.
+/// Migration started: an intent annotation or a second EdgeWorkload exists.
+async fn migration_started(wl_api: &kube::Api<kube::api::DynamicObject>) -> Option<()> {
+    let wls = wl_api.list(&Default::default()).await.ok()?;
+    (wls.items.len() > 1
+        || wls.items.iter().any(|w| {
+            w.metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key("edgewatt.io/migration"))
+        }))
+    .then_some(())
+}
+
+/// The camera runs on dev-b only, as the only EdgeWorkload, without an intent annotation.
+async fn camera_moved_once(l: &Loop) -> Option<()> {
+    let p = placements(l).await;
+    let wls = l
+        .cluster
+        .workloads(NS)
+        .list(&Default::default())
+        .await
+        .ok()?;
+    let on: Vec<&str> = p
+        .iter()
+        .filter(|(_, w)| w.starts_with("camera"))
+        .map(|(d, _)| d.as_str())
+        .collect();
+    (on == ["dev-b"]
+        && wls.items.len() == 1
+        && wls.items[0]
+            .metadata
+            .annotations
+            .as_ref()
+            .is_none_or(|a| !a.contains_key("edgewatt.io/migration")))
+    .then_some(())
+}
+
+/// Scenario 5: the leader's container is killed (SIGKILL) while the copy is deploying and
+/// restarted in the same pod: nothing duplicated, nothing lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_killed_mid_migration_resumes() {
-    let mut l = edge_cluster().await;
+    let mut l = edge_cluster(Install::defaults()).await;
     let api = l.cluster.policies();
     l.cluster
         .apply(
@@ -201,44 +261,24 @@ async fn controller_killed_mid_migration_resumes() {
     wait_for(
         "migration started (intent annotation or copy)",
         Duration::from_secs(90),
-        || async {
-            let wls = wl_api.list(&Default::default()).await.ok()?;
-            (wls.items.len() > 1
-                || wls.items.iter().any(|w| {
-                    w.metadata
-                        .annotations
-                        .as_ref()
-                        .is_some_and(|a| a.contains_key("edgewatt.io/migration"))
-                }))
-            .then_some(())
-        },
+        || migration_started(&wl_api),
     )
     .await;
-    l.controller.kill();
-    l.timeline.mark("controller SIGKILLed mid-migration");
+    let leader = l
+        .leader()
+        .expect("a Lease holder among the controller pods");
+    l.controllers[leader].main().kill();
+    l.timeline.mark(format!(
+        "leader {} SIGKILLed mid-migration",
+        l.controllers[leader].name
+    ));
     tokio::time::sleep(Duration::from_secs(3)).await;
-    l.controller.start();
-    l.timeline.mark("controller restarted");
+    l.controllers[leader].main().start();
+    l.timeline.mark("its container restarted (same pod)");
     wait_for(
         "camera only on dev-b, no leftovers",
         Duration::from_secs(60),
-        || async {
-            let p = placements(&l).await;
-            let wls = wl_api.list(&Default::default()).await.ok()?;
-            let on: Vec<&str> = p
-                .iter()
-                .filter(|(_, w)| w.starts_with("camera"))
-                .map(|(d, _)| d.as_str())
-                .collect();
-            (on == ["dev-b"]
-                && wls.items.len() == 1
-                && wls.items[0]
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .is_none_or(|a| !a.contains_key("edgewatt.io/migration")))
-            .then_some(())
-        },
+        || camera_moved_once(&l),
     )
     .await;
     l.timeline
@@ -249,7 +289,7 @@ async fn controller_killed_mid_migration_resumes() {
 /// Scenario 6: Observe mode → status and Events only, no move.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn observe_mode_only_reports() {
-    let l = edge_cluster().await;
+    let l = edge_cluster(Install::edge_example()).await;
     let api = l.cluster.policies();
     l.cluster
         .apply(
@@ -262,9 +302,7 @@ async fn observe_mode_only_reports() {
             ),
         )
         .await;
-    if let Some(s) = &l.cluster.server {
-        s.clear_requests();
-    }
+    l.cluster.server.clear_requests();
     l.sim("dev-a").set_battery(8, true);
     l.timeline.mark("dev-a battery 8 % under an Observe policy");
     wait_for(
@@ -289,25 +327,163 @@ async fn observe_mode_only_reports() {
         wls.items[0].data["spec"]["device"], "dev-a",
         "Observe must not move"
     );
-    if let Some(s) = &l.cluster.server {
-        let controller_writes: Vec<String> = s
-            .writes()
-            .into_iter()
-            // the Flotta stand-in writes devices; the controller may write status, Events, its Lease
-            .filter(|w| !w.path.contains("/edgedevices"))
-            .filter(|w| {
-                !w.path.ends_with("/status")
-                    && !w.path.contains("/events")
-                    && !w.path.contains("/leases")
-            })
-            .map(|w| format!("{} {}", w.method, w.path))
-            .collect();
-        assert!(
-            controller_writes.is_empty(),
-            "Observe mode wrote: {controller_writes:?}"
-        );
-    }
+    // the controllers' own requests, told apart by their ServiceAccount: status, Events and the
+    // Lease only
+    let controller_writes: Vec<String> = l
+        .cluster
+        .server
+        .writes()
+        .into_iter()
+        .filter(|w| w.user == CONTROLLER_USER)
+        .filter(|w| {
+            !w.path.ends_with("/status")
+                && !w.path.contains("/events")
+                && !w.path.contains("/leases")
+        })
+        .map(|w| format!("{} {}", w.method, w.path))
+        .collect();
+    assert!(
+        controller_writes.is_empty(),
+        "Observe mode wrote: {controller_writes:?}"
+    );
     let reasons = l.cluster.event_reasons().await;
     assert!(reasons.keys().any(|r| r.contains("Starved")), "{reasons:?}");
     l.timeline.print("Observe mode");
+}
+
+/// Two controller replicas, as the chart deploys them: only the Lease holder writes; SIGKILL the
+/// leader mid-migration (it never comes back) and the standby takes the Lease once it has
+/// expired — not before (one writer), and within the lease duration plus two retry periods
+/// (client-go `leaderelection`: a standby compares against the record it last observed, at most
+/// one retry period old, and tries once per retry period) — and finishes the move: nothing lost,
+/// nothing duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_hands_over_to_the_standby_within_the_lease_duration() {
+    let mut l = edge_cluster(Install::defaults()).await;
+    assert_eq!(l.controllers.len(), 2, "controller.replicas defaults to 2");
+    let leader = wait_for("a Lease holder", Duration::from_secs(30), || async {
+        l.leader()
+    })
+    .await;
+    let old = l.controllers[leader].name.clone();
+    let standby = l.controllers[1 - leader].name.clone();
+    l.timeline.mark(format!("leader {old}, standby {standby}"));
+    let api = l.cluster.policies();
+    l.cluster
+        .apply(
+            &api,
+            policy(
+                "battery-guard",
+                "Migrate",
+                json!({"edgeDeviceSelector": {"matchLabels": {"power": "battery"}}}),
+                "2s",
+            ),
+        )
+        .await;
+    l.sim("dev-a").set_battery(10, true);
+    let wl_api = l.cluster.workloads(NS);
+    wait_for(
+        "migration started (intent annotation or copy)",
+        Duration::from_secs(90),
+        || migration_started(&wl_api),
+    )
+    .await;
+    let before_kill = l.cluster.server.requests().len();
+    l.controllers[leader].main().kill();
+    let killed = l.timeline.mark(format!(
+        "leader {old} SIGKILLed mid-migration (not restarted)"
+    ));
+    let lease = |l: &Loop| {
+        l.cluster
+            .server
+            .get(
+                "leases.coordination.k8s.io",
+                Some(common::NS),
+                "edgewatt-controller",
+            )
+            .expect("the Lease")
+    };
+    let time = |v: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().expect("a Lease time")).expect("MicroTime")
+    };
+    // the dead leader's last renewal
+    let last = lease(&l);
+    assert_eq!(last["spec"]["holderIdentity"], old.as_str());
+    let lease_duration = last["spec"]["leaseDurationSeconds"]
+        .as_f64()
+        .expect("leaseDurationSeconds");
+    let renewed = time(&last["spec"]["renewTime"]);
+    wait_for(
+        "the standby holds the Lease",
+        Duration::from_secs(60),
+        || async { (l.leader() == Some(1 - leader)).then_some(()) },
+    )
+    .await;
+    let took = l.timeline.mark(format!("{standby} holds the Lease"));
+    let acquired = time(&lease(&l)["spec"]["acquireTime"]);
+    let gap = (acquired - renewed).num_milliseconds() as f64 / 1000.0;
+    eprintln!(
+        "handover: the standby acquired {gap:.2}s after the last renewal, {:.2}s after the kill \
+         (leaseDurationSeconds {lease_duration})",
+        took - killed
+    );
+    // The retry period of the chart's controller (controller/src/main.rs: renew every 5 s).
+    const RETRY: f64 = 5.0;
+    assert!(
+        gap >= lease_duration - 1.0,
+        "taken over {gap:.2}s after the last renewal: before the {lease_duration}s Lease expired"
+    );
+    assert!(
+        gap <= lease_duration + 2.0 * RETRY,
+        "taken over {gap:.2}s after the last renewal (lease {lease_duration}s, retry {RETRY}s)"
+    );
+    wait_for(
+        "camera only on dev-b, no leftovers",
+        Duration::from_secs(60),
+        || camera_moved_once(&l),
+    )
+    .await;
+    l.timeline
+        .mark("camera on dev-b exactly once; intent cleared");
+    // one writer at a time: before the kill only the old leader wrote, after it only the new one
+    let writes = l.cluster.server.requests();
+    let writers =
+        |range: &[edgewatt_e2e::apiserver::RequestRecord]| -> std::collections::BTreeSet<String> {
+            range
+                .iter()
+                .filter(|r| {
+                    r.is_write() && r.user == CONTROLLER_USER && !r.path.contains("/leases")
+                })
+                .filter_map(|r| r.pod.clone())
+                .collect()
+        };
+    let (before, after) = writes.split_at(before_kill);
+    assert!(
+        writers(before).iter().all(|p| *p == old),
+        "writers before the kill: {:?}",
+        writers(before)
+    );
+    assert!(
+        writers(after).iter().all(|p| *p == standby),
+        "writers after the kill: {:?}",
+        writers(after)
+    );
+    assert!(
+        writers(after).contains(&standby),
+        "the new leader finished the move"
+    );
+    let p = api.get("battery-guard").await.unwrap();
+    let moves: Vec<&serde_json::Value> = p.data["status"]["migrations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["name"].as_str().is_some_and(|n| n.starts_with("camera")))
+        .collect();
+    assert!(
+        moves.iter().filter(|m| m["result"] == "Succeeded").count() <= 1
+            && !moves.iter().any(|m| m["result"] == "Failed"),
+        "migrations recorded: {moves:?}"
+    );
+    l.assert_no_request_refused();
+    l.timeline.print("leader killed → standby takes over");
 }

@@ -1,6 +1,7 @@
-//! End-to-end scenarios on Kubernetes nodes (issue 7): power budget → taint + PDB-respecting
-//! evictions + placement through the extender; recovery with hysteresis and no flapping;
-//! Prometheus outage → fail safe and fail open.
+//! End-to-end scenarios on Kubernetes nodes (issue 7), on the chart as installed (issue 16):
+//! power budget → taint + PDB-respecting evictions + placement through the extender; recovery
+//! with hysteresis and no flapping; Prometheus outage → fail safe and fail open. Every binary
+//! runs as the chart renders it, under the chart's RBAC (see common/mod.rs).
 
 mod common;
 
@@ -12,8 +13,6 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 
 const NS: &str = "shop";
-/// The extender weight the chart ships (scheduler-plugin/kube-scheduler-config.yaml).
-const EXTENDER_WEIGHT: i64 = 5;
 
 fn tainted(node: &DynamicObject) -> bool {
     node.data["spec"]["taints"]
@@ -30,16 +29,30 @@ fn tolerates(pod: &Value, taint: &Value) -> bool {
     })
 }
 
-/// TEST PART — kube-scheduler stand-in: for each pending pod, the nodes it fits (Ready, taints
-/// tolerated), then the extender's `/filter` and `/prioritize` with kube-scheduler's JSON
-/// (PascalCase, `NodeNames` as with `nodeCacheCapable: true`, `ignorable: true` semantics: a
-/// filter error keeps all nodes), `score × weight × 10` added to equal plugin scores, bind.
+/// TEST PART — kube-scheduler stand-in, configured by the chart's extender entry (ConfigMap
+/// `<release>-scheduler-config`: verbs, weight, `nodeCacheCapable`), calling the extender's
+/// Service endpoints: for each pending pod, the nodes it fits (Ready, taints tolerated), then
+/// `filter` and `prioritize` with kube-scheduler's JSON (PascalCase, `NodeNames` when
+/// `nodeCacheCapable`; `ignorable: true` semantics: a filter error keeps all nodes),
+/// `score × weight × 10` added to equal plugin scores, bind.
 fn scheduler_standin(
     client: kube::Client,
-    extender: u16,
+    extender: Vec<String>,
+    config: Value,
     placements: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
 ) -> tokio::task::JoinHandle<()> {
+    let weight = config["weight"].as_i64().expect("extender weight");
+    let filter_verb = config["filterVerb"]
+        .as_str()
+        .expect("filterVerb")
+        .to_string();
+    let prioritize_verb = config["prioritizeVerb"]
+        .as_str()
+        .expect("prioritizeVerb")
+        .to_string();
+    let names_only = config["nodeCacheCapable"] == true;
     tokio::spawn(async move {
+        let mut turn = 0usize;
         let pods: Api<DynamicObject> = Api::all_with(
             client.clone(),
             &kube::discovery::ApiResource::erase::<k8s_openapi::api::core::v1::Pod>(&()),
@@ -73,9 +86,25 @@ fn scheduler_standin(
                     .filter_map(|n| n.metadata.name.clone())
                     .collect();
                 fit.sort();
+                // kube-proxy: the Service's endpoints in turn
+                turn += 1;
+                let ext = &extender[turn % extender.len()];
+                let args = |names: &[String]| {
+                    if names_only {
+                        json!({"Pod": pod, "Nodes": null, "NodeNames": names})
+                    } else {
+                        let items: Vec<Value> = ns
+                            .items
+                            .iter()
+                            .filter(|n| n.metadata.name.as_ref().is_some_and(|x| names.contains(x)))
+                            .map(|n| serde_json::to_value(n).unwrap())
+                            .collect();
+                        json!({"Pod": pod, "Nodes": {"items": items}, "NodeNames": null})
+                    }
+                };
                 let filtered = http
-                    .post(format!("http://127.0.0.1:{extender}/filter"))
-                    .json(&json!({"Pod": pod, "Nodes": null, "NodeNames": fit}))
+                    .post(format!("http://{ext}/{filter_verb}"))
+                    .json(&args(&fit))
                     .send()
                     .await;
                 if let Ok(r) = filtered {
@@ -84,6 +113,11 @@ fn scheduler_standin(
                             fit = names
                                 .iter()
                                 .filter_map(|n| n.as_str().map(String::from))
+                                .collect();
+                        } else if let Some(items) = v["Nodes"]["items"].as_array() {
+                            fit = items
+                                .iter()
+                                .filter_map(|n| n["metadata"]["name"].as_str().map(String::from))
                                 .collect();
                         }
                     }
@@ -95,8 +129,8 @@ fn scheduler_standin(
                     fit.iter().map(|n| (n.clone(), 0)).collect();
                 if fit.len() > 1 {
                     if let Ok(r) = http
-                        .post(format!("http://127.0.0.1:{extender}/prioritize"))
-                        .json(&json!({"Pod": pod, "NodeNames": fit}))
+                        .post(format!("http://{ext}/{prioritize_verb}"))
+                        .json(&args(&fit))
                         .send()
                         .await
                     {
@@ -106,7 +140,7 @@ fn scheduler_standin(
                                     (hp["Host"].as_str(), hp["Score"].as_i64())
                                 {
                                     if let Some(e) = scores.get_mut(h) {
-                                        *e += s * EXTENDER_WEIGHT * 10;
+                                        *e += s * weight * 10;
                                     }
                                 }
                             }
@@ -155,7 +189,6 @@ fn replicaset_standin(
     min_available: i64,
 ) -> tokio::task::JoinHandle<()> {
     let client = l.cluster.client.clone();
-    let has_double = l.cluster.server.is_some();
     tokio::spawn(async move {
         let pods: Api<DynamicObject> = Api::namespaced_with(
             client.clone(),
@@ -184,41 +217,40 @@ fn replicaset_standin(
                 let pod = json!({"apiVersion": "v1", "kind": "Pod",
                     "metadata": {"name": format!("web-7d9f8-{n:05}"), "namespace": NS, "labels": {"app": "web"},
                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d9f8", "uid": "11111111-2222-3333-4444-555555555555", "controller": true}]},
-                    "spec": {"containers": [{"name": "web", "image": "nginx"}]}});
+                    // a short grace period: evicted pods stay Terminating on their node for it
+                    "spec": {"terminationGracePeriodSeconds": 2, "containers": [{"name": "web", "image": "nginx"}]}});
                 let o: DynamicObject = serde_json::from_value(pod).unwrap();
                 let _ = pods.create(&PostParams::default(), &o).await;
             }
-            if has_double {
-                let running = live
-                    .iter()
-                    .filter(|p| !p.data["spec"]["nodeName"].is_null())
-                    .count() as i64;
-                let allowed = (running - min_available).max(0);
-                let _ = pdbs.patch_status("web", &PatchParams::default(), &Patch::Merge(&json!({"status": {"disruptionsAllowed": allowed, "currentHealthy": running, "desiredHealthy": min_available, "expectedPods": replicas}}))).await;
-            }
+            // the disruption controller: terminating pods are not healthy
+            let running = live
+                .iter()
+                .filter(|p| !p.data["spec"]["nodeName"].is_null())
+                .count() as i64;
+            let allowed = (running - min_available).max(0);
+            let _ = pdbs.patch_status("web", &PatchParams::default(), &Patch::Merge(&json!({"status": {"disruptionsAllowed": allowed, "currentHealthy": running, "desiredHealthy": min_available, "expectedPods": replicas}}))).await;
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     })
 }
 
-async fn node_cluster(names: &[&str]) -> Loop {
+/// Nodes labelled `power=battery` (the harness adds the well-known node labels) with the chart
+/// installed per `install`, and namespace `shop`.
+async fn node_cluster(names: &[&str], install: Install) -> Loop {
     let targets: Vec<(&str, Kind)> = names.iter().map(|n| (*n, Kind::Node)).collect();
-    let l = Loop::start(&targets).await;
-    for n in names {
-        l.cluster
-            .node(n, json!({"power": "battery", "kubernetes.io/hostname": n}))
-            .await;
-    }
+    let l = Loop::start(&targets, install).await;
     l.cluster.namespace(NS, json!({})).await;
     l
 }
 
 /// Scenario 2: node X goes over its power budget → tainted, its pods evicted one at a time
 /// under a PDB, and the stand-in scheduler places them through the extender on the node with
-/// the most headroom — never back on X.
+/// the most headroom — never back on X. Installed with `examples/chart-values-edge.yaml`, whose
+/// `scheduler.defaultPowerBudgetWatts: 60` gives the extender the budgets (with chart defaults it
+/// has none and scores neutrally).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_budget_node_is_drained_onto_the_most_headroom() {
-    let mut l = node_cluster(&["node-x", "node-y", "node-z"]).await;
+    let mut l = node_cluster(&["node-x", "node-y", "node-z"], Install::edge_example()).await;
     l.sim("node-x").set_power(30.0);
     // node-z has the most headroom; name order alone would pick node-y.
     l.sim("node-y").set_power(45.0);
@@ -259,7 +291,8 @@ async fn over_budget_node_is_drained_onto_the_most_headroom() {
     }
     let sched = scheduler_standin(
         l.cluster.client.clone(),
-        l.scheduler_port,
+        l.extender_addrs(),
+        l.extender_config(),
         placements.clone(),
     );
     l.spawn_task(sched);
@@ -280,6 +313,12 @@ async fn over_budget_node_is_drained_onto_the_most_headroom() {
     let over = l
         .timeline
         .mark("node-x draws 80 W (budget 60 W + 5 W allowance)");
+    // API priority and fairness sheds the next writes (429, Retry-After, no Status cause): the
+    // taint, the evictions and the status must still happen, and no PDB-refused eviction may be
+    // confused with it
+    l.cluster
+        .server
+        .throttle_next(4, Duration::from_secs(1), true);
 
     let nodes = l.cluster.nodes();
     wait_for("node-x tainted", Duration::from_secs(30), || async {
@@ -298,11 +337,14 @@ async fn over_budget_node_is_drained_onto_the_most_headroom() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let ps = pods.list(&Default::default()).await.unwrap();
+        // Running and not terminating (an evicted pod stays on its node for its grace period)
         let running: Vec<(String, String)> = ps
             .items
             .iter()
             .filter(|p| {
-                p.data["status"]["phase"] == "Running" && !p.data["spec"]["nodeName"].is_null()
+                p.data["status"]["phase"] == "Running"
+                    && !p.data["spec"]["nodeName"].is_null()
+                    && p.metadata.deletion_timestamp.is_none()
             })
             .map(|p| {
                 (
@@ -324,6 +366,19 @@ async fn over_budget_node_is_drained_onto_the_most_headroom() {
         min_running >= 2,
         "PDB minAvailable 2 violated: {min_running} running"
     );
+    // every evicted pod goes once its grace period is over (nothing left Terminating on node-x)
+    wait_for(
+        "no web pod left on node-x",
+        Duration::from_secs(10),
+        || async {
+            let ps = pods.list(&Default::default()).await.ok()?;
+            ps.items
+                .iter()
+                .all(|p| p.data["spec"]["nodeName"] != "node-x")
+                .then_some(())
+        },
+    )
+    .await;
     let placed = placements.lock().unwrap().clone();
     l.timeline
         .mark(format!("scheduler stand-in placements: {placed:?}"));
@@ -348,7 +403,7 @@ async fn over_budget_node_is_drained_onto_the_most_headroom() {
 /// thresholds produces no flapping; recovery removes the taint and nothing else moves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_has_hysteresis_and_no_flapping() {
-    let l = node_cluster(&["node-b", "node-c"]).await;
+    let l = node_cluster(&["node-b", "node-c"], Install::defaults()).await;
     let policies = l.cluster.policies();
     l.cluster
         .apply(
@@ -418,7 +473,7 @@ async fn recovery_has_hysteresis_and_no_flapping() {
 /// neutral; restarted → back to normal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_outage_fails_safe_and_open() {
-    let mut l = node_cluster(&["node-p", "node-q"]).await;
+    let mut l = node_cluster(&["node-p", "node-q"], Install::edge_example()).await;
     l.sim("node-p").set_power(10.0);
     l.sim("node-q").set_power(50.0);
     let policies = l.cluster.policies();
@@ -434,10 +489,13 @@ async fn prometheus_outage_fails_safe_and_open() {
         )
         .await;
     let http = reqwest::Client::new();
-    let prioritize = |http: reqwest::Client, port: u16| async move {
+    // every extender replica behind the Service must answer the same way
+    let extenders = l.extender_addrs();
+    assert_eq!(extenders.len(), 2, "scheduler.replicas defaults to 2");
+    let prioritize = |http: reqwest::Client, addr: String| async move {
         let pod = json!({"metadata": {"name": "x", "namespace": NS}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
         let v: Value = http
-            .post(format!("http://127.0.0.1:{port}/prioritize"))
+            .post(format!("http://{addr}/prioritize"))
             .json(&json!({"Pod": pod, "NodeNames": ["node-p", "node-q"]}))
             .send()
             .await
@@ -457,16 +515,19 @@ async fn prometheus_outage_fails_safe_and_open() {
             .collect();
         Some(m)
     };
-    let scores = wait_for(
-        "extender prefers node-p",
-        Duration::from_secs(20),
-        || async {
-            prioritize(http.clone(), l.scheduler_port)
-                .await
-                .filter(|m| m["node-p"] > m["node-q"])
-        },
-    )
-    .await;
+    let mut scores = BTreeMap::new();
+    for e in &extenders {
+        scores = wait_for(
+            "every extender prefers node-p",
+            Duration::from_secs(20),
+            || async {
+                prioritize(http.clone(), e.clone())
+                    .await
+                    .filter(|m| m["node-p"] > m["node-q"])
+            },
+        )
+        .await;
+    }
     l.timeline
         .mark(format!("extender scores with data: {scores:?}"));
     wait_for(
@@ -493,20 +554,23 @@ async fn prometheus_outage_fails_safe_and_open() {
     )
     .await;
     l.timeline.mark("status: PrometheusAvailable=False");
-    let neutral = wait_for(
-        "extender fails open (equal scores)",
-        Duration::from_secs(30),
-        || async {
-            prioritize(http.clone(), l.scheduler_port)
-                .await
-                .filter(|m| m["node-p"] == m["node-q"])
-        },
-    )
-    .await;
+    let mut neutral = BTreeMap::new();
+    for e in &extenders {
+        neutral = wait_for(
+            "every extender fails open (equal scores)",
+            Duration::from_secs(30),
+            || async {
+                prioritize(http.clone(), e.clone())
+                    .await
+                    .filter(|m| m["node-p"] == m["node-q"])
+            },
+        )
+        .await;
+    }
     l.timeline
         .mark(format!("extender scores without data: {neutral:?}"));
     let filter: Value = http
-        .post(format!("http://127.0.0.1:{}/filter", l.scheduler_port))
+        .post(format!("http://{}/filter", l.extender_addr()))
         .json(&json!({"Pod": {"metadata": {"name": "x"}, "spec": {"containers": []}}, "NodeNames": ["node-p", "node-q"]}))
         .send()
         .await

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::{json, Value};
 
+use super::auth;
 use super::discovery;
 use super::ops::ListQuery;
 use super::patch::{parse_body, PatchType};
@@ -19,12 +20,23 @@ use super::status::{bytes_response, json_response, ApiError};
 use super::watch::{self, Filter, WatchParams};
 use super::{App, RequestRecord};
 
-pub(crate) fn router(app: Arc<App>) -> Router {
-    Router::new().fallback(handle).with_state(app)
+/// The secure port authenticates every request; the insecure port (kube-apiserver's old
+/// `--insecure-port`) treats every request as `system:unsecured` in `system:masters`. Go clients
+/// (Helm) need it: client-go reads no credentials from a kubeconfig whose server is plain HTTP.
+pub(crate) fn router(app: Arc<App>, insecure: bool) -> Router {
+    Router::new()
+        .fallback(handle)
+        .with_state(Port { app, insecure })
+}
+
+#[derive(Clone)]
+struct Port {
+    app: Arc<App>,
+    insecure: bool,
 }
 
 async fn handle(
-    State(app): State<Arc<App>>,
+    State(Port { app, insecure }): State<Port>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -35,6 +47,18 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .map(String::from);
     let is_write = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    // kube-apiserver's filter order: authentication, priority and fairness, authorization.
+    let user = {
+        let tokens = app.tokens.read().expect("tokens lock");
+        let header = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if insecure {
+            Ok(auth::UserInfo::unsecured())
+        } else {
+            auth::authenticate(&tokens, &app.store, header)
+        }
+    };
     let (latency, fail, throttled) = {
         let mut f = app.faults.lock().expect("faults lock");
         let fail = f.fail_next > 0;
@@ -53,13 +77,19 @@ async fn handle(
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let resp = if let Some(retry_after) = throttled {
-        too_many_requests(retry_after)
-    } else if fail {
-        ApiError::internal("injected fault").into_response()
-    } else {
-        dispatch(&app, &method, &uri, content_type.as_deref(), &body)
-            .unwrap_or_else(IntoResponse::into_response)
+    let resp = match &user {
+        Err(e) => e.clone().into_response(),
+        Ok(_) if throttled.is_some() => too_many_requests(throttled.unwrap_or(1)),
+        Ok(u) => match authorize(&app, u, &method, &uri) {
+            Err(e) => e.into_response(),
+            Ok(()) if fail => ApiError::internal("injected fault").into_response(),
+            Ok(()) => dispatch(&app, &method, &uri, content_type.as_deref(), &body)
+                .unwrap_or_else(IntoResponse::into_response),
+        },
+    };
+    let (user, pod) = match user {
+        Ok(u) => (u.name, u.pod),
+        Err(_) => (String::new(), None),
     };
     app.log.lock().expect("log lock").push(RequestRecord {
         method: method.to_string(),
@@ -67,8 +97,23 @@ async fn handle(
         query: uri.query().unwrap_or_default().to_string(),
         content_type,
         status: resp.status().as_u16(),
+        user,
+        pod,
     });
     resp
+}
+
+/// RBAC on the request's attributes (see `auth.rs`).
+fn authorize(app: &App, user: &auth::UserInfo, method: &Method, uri: &Uri) -> Result<(), ApiError> {
+    if user.groups.iter().any(|g| g == "system:masters") {
+        return Ok(()); // before parsing or locking anything: the admin's requests stay cheap
+    }
+    let query: HashMap<String, String> = Query::try_from_uri(uri)
+        .map(|Query(q)| q)
+        .unwrap_or_default();
+    let attrs = auth::RequestAttributes::parse(method.as_str(), uri.path(), &query);
+    let inner = app.store.lock().expect("store lock");
+    auth::authorize(&inner, user, &attrs)
 }
 
 /// API priority and fairness' rejection: Go's `http.Error` (plain text) plus `Retry-After`.

@@ -14,18 +14,23 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
+mod crd;
 mod discovery;
 mod eviction;
+mod graceful;
 mod http;
 mod ops;
 pub mod patch;
 mod resources;
+mod schema;
 pub mod selectors;
 mod status;
 mod store;
 mod watch;
 
 use std::collections::HashMap;
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -33,6 +38,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub use auth::UserInfo;
+pub use crd::parse_manifest as parse_crd;
 pub use resources::{builtin_resources, ResourceDef};
 pub use status::ApiError;
 pub use store::EventType;
@@ -50,6 +57,11 @@ pub struct RequestRecord {
     pub query: String,
     pub content_type: Option<String>,
     pub status: u16,
+    /// The authenticated user (`system:anonymous` without a token; empty when the token was
+    /// refused).
+    pub user: String,
+    /// The pod a service-account token was bound to (`authentication.kubernetes.io/pod-name`).
+    pub pod: Option<String>,
 }
 
 impl RequestRecord {
@@ -84,6 +96,9 @@ pub struct Options {
     pub history: usize,
     /// How often watches with `allowWatchBookmarks` get a BOOKMARK (the real server: ~1 min).
     pub bookmark_interval: Duration,
+    /// Install edgewatt's and Flotta's generated CRDs (`crds/`) at start. Off for a cluster where
+    /// a chart install brings its own (Helm's `crds/`) and Flotta may be absent.
+    pub crds: bool,
 }
 
 impl Default for Options {
@@ -91,6 +106,7 @@ impl Default for Options {
         Self {
             history: 100_000,
             bookmark_interval: Duration::from_secs(1),
+            crds: true,
         }
     }
 }
@@ -100,6 +116,10 @@ pub(crate) struct App {
     pub registry: RwLock<Vec<ResourceDef>>,
     pub store: Mutex<store::Inner>,
     pub validators: RwLock<HashMap<String, Validator>>,
+    /// Store key → admission from a stored CRD's schema.
+    pub admissions: RwLock<HashMap<String, Arc<schema::Admission>>>,
+    /// Bearer token → who it authenticates.
+    pub tokens: RwLock<HashMap<String, auth::Subject>>,
     pub faults: Mutex<Faults>,
     pub log: Mutex<Vec<RequestRecord>>,
     /// (generation, gone): bumping the generation ends open watches; `gone` ends them with an
@@ -107,6 +127,8 @@ pub(crate) struct App {
     pub drop_watches: tokio::sync::watch::Sender<(u64, bool)>,
     pub bookmark_interval: Duration,
     pub addr: SocketAddr,
+    /// Grace periods for the kubelet stand-in to end (`graceful.rs`).
+    pub kubelet: tokio::sync::mpsc::UnboundedSender<graceful::Expiry>,
 }
 
 impl App {
@@ -147,24 +169,39 @@ impl App {
 
 pub use crate::install_crypto_provider;
 
+/// A bearer token no one can guess by accident (tests only; not a security boundary).
+fn new_token() -> String {
+    format!(
+        "double.{:016x}{:016x}",
+        ops::random_u64(),
+        ops::random_u64().rotate_left(17)
+    )
+}
+
 /// A running API server double on a loopback port; stops when dropped.
 pub struct ApiServer {
     app: Arc<App>,
+    admin_token: String,
     task: tokio::task::JoinHandle<()>,
+    kubelet_task: tokio::task::JoinHandle<()>,
     kubeconfig: PathBuf,
+    insecure_kubeconfig: PathBuf,
+    insecure_addr: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
 impl Drop for ApiServer {
     fn drop(&mut self) {
         self.task.abort();
+        self.kubelet_task.abort();
         self.drop_watches();
     }
 }
 
 impl ApiServer {
-    /// Starts a server with the built-in types and the namespaces `default`, `kube-system`,
-    /// `kube-public` and `kube-node-lease`, like a fresh cluster.
+    /// Starts a server with the built-in types, the namespaces `default`, `kube-system`,
+    /// `kube-public` and `kube-node-lease`, kube-apiserver's bootstrap RBAC roles, and
+    /// edgewatt's and Flotta's generated CRDs, like a fresh cluster with both installed.
     pub async fn start() -> anyhow::Result<Self> {
         Self::start_with(Options::default()).await
     }
@@ -174,36 +211,70 @@ impl ApiServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (drop_watches, _) = tokio::sync::watch::channel((0, false));
+        let (kubelet, expiries) = tokio::sync::mpsc::unbounded_channel();
         let app = Arc::new(App {
             registry: RwLock::new(builtin_resources()),
             store: Mutex::new(store::Inner::new(opts.history.max(1))),
             validators: RwLock::new(HashMap::new()),
+            admissions: RwLock::new(HashMap::new()),
+            tokens: RwLock::new(HashMap::new()),
             faults: Mutex::new(Faults::default()),
             log: Mutex::new(Vec::new()),
             drop_watches,
             bookmark_interval: opts.bookmark_interval,
             addr,
+            kubelet,
         });
-        let router = http::router(app.clone());
+        let kubelet_task = graceful::spawn_kubelet(Arc::downgrade(&app), expiries);
+        let router = http::router(app.clone(), false);
+        let insecure_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let insecure_addr = insecure_listener.local_addr()?;
+        let insecure = http::router(app.clone(), true);
         let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
+            let secure = axum::serve(listener, router);
+            let insecure = axum::serve(insecure_listener, insecure);
+            if let Err(e) = tokio::try_join!(secure.into_future(), insecure.into_future()) {
                 tracing::error!("API server double stopped: {e}");
             }
         });
         let dir = tempfile::tempdir()?;
         let kubeconfig = dir.path().join("kubeconfig");
+        let insecure_kubeconfig = dir.path().join("kubeconfig-insecure-port");
+        let admin_token = new_token();
+        app.tokens
+            .write()
+            .expect("tokens lock")
+            .insert(admin_token.clone(), auth::Subject::Admin);
         let server = Self {
             app,
+            admin_token,
             task,
+            kubelet_task,
             kubeconfig,
+            insecure_kubeconfig,
+            insecure_addr,
             _dir: dir,
         };
         server.write_kubeconfig(&server.kubeconfig)?;
+        server.write_kubeconfig_to(
+            &server.insecure_kubeconfig,
+            &format!("http://{}", server.insecure_addr),
+            "",
+            "default",
+        )?;
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             server.put(serde_json::json!({
                 "apiVersion": "v1", "kind": "Namespace",
                 "metadata": {"name": ns}, "status": {"phase": "Active"}
             }))?;
+        }
+        for obj in auth::bootstrap_policy() {
+            server.put(obj)?;
+        }
+        if opts.crds {
+            for text in crd::GENERATED {
+                server.put(crd::parse_manifest(text)?)?;
+            }
         }
         Ok(server)
     }
@@ -218,32 +289,111 @@ impl ApiServer {
         self.app.addr
     }
 
-    /// A `kube::Client` for this server, default namespace `default`.
+    /// A `kube::Client` for this server with the admin token (group `system:masters`, which
+    /// RBAC never refuses), default namespace `default`.
     pub fn client(&self) -> anyhow::Result<kube::Client> {
         Ok(kube::Client::try_from(self.config()?)?)
     }
 
-    /// A `kube::Config` for this server (to tune timeouts before building a client).
+    /// A `kube::Config` for this server with the admin token (to tune timeouts before building
+    /// a client).
     pub fn config(&self) -> anyhow::Result<kube::Config> {
+        self.config_with_token(&self.admin_token)
+    }
+
+    /// A `kube::Config` that authenticates with `token` (see
+    /// [`ApiServer::service_account_token`]).
+    pub fn config_with_token(&self, token: &str) -> anyhow::Result<kube::Config> {
         install_crypto_provider();
         let mut config = kube::Config::new(self.url().parse()?);
         config.default_namespace = "default".into();
+        config.auth_info = serde_json::from_value(serde_json::json!({ "token": token }))?;
         Ok(config)
     }
 
-    /// Path of a kubeconfig file pointing at this server (context `edgewatt-double`).
+    /// The admin's bearer token (kubeadm's `admin.conf`: group `system:masters`).
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    /// A token of ServiceAccount `namespace/name`, optionally bound to a pod (the projected
+    /// token the kubelet mounts): it authenticates as `system:serviceaccount:<ns>:<name>` with
+    /// groups `system:serviceaccounts`, `system:serviceaccounts:<ns>` and `system:authenticated`
+    /// while the ServiceAccount exists (401 after it is deleted).
+    pub fn service_account_token(&self, namespace: &str, name: &str, pod: Option<&str>) -> String {
+        self.add_token(auth::Subject::ServiceAccount {
+            namespace: namespace.into(),
+            name: name.into(),
+            pod: pod.map(String::from),
+        })
+    }
+
+    /// A token of a plain user with groups (`system:authenticated` is added).
+    pub fn user_token(&self, name: &str, groups: &[&str]) -> String {
+        self.add_token(auth::Subject::User(UserInfo {
+            name: name.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            pod: None,
+        }))
+    }
+
+    fn add_token(&self, subject: auth::Subject) -> String {
+        let token = new_token();
+        self.app
+            .tokens
+            .write()
+            .expect("tokens lock")
+            .insert(token.clone(), subject);
+        token
+    }
+
+    /// Path of a kubeconfig file pointing at this server with the admin token (context
+    /// `edgewatt-double`).
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig
     }
 
-    /// Writes a kubeconfig for this server to `path`, for separately started binaries.
+    /// Writes an admin kubeconfig for this server to `path`, for separately started binaries.
     pub fn write_kubeconfig(&self, path: &Path) -> anyhow::Result<()> {
+        self.write_kubeconfig_with_token(path, &self.admin_token, "default")
+    }
+
+    /// Writes a kubeconfig for this server that authenticates with `token`, default namespace
+    /// `namespace`.
+    pub fn write_kubeconfig_with_token(
+        &self,
+        path: &Path,
+        token: &str,
+        namespace: &str,
+    ) -> anyhow::Result<()> {
+        self.write_kubeconfig_to(path, &self.url(), token, namespace)
+    }
+
+    /// A kubeconfig for Go clients such as Helm, on the insecure port (every request is
+    /// `system:unsecured`, group `system:masters`): client-go reads no credentials from a
+    /// kubeconfig whose server is plain HTTP (clientcmd's "only try to read the auth information
+    /// if we are secure"), so a token would never reach the double.
+    pub fn insecure_kubeconfig_path(&self) -> &Path {
+        &self.insecure_kubeconfig
+    }
+
+    fn write_kubeconfig_to(
+        &self,
+        path: &Path,
+        url: &str,
+        token: &str,
+        namespace: &str,
+    ) -> anyhow::Result<()> {
+        let user = if token.is_empty() {
+            "{}".to_string()
+        } else {
+            format!("\n    token: {token}")
+        };
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: edgewatt-double\n  cluster:\n    \
-             server: {url}\nusers:\n- name: edgewatt-double\n  user:\n    token: double\n\
+             server: {url}\nusers:\n- name: edgewatt-double\n  user: {user}\n\
              contexts:\n- name: edgewatt-double\n  context:\n    cluster: edgewatt-double\n    \
-             user: edgewatt-double\n    namespace: default\ncurrent-context: edgewatt-double\n",
-            url = self.url()
+             user: edgewatt-double\n    namespace: {namespace}\ncurrent-context: edgewatt-double\n"
         );
         std::fs::write(path, text)?;
         Ok(())
@@ -268,6 +418,12 @@ impl ApiServer {
         };
         {
             let mut inner = self.app.store.lock().expect("store lock");
+            let crd_name = format!("{}.{}", res.plural, res.group);
+            if let Some(crd) = inner.remove(crd::CRD_KEY, "", &crd_name) {
+                // Served from a stored CRD: deleting the CRD is what uninstalls it.
+                self.app.crd_removed(&mut inner, &crd);
+                return;
+            }
             let keys: Vec<(String, String)> = inner
                 .objects_of(&res.key())
                 .map(|(_, v)| {
@@ -338,8 +494,18 @@ impl ApiServer {
             .app
             .resource_by_kind(api_version, kind)
             .ok_or_else(|| anyhow::anyhow!("no resource registered for {api_version} {kind}"))?;
+        let mut obj = obj;
+        let is_crd = res.key() == crd::CRD_KEY;
+        if is_crd && obj["status"].is_null() {
+            obj["status"] = crd::status_of(&obj);
+        }
         let mut inner = self.app.store.lock().expect("store lock");
-        Ok((*ops::put_direct(&mut inner, &res, obj)).clone())
+        let stored = (*ops::put_direct(&mut inner, &res, obj)).clone();
+        drop(inner);
+        if is_crd {
+            self.app.crd_stored(&stored);
+        }
+        Ok(stored)
     }
 
     /// Typed [`ApiServer::get`].
@@ -367,9 +533,11 @@ impl ApiServer {
     pub fn remove(&self, resource: &str, ns: Option<&str>, name: &str) -> Option<Value> {
         let res = self.app.resource_by_name(resource)?;
         let mut inner = self.app.store.lock().expect("store lock");
-        inner
-            .remove(&res.key(), ns.unwrap_or_default(), name)
-            .map(|v| (*v).clone())
+        let gone = inner.remove(&res.key(), ns.unwrap_or_default(), name)?;
+        if res.key() == crd::CRD_KEY {
+            self.app.crd_removed(&mut inner, &gone);
+        }
+        Some((*gone).clone())
     }
 
     /// Sets `status.disruptionsAllowed` of a PodDisruptionBudget (the double has no disruption

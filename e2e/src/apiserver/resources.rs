@@ -195,30 +195,52 @@ pub fn builtin_resources() -> Vec<ResourceDef> {
             &[],
         )
         .with_short_names(&["pdb"]),
-        ResourceDef::crd(
-            "edgewatt.io",
-            "v1alpha1",
-            "energypolicies",
-            "EnergyPolicy",
+        // What a chart install writes (Helm reads them back too).
+        ResourceDef::builtin(
+            "",
+            "v1",
+            "serviceaccounts",
+            "ServiceAccount",
+            true,
+            false,
+            &[],
+        )
+        .with_short_names(&["sa"]),
+        ResourceDef::builtin("", "v1", "services", "Service", true, true, &[])
+            .with_short_names(&["svc"]),
+        ResourceDef::builtin("", "v1", "configmaps", "ConfigMap", true, false, &[])
+            .with_short_names(&["cm"]),
+        ResourceDef::builtin("", "v1", "secrets", "Secret", true, false, &["type"]),
+        ResourceDef::builtin("apps", "v1", "daemonsets", "DaemonSet", true, true, &[])
+            .with_short_names(&["ds"]),
+        ResourceDef::builtin("apps", "v1", "deployments", "Deployment", true, true, &[])
+            .with_short_names(&["deploy"]),
+        ResourceDef::builtin("apps", "v1", "replicasets", "ReplicaSet", true, true, &[])
+            .with_short_names(&["rs"]),
+        ResourceDef::builtin(RBAC, "v1", "clusterroles", "ClusterRole", false, false, &[]),
+        ResourceDef::builtin(
+            RBAC,
+            "v1",
+            "clusterrolebindings",
+            "ClusterRoleBinding",
+            false,
+            false,
+            &[],
+        ),
+        ResourceDef::builtin(RBAC, "v1", "roles", "Role", true, false, &[]),
+        ResourceDef::builtin(RBAC, "v1", "rolebindings", "RoleBinding", true, false, &[]),
+        ResourceDef::builtin(
+            "apiextensions.k8s.io",
+            "v1",
+            "customresourcedefinitions",
+            "CustomResourceDefinition",
             false,
             true,
+            &[],
         )
-        .with_short_names(&["ep"]),
-        ResourceDef::crd(
-            "management.project-flotta.io",
-            "v1alpha1",
-            "edgedevices",
-            "EdgeDevice",
-            true,
-            true,
-        ),
-        ResourceDef::crd(
-            "management.project-flotta.io",
-            "v1alpha1",
-            "edgeworkloads",
-            "EdgeWorkload",
-            true,
-            true,
-        ),
+        .with_short_names(&["crd", "crds"]),
     ]
 }
+
+/// The RBAC API group.
+pub(crate) const RBAC: &str = "rbac.authorization.k8s.io";

@@ -138,6 +138,43 @@ impl ApiError {
         Self::new(500, "InternalError", msg)
     }
 
+    /// 401: no valid credentials (a token that is unknown, or of a deleted ServiceAccount).
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized")
+    }
+
+    /// 403 as `apierrors.NewForbidden(groupResource, name, err)` renders it.
+    pub fn forbidden(
+        group_resource: &str,
+        group: &str,
+        resource: &str,
+        name: &str,
+        why: &str,
+    ) -> Self {
+        let message = match (group_resource.is_empty(), name.is_empty()) {
+            (true, _) => format!("forbidden: {why}"),
+            (false, true) => format!("{group_resource} is forbidden: {why}"),
+            (false, false) => format!("{group_resource} \"{name}\" is forbidden: {why}"),
+        };
+        let mut details = serde_json::Map::new();
+        for (k, v) in [("name", name), ("group", group), ("kind", resource)] {
+            if !v.is_empty() {
+                details.insert(k.into(), v.into());
+            }
+        }
+        Self::new(403, "Forbidden", message).with_details(Value::Object(details))
+    }
+
+    /// What etcd3's storage answers a create that carries a resourceVersion: a plain Go error,
+    /// so a 500 without reason (`storage.ErrResourceVersionSetOnCreate`).
+    pub fn resource_version_on_create() -> Self {
+        Self::new(
+            500,
+            "",
+            "resourceVersion should not be set on objects to be created",
+        )
+    }
+
     pub fn page_not_found() -> Self {
         Self::new(
             404,
@@ -154,9 +191,11 @@ impl ApiError {
             "metadata": {},
             "status": "Failure",
             "message": self.message,
-            "reason": self.reason,
             "code": self.code,
         });
+        if !self.reason.is_empty() {
+            s["reason"] = self.reason.into();
+        }
         if let Some(d) = &self.details {
             s["details"] = d.clone();
         }

@@ -1,26 +1,84 @@
-//! The end-to-end harness: the API server double (or a real cluster), a real Prometheus, simulated
-//! nodes and devices (each a real `edgewatt-exporter serve` on its own fixture tree), the real
-//! `edgewatt-controller` and `edgewatt-scheduler` binaries, and two TEST PARTS standing in for what
-//! a real cluster provides: a Flotta operator/device-agent stand-in and a kube-scheduler stand-in
-//! (plus a ReplicaSet stand-in that recreates evicted pods).
+//! The end-to-end harness. **The chart is the fixture**: every scenario installs
+//! `charts/edgewatt` with Helm's engine into the API server double (which enforces RBAC and CRD
+//! admission), reads back the DaemonSets and Deployments Helm created, and runs each of their
+//! pods as local processes with exactly the rendered args, env, mounts and ServiceAccount —
+//! the translation is `edgewatt_e2e::pods` (documented there, written once). Test-only knobs
+//! (short intervals, the Prometheus URL, procfs attribution) are chart values:
+//! `e2e/tests/values-test.yaml` over the scenario's values (chart defaults, or
+//! `examples/chart-values-edge.yaml`).
 //!
-//! Real cluster: set `E2E_KUBECONFIG` to a kind/k3s cluster with the chart's CRDs installed; the
-//! double is then not started and everything else talks to that cluster (see e2e/README.md).
+//! Around the chart, TEST PARTS stand in for what a cluster provides, named as such: the
+//! Prometheus operator (`edgewatt_e2e::operator`: monitors selected by label, jobs as the
+//! operator names them, PrometheusRules loaded), a Flotta operator/device-agent stand-in, a
+//! kube-scheduler stand-in (node_loop.rs) and a ReplicaSet stand-in.
 
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use edgewatt_e2e::apiserver::ApiServer;
+use edgewatt_e2e::apiserver::{parse_crd, ApiServer, Options};
+use edgewatt_e2e::chart::{self, Release};
+use edgewatt_e2e::operator::{self, Selector};
+use edgewatt_e2e::pods::{self, LocalPod, PodPlan};
 use edgewatt_e2e::prometheus::{Prometheus, ScrapeTarget};
 use edgewatt_exporter::fixture::{BatteryFiles, FixtureTree};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::discovery::ApiResource;
 use serde_json::{json, Value};
+
+/// The release's namespace and name, as an operator would install it.
+pub const NS: &str = "edgewatt-system";
+pub const RELEASE: &str = "edgewatt";
+
+fn repo() -> PathBuf {
+    chart::repo()
+}
+
+/// How the chart is installed, and into what kind of cluster.
+#[derive(Clone)]
+pub struct Install {
+    /// Chart values a user gives: `{}` (the defaults) or `examples/chart-values-edge.yaml`.
+    pub values: Value,
+    /// What the cluster's Prometheus selects (kube-prometheus-stack: `release=<its release>`).
+    pub selector: Selector,
+    /// Flotta's CRDs installed (`crds/flotta/`).
+    pub flotta: bool,
+    /// Changes to the cluster after the install, before any pod starts: a trimmed Role, or a
+    /// fault hook (`set_watch_delay` only affects watches opened after it).
+    pub tamper: Option<fn(&ApiServer)>,
+}
+
+impl Install {
+    /// Chart defaults, a Prometheus that selects every monitor, Flotta installed.
+    pub fn defaults() -> Self {
+        Self {
+            values: json!({}),
+            selector: Selector::All,
+            flotta: true,
+            tamper: None,
+        }
+    }
+
+    /// `examples/chart-values-edge.yaml` on a kube-prometheus-stack cluster (release `kps`,
+    /// default selectors), Flotta installed.
+    pub fn edge_example() -> Self {
+        Self {
+            values: chart::values_file(&repo().join("examples/chart-values-edge.yaml")).unwrap(),
+            selector: Selector::kube_prometheus_stack("kps"),
+            flotta: true,
+            tamper: None,
+        }
+    }
+
+    /// The same, on a cluster without Flotta's CRDs.
+    pub fn without_flotta(mut self) -> Self {
+        self.flotta = false;
+        self
+    }
+}
 
 /// The project's binaries, built by `cargo build --workspace` (nextest builds them for the
 /// workspace's integration tests before running any).
@@ -31,8 +89,7 @@ pub struct Bins {
 }
 
 pub fn bins() -> Bins {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let dir = pods::binaries_dir();
     let find = |name: &str| {
         let p = dir.join(name);
         assert!(
@@ -46,80 +103,6 @@ pub fn bins() -> Bins {
         exporter: find("edgewatt-exporter"),
         controller: find("edgewatt-controller"),
         scheduler: find("edgewatt-scheduler"),
-    }
-}
-
-/// A child process with its log in a file; killed on drop.
-pub struct Proc {
-    pub name: String,
-    child: Option<Child>,
-    pub log: PathBuf,
-    bin: PathBuf,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-}
-
-impl Proc {
-    pub fn spawn(
-        name: &str,
-        bin: &Path,
-        args: &[String],
-        env: &[(String, String)],
-        logdir: &Path,
-    ) -> Proc {
-        let mut p = Proc {
-            name: name.into(),
-            child: None,
-            log: logdir.join(format!("{name}.log")),
-            bin: bin.into(),
-            args: args.to_vec(),
-            env: env.to_vec(),
-        };
-        p.start();
-        p
-    }
-
-    pub fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(&self.bin)
-            .args(&self.args)
-            .envs(self.env.iter().cloned())
-            // enough detail in the controller's log to tell a slow cycle from a wrong decision
-            .env("RUST_LOG", "info,edgewatt_controller=debug")
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", self.name));
-        self.child = Some(child);
-    }
-
-    /// SIGKILL, like an OOM kill or a node loss: no graceful shutdown.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    pub fn log_tail(&self, lines: usize) -> String {
-        self.log_lines(|_| true, lines)
-    }
-
-    /// The last `lines` lines of the log that `keep` keeps.
-    pub fn log_lines(&self, keep: impl Fn(&str) -> bool, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let v: Vec<&str> = text.lines().filter(|l| keep(l)).collect();
-        v[v.len().saturating_sub(lines)..].join("\n")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -155,14 +138,13 @@ impl Timeline {
     }
 }
 
-/// A simulated node or edge device: a real exporter process reading a fixture tree that the
-/// test rewrites (battery level, mains, platform power).
+/// A simulated node or edge device: its root filesystem (a fixture tree the test rewrites:
+/// battery level, mains, platform power) and the exporter pod the chart runs on it.
 pub struct Sim {
     pub name: String,
     pub tree: FixtureTree,
-    _dir: tempfile::TempDir,
-    pub exporter: Proc,
-    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub exporter: Option<LocalPod>,
 }
 
 impl Sim {
@@ -173,6 +155,33 @@ impl Sim {
     pub fn set_power(&self, watts: f64) {
         write_power(&self.tree, watts);
     }
+
+    /// The exporter's `host:port` (its `metrics` container port).
+    pub fn exporter_addr(&self) -> String {
+        self.exporter
+            .as_ref()
+            .and_then(|p| p.addr("metrics"))
+            .unwrap_or_else(|| panic!("no exporter runs on {}", self.name))
+    }
+}
+
+/// A node's root filesystem: battery at 90 % discharging, a 20 W power meter, the directories a
+/// real node has for the exporter's hostPath mounts. Written before the exporter starts: it
+/// discovers its energy sources at start (written after, a busy machine let it look first and
+/// serve no battery or power series at all).
+fn node_root(name: &str) -> (tempfile::TempDir, FixtureTree) {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("node-{name}-"))
+        .tempdir()
+        .unwrap();
+    let tree = FixtureTree::new(dir.path());
+    tree.proc_stat(100, 100);
+    tree.cpuinfo("Intel(R) Core(TM) i7-8650U CPU @ 1.90GHz", 4, false);
+    tree.set("sys/class/hwmon/hwmon0/name", "power_meter");
+    write_battery(&tree, 90, true);
+    write_power(&tree, 20.0);
+    std::fs::create_dir_all(dir.path().join("sys/kernel/tracing")).unwrap();
+    (dir, tree)
 }
 
 fn write_battery(tree: &FixtureTree, percent: u64, discharging: bool) {
@@ -202,45 +211,60 @@ fn write_power(tree: &FixtureTree, watts: f64) {
     );
 }
 
-/// Kubernetes access for the scenarios: the double, or a real cluster from `E2E_KUBECONFIG`.
+/// Kubernetes access for the scenarios: the API server double and an admin client (the tests'
+/// own requests; the binaries use their ServiceAccounts' tokens).
 pub struct Cluster {
-    pub server: Option<ApiServer>,
+    pub server: ApiServer,
     pub client: kube::Client,
-    pub kubeconfig: PathBuf,
-    _kubeconfig_dir: Option<tempfile::TempDir>,
 }
 
-pub fn real_cluster() -> Option<PathBuf> {
-    std::env::var_os("E2E_KUBECONFIG").map(PathBuf::from)
+/// The Prometheus operator's CRDs (a stand-in schema: the double only needs to serve them).
+fn operator_crds(server: &ApiServer) {
+    for (plural, kind) in [
+        ("podmonitors", "PodMonitor"),
+        ("servicemonitors", "ServiceMonitor"),
+        ("prometheusrules", "PrometheusRule"),
+    ] {
+        server
+            .put(json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                "metadata": {"name": format!("{plural}.monitoring.coreos.com")},
+                "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
+                    "names": {"plural": plural, "kind": kind, "singular": kind.to_lowercase()},
+                    "versions": [{"name": "v1", "served": true, "storage": true,
+                        "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}}))
+            .unwrap();
+    }
 }
 
 impl Cluster {
-    pub async fn start() -> Cluster {
-        edgewatt_e2e::apiserver::install_crypto_provider();
-        if let Some(path) = real_cluster() {
-            let cfg = kube::Config::from_custom_kubeconfig(
-                kube::config::Kubeconfig::read_from(&path).unwrap(),
-                &Default::default(),
-            )
-            .await
+    /// A fresh cluster with the Prometheus operator and Flotta's CRDs — uninstalled again
+    /// (`ApiServer::unregister` deletes the CRDs) unless `flotta`; edgewatt's CRD comes with the
+    /// chart.
+    pub async fn start(flotta: bool) -> Cluster {
+        edgewatt_e2e::install_crypto_provider();
+        let server = ApiServer::start_with(Options {
+            crds: false,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        operator_crds(&server);
+        for f in [
+            "crds/flotta/management.project-flotta.io_edgedevices.yaml",
+            "crds/flotta/management.project-flotta.io_edgeworkloads.yaml",
+        ] {
+            let text = std::fs::read_to_string(repo().join(f)).unwrap();
+            server.put(parse_crd(&text).unwrap()).unwrap();
+        }
+        if !flotta {
+            server.unregister("edgedevices.management.project-flotta.io");
+            server.unregister("edgeworkloads.management.project-flotta.io");
+        }
+        server
+            .put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}))
             .unwrap();
-            let client = kube::Client::try_from(cfg).unwrap();
-            return Cluster {
-                server: None,
-                client,
-                kubeconfig: path,
-                _kubeconfig_dir: None,
-            };
-        }
-        let server = ApiServer::start().await.unwrap();
         let client = server.client().unwrap();
-        let kubeconfig = server.kubeconfig_path().to_path_buf();
-        Cluster {
-            server: Some(server),
-            client,
-            kubeconfig,
-            _kubeconfig_dir: None,
-        }
+        Cluster { server, client }
     }
 
     pub fn api(
@@ -372,95 +396,287 @@ pub struct Loop {
     pub cluster: Cluster,
     pub prom: Prometheus,
     pub sims: BTreeMap<String, Sim>,
-    pub controller: Proc,
-    pub controller_port: u16,
-    pub scheduler: Proc,
-    pub scheduler_port: u16,
+    /// The controller Deployment's pods (`controller.replicas`).
+    pub controllers: Vec<LocalPod>,
+    /// The extender Deployment's pods (`scheduler.replicas`).
+    pub schedulers: Vec<LocalPod>,
+    pub release: Release,
+    pub install: Install,
     pub timeline: Timeline,
     pub logdir: tempfile::TempDir,
     pub bins: Bins,
     pub heartbeat_port: u16,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The root filesystem of the node the Deployments' pods run on (no hostPath of theirs).
+    control_plane: tempfile::TempDir,
 }
 
-/// How a simulated target is known to Prometheus.
+/// How a simulated target is known.
 pub enum Kind {
+    /// A Kubernetes node labelled `power=battery` (plus the well-known node labels).
     Node,
-    /// An EdgeDevice in this namespace; its series get `edgedeviceid` (like Flotta's remote write).
+    /// A node with these extra labels too.
+    LabelledNode(Value),
+    /// A Flotta EdgeDevice in this namespace: no Kubernetes node, the exporter runs on it
+    /// without cluster credentials and its series get `edgedeviceid` (Flotta's remote write).
     Device(&'static str),
 }
 
-/// Starts a simulated target: battery at 90 % discharging, a 20 W power meter. The exporter
-/// discovers its energy sources (power_supply, hwmon) once, at startup, so the whole fixture tree
-/// is written before it starts: written after, a busy machine let the exporter look first, find
-/// no battery and no meter, and serve no battery or power series for that target at all.
-pub fn start_sim(bins: &Bins, logdir: &Path, name: &str) -> Sim {
-    let dir = tempfile::tempdir().unwrap();
-    let tree = FixtureTree::new(dir.path());
-    tree.proc_stat(100, 100);
-    tree.cpuinfo("Intel(R) Core(TM) i7-8650U CPU @ 1.90GHz", 4, false);
-    tree.set("sys/class/hwmon/hwmon0/name", "power_meter");
-    write_battery(&tree, 90, true);
-    write_power(&tree, 20.0);
-    let port = edgewatt_e2e::free_port();
-    let sim_args: Vec<String> = [
-        "--host-root",
-        dir.path().to_str().unwrap(),
-        "--node-name",
-        name,
-        "--interval",
-        "1s",
-        "--kubernetes",
-        "off",
-        // the simulated node's processes are in its fixture /proc, not in the kernel eBPF sees
-        "--attribution",
-        "procfs",
-        "--no-estimator",
-        "serve",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    Sim {
-        name: name.into(),
-        tree,
-        _dir: dir,
-        exporter: Proc::spawn(
-            &format!("exporter-{name}"),
-            &bins.exporter,
-            &sim_args,
-            &[],
-            logdir,
-        ),
-        port,
-    }
+/// `values-test.yaml` (short intervals, procfs attribution) with the test Prometheus' URL.
+fn test_values(prom_url: &str) -> Value {
+    let mut v = chart::values_file(&repo().join("e2e/tests/values-test.yaml")).unwrap();
+    chart::merge(&mut v, &json!({"prometheus": {"url": prom_url}}));
+    v
+}
+
+/// A short suffix like the ones controllers give pod names.
+fn suffix(seed: &str, n: usize) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write(seed.as_bytes());
+    h.write_usize(n);
+    let v = h.finish();
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..5)
+        .map(|i| ALPHABET[((v >> (i * 6)) % ALPHABET.len() as u64) as usize] as char)
+        .collect()
+}
+
+fn name_of(o: &Value) -> String {
+    o["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 impl Loop {
-    /// Starts Prometheus (with the chart's alert rules), one exporter per target, the Flotta
-    /// stand-in's heartbeat endpoint, and the controller and extender binaries configured as the
-    /// chart configures them (flags below), with short intervals.
-    pub async fn start(targets: &[(&str, Kind)]) -> Loop {
+    /// [`Loop::start_with`] without fixture changes.
+    pub async fn start(targets: &[(&str, Kind)], install: Install) -> Loop {
+        Self::start_with(targets, install, |_, _| {}).await
+    }
+
+    /// Installs the chart and starts everything: the double (Flotta's CRDs per `install`), a
+    /// real Prometheus, one node fixture per target (`prepare` may add to it before its exporter
+    /// starts), `helm install` with the scenario's values and `values-test.yaml`, the pods of
+    /// every rendered DaemonSet (on the nodes it schedules onto) and Deployment (its replicas),
+    /// the exporter on each Flotta device, and the Prometheus operator's targets and rules.
+    pub async fn start_with(
+        targets: &[(&str, Kind)],
+        install: Install,
+        prepare: impl Fn(&str, &FixtureTree),
+    ) -> Loop {
         let timeline = Timeline::new();
         let bins = bins();
         let logdir = tempfile::tempdir().unwrap();
-        let cluster = Cluster::start().await;
+        let cluster = Cluster::start(install.flotta).await;
+        let prom = tokio::task::spawn_blocking(|| Prometheus::start(Duration::from_secs(1)))
+            .await
+            .unwrap()
+            .unwrap();
         let mut sims = BTreeMap::new();
-        for (name, _) in targets {
-            sims.insert(name.to_string(), start_sim(&bins, logdir.path(), name));
+        for (name, kind) in targets {
+            let (dir, tree) = node_root(name);
+            prepare(name, &tree);
+            let mut labels = json!({"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+                "kubernetes.io/hostname": name, "power": "battery"});
+            match kind {
+                Kind::Node => cluster.node(name, labels).await,
+                Kind::LabelledNode(extra) => {
+                    chart::merge(&mut labels, extra);
+                    cluster.node(name, labels).await
+                }
+                Kind::Device(_) => {}
+            }
+            let sim = Sim {
+                name: name.to_string(),
+                tree,
+                dir,
+                exporter: None,
+            };
+            sims.insert(name.to_string(), sim);
         }
-        // Flotta's operator exports flotta_api_edge_devices_heartbeat{deviceID}; the stand-in too.
-        let hb_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let heartbeat_port = hb_listener.local_addr().unwrap().port();
+        let mut values = install.values.clone();
+        chart::merge(&mut values, &test_values(&prom.url()));
+        let server_values = values.clone();
+        let release = {
+            let s = &cluster.server;
+            tokio::task::block_in_place(|| chart::install(s, RELEASE, NS, &server_values))
+                .unwrap_or_else(|e| panic!("{e:#}"))
+        };
+        timeline.mark(format!(
+            "helm install {RELEASE} (values: {})",
+            install.values
+        ));
+        if let Some(tamper) = install.tamper {
+            tamper(&cluster.server);
+        }
+        let mut l = Loop {
+            cluster,
+            prom,
+            sims,
+            controllers: Vec::new(),
+            schedulers: Vec::new(),
+            release,
+            install,
+            timeline,
+            logdir,
+            bins,
+            heartbeat_port: 0,
+            tasks: Vec::new(),
+            control_plane: tempfile::tempdir().unwrap(),
+        };
+        l.start_pods(targets).await;
+        l.heartbeat_port = l.start_heartbeats(targets).await;
+        l.scrape(targets).await;
+        for c in &l.controllers {
+            wait_http_url(
+                &format!("http://{}/healthz", c.addr("metrics").unwrap()),
+                Duration::from_secs(30),
+            )
+            .await;
+        }
+        for s in &l.schedulers {
+            wait_http_url(
+                &format!("http://{}/healthz", s.addr("http").unwrap()),
+                Duration::from_secs(30),
+            )
+            .await;
+        }
+        l.timeline.mark(format!(
+            "{} controller(s) and {} extender(s) up",
+            l.controllers.len(),
+            l.schedulers.len()
+        ));
+        l
+    }
+
+    fn plan<'a>(
+        &'a self,
+        name: String,
+        node: &str,
+        template: &'a Value,
+        root: &Path,
+        api: bool,
+    ) -> PodPlan<'a> {
+        PodPlan {
+            name,
+            namespace: NS.into(),
+            node: node.into(),
+            template,
+            node_root: root.to_path_buf(),
+            api: api.then_some(&self.cluster.server),
+            bin_dir: pods::binaries_dir(),
+            log_dir: self.logdir.path().to_path_buf(),
+            // enough detail in the controller's log to tell a slow cycle from a wrong decision
+            extra_env: vec![("RUST_LOG".into(), "info,edgewatt_controller=debug".into())],
+        }
+    }
+
+    /// The DaemonSet controller, ReplicaSet controller and kubelet of the cluster: every
+    /// rendered workload's pods, as processes.
+    async fn start_pods(&mut self, targets: &[(&str, Kind)]) {
+        let s = &self.cluster.server;
+        let daemonsets: Vec<Value> = s
+            .list("daemonsets")
+            .into_iter()
+            .filter(|d| d["metadata"]["namespace"] == NS)
+            .collect();
+        let deployments: Vec<Value> = s
+            .list("deployments")
+            .into_iter()
+            .filter(|d| d["metadata"]["namespace"] == NS)
+            .collect();
+        let main_exporter = format!("{RELEASE}-exporter");
+        let mut placed = Vec::new();
+        for (name, kind) in targets {
+            let sim = &self.sims[*name];
+            let (template, pod_name, api) = match kind {
+                Kind::Device(_) => {
+                    let ds = daemonsets
+                        .iter()
+                        .find(|d| name_of(d) == main_exporter)
+                        .expect("the exporter DaemonSet");
+                    (
+                        ds["spec"]["template"].clone(),
+                        format!("{name}-exporter"),
+                        false,
+                    )
+                }
+                _ => {
+                    let node = s.get("nodes", None, name).expect("node");
+                    let ds = daemonsets
+                        .iter()
+                        .find(|d| pods::schedulable(&d["spec"]["template"], &node))
+                        .unwrap_or_else(|| panic!("no exporter DaemonSet schedules onto {name}"));
+                    let pod_name = format!("{}-{}", name_of(ds), suffix(name, 0));
+                    self.pod_object(ds, &pod_name, name);
+                    (ds["spec"]["template"].clone(), pod_name, true)
+                }
+            };
+            let plan = self.plan(pod_name, name, &template, sim.dir.path(), api);
+            let pod = pods::run_pod(&plan).unwrap_or_else(|e| panic!("{e:#}"));
+            placed.push((name.to_string(), pod));
+        }
+        for (name, pod) in placed {
+            self.sims.get_mut(&name).unwrap().exporter = Some(pod);
+        }
+        for d in &deployments {
+            let replicas = d["spec"]["replicas"].as_u64().unwrap_or(1) as usize;
+            let template = &d["spec"]["template"];
+            let hash = suffix(&template.to_string(), 99);
+            let mut started = Vec::new();
+            for i in 0..replicas {
+                let pod_name = format!("{}-{hash}9f-{}", name_of(d), suffix(&name_of(d), i));
+                let plan = self.plan(
+                    pod_name,
+                    "control-plane",
+                    template,
+                    self.control_plane.path(),
+                    true,
+                );
+                started.push(pods::run_pod(&plan).unwrap_or_else(|e| panic!("{e:#}")));
+            }
+            match template["metadata"]["labels"]["app.kubernetes.io/component"].as_str() {
+                Some("controller") => self.controllers = started,
+                Some("scheduler") => self.schedulers = started,
+                other => panic!("unexpected Deployment {} ({other:?})", name_of(d)),
+            }
+        }
+        self.timeline.mark(format!(
+            "pods started: {} exporter(s), {} controller(s), {} extender(s)",
+            self.sims.len(),
+            self.controllers.len(),
+            self.schedulers.len()
+        ));
+    }
+
+    /// The Pod object of a DaemonSet pod (so watches of pods see it, and the controller meets a
+    /// DaemonSet-owned pod on every node, as on a cluster).
+    fn pod_object(&self, ds: &Value, pod_name: &str, node: &str) {
+        let t = &ds["spec"]["template"];
+        let mut spec = t["spec"].clone();
+        spec["nodeName"] = node.into();
+        self.cluster
+            .server
+            .put(json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": pod_name, "namespace": NS, "labels": t["metadata"]["labels"],
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": ds["metadata"]["name"],
+                        "uid": ds["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}]},
+                "spec": spec, "status": {"phase": "Running", "podIP": "127.0.0.1", "hostIP": "127.0.0.1"}}))
+            .unwrap();
+    }
+
+    /// Flotta's operator exports `flotta_api_edge_devices_heartbeat{deviceID}`; the stand-in too.
+    async fn start_heartbeats(&mut self, targets: &[(&str, Kind)]) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
         let devices: Vec<String> = targets
             .iter()
             .filter(|(_, k)| matches!(k, Kind::Device(_)))
             .map(|(n, _)| n.to_string())
             .collect();
         let started = Instant::now();
-        let hb = tokio::spawn(async move {
+        self.tasks.push(tokio::spawn(async move {
             let app = axum::Router::new().route(
                 "/metrics",
                 axum::routing::get(move || {
@@ -478,122 +694,105 @@ impl Loop {
                     }
                 }),
             );
-            let _ = axum::serve(hb_listener, app).await;
-        });
-        let controller_port = edgewatt_e2e::free_port();
-        let scheduler_port = edgewatt_e2e::free_port();
-        let mut scrape: Vec<ScrapeTarget> = Vec::new();
-        for (name, kind) in targets {
-            let mut t = ScrapeTarget::new(
-                &format!("exporter-{name}"),
-                &format!("127.0.0.1:{}", sims[*name].port),
-            );
-            if let Kind::Device(_) = kind {
-                t.labels.push(("edgedeviceid".into(), name.to_string()));
+            let _ = axum::serve(listener, app).await;
+        }));
+        port
+    }
+
+    /// Prometheus scrapes what the operator stand-in derives from the rendered monitors (and
+    /// loads the selected PrometheusRules); devices' series arrive with `edgedeviceid`.
+    async fn scrape(&mut self, targets: &[(&str, Kind)]) {
+        let mut scrape: Vec<ScrapeTarget> = {
+            let mut pods: Vec<&LocalPod> =
+                self.controllers.iter().chain(&self.schedulers).collect();
+            for (name, kind) in targets {
+                if !matches!(kind, Kind::Device(_)) {
+                    pods.extend(self.sims[*name].exporter.as_ref());
+                }
             }
-            scrape.push(t);
+            operator::targets(&self.cluster.server, &self.install.selector, &pods)
+        };
+        for (name, kind) in targets {
+            if let Kind::Device(_) = kind {
+                let mut t =
+                    ScrapeTarget::new("flotta-device-metrics", &self.sims[*name].exporter_addr());
+                t.labels.push(("edgedeviceid".into(), name.to_string()));
+                scrape.push(t);
+            }
         }
         scrape.push(ScrapeTarget::new(
             "flotta",
-            &format!("127.0.0.1:{heartbeat_port}"),
+            &format!("127.0.0.1:{}", self.heartbeat_port),
         ));
-        scrape.push(ScrapeTarget::new(
-            "edgewatt-controller",
-            &format!("127.0.0.1:{controller_port}"),
-        ));
-        scrape.push(ScrapeTarget::new(
-            "edgewatt-scheduler",
-            &format!("127.0.0.1:{scheduler_port}"),
-        ));
-        let rules = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../charts/edgewatt/files/alerts.rules.yaml");
-        let sim_names: Vec<String> = sims.keys().cloned().collect();
-        let prom = tokio::task::spawn_blocking(move || {
-            let mut prom = Prometheus::start(Duration::from_secs(1)).unwrap();
-            for t in scrape {
-                prom.add_target(t).unwrap();
-            }
-            if rules.exists() {
-                prom.add_rule_file(rules).unwrap();
+        let rules: Vec<PathBuf> =
+            operator::rule_files(&self.cluster.server, &self.install.selector)
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let p = self.logdir.path().join(format!("prometheusrule-{i}.yaml"));
+                    std::fs::write(&p, serde_json::to_string_pretty(&r).unwrap()).unwrap();
+                    p
+                })
+                .collect();
+        let n = scrape.len();
+        let names: Vec<String> = self.sims.keys().cloned().collect();
+        let prom = &mut self.prom;
+        tokio::task::block_in_place(|| {
+            prom.add_targets(scrape).unwrap();
+            for r in rules {
+                prom.add_rule_file(r).unwrap();
             }
             // Every simulated target serves its battery and meter before a scenario starts: a
             // target without them can never be starved, nor chosen as a destination.
-            for name in sim_names {
+            for name in names {
                 for metric in [
                     "edgewatt_node_battery_charge_ratio",
                     "edgewatt_node_platform_watts",
                 ] {
                     prom.wait_for_series(
-                        &format!("{metric}{{job=\"exporter-{name}\"}}"),
-                        Duration::from_secs(30),
+                        &format!("{metric}{{node_name=\"{name}\"}}"),
+                        Duration::from_secs(40),
                     )
                     .unwrap_or_else(|e| {
-                        panic!("exporter-{name} serves no {metric} (see its energy sources): {e}")
+                        panic!("{name} serves no {metric} (see its exporter's log): {e}")
                     });
                 }
             }
-            prom
-        })
-        .await
-        .unwrap();
-        timeline.mark(format!(
-            "Prometheus {} scraping {} exporters",
-            prom.url(),
-            sims.len()
+        });
+        self.timeline.mark(format!(
+            "Prometheus {} scraping {n} targets",
+            self.prom.url()
         ));
-        let kube_env = vec![(
-            "KUBECONFIG".to_string(),
-            cluster.kubeconfig.to_str().unwrap().to_string(),
-        )];
-        let controller_args: Vec<String> = [
-            "--prometheus-url",
-            &prom.url(),
-            "--interval",
-            "1s",
-            "--lease-namespace",
-            "default",
-            "--metrics-addr",
-            &format!("127.0.0.1:{controller_port}"),
-            "--node-max-age",
-            "20s",
-            "--device-max-age",
-            "20s",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let controller = Proc::spawn(
-            "controller",
-            &bins.controller,
-            &controller_args,
-            &kube_env,
-            logdir.path(),
+    }
+
+    /// The chart's roles were enough: no request of the chart's binaries (their ServiceAccounts'
+    /// tokens) was refused by authentication or RBAC.
+    pub fn assert_no_request_refused(&self) {
+        let refused = self.refused_requests();
+        assert!(
+            refused.is_empty(),
+            "requests of the chart's binaries refused by RBAC ({}): {:#?}",
+            refused.len(),
+            &refused[..refused.len().min(10)]
         );
-        let scheduler_args = scheduler_args(&prom.url(), scheduler_port);
-        let scheduler = Proc::spawn(
-            "scheduler",
-            &bins.scheduler,
-            &scheduler_args,
-            &kube_env,
-            logdir.path(),
-        );
-        wait_http(controller_port, "/healthz", Duration::from_secs(20)).await;
-        wait_http(scheduler_port, "/healthz", Duration::from_secs(20)).await;
-        timeline.mark("controller and extender up");
-        Loop {
-            cluster,
-            prom,
-            sims,
-            controller,
-            controller_port,
-            scheduler,
-            scheduler_port,
-            timeline,
-            logdir,
-            bins,
-            heartbeat_port,
-            tasks: vec![hb],
-        }
+    }
+
+    /// `user method path?query -> status` of every request of the chart's binaries that was
+    /// refused (401/403).
+    pub fn refused_requests(&self) -> Vec<String> {
+        let prefix = format!("system:serviceaccount:{NS}:");
+        self.cluster
+            .server
+            .requests()
+            .iter()
+            .filter(|r| (r.status == 401 || r.status == 403) && r.user.starts_with(&prefix))
+            .map(|r| {
+                format!(
+                    "{} {} {}?{} -> {}",
+                    r.user, r.method, r.path, r.query, r.status
+                )
+            })
+            .collect()
     }
 
     pub fn sim(&self, name: &str) -> &Sim {
@@ -602,6 +801,56 @@ impl Loop {
 
     pub fn spawn_task(&mut self, t: tokio::task::JoinHandle<()>) {
         self.tasks.push(t);
+    }
+
+    /// The addresses behind the extender's Service (port `http`): kube-proxy's view of it.
+    pub fn extender_addrs(&self) -> Vec<String> {
+        let svc = self
+            .cluster
+            .server
+            .get("services", Some(NS), &format!("{RELEASE}-scheduler"))
+            .expect("the extender Service");
+        let pods: Vec<&LocalPod> = self.schedulers.iter().collect();
+        operator::service_endpoints(&svc, "http", &pods)
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect()
+    }
+
+    /// One extender address (the Service's first endpoint).
+    pub fn extender_addr(&self) -> String {
+        self.extender_addrs()
+            .into_iter()
+            .next()
+            .expect("an extender endpoint")
+    }
+
+    /// The extender entry of the rendered KubeSchedulerConfiguration (ConfigMap
+    /// `<release>-scheduler-config`, `extender.yaml`).
+    pub fn extender_config(&self) -> Value {
+        let cm = self
+            .cluster
+            .server
+            .get(
+                "configmaps",
+                Some(NS),
+                &format!("{RELEASE}-scheduler-config"),
+            )
+            .expect("the scheduler ConfigMap");
+        let cfg: Value =
+            serde_saphyr::from_str(cm["data"]["extender.yaml"].as_str().unwrap()).unwrap();
+        cfg["extenders"][0].clone()
+    }
+
+    /// The controller pod holding the Lease, if any.
+    pub fn leader(&self) -> Option<usize> {
+        let lease = self.cluster.server.get(
+            "leases.coordination.k8s.io",
+            Some(NS),
+            "edgewatt-controller",
+        )?;
+        let holder = lease["spec"]["holderIdentity"].as_str()?;
+        self.controllers.iter().position(|c| c.name == holder)
     }
 
     /// Instant query through the real Prometheus (blocking client, off the async workers).
@@ -626,75 +875,84 @@ impl Loop {
         r.as_array()?.first()?["value"][1].as_str()?.parse().ok()
     }
 
-    /// What explains a failed scenario: the controller's decisions (its log without the
-    /// per-cycle timing lines; the whole log is kept on disk), each EnergyPolicy's status, the
-    /// EdgeDevices and EdgeWorkloads as the API server holds them (to compare with the
-    /// `store_rv` the controller logs for what its reflector holds), and what Prometheus says
-    /// about each device (battery, sample age, heartbeat increase) and each scrape target.
+    /// What explains a failed scenario: the controllers' decisions (their logs without the
+    /// per-cycle timing lines; the whole logs are kept on disk), requests RBAC refused, each
+    /// EnergyPolicy's status, the EdgeDevices and EdgeWorkloads as the API server holds them,
+    /// and what Prometheus says about each target.
     pub fn dump_logs(&mut self) {
         self.logdir.disable_cleanup(true);
         eprintln!(
             "--- logs kept in {} (the directory is not removed) ---",
             self.logdir.path().display()
         );
-        eprintln!(
-            "--- {} log: decisions and warnings (without `policy cycle` lines, last 120) ---\n{}",
-            self.controller.name,
-            self.controller
-                .log_lines(|l| !l.contains("policy cycle"), 120)
-        );
-        eprintln!(
-            "--- {} log (tail) ---\n{}",
-            self.controller.name,
-            self.controller.log_tail(15)
-        );
-        eprintln!(
-            "--- {} log (tail) ---\n{}",
-            self.scheduler.name,
-            self.scheduler.log_tail(20)
-        );
-        if let Some(s) = &self.cluster.server {
-            // What the controller concluded: conditions, starved list, migrations.
-            for p in s.list("energypolicies") {
-                eprintln!(
-                    "--- EnergyPolicy {} status ---\n{}",
-                    p["metadata"]["name"],
-                    serde_json::to_string_pretty(&p["status"]).unwrap_or_default()
-                );
-            }
+        for c in &mut self.controllers {
+            let p = c.main();
             eprintln!(
-                "--- API server: EdgeDevices (current resourceVersion {}) ---",
-                s.resource_version()
+                "--- {} log: decisions and warnings (without `policy cycle` lines, last 80) ---\n{}",
+                p.name,
+                p.log_lines(|l| !l.contains("policy cycle"), 80)
             );
-            // `namespace/name rv=…` of a listed object.
-            let id = |o: &Value| {
-                let m = &o["metadata"];
+        }
+        for s in &mut self.schedulers {
+            let p = s.main();
+            eprintln!("--- {} log (tail) ---\n{}", p.name, p.log_tail(15));
+        }
+        let s = &self.cluster.server;
+        let denied: Vec<String> = s
+            .requests()
+            .iter()
+            .filter(|r| r.status == 401 || r.status == 403)
+            .map(|r| {
                 format!(
-                    "{}/{} rv={}",
-                    m["namespace"].as_str().unwrap_or_default(),
-                    m["name"].as_str().unwrap_or_default(),
-                    m["resourceVersion"].as_str().unwrap_or_default()
+                    "{} {} {}?{} -> {}",
+                    r.user, r.method, r.path, r.query, r.status
                 )
-            };
-            for d in s.list("edgedevices") {
-                eprintln!(
-                    "{} phase={} labels={} workloads={}",
-                    id(&d),
-                    d["status"]["phase"],
-                    d["metadata"]["labels"],
-                    d["status"]["workloads"]
-                );
-            }
-            eprintln!("--- API server: EdgeWorkloads ---");
-            for w in s.list("edgeworkloads") {
-                eprintln!(
-                    "{} device={} selector={} annotations={}",
-                    id(&w),
-                    w["spec"]["device"],
-                    w["spec"]["deviceSelector"],
-                    w["metadata"]["annotations"]
-                );
-            }
+            })
+            .collect();
+        eprintln!(
+            "--- requests refused by authentication/RBAC ({}, last 20) ---\n{}",
+            denied.len(),
+            denied[denied.len().saturating_sub(20)..].join("\n")
+        );
+        for p in s.list("energypolicies") {
+            eprintln!(
+                "--- EnergyPolicy {} status ---\n{}",
+                p["metadata"]["name"],
+                serde_json::to_string_pretty(&p["status"]).unwrap_or_default()
+            );
+        }
+        eprintln!(
+            "--- API server: EdgeDevices (current resourceVersion {}) ---",
+            s.resource_version()
+        );
+        // `namespace/name rv=…` of a listed object.
+        let id = |o: &Value| {
+            let m = &o["metadata"];
+            format!(
+                "{}/{} rv={}",
+                m["namespace"].as_str().unwrap_or_default(),
+                m["name"].as_str().unwrap_or_default(),
+                m["resourceVersion"].as_str().unwrap_or_default()
+            )
+        };
+        for d in s.list("edgedevices") {
+            eprintln!(
+                "{} phase={} labels={} workloads={}",
+                id(&d),
+                d["status"]["phase"],
+                d["metadata"]["labels"],
+                d["status"]["workloads"]
+            );
+        }
+        eprintln!("--- API server: EdgeWorkloads ---");
+        for w in s.list("edgeworkloads") {
+            eprintln!(
+                "{} device={} selector={} annotations={}",
+                id(&w),
+                w["spec"]["device"],
+                w["spec"]["deviceSelector"],
+                w["metadata"]["annotations"]
+            );
         }
         // Prometheus' view, through a plain thread (this may run in a runtime worker's Drop).
         let url = self.prom.url();
@@ -747,31 +1005,15 @@ impl Drop for Loop {
     }
 }
 
-/// The extender's flags, as the chart passes them.
-pub fn scheduler_args(prom_url: &str, port: u16) -> Vec<String> {
-    [
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--prometheus-url",
-        prom_url,
-        "--refresh-interval",
-        "1s",
-        "--max-data-age",
-        "10s",
-        // the chart passes the policies' default budget to the extender too
-        "--default-power-budget-watts",
-        "60",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+pub async fn wait_http(port: u16, path: &str, timeout: Duration) {
+    wait_http_url(&format!("http://127.0.0.1:{port}{path}"), timeout).await
 }
 
-pub async fn wait_http(port: u16, path: &str, timeout: Duration) {
+/// Polls `url` until it answers 2xx.
+pub async fn wait_http_url(url: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
-    let url = format!("http://127.0.0.1:{port}{path}");
     loop {
-        let u = url.clone();
+        let u = url.to_string();
         let ok = tokio::task::spawn_blocking(move || {
             reqwest::blocking::get(u)
                 .map(|r| r.status().is_success())

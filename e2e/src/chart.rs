@@ -1,0 +1,120 @@
+//! `charts/edgewatt` installed by Helm's own engine — PyPI `helm-sdkpy`, which bundles Helm's Go
+//! library, run from the repository's `.venv` (`make deps`) through `charts/tests/helm_install.py`
+//! — into the API server double. What Helm created (CRDs, RBAC, ServiceAccounts, DaemonSets,
+//! Deployments, monitors…) is then in the double's store, where RBAC evaluates the roles and the
+//! harness reads the workloads to run (see [`crate::pods`]).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::apiserver::ApiServer;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The `.venv` Python with helm-sdkpy.
+pub fn python() -> Result<PathBuf> {
+    let p = repo().join(".venv/bin/python");
+    if !p.exists() {
+        bail!(
+            "{} missing: run `make deps` (installs helm-sdkpy into .venv)",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+/// Reads a values file (YAML) as JSON.
+pub fn values_file(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let v: Value =
+        serde_saphyr::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+    Ok(if v.is_null() {
+        Value::Object(Default::default())
+    } else {
+        v
+    })
+}
+
+/// Helm's values coalescing: maps merge key by key, anything else in `overlay` replaces.
+pub fn merge(base: &mut Value, overlay: &Value) {
+    match (base, overlay) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                merge(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+/// An installed release.
+#[derive(Debug, Clone)]
+pub struct Release {
+    pub name: String,
+    pub namespace: String,
+    /// Helm's release record (manifest, notes, values) as JSON.
+    pub record: Value,
+}
+
+impl Release {
+    /// The rendered NOTES.txt.
+    pub fn notes(&self) -> String {
+        find_string(&self.record, "notes").unwrap_or_default()
+    }
+}
+
+fn find_string(v: &Value, key: &str) -> Option<String> {
+    match v {
+        Value::Object(m) => m
+            .get(key)
+            .and_then(|x| x.as_str().map(String::from))
+            .or_else(|| m.values().find_map(|x| find_string(x, key))),
+        Value::Array(a) => a.iter().find_map(|x| find_string(x, key)),
+        _ => None,
+    }
+}
+
+/// `helm install <release> charts/edgewatt -n <namespace>` (no wait) with `values`. Blocking:
+/// call it off the async workers. The namespace must exist (Helm's `--create-namespace` path
+/// needs the OpenAPI document, which the double does not serve). Helm talks to the double's
+/// insecure port (client-go sends no token over plain HTTP) and keeps its release record in
+/// memory (its Secret driver speaks protobuf).
+pub fn install(
+    server: &ApiServer,
+    release: &str,
+    namespace: &str,
+    values: &Value,
+) -> Result<Release> {
+    let out = Command::new(python()?)
+        .arg(repo().join("charts/tests/helm_install.py"))
+        .arg(server.insecure_kubeconfig_path())
+        .args([release, namespace, &values.to_string()])
+        .env("HELM_DRIVER", "memory")
+        .output()
+        .context("run charts/tests/helm_install.py")?;
+    if !out.status.success() {
+        let log: Vec<String> = server
+            .requests()
+            .iter()
+            .map(|r| format!("{} {}?{} -> {}", r.method, r.path, r.query, r.status))
+            .collect();
+        bail!(
+            "helm install with {values}: {}\n{}\nrequests to the double:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout),
+            log.join("\n")
+        );
+    }
+    let record: Value = serde_json::from_slice(&out.stdout).context("Helm's release JSON")?;
+    Ok(Release {
+        name: release.into(),
+        namespace: namespace.into(),
+        record,
+    })
+}
