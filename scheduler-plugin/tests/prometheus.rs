@@ -12,7 +12,8 @@ use edgewatt_crds::{
 };
 use edgewatt_e2e::prometheus::{Prometheus, ScrapeTarget};
 use edgewatt_scheduler::{
-    headroom::Policy, protocol::HostPriority, refresh::Refresher, server, state::AppState,
+    headroom::Policy, nodes::ViewState, protocol::HostPriority, refresh::Refresher, server,
+    state::AppState,
 };
 use serde_json::json;
 
@@ -46,10 +47,13 @@ edgewatt_node_power_budget_watts{node_name=\"c\"} 200
     .unwrap();
 
     let max_age = Duration::from_secs(4);
-    let state = Arc::new(AppState::new(Policy {
-        max_data_age: max_age,
-        ..Policy::default()
-    }));
+    let state = Arc::new(AppState::new(
+        Policy {
+            max_data_age: max_age,
+            ..Policy::default()
+        },
+        ViewState::Disabled,
+    ));
     let reader = PromReader::new(&PromConfig::new(prom.url())).unwrap();
     let refresher = Refresher::new(reader, MetricNames::default(), max_age);
     refresher.refresh_once(&state).await.unwrap();
@@ -63,11 +67,11 @@ edgewatt_node_power_budget_watts{node_name=\"c\"} 200
     assert_eq!(status, 200, "{text}");
     let scores: Vec<HostPriority> = serde_json::from_str(&text).unwrap();
     let score = |h: &str| scores.iter().find(|s| s.host == h).unwrap().score;
-    assert_eq!(score("c"), 10, "{text}");
-    // Proportional to the best headroom: 70/180 → 4, 20/180 → 1 (fits, so at least 1).
-    assert_eq!(score("a"), 4, "{text}");
-    assert_eq!(score("b"), 1, "{text}");
-    assert_eq!(score("unknown"), 5, "no data: neutral");
+    // The share of each node's own budget left: 180/200 → 9, 70/100 → 7, 20/100 → 2.
+    assert_eq!(score("c"), 9, "{text}");
+    assert_eq!(score("a"), 7, "{text}");
+    assert_eq!(score("b"), 2, "{text}");
+    assert_eq!(score("unknown"), 3, "no data: --unmeasured-nodes=cautious");
 
     // Prometheus stops: refreshes fail (counted), the old table ages out, answers go neutral.
     tokio::task::spawn_blocking(move || {

@@ -18,6 +18,7 @@ use edgewatt_crds::{
 };
 use edgewatt_scheduler::{
     headroom::{HeadroomTable, Policy},
+    nodes::{NodeFacts, NodeView},
     server,
     state::AppState,
 };
@@ -100,8 +101,33 @@ pub fn router_with(state: AppState) -> Router {
     server::router(Arc::new(state))
 }
 
+/// The Node informer's view matching the golden Node objects: n2 annotated with a 150 W
+/// budget, n4 tainted by the controller.
+pub fn golden_view() -> NodeView {
+    NodeView::synced([
+        (
+            "n2".to_string(),
+            NodeFacts {
+                budget_watts: Some(150.0),
+                starved_taint: false,
+            },
+        ),
+        (
+            "n4".to_string(),
+            NodeFacts {
+                budget_watts: None,
+                starved_taint: true,
+            },
+        ),
+    ])
+}
+
 pub fn golden_router() -> Router {
-    router_with(AppState::with_table(Policy::default(), golden_table()))
+    router_with(AppState::with_view(
+        Policy::default(),
+        golden_table(),
+        golden_view(),
+    ))
 }
 
 /// Sends one request through the router in-process.
