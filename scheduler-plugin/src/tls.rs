@@ -89,6 +89,10 @@ impl ReloadingCert {
             .with_no_client_auth()
             .with_cert_resolver(self.clone());
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // No session resumption: a resumed session skips the certificate, so a client could
+        // keep trusting a replaced (possibly revoked) pair. kube-scheduler keeps its
+        // connections alive, so full handshakes are rare anyway.
+        cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         Ok(Arc::new(cfg))
     }
 }
