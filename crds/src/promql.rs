@@ -191,11 +191,12 @@ pub fn pod_average_rule(names: &MetricNames) -> String {
 /// Average draw of every pod over `window` (sum of its zones, per pod; grouped by owner in code,
 /// so one query serves all pending pods), for a Prometheus without the recording rules: a
 /// subquery at a 5 minute step evaluates [`pod_watts_sum`] at most `window / 5m` times per pod,
-/// bounded whatever the scrape interval (a range over the raw series would read every sample).
+/// bounded whatever the scrape interval (a range over the raw series would read every sample);
+/// pods younger than the last step get their current draw.
 pub fn pod_average_watts(names: &MetricNames, window: Duration) -> String {
+    let sum = pod_watts_sum(names);
     format!(
-        "avg_over_time(({})[{}s:5m])",
-        pod_watts_sum(names),
+        "avg_over_time(({sum})[{}s:5m]) or {sum}",
         window.as_secs().max(300)
     )
 }
@@ -256,7 +257,10 @@ mod tests {
             pod_average_rule(&MetricNames::new("kepler")),
             "avg_over_time(pod:kepler_pod_watts:sum[1h])"
         );
-        assert!(pod_average_watts(&n, Duration::from_secs(3600)).ends_with(")[3600s:5m])"));
+        assert!(pod_average_watts(&n, Duration::from_secs(3600))
+            .starts_with("avg_over_time((sum by (pod_namespace, pod_name) (max by"));
+        assert!(pod_average_watts(&n, Duration::from_secs(3600))
+            .ends_with(&format!(")[3600s:5m]) or {}", pod_watts_sum(&n))));
         assert_eq!(
             starved_nodes(Duration::from_secs(120)),
             "max by (name) (edgewatt_target_starved{kind=\"Node\",mode=\"Migrate\"} == 1 and (time() - timestamp(edgewatt_target_starved{kind=\"Node\",mode=\"Migrate\"})) <= 120)"
