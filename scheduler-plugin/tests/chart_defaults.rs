@@ -7,6 +7,8 @@
 //! metric where there is no annotation, and the unmeasured policy for a node without data.
 //! A second install renders the options: TLS through cert-manager, the second scheduler.
 
+mod common;
+
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -14,10 +16,7 @@ use std::{
 };
 
 use edgewatt_crds::keys;
-use edgewatt_e2e::{
-    apiserver::{ApiServer, ResourceDef},
-    prometheus::{Prometheus, ScrapeTarget},
-};
+use edgewatt_e2e::apiserver::{ApiServer, ResourceDef};
 use serde_json::{json, Value};
 
 const NS: &str = "edgewatt-system";
@@ -81,8 +80,9 @@ async fn cluster() -> ApiServer {
     s
 }
 
-/// `helm install edgewatt charts/edgewatt` with `values` through Helm's engine (helm-sdkpy).
-async fn helm_install(s: &ApiServer, values: Value) {
+/// `helm install edgewatt charts/edgewatt` with `values` through Helm's engine (helm-sdkpy);
+/// returns the rendered NOTES.txt.
+async fn helm_install(s: &ApiServer, values: Value) -> String {
     let py = repo().join(".venv/bin/python");
     assert!(py.exists(), "{} missing: run `make deps`", py.display());
     let script = repo().join("charts/tests/helm_install.py");
@@ -103,6 +103,19 @@ async fn helm_install(s: &ApiServer, values: Value) {
         "helm install: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let release: Value = serde_json::from_slice(&out.stdout).expect("release JSON");
+    find_string(&release, "notes").unwrap_or_default()
+}
+
+fn find_string(v: &Value, key: &str) -> Option<String> {
+    match v {
+        Value::Object(m) => m
+            .get(key)
+            .and_then(|x| x.as_str().map(String::from))
+            .or_else(|| m.values().find_map(|x| find_string(x, key))),
+        Value::Array(a) => a.iter().find_map(|x| find_string(x, key)),
+        _ => None,
+    }
 }
 
 fn object(s: &ApiServer, plural: &str, name: &str) -> Value {
@@ -143,20 +156,8 @@ edgewatt_node_power_budget_watts{node_name=\"c\"} 100
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chart_defaults_give_real_scores() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let exporters = listener.local_addr().unwrap();
-    let app = axum::Router::new().route("/metrics", axum::routing::get(|| async { EXPORTERS }));
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let prom = tokio::task::spawn_blocking(move || {
-        let mut prom = Prometheus::start(Duration::from_secs(1)).unwrap();
-        prom.add_target(ScrapeTarget::new("exporter", &exporters.to_string()))
-            .unwrap();
-        prom.wait_for_series("edgewatt_node_cpu_watts", Duration::from_secs(30))
-            .unwrap();
-        prom
-    })
-    .await
-    .unwrap();
+    let prom =
+        common::prometheus_scraping(|| EXPORTERS.to_string(), "edgewatt_node_cpu_watts").await;
 
     let api = cluster().await;
     for (n, b) in [
@@ -168,11 +169,16 @@ async fn chart_defaults_give_real_scores() {
         api.put(node(n, b)).unwrap();
     }
     let port = edgewatt_e2e::free_port();
-    helm_install(
+    let notes = helm_install(
         &api,
         json!({"prometheus": {"url": prom.url()}, "scheduler": {"port": port}}),
     )
     .await;
+    assert!(
+        notes.contains("It reaches the extender at http://127.0.0.1:30888")
+            && notes.contains("iptables mode only"),
+        "{notes}"
+    );
     let deploy = object(&api, "deployments", "edgewatt-scheduler");
     let container = &deploy["spec"]["template"]["spec"]["containers"][0];
     let args = strs(&container["args"]);
@@ -255,7 +261,7 @@ async fn chart_defaults_give_real_scores() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_and_second_scheduler_render() {
     let api = cluster().await;
-    helm_install(
+    let notes = helm_install(
         &api,
         json!({"scheduler": {"secondScheduler": {"enabled": true},
             "tls": {"enabled": true, "certManager": {"enabled": true, "issuerRef": {"kind": "ClusterIssuer", "name": "cluster-ca"}}}}}),
@@ -317,4 +323,9 @@ async fn tls_and_second_scheduler_render() {
     let ks = object(&api, "deployments", "edgewatt-second-scheduler");
     let c = &ks["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(c["image"], "registry.k8s.io/kube-scheduler:v1.34.0");
+    assert!(
+        notes.contains("kube-scheduler v1.34.0, the cluster's version")
+            && notes.contains("copy ca.crt of Secret edgewatt-scheduler-tls"),
+        "{notes}"
+    );
 }

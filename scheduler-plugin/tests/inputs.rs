@@ -22,7 +22,6 @@ use edgewatt_crds::{
     metrics::MetricNames,
     prom::{PromConfig, PromReader},
 };
-use edgewatt_e2e::prometheus::{Prometheus, ScrapeTarget};
 use edgewatt_scheduler::{
     headroom::Policy, nodes::ViewState, refresh::Refresher, server, state::AppState,
 };
@@ -118,26 +117,11 @@ async fn enforced_starvation_and_pod_draw_from_prometheus() {
         frozen_ms,
     }));
     let served = exposition.clone();
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let body = render(&served.lock().unwrap());
-            async move { body }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let mut prom = tokio::task::spawn_blocking(move || {
-        let mut prom = Prometheus::start(Duration::from_secs(1)).unwrap();
-        prom.add_target(ScrapeTarget::new("synthetic", &addr.to_string()))
-            .unwrap();
-        prom.wait_for_series("edgewatt_pod_gpu_watts", Duration::from_secs(30))
-            .unwrap();
-        prom
-    })
-    .await
-    .unwrap();
+    let mut prom = common::prometheus_scraping(
+        move || render(&served.lock().unwrap()),
+        "edgewatt_pod_gpu_watts",
+    )
+    .await;
 
     // s4's sample is frozen from now on (explicit timestamp); wait until it is ingested
     let frozen_ms = SystemTime::now()

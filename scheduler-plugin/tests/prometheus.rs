@@ -10,7 +10,6 @@ use edgewatt_crds::{
     metrics::MetricNames,
     prom::{PromConfig, PromReader},
 };
-use edgewatt_e2e::prometheus::{Prometheus, ScrapeTarget};
 use edgewatt_scheduler::{
     headroom::Policy, nodes::ViewState, protocol::HostPriority, refresh::Refresher, server,
     state::AppState,
@@ -19,8 +18,6 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scores_follow_prometheus_then_fail_open_when_it_stops() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     // a: 100 − 30 = 70 W headroom, b: 100 − 80 = 20 W, c: 200 − 20 = 180 W.
     let body = "\
 # TYPE edgewatt_node_platform_watts gauge
@@ -32,19 +29,8 @@ edgewatt_node_power_budget_watts{node_name=\"a\"} 100
 edgewatt_node_power_budget_watts{node_name=\"b\"} 100
 edgewatt_node_power_budget_watts{node_name=\"c\"} 200
 ";
-    let app =
-        axum::Router::new().route("/metrics", axum::routing::get(move || async move { body }));
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let mut prom = tokio::task::spawn_blocking(move || {
-        let mut prom = Prometheus::start(Duration::from_secs(1)).unwrap();
-        prom.add_target(ScrapeTarget::new("nodes", &addr.to_string()))
-            .unwrap();
-        prom.wait_for_series("edgewatt_node_power_budget_watts", Duration::from_secs(30))
-            .unwrap();
-        prom
-    })
-    .await
-    .unwrap();
+    let mut prom =
+        common::prometheus_scraping(|| body.to_string(), "edgewatt_node_power_budget_watts").await;
 
     let max_age = Duration::from_secs(4);
     let state = Arc::new(AppState::new(
