@@ -158,15 +158,63 @@ impl TargetQuery {
     }
 }
 
-/// Average CPU watts of every pod over `window`, for the extender's expected-draw estimate
-/// (grouped by owner in code, so one query serves all pending pods).
-pub fn pod_average_watts(names: &MetricNames, window: Duration) -> String {
+/// A pod's draw now: the sum of its zones (CPU package + DRAM, or platform, plus GPUs), each
+/// zone counted once (`max by` over duplicate series: a restarted exporter, a second source).
+/// The expression of the recording rule [`pod_watts_record`] (`charts/edgewatt/files`).
+pub fn pod_watts_sum(names: &MetricNames) -> String {
+    let by = format!("{}, {}", label::POD_NAMESPACE, label::POD_NAME);
     format!(
-        "avg by ({ns}, {pod}) (avg_over_time({m}[{w}s]))",
-        ns = label::POD_NAMESPACE,
-        pod = label::POD_NAME,
-        m = names.name(base::POD_CPU_WATTS),
-        w = window.as_secs().max(1)
+        "sum by ({by}) (max by ({by}, {zone}) ({cpu}) or max by ({by}, {zone}) ({gpu}))",
+        zone = label::ZONE,
+        cpu = names.name(base::POD_CPU_WATTS),
+        gpu = names.name(base::POD_GPU_WATTS),
+    )
+}
+
+/// Name of the recording rule holding [`pod_watts_sum`]: `pod:<prefix>_pod_watts:sum`.
+pub fn pod_watts_record(names: &MetricNames) -> String {
+    format!("pod:{}_pod_watts:sum", names.prefix())
+}
+
+/// Name of the recording rule averaging [`pod_watts_record`] over an hour:
+/// `pod:<prefix>_pod_watts:avg_1h`. The extender reads it with one instant query, which costs
+/// one sample per pod however long the history (cheap at 10 000 pods).
+pub fn pod_average_record(names: &MetricNames) -> String {
+    format!("pod:{}_pod_watts:avg_1h", names.prefix())
+}
+
+/// The expression of [`pod_average_record`].
+pub fn pod_average_rule(names: &MetricNames) -> String {
+    format!("avg_over_time({}[1h])", pod_watts_record(names))
+}
+
+/// Average draw of every pod over `window` (sum of its zones, per pod; grouped by owner in code,
+/// so one query serves all pending pods), for a Prometheus without the recording rules: a
+/// subquery at a 5 minute step evaluates [`pod_watts_sum`] at most `window / 5m` times per pod,
+/// bounded whatever the scrape interval (a range over the raw series would read every sample);
+/// pods younger than the last step get their current draw.
+pub fn pod_average_watts(names: &MetricNames, window: Duration) -> String {
+    let sum = pod_watts_sum(names);
+    format!(
+        "avg_over_time(({sum})[{}s:5m]) or {sum}",
+        window.as_secs().max(300)
+    )
+}
+
+/// Nodes the controller enforces starvation on: `edgewatt_target_starved{kind="Node",
+/// mode="Migrate"} == 1` whose newest sample is at most `max_age` old, one series per node
+/// (`name`). Dry-run policies (`mode="Observe"`) never filter; the Lease holder alone exports the
+/// series and a standby withdraws its own (DESIGN.md "Controller and extender metrics"), and a
+/// series that stopped being updated (a controller gone without staleness markers, remote-written
+/// or federated data) stops counting after `max_age`.
+pub fn starved_nodes(max_age: Duration) -> String {
+    let sel = format!(
+        "{}{{kind=\"Node\",mode=\"Migrate\"}}",
+        control::TARGET_STARVED
+    );
+    format!(
+        "max by (name) ({sel} == 1 and (time() - timestamp({sel})) <= {})",
+        max_age.as_secs().max(1)
     )
 }
 
@@ -195,5 +243,27 @@ mod tests {
             .age(Signal::BatteryRatio)
             .starts_with("time() - (max by (edgedeviceid)"));
         assert!(q.age(Signal::NodeWatts).contains(" or "));
+    }
+
+    #[test]
+    fn pod_and_starved_queries() {
+        let n = MetricNames::default();
+        assert_eq!(
+            pod_watts_sum(&n),
+            "sum by (pod_namespace, pod_name) (max by (pod_namespace, pod_name, zone) (edgewatt_pod_cpu_watts) or max by (pod_namespace, pod_name, zone) (edgewatt_pod_gpu_watts))"
+        );
+        assert_eq!(pod_average_record(&n), "pod:edgewatt_pod_watts:avg_1h");
+        assert_eq!(
+            pod_average_rule(&MetricNames::new("kepler")),
+            "avg_over_time(pod:kepler_pod_watts:sum[1h])"
+        );
+        assert!(pod_average_watts(&n, Duration::from_secs(3600))
+            .starts_with("avg_over_time((sum by (pod_namespace, pod_name) (max by"));
+        assert!(pod_average_watts(&n, Duration::from_secs(3600))
+            .ends_with(&format!(")[3600s:5m]) or {}", pod_watts_sum(&n))));
+        assert_eq!(
+            starved_nodes(Duration::from_secs(120)),
+            "max by (name) (edgewatt_target_starved{kind=\"Node\",mode=\"Migrate\"} == 1 and (time() - timestamp(edgewatt_target_starved{kind=\"Node\",mode=\"Migrate\"})) <= 120)"
+        );
     }
 }

@@ -449,6 +449,17 @@ async fn default_install() {
         .unwrap()
         .iter()
         .any(|e| e["name"] == "POD_NAME"));
+    // the extender's only API access: its own read-only ClusterRole on nodes (check_rbac)
+    let sa = inst.get("ServiceAccount", "edgewatt-scheduler");
+    assert_eq!(sa["automountServiceAccountToken"], true);
+    let bound: Vec<&Value> = inst
+        .of_kind("ClusterRoleBinding")
+        .into_iter()
+        .chain(inst.of_kind("RoleBinding"))
+        .filter(|b| b["subjects"].to_string().contains("\"edgewatt-scheduler\""))
+        .collect();
+    assert_eq!(bound.len(), 1, "{bound:?}");
+    assert_eq!(bound[0]["roleRef"]["name"], "edgewatt-scheduler");
 
     // every rendered flag exists in the real binaries
     check_flags_accepted("edgewatt-exporter", &args(ds), &[("NODE_NAME", "n1")]);
@@ -465,10 +476,10 @@ async fn default_install() {
     let cfg = parse_yaml(data(cm, "extender.yaml"));
     assert_eq!(cfg["kind"], "KubeSchedulerConfiguration");
     let e = &cfg["extenders"][0];
-    assert_eq!(
-        e["urlPrefix"],
-        format!("http://edgewatt-scheduler.{NS}.svc:8888")
-    );
+    // reachable from a hostNetwork static kube-scheduler: the NodePort on localhost
+    assert_eq!(e["urlPrefix"], "http://127.0.0.1:30888");
+    assert_eq!(svc["spec"]["type"], "NodePort");
+    assert_eq!(svc["spec"]["ports"][0]["nodePort"], 30888);
     let documented = parse_yaml(
         &std::fs::read_to_string(repo().join("scheduler-plugin/kube-scheduler-config.yaml"))
             .unwrap(),

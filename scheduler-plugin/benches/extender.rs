@@ -1,7 +1,7 @@
 //! Extender latency and throughput over loopback HTTP, with the real router and a table of 5 000
 //! nodes. Run: `cargo bench -p edgewatt-scheduler --bench extender`.
 //!
-//! Targets (issue 10): prioritize over 5 000 node names p99 < 2 ms and ≥ 2 000 requests/s; filter
+//! Targets (issues 10, 18): prioritize over 5 000 node names p99 < 2 ms and ≥ 2 000 requests/s; filter
 //! over 1 000 full Node objects p99 < 50 ms; RSS < 50 MB with 5 000 nodes.
 
 use std::collections::{HashMap, HashSet};
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use edgewatt_crds::prom::{Reading, SignalTable};
 use edgewatt_crds::promql::Signal;
 use edgewatt_scheduler::headroom::{HeadroomTable, Policy};
+use edgewatt_scheduler::nodes::{NodeFacts, NodeView};
 use edgewatt_scheduler::{server, state::AppState};
 use serde_json::json;
 
@@ -107,7 +108,17 @@ fn pct(v: &mut [Duration], p: f64) -> f64 {
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let before = rss_mb();
-    let state = Arc::new(AppState::with_table(Policy::default(), table(5000)));
+    // the Node watcher's view: every node known, half with a budget annotation
+    let view = NodeView::synced((0..5000).map(|i| {
+        (
+            format!("node-{i:05}"),
+            NodeFacts {
+                budget_watts: (i % 2 == 0).then_some(120.0),
+                starved_taint: false,
+            },
+        )
+    }));
+    let state = Arc::new(AppState::with_view(Policy::default(), table(5000), view));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, server::router(state)).await.unwrap() });

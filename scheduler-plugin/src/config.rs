@@ -1,11 +1,16 @@
 //! The command line. Prometheus flags are the shared `PromConfig`, so the extender and the
 //! controller are configured the same way.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+use clap::ArgAction;
 use edgewatt_crds::prom::PromConfig;
 
-use crate::{headroom::Policy, state::DEFAULT_MAX_BODY_BYTES};
+use crate::{
+    exempt::SYSTEM_CLUSTER_CRITICAL,
+    headroom::{Policy, Unmeasured},
+    state::DEFAULT_MAX_BODY_BYTES,
+};
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     edgewatt_crds::duration::parse(s).map_err(|e| e.to_string())
@@ -36,9 +41,31 @@ fn parse_watts(s: &str) -> Result<f64, String> {
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "edgewatt-scheduler", version, about)]
 pub struct Config {
-    /// Address to serve the extender (plain HTTP; see README for TLS).
+    /// Address to serve the extender (HTTPS with --tls-cert-file/--tls-key-file, else HTTP).
     #[arg(long, env = "EDGEWATT_LISTEN", default_value = "0.0.0.0:8888")]
     pub listen: SocketAddr,
+    /// PEM certificate chain to serve HTTPS with (kube-scheduler `enableHTTPS: true`); re-read
+    /// when the file changes (a renewed cert-manager or Secret volume), no restart needed.
+    #[arg(long, env = "EDGEWATT_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "EDGEWATT_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Watch Nodes (RBAC get/list/watch nodes) for their `edgewatt.io/power-budget-watts`
+    /// annotation, the budget the controller uses first; kube-scheduler sends only node names
+    /// with `nodeCacheCapable: true`. In-cluster config, else KUBECONFIG. With false, budgets come
+    /// from the exporters' budget metric and --default-power-budget-watts only.
+    #[arg(long, env = "EDGEWATT_WATCH_NODES", default_value_t = true, action = ArgAction::Set)]
+    pub watch_nodes: bool,
+    /// Score of nodes without fresh power data: cautious (3), neutral (5) or last (0). Never
+    /// above a measured node with half its budget free.
+    #[arg(long, env = "EDGEWATT_UNMEASURED_NODES", value_enum, default_value_t = Unmeasured::Cautious)]
+    pub unmeasured_nodes: Unmeasured,
+    /// Pods with at least this priority are never filtered and get equal scores (default:
+    /// system-cluster-critical). DaemonSet, static/mirror pods and pods tolerating
+    /// `edgewatt.io/energy-starved` are always exempt.
+    #[arg(long, env = "EDGEWATT_EXEMPT_PRIORITY", default_value_t = SYSTEM_CLUSTER_CRITICAL, allow_negative_numbers = true)]
+    pub exempt_priority: i32,
     #[command(flatten)]
     pub prometheus: PromConfig,
     /// How often the headroom table is rebuilt from Prometheus.
@@ -81,6 +108,8 @@ impl Config {
             min_battery_ratio: self.min_battery_percent / 100.0,
             min_battery_runtime: self.min_battery_runtime,
             max_data_age: self.max_data_age,
+            unmeasured: self.unmeasured_nodes,
+            exempt_priority: self.exempt_priority,
         }
     }
 }
@@ -99,6 +128,18 @@ mod tests {
         assert_eq!(c.policy().min_headroom_watts, 5.0);
         assert_eq!(c.policy().min_battery_ratio, 0.2);
         assert_eq!(c.metric_prefix, "edgewatt");
+        assert!(c.watch_nodes);
+        assert_eq!(c.policy().exempt_priority, 2_000_000_000);
+        assert_eq!(c.policy().unmeasured, Unmeasured::Cautious);
+        assert!(c.tls_cert_file.is_none());
+        let c = Config::try_parse_from(["x", "--watch-nodes=false", "--unmeasured-nodes=last"])
+            .unwrap();
+        assert!(!c.watch_nodes);
+        assert_eq!(c.policy().unmeasured, Unmeasured::Last);
+        assert!(
+            Config::try_parse_from(["x", "--tls-cert-file=/c"]).is_err(),
+            "a certificate needs its key"
+        );
         assert!(Config::try_parse_from(["x", "--min-battery-percent", "150"]).is_err());
         assert!(Config::try_parse_from(["x", "--default-power-budget-watts", "-1"]).is_err());
     }

@@ -1,17 +1,23 @@
 //! The headroom model and the extender's decisions, with no I/O: given a [`HeadroomTable`] (or
-//! none), the candidate nodes and the pod, decide which nodes fit and how they rank.
+//! none), the Node informer's view, the candidate nodes and the pod, decide which nodes fit and
+//! how they rank.
 //!
-//! Kept pure so every rule (budget sources, battery, starvation, fail-open) is tested with plain
-//! fixtures and the request path never waits on anything.
+//! Kept pure so every rule (budget sources, battery, starvation, exemptions, fail-open) is tested
+//! with plain fixtures and the request path never waits on anything.
 //!
 //! ## Rules
-//! - budget: Node annotation `edgewatt.io/power-budget-watts` (when the scheduler sends Node
-//!   objects), else the node's `PowerBudget` signal, else `--default-power-budget-watts`;
+//! - exempt pods ([`crate::exempt`]) pass every node with [`NEUTRAL_SCORE`];
+//! - budget, in the controller's order: the Node's `edgewatt.io/power-budget-watts` annotation
+//!   (from the request's Node objects, else the extender's Node informer), else the node's
+//!   `PowerBudget` signal, else `--default-power-budget-watts`;
 //! - draw: the node's `NodeWatts` signal; headroom = budget − draw − the pod's expected draw;
-//! - filter rejects starved nodes (taint `edgewatt.io/energy-starved` or the controller's
-//!   `edgewatt_target_starved{kind="Node"} == 1`), nodes on battery below the ratio or runtime
-//!   threshold, and nodes whose headroom is below `minHeadroomWatts`;
-//! - a node without fresh budget and draw passes and gets [`NEUTRAL_SCORE`];
+//! - filter rejects (as `FailedAndUnresolvableNodes`) starved nodes (taint
+//!   `edgewatt.io/energy-starved`, or the controller's enforced starvation series), nodes on
+//!   battery below the ratio or runtime threshold, and nodes whose headroom is below
+//!   `minHeadroomWatts`;
+//! - prioritize scores the share of the budget left, 0..=10 (absolute: 60 % free is 6 whatever
+//!   the other candidates), capped by the battery charge on battery; a node without fresh data
+//!   scores per [`Unmeasured`], never above a measured node with half its budget free;
 //! - when the whole table is missing, empty or older than `--max-data-age`, every node passes and
 //!   every score is [`NEUTRAL_SCORE`] (fail open): a broken monitoring stack must not stop
 //!   scheduling, and unlike Trimaran or Telemetry Aware Scheduling we never act on a value whose
@@ -29,8 +35,13 @@ use edgewatt_crds::{
 };
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::protocol::{
-    ExtenderArgs, ExtenderFilterResult, HostPriority, Node, MAX_EXTENDER_PRIORITY, NEUTRAL_SCORE,
+use crate::{
+    exempt::{self, Exemption},
+    nodes::{self, NodeView, ViewState},
+    protocol::{
+        ExtenderArgs, ExtenderFilterResult, HostPriority, Node, MAX_EXTENDER_PRIORITY,
+        NEUTRAL_SCORE,
+    },
 };
 
 /// Signals the refresher reads for every node.
@@ -149,6 +160,32 @@ impl HeadroomTable {
     }
 }
 
+/// What the extender does with a node it has no fresh power data for (`--unmeasured-nodes`).
+///
+/// Whatever the choice, such a node never ranks above a measured node with half its budget
+/// free (score ≥ 5): an exporter that died must not attract pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Unmeasured {
+    /// Score 3, as if 30 % of its budget were free: below any comfortable measured node, above
+    /// measured nodes close to their limit.
+    #[default]
+    Cautious,
+    /// Score 5, the middle: ties with a measured node at half its budget.
+    Neutral,
+    /// Score 0: every measured node that fits ranks first.
+    Last,
+}
+
+impl Unmeasured {
+    pub fn score(self) -> i64 {
+        match self {
+            Unmeasured::Cautious => 3,
+            Unmeasured::Neutral => NEUTRAL_SCORE,
+            Unmeasured::Last => 0,
+        }
+    }
+}
+
 /// Thresholds, from the command line (the EnergyPolicy `scheduling` block's fields).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -160,6 +197,10 @@ pub struct Policy {
     pub min_battery_runtime: Duration,
     /// Samples older than this are ignored; a table with nothing newer fails open.
     pub max_data_age: Duration,
+    /// The score of nodes without fresh power data.
+    pub unmeasured: Unmeasured,
+    /// Pods at or above this priority are never filtered (see [`crate::exempt`]).
+    pub exempt_priority: i32,
 }
 
 impl Default for Policy {
@@ -170,6 +211,8 @@ impl Default for Policy {
             min_battery_ratio: 0.2,
             min_battery_runtime: Duration::from_secs(15 * 60),
             max_data_age: Duration::from_secs(120),
+            unmeasured: Unmeasured::default(),
+            exempt_priority: exempt::SYSTEM_CLUSTER_CRITICAL,
         }
     }
 }
@@ -195,6 +238,17 @@ impl std::fmt::Display for FailOpen {
     }
 }
 
+/// How a request was answered.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Outcome {
+    /// Per node, from the table.
+    Decided,
+    /// Every node passes with [`NEUTRAL_SCORE`]: no usable data.
+    FailOpen(FailOpen),
+    /// Every node passes with [`NEUTRAL_SCORE`]: the pod is never filtered.
+    Exempt(Exemption),
+}
+
 /// Whether decisions can use the table at all.
 pub fn mode(
     table: Option<&HeadroomTable>,
@@ -214,39 +268,78 @@ pub fn mode(
 /// One node's outcome.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
-    /// Fits with this much headroom (watts) left after the pod.
-    Fits { headroom: f64 },
-    /// No fresh budget or draw: passes, neutral score.
+    /// Fits; `share` (0..1) is what is left of its budget after the pod, capped by the battery
+    /// charge when the node runs on battery.
+    Fits { share: f64 },
+    /// No fresh budget and draw (nor battery): passes, scored by [`Unmeasured`].
     Unknown,
     /// Filtered out, with the reason shown in the pod's events.
     Rejected { reason: String },
 }
 
+/// Everything one request is decided against.
+#[derive(Clone, Copy)]
+pub struct Inputs<'a> {
+    /// The latest Prometheus table, if any.
+    pub table: Option<&'a HeadroomTable>,
+    /// The Node informer's budgets and taints.
+    pub nodes: &'a NodeView,
+    pub policy: &'a Policy,
+    pub now: SystemTime,
+}
+
+/// What the Node objects say about a node: from the request's Node object when the scheduler
+/// sent one, else from the watcher. The budget is `Err(())` while the watcher has not listed the
+/// nodes yet (then nothing is known: an annotation could override any other budget).
+struct Annotated {
+    budget: Result<Option<f64>, ()>,
+    starved_taint: bool,
+}
+
+/// One hash lookup in the view per node: this runs for each of thousands of candidates.
+fn annotated(view: &NodeView, name: &str, node: Option<&Node>) -> Annotated {
+    if let Some(n) = node {
+        return Annotated {
+            budget: Ok(nodes::budget_annotation(n.metadata.annotations.as_ref())),
+            starved_taint: nodes::starved_taint(n.spec.as_ref()),
+        };
+    }
+    let facts = match view.state {
+        ViewState::Disabled => None,
+        _ => view.get(name),
+    };
+    Annotated {
+        budget: match view.state {
+            ViewState::Syncing => Err(()),
+            ViewState::Disabled | ViewState::Synced => Ok(facts.and_then(|f| f.budget_watts)),
+        },
+        starved_taint: facts.is_some_and(|f| f.starved_taint),
+    }
+}
+
 /// Decides one node. `node` is the Node object when the scheduler sent one (annotation, taint).
 pub fn judge(
+    inputs: &Inputs,
     table: &HeadroomTable,
-    policy: &Policy,
-    now: SystemTime,
     name: &str,
     node: Option<&Node>,
     pod_draw: f64,
 ) -> Verdict {
-    let tainted = node
-        .and_then(|n| n.spec.as_ref())
-        .and_then(|s| s.taints.as_ref())
-        .is_some_and(|ts| ts.iter().any(|t| t.key == keys::STARVED_TAINT));
-    let state = table.nodes.get(name);
-    if tainted {
+    let policy = inputs.policy;
+    let annotated = annotated(inputs.nodes, name, node);
+    if annotated.starved_taint {
         return Verdict::Rejected {
             reason: format!("node is energy-starved (taint {})", keys::STARVED_TAINT),
         };
     }
+    let state = table.nodes.get(name);
     if state.is_some_and(|s| s.starved) {
         return Verdict::Rejected {
-            reason: "node is energy-starved (edgewatt controller)".to_string(),
+            reason: "node is energy-starved (edgewatt controller, mode Migrate)".to_string(),
         };
     }
-    let elapsed = now
+    let elapsed = inputs
+        .now
         .duration_since(table.fetched_at)
         .unwrap_or_default()
         .as_secs_f64();
@@ -261,6 +354,7 @@ pub fn judge(
     let draw = fresh(Signal::NodeWatts);
 
     // Battery: only when we know the charge and the node is not on mains.
+    let mut battery_share = None;
     if let Some(ratio) = fresh(Signal::BatteryRatio) {
         if fresh(Signal::ExternalPower) != Some(1.0) {
             if ratio < policy.min_battery_ratio {
@@ -288,41 +382,69 @@ pub fn judge(
                     };
                 }
             }
+            battery_share = Some(ratio.clamp(0.0, 1.0));
         }
     }
 
-    let annotated = node
-        .and_then(|n| n.metadata.annotations.as_ref())
-        .and_then(|a| a.get(keys::POWER_BUDGET_WATTS))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|b| b.is_finite() && *b >= 0.0);
-    let budget = annotated
-        .or_else(|| fresh(Signal::PowerBudget))
-        .or(policy.default_budget_watts);
-    let (Some(budget), Some(draw)) = (budget, draw) else {
-        return Verdict::Unknown;
+    // The controller's precedence (controller/src/snapshot.rs): annotation, budget metric, default.
+    let budget = match annotated.budget {
+        Ok(annotated) => annotated
+            .or_else(|| fresh(Signal::PowerBudget))
+            .or(policy.default_budget_watts),
+        Err(()) => None,
     };
-    let headroom = budget - draw - pod_draw;
-    if headroom < policy.min_headroom_watts {
-        return Verdict::Rejected {
-            reason: format!(
-                "power headroom {headroom:.1} W < {:.1} W (budget {budget:.1} W, draw {draw:.1} W, pod {pod_draw:.1} W)",
-                policy.min_headroom_watts
-            ),
-        };
+    let power_share = match (budget, draw) {
+        (Some(budget), Some(draw)) => {
+            let headroom = budget - draw - pod_draw;
+            if headroom < policy.min_headroom_watts {
+                return Verdict::Rejected {
+                    reason: format!(
+                        "power headroom {headroom:.1} W < {:.1} W (budget {budget:.1} W, draw {draw:.1} W, pod {pod_draw:.1} W)",
+                        policy.min_headroom_watts
+                    ),
+                };
+            }
+            Some(if budget > 0.0 { headroom / budget } else { 0.0 })
+        }
+        _ => None,
+    };
+    match (power_share, battery_share) {
+        (Some(p), Some(b)) => Verdict::Fits { share: p.min(b) },
+        (Some(s), None) | (None, Some(s)) => Verdict::Fits { share: s },
+        (None, None) => Verdict::Unknown,
     }
-    Verdict::Fits { headroom }
 }
 
-/// Verdicts for every candidate of a request, or why we fail open. Candidate order is kept.
+/// The 0..=10 score of a share of the budget left: absolute, so one roomy node cannot flatten
+/// the others. Not finite (never expected) scores 0.
+pub fn share_score(share: f64) -> i64 {
+    if !share.is_finite() {
+        return 0;
+    }
+    let s = (share.clamp(0.0, 1.0) * MAX_EXTENDER_PRIORITY as f64).round() as i64;
+    s.clamp(0, MAX_EXTENDER_PRIORITY)
+}
+
+/// The score of one verdict.
+pub fn score(verdict: &Verdict, policy: &Policy) -> i64 {
+    match verdict {
+        Verdict::Fits { share } => share_score(*share),
+        Verdict::Unknown => policy.unmeasured.score(),
+        Verdict::Rejected { .. } => 0,
+    }
+}
+
+/// Verdicts for every candidate of a request, or why they are not needed. Candidate order is
+/// kept.
 pub fn judge_all<'a>(
-    table: Option<&HeadroomTable>,
-    policy: &Policy,
-    now: SystemTime,
+    inputs: &Inputs,
     args: &'a ExtenderArgs,
-) -> Result<Vec<(&'a str, Verdict)>, FailOpen> {
-    mode(table, policy, now)?;
-    let table = table.expect("mode() checked the table exists");
+) -> Result<Vec<(&'a str, Verdict)>, Outcome> {
+    if let Some(e) = exempt::exemption(&args.pod, inputs.policy.exempt_priority) {
+        return Err(Outcome::Exempt(e));
+    }
+    mode(inputs.table, inputs.policy, inputs.now).map_err(Outcome::FailOpen)?;
+    let table = inputs.table.expect("mode() checked the table exists");
     let pod_draw = table.pod_expected_draw(&args.pod);
     let objects: HashMap<&str, &Node> = args
         .nodes
@@ -334,28 +456,19 @@ pub fn judge_all<'a>(
         .candidate_names()
         .into_iter()
         .map(|name| {
-            let v = judge(
-                table,
-                policy,
-                now,
-                name,
-                objects.get(name).copied(),
-                pod_draw,
-            );
+            let v = judge(inputs, table, name, objects.get(name).copied(), pod_draw);
             (name, v)
         })
         .collect())
 }
 
-/// The filter reply, in the request's form (names, objects or both), and the fail-open reason if
-/// any. Only names from the request are ever returned.
-pub fn filter(
-    table: Option<&HeadroomTable>,
-    policy: &Policy,
-    now: SystemTime,
-    args: ExtenderArgs,
-) -> (ExtenderFilterResult, Option<FailOpen>) {
-    let (rejected, fail_open) = match judge_all(table, policy, now, &args) {
+/// The filter reply, in the request's form (names, objects or both), and how it was decided.
+/// Only names from the request are ever returned. Power rejections are
+/// `FailedAndUnresolvableNodes`: preemption frees no power (its dry run runs the filter plugins,
+/// not extenders — `schedule_one.go` `findNodesThatPassExtenders`, upstream
+/// `ExtenderFilterResult`), so a resolvable rejection would only let it evict pods for nothing.
+pub fn filter(inputs: &Inputs, args: ExtenderArgs) -> (ExtenderFilterResult, Outcome) {
+    let (rejected, outcome) = match judge_all(inputs, &args) {
         Ok(verdicts) => (
             verdicts
                 .into_iter()
@@ -364,9 +477,9 @@ pub fn filter(
                     _ => None,
                 })
                 .collect::<HashMap<String, String>>(),
-            None,
+            Outcome::Decided,
         ),
-        Err(f) => (HashMap::new(), Some(f)),
+        Err(o) => (HashMap::new(), o),
     };
     let passes = |name: &str| !rejected.contains_key(name);
     let node_names = args
@@ -380,26 +493,19 @@ pub fn filter(
     let result = ExtenderFilterResult {
         nodes,
         node_names,
-        failed_nodes: rejected.into_iter().collect(),
+        failed_and_unresolvable_nodes: rejected.into_iter().collect(),
         ..Default::default()
     };
-    (result, fail_open)
+    (result, outcome)
 }
 
-/// Prioritize scores: headroom proportional to the best candidate's (most headroom → 10, half
-/// of it → 5; at least 1 for any node that fits), unknown nodes [`NEUTRAL_SCORE`], rejected 0.
-///
-/// Proportional rather than min–max: with min–max the worst fitting node scores 0, below a node
-/// we know nothing about, however much headroom it has.
-pub fn prioritize(
-    table: Option<&HeadroomTable>,
-    policy: &Policy,
-    now: SystemTime,
-    args: &ExtenderArgs,
-) -> (Vec<HostPriority>, Option<FailOpen>) {
-    let verdicts = match judge_all(table, policy, now, args) {
+/// Prioritize scores on an absolute scale: the share of each node's budget left after the pod
+/// (capped by its battery charge on battery), 0..=10; nodes without data per [`Unmeasured`];
+/// rejected nodes 0; every node [`NEUTRAL_SCORE`] when failing open or for an exempt pod.
+pub fn prioritize(inputs: &Inputs, args: &ExtenderArgs) -> (Vec<HostPriority>, Outcome) {
+    let verdicts = match judge_all(inputs, args) {
         Ok(v) => v,
-        Err(f) => {
+        Err(o) => {
             let all = args
                 .candidate_names()
                 .into_iter()
@@ -408,35 +514,17 @@ pub fn prioritize(
                     score: NEUTRAL_SCORE,
                 })
                 .collect();
-            return (all, Some(f));
+            return (all, o);
         }
     };
-    let hi = verdicts
-        .iter()
-        .filter_map(|(_, v)| match v {
-            Verdict::Fits { headroom } => Some(*headroom),
-            _ => None,
-        })
-        .fold(f64::NEG_INFINITY, f64::max);
     let scores = verdicts
         .into_iter()
-        .map(|(host, v)| {
-            let score = match v {
-                Verdict::Fits { headroom } if hi > 0.0 => {
-                    let s = headroom.max(0.0) / hi * MAX_EXTENDER_PRIORITY as f64;
-                    (s.round() as i64).clamp(1, MAX_EXTENDER_PRIORITY)
-                }
-                Verdict::Fits { .. } => MAX_EXTENDER_PRIORITY,
-                Verdict::Unknown => NEUTRAL_SCORE,
-                Verdict::Rejected { .. } => 0,
-            };
-            HostPriority {
-                host: host.to_string(),
-                score,
-            }
+        .map(|(host, v)| HostPriority {
+            host: host.to_string(),
+            score: score(&v, inputs.policy),
         })
         .collect();
-    (scores, None)
+    (scores, Outcome::Decided)
 }
 
 /// The owner key of the pod being scheduled, from its controller ownerReference.

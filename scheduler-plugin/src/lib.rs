@@ -4,6 +4,9 @@
 //!
 //! - [`protocol`]: the extender wire types (upstream Go field names);
 //! - [`headroom`]: the pure headroom model and decisions;
+//! - [`exempt`]: pods that are never filtered;
+//! - [`nodes`]: the Node watcher (budget annotations);
+//! - [`tls`]: HTTPS with certificate reload;
 //! - [`refresh`]: the background Prometheus refresher;
 //! - [`state`]: what handlers and the refresher share;
 //! - [`server`]: the axum routes;
@@ -11,9 +14,12 @@
 //! - [`config`]: the command line.
 
 pub mod config;
+pub mod exempt;
 pub mod headroom;
 pub mod metrics;
+pub mod nodes;
 pub mod protocol;
 pub mod refresh;
 pub mod server;
 pub mod state;
+pub mod tls;

@@ -1,11 +1,19 @@
 //! `edgewatt-scheduler`: the kube-scheduler extender binary.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
 use edgewatt_crds::{metrics::MetricNames, prom::PromReader};
-use edgewatt_scheduler::{config::Config, refresh::Refresher, server, state::AppState};
+use edgewatt_scheduler::{
+    config::Config, nodes, nodes::ViewState, refresh::Refresher, server, state::AppState,
+    tls::ReloadingCert,
+};
+
+/// How often the TLS files are checked for a renewed pair.
+const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+/// How often a missing Kubernetes client configuration is looked for again.
+const KUBE_CONFIG_RETRY: Duration = Duration::from_secs(30);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -20,8 +28,15 @@ async fn main() -> anyhow::Result<()> {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
+    // kube and the TLS server use ring; reqwest (Prometheus) needs a process default.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 
-    let mut state = AppState::new(config.policy());
+    let view = if config.watch_nodes {
+        ViewState::Syncing
+    } else {
+        ViewState::Disabled
+    };
+    let mut state = AppState::new(config.policy(), view);
     state.max_body_bytes = config.max_body_bytes;
     let state = Arc::new(state);
     let reader = PromReader::new(&config.prometheus).context("prometheus client")?;
@@ -31,15 +46,40 @@ async fn main() -> anyhow::Result<()> {
         config.max_data_age,
     );
     tokio::spawn(refresher.run(state.clone(), config.refresh_interval));
+    if config.watch_nodes {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let client = nodes::client_with_retry(KUBE_CONFIG_RETRY).await;
+            nodes::watch(client, state).await;
+        });
+    }
 
+    let tls = match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(cert), Some(key)) => Some(ReloadingCert::load(cert, key).context("TLS")?),
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("bind {}", config.listen))?;
-    tracing::info!(listen = %config.listen, prometheus = %config.prometheus.url, "edgewatt-scheduler serving");
-    axum::serve(listener, server::router(state))
-        .with_graceful_shutdown(shutdown())
-        .await
-        .context("serve")?;
+    tracing::info!(
+        listen = %config.listen,
+        https = tls.is_some(),
+        prometheus = %config.prometheus.url,
+        watch_nodes = config.watch_nodes,
+        "edgewatt-scheduler serving"
+    );
+    let router = server::router(state);
+    match tls {
+        Some(cert) => {
+            let tls_config = cert.server_config()?;
+            tokio::spawn(cert.watch(TLS_RELOAD_INTERVAL));
+            edgewatt_scheduler::tls::serve(listener, router, tls_config, shutdown()).await?;
+        }
+        None => axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown())
+            .await
+            .context("serve")?,
+    }
     Ok(())
 }
 

@@ -19,6 +19,14 @@ use prometheus_client::{
 pub const FAIL_OPEN: &str = "edgewatt_scheduler_fail_open";
 /// `edgewatt_scheduler_fail_open_requests_total`: requests answered neutrally (fail open).
 pub const FAIL_OPEN_REQUESTS_TOTAL: &str = "edgewatt_scheduler_fail_open_requests_total";
+/// `edgewatt_scheduler_exempt_requests_total{verb,reason}`: requests for pods never filtered.
+pub const EXEMPT_REQUESTS_TOTAL: &str = "edgewatt_scheduler_exempt_requests_total";
+/// `edgewatt_scheduler_node_watch_errors_total`: failed Node list/watch attempts.
+pub const NODE_WATCH_ERRORS_TOTAL: &str = "edgewatt_scheduler_node_watch_errors_total";
+/// `edgewatt_scheduler_node_view_synced`: 1 once the Node list completed (budget annotations known).
+pub const NODE_VIEW_SYNCED: &str = "edgewatt_scheduler_node_view_synced";
+/// `edgewatt_scheduler_nodes`: nodes in the Node view.
+pub const NODES: &str = "edgewatt_scheduler_nodes";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -29,6 +37,12 @@ pub struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VerbLabels {
     pub verb: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExemptLabels {
+    pub verb: String,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -58,6 +72,10 @@ pub struct Metrics {
     pub data_age: Family<KindLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub fail_open: Gauge,
     pub fail_open_requests: Counter,
+    pub exempt_requests: Family<ExemptLabels, Counter>,
+    pub node_watch_errors: Counter,
+    pub node_view_synced: Gauge,
+    pub nodes_known: Gauge,
 }
 
 impl Default for Metrics {
@@ -75,6 +93,10 @@ impl Metrics {
         let data_age = Family::default();
         let fail_open = Gauge::default();
         let fail_open_requests = Counter::default();
+        let exempt_requests = Family::<ExemptLabels, Counter>::default();
+        let node_watch_errors = Counter::default();
+        let node_view_synced = Gauge::default();
+        let nodes_known = Gauge::default();
         r.register(
             strip_total(control::SCHEDULER_REQUESTS_TOTAL),
             "Extender requests by verb and HTTP status code",
@@ -105,6 +127,26 @@ impl Metrics {
             "Requests answered neutrally because data was missing or stale",
             fail_open_requests.clone(),
         );
+        r.register(
+            strip_total(EXEMPT_REQUESTS_TOTAL),
+            "Requests for pods the extender never filters (DaemonSet, static/mirror, tolerating the starvation taint, high priority), by reason",
+            exempt_requests.clone(),
+        );
+        r.register(
+            strip_total(NODE_WATCH_ERRORS_TOTAL),
+            "Failed Node list/watch attempts (budget annotations)",
+            node_watch_errors.clone(),
+        );
+        r.register(
+            NODE_VIEW_SYNCED,
+            "1 once the Node list completed and budget annotations are known",
+            node_view_synced.clone(),
+        );
+        r.register(
+            NODES,
+            "Nodes in the extender's Node view",
+            nodes_known.clone(),
+        );
         Self {
             registry: r,
             requests,
@@ -113,7 +155,21 @@ impl Metrics {
             data_age,
             fail_open,
             fail_open_requests,
+            exempt_requests,
+            node_watch_errors,
+            node_view_synced,
+            nodes_known,
         }
+    }
+
+    /// Counts one request for an exempt pod.
+    pub fn count_exempt(&self, verb: &str, reason: &str) {
+        self.exempt_requests
+            .get_or_create(&ExemptLabels {
+                verb: verb.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// Records one handled request.

@@ -47,11 +47,14 @@ pub struct ExtenderFilterResult {
         default
     )]
     pub node_names: Option<Vec<String>>,
-    /// Node name → human-readable reason; shown in the pod's `FailedScheduling` event.
+    /// Node name → reason, for rejections preemption could resolve (kube-scheduler marks them
+    /// `Unschedulable`). edgewatt has none: evicting pods frees no power before the scheduling
+    /// decision, so this stays empty.
     #[serde(rename = "FailedNodes", alias = "failedNodes", default)]
     pub failed_nodes: BTreeMap<String, String>,
-    /// Nodes that preemption cannot help; edgewatt never uses it (draw is not freed by evicting
-    /// pods synchronously), so it is always empty.
+    /// Node name → reason for rejections preemption cannot help (`UnschedulableAndUnresolvable`
+    /// in `schedule_one.go` `findNodesThatPassExtenders`, taking precedence over `FailedNodes`):
+    /// every power rejection. The reason shows in the pod's `FailedScheduling` event.
     #[serde(
         rename = "FailedAndUnresolvableNodes",
         alias = "failedAndUnresolvableNodes",
@@ -74,11 +77,13 @@ pub struct HostPriority {
     pub score: i64,
 }
 
-/// Upstream `MaxExtenderPriority`: the scheduler rejects larger scores.
+/// Upstream `MaxExtenderPriority`. kube-scheduler does not check it: it adds
+/// `score × weight × (MaxNodeScore / MaxExtenderPriority)` (`schedule_one.go` `prioritizeNodes`),
+/// so a larger score would silently outweigh every plugin; edgewatt never returns one.
 pub const MAX_EXTENDER_PRIORITY: i64 = 10;
 
-/// The score every node gets when nothing is known (fail open, or a node without fresh data):
-/// the middle of the range, so unknown nodes neither win nor lose against measured ones.
+/// The score every node gets when the extender does not judge (fail open, exempt pod): the
+/// middle of the range, the same for every candidate, so the ranking is the plugins' alone.
 pub const NEUTRAL_SCORE: i64 = 5;
 
 impl ExtenderArgs {

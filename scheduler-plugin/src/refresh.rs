@@ -1,6 +1,10 @@
-//! The background refresher: reads every node's signals, the controller's starved nodes and the
-//! per-pod average draw from Prometheus with a fixed number of batched queries (never one per
-//! node or per request), and publishes a new [`HeadroomTable`].
+//! The background refresher: reads every node's signals, the nodes the controller enforces
+//! starvation on and the per-pod average draw from Prometheus with a fixed number of batched
+//! queries (never one per node or per request), and publishes a new [`HeadroomTable`].
+//!
+//! The pod draw comes from the chart's recording rule `pod:edgewatt_pod_watts:avg_1h` (one
+//! sample per pod); where it is absent (a Prometheus without the chart's rules) a bounded
+//! subquery computes the same figure.
 //!
 //! A failed refresh keeps the previous table: its samples keep ageing, so after
 //! `--max-data-age` the extender fails open by itself; one blip does not flap decisions.
@@ -8,8 +12,8 @@
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use edgewatt_crds::{
-    metrics::{control, label, MetricNames},
-    prom::{PromError, PromReader},
+    metrics::{label, MetricNames},
+    prom::{PromError, PromReader, Series},
     promql::{self, TargetQuery},
 };
 
@@ -26,33 +30,45 @@ pub const POD_HISTORY: Duration = Duration::from_secs(3600);
 pub struct Refresher {
     reader: PromReader,
     query: TargetQuery,
+    pod_record: String,
     pod_query: String,
     starved_query: String,
 }
 
 impl Refresher {
-    /// `max_data_age` doubles as the query look-back, so anything younger than the limit is found.
+    /// `max_data_age` doubles as the query look-back and the starvation series' age limit, so
+    /// anything younger than the limit is found and nothing older counts.
     pub fn new(reader: PromReader, names: MetricNames, max_data_age: Duration) -> Self {
+        let pod_record = promql::pod_average_record(&names);
         let pod_query = promql::pod_average_watts(&names, POD_HISTORY);
         let mut query = TargetQuery::nodes(names);
         query.window = max_data_age.max(Duration::from_secs(1));
         Self {
             reader,
             query,
+            pod_record,
             pod_query,
-            starved_query: format!(
-                "max by (name) ({}{{kind=\"Node\"}})",
-                control::TARGET_STARVED
-            ),
+            starved_query: promql::starved_nodes(max_data_age),
         }
     }
 
-    /// One refresh: 2 queries per signal plus 2, all in flight at once.
+    /// Per-pod average draw: the recording rule's series, else (rule absent, or no pods yet)
+    /// the bounded fallback query.
+    async fn pod_draws(&self) -> Result<Vec<Series>, PromError> {
+        let recorded = self.reader.vector(&self.pod_record).await?;
+        if !recorded.is_empty() {
+            return Ok(recorded);
+        }
+        self.reader.vector(&self.pod_query).await
+    }
+
+    /// One refresh: 2 queries per signal plus 2 (3 without the recording rule), all in flight at
+    /// once.
     pub async fn fetch(&self) -> Result<HeadroomTable, PromError> {
         let (signals, starved, pods) = tokio::try_join!(
             self.reader.signals(&self.query, &SIGNALS),
             self.reader.by_label(&self.starved_query, "name"),
-            self.reader.vector(&self.pod_query),
+            self.pod_draws(),
         )?;
         let starved: HashSet<String> = starved
             .into_iter()

@@ -4,10 +4,7 @@
 //! a 400 with serde's reason, an oversized one a 413 naming the limit, and no `Content-Type`
 //! header is required (kube-scheduler sets it, curl users often do not).
 
-use std::{
-    sync::Arc,
-    time::{Instant, SystemTime},
-};
+use std::{sync::Arc, time::Instant};
 
 use axum::{
     body::Bytes,
@@ -78,10 +75,9 @@ async fn filter(
     let start = Instant::now();
     let response = match decode(&state, body) {
         Ok(args) => {
-            let table = state.table();
-            let (result, fail_open) =
-                headroom::filter(table.as_deref(), &state.policy, SystemTime::now(), args);
-            state.count_fail_open(fail_open);
+            let pod = pod_key(&args);
+            let (result, outcome) = state.decide(|inputs| headroom::filter(inputs, args));
+            state.count_outcome("filter", outcome, &pod);
             Json(result).into_response()
         }
         Err(r) => *r,
@@ -99,10 +95,8 @@ async fn prioritize(
     let start = Instant::now();
     let response = match decode(&state, body) {
         Ok(args) => {
-            let table = state.table();
-            let (scores, fail_open) =
-                headroom::prioritize(table.as_deref(), &state.policy, SystemTime::now(), &args);
-            state.count_fail_open(fail_open);
+            let (scores, outcome) = state.decide(|inputs| headroom::prioritize(inputs, &args));
+            state.count_outcome("prioritize", outcome, &pod_key(&args));
             Json(scores).into_response()
         }
         Err(r) => *r,
@@ -111,6 +105,16 @@ async fn prioritize(
         .metrics
         .observe("prioritize", response.status().as_u16(), start.elapsed());
     response
+}
+
+/// `namespace/name` of the request's pod, for logs.
+fn pod_key(args: &ExtenderArgs) -> String {
+    let m = &args.pod.metadata;
+    format!(
+        "{}/{}",
+        m.namespace.as_deref().unwrap_or_default(),
+        m.name.as_deref().unwrap_or_default()
+    )
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {

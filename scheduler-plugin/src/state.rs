@@ -12,8 +12,9 @@ use std::{
 };
 
 use crate::{
-    headroom::{self, FailOpen, HeadroomTable, Policy},
+    headroom::{self, FailOpen, HeadroomTable, Inputs, Outcome, Policy},
     metrics::Metrics,
+    nodes::{NodeFacts, NodeView, ViewState},
 };
 
 /// Default request body limit: 1 000 full Node objects with long image lists are ~20 MiB.
@@ -25,6 +26,7 @@ pub struct AppState {
     pub metrics: Metrics,
     pub max_body_bytes: usize,
     table: RwLock<Option<Arc<HeadroomTable>>>,
+    nodes: RwLock<NodeView>,
     ready: AtomicBool,
     /// Last fail-open state seen (see [`mode_code`]), so it is logged once per change.
     mode: AtomicU8,
@@ -42,23 +44,70 @@ fn mode_code(f: Option<FailOpen>) -> u8 {
 }
 
 impl AppState {
-    pub fn new(policy: Policy) -> Self {
-        Self {
+    /// A state whose Node view starts in `nodes` state (`Syncing` when a watcher will fill it,
+    /// `Disabled` without one).
+    pub fn new(policy: Policy, nodes: ViewState) -> Self {
+        let s = Self {
             policy,
             metrics: Metrics::new(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             table: RwLock::new(None),
+            nodes: RwLock::new(NodeView::new(nodes)),
             ready: AtomicBool::new(false),
             mode: AtomicU8::new(MODE_UNSET),
-        }
+        };
+        s.node_gauges(&NodeView::new(nodes));
+        s
     }
 
-    /// With a table already in place (tests, benchmarks).
+    /// With a table already in place and no Node watcher (tests, benchmarks).
     pub fn with_table(policy: Policy, table: HeadroomTable) -> Self {
-        let s = Self::new(policy);
+        Self::with_view(policy, table, NodeView::new(ViewState::Disabled))
+    }
+
+    /// With a table and a Node view already in place (tests, benchmarks).
+    pub fn with_view(policy: Policy, table: HeadroomTable, nodes: NodeView) -> Self {
+        let s = Self::new(policy, nodes.state);
+        s.replace_nodes(nodes);
         s.publish(table);
         s.mark_ready();
         s
+    }
+
+    /// Runs `f` on the inputs of one decision (the table and Node view as of now), holding the
+    /// view's read lock only for its duration.
+    pub fn decide<T>(&self, f: impl FnOnce(&Inputs) -> T) -> T {
+        let table = self.table();
+        let nodes = self.nodes.read().unwrap_or_else(|e| e.into_inner());
+        f(&Inputs {
+            table: table.as_deref(),
+            nodes: &nodes,
+            policy: &self.policy,
+            now: SystemTime::now(),
+        })
+    }
+
+    /// Replaces the Node view (a complete list).
+    pub fn replace_nodes(&self, view: NodeView) {
+        self.node_gauges(&view);
+        *self.nodes.write().unwrap_or_else(|e| e.into_inner()) = view;
+    }
+
+    /// Sets (`Some`) or removes (`None`) one node's facts.
+    pub fn update_node(&self, name: String, facts: Option<NodeFacts>) {
+        let mut view = self.nodes.write().unwrap_or_else(|e| e.into_inner());
+        match facts {
+            Some(f) => view.insert(name, f),
+            None => view.remove(&name),
+        }
+        self.node_gauges(&view);
+    }
+
+    fn node_gauges(&self, view: &NodeView) {
+        self.metrics
+            .node_view_synced
+            .set(i64::from(view.state == ViewState::Synced));
+        self.metrics.nodes_known.set(view.len() as i64);
     }
 
     /// The latest table, if any refresh has succeeded.
@@ -112,11 +161,19 @@ impl AppState {
         }
     }
 
-    /// Counts one request answered in fail-open mode.
-    pub fn count_fail_open(&self, mode: Option<FailOpen>) {
-        self.record_mode(mode);
-        if mode.is_some() {
-            self.metrics.fail_open_requests.inc();
+    /// Counts how one request was answered: fail-open requests, and exempt pods (logged at
+    /// debug with the reason).
+    pub fn count_outcome(&self, verb: &str, outcome: Outcome, pod: &str) {
+        match outcome {
+            Outcome::Decided => self.record_mode(None),
+            Outcome::FailOpen(f) => {
+                self.record_mode(Some(f));
+                self.metrics.fail_open_requests.inc();
+            }
+            Outcome::Exempt(e) => {
+                tracing::debug!(verb, pod, reason = %e, "exempt pod: every node passes with a neutral score");
+                self.metrics.count_exempt(verb, e.label());
+            }
         }
     }
 }

@@ -10,16 +10,14 @@ use edgewatt_crds::{
     metrics::MetricNames,
     prom::{PromConfig, PromReader},
 };
-use edgewatt_e2e::prometheus::{Prometheus, ScrapeTarget};
 use edgewatt_scheduler::{
-    headroom::Policy, protocol::HostPriority, refresh::Refresher, server, state::AppState,
+    headroom::Policy, nodes::ViewState, protocol::HostPriority, refresh::Refresher, server,
+    state::AppState,
 };
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scores_follow_prometheus_then_fail_open_when_it_stops() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     // a: 100 − 30 = 70 W headroom, b: 100 − 80 = 20 W, c: 200 − 20 = 180 W.
     let body = "\
 # TYPE edgewatt_node_platform_watts gauge
@@ -31,25 +29,17 @@ edgewatt_node_power_budget_watts{node_name=\"a\"} 100
 edgewatt_node_power_budget_watts{node_name=\"b\"} 100
 edgewatt_node_power_budget_watts{node_name=\"c\"} 200
 ";
-    let app =
-        axum::Router::new().route("/metrics", axum::routing::get(move || async move { body }));
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let mut prom = tokio::task::spawn_blocking(move || {
-        let mut prom = Prometheus::start(Duration::from_secs(1)).unwrap();
-        prom.add_target(ScrapeTarget::new("nodes", &addr.to_string()))
-            .unwrap();
-        prom.wait_for_series("edgewatt_node_power_budget_watts", Duration::from_secs(30))
-            .unwrap();
-        prom
-    })
-    .await
-    .unwrap();
+    let mut prom =
+        common::prometheus_scraping(|| body.to_string(), "edgewatt_node_power_budget_watts").await;
 
     let max_age = Duration::from_secs(4);
-    let state = Arc::new(AppState::new(Policy {
-        max_data_age: max_age,
-        ..Policy::default()
-    }));
+    let state = Arc::new(AppState::new(
+        Policy {
+            max_data_age: max_age,
+            ..Policy::default()
+        },
+        ViewState::Disabled,
+    ));
     let reader = PromReader::new(&PromConfig::new(prom.url())).unwrap();
     let refresher = Refresher::new(reader, MetricNames::default(), max_age);
     refresher.refresh_once(&state).await.unwrap();
@@ -63,11 +53,11 @@ edgewatt_node_power_budget_watts{node_name=\"c\"} 200
     assert_eq!(status, 200, "{text}");
     let scores: Vec<HostPriority> = serde_json::from_str(&text).unwrap();
     let score = |h: &str| scores.iter().find(|s| s.host == h).unwrap().score;
-    assert_eq!(score("c"), 10, "{text}");
-    // Proportional to the best headroom: 70/180 → 4, 20/180 → 1 (fits, so at least 1).
-    assert_eq!(score("a"), 4, "{text}");
-    assert_eq!(score("b"), 1, "{text}");
-    assert_eq!(score("unknown"), 5, "no data: neutral");
+    // The share of each node's own budget left: 180/200 → 9, 70/100 → 7, 20/100 → 2.
+    assert_eq!(score("c"), 9, "{text}");
+    assert_eq!(score("a"), 7, "{text}");
+    assert_eq!(score("b"), 2, "{text}");
+    assert_eq!(score("unknown"), 3, "no data: --unmeasured-nodes=cautious");
 
     // Prometheus stops: refreshes fail (counted), the old table ages out, answers go neutral.
     tokio::task::spawn_blocking(move || {

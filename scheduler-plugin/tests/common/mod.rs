@@ -16,8 +16,10 @@ use edgewatt_crds::{
     prom::{Reading, SignalTable},
     promql::Signal,
 };
+use edgewatt_e2e::prometheus::{Prometheus, ScrapeTarget};
 use edgewatt_scheduler::{
     headroom::{HeadroomTable, Policy},
+    nodes::{NodeFacts, NodeView},
     server,
     state::AppState,
 };
@@ -100,8 +102,33 @@ pub fn router_with(state: AppState) -> Router {
     server::router(Arc::new(state))
 }
 
+/// The Node informer's view matching the golden Node objects: n2 annotated with a 150 W
+/// budget, n4 tainted by the controller.
+pub fn golden_view() -> NodeView {
+    NodeView::synced([
+        (
+            "n2".to_string(),
+            NodeFacts {
+                budget_watts: Some(150.0),
+                starved_taint: false,
+            },
+        ),
+        (
+            "n4".to_string(),
+            NodeFacts {
+                budget_watts: None,
+                starved_taint: true,
+            },
+        ),
+    ])
+}
+
 pub fn golden_router() -> Router {
-    router_with(AppState::with_table(Policy::default(), golden_table()))
+    router_with(AppState::with_view(
+        Policy::default(),
+        golden_table(),
+        golden_view(),
+    ))
 }
 
 /// Sends one request through the router in-process.
@@ -121,4 +148,32 @@ pub async fn call(
     let status = resp.status();
     let bytes = to_bytes(resp.into_body(), usize::MAX).await.unwrap();
     (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// A real Prometheus (1 s scrapes) of a `/metrics` endpoint answering `body()`, returned once
+/// `series` has been scraped.
+pub async fn prometheus_scraping<F>(body: F, series: &'static str) -> Prometheus
+where
+    F: Fn() -> String + Clone + Send + Sync + 'static,
+{
+    let app = Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let text = body();
+            async move { text }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    tokio::task::spawn_blocking(move || {
+        let mut prom = Prometheus::start(Duration::from_secs(1)).unwrap();
+        prom.add_target(ScrapeTarget::new("synthetic", &addr.to_string()))
+            .unwrap();
+        prom.wait_for_series(series, Duration::from_secs(30))
+            .unwrap();
+        prom
+    })
+    .await
+    .unwrap()
 }
