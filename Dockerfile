@@ -21,6 +21,12 @@
 # `--target`: without it Docker builds the last stage (scheduler).
 
 ARG RUST_VERSION=1.95
+# OCI label values; `make docker-images` passes this checkout's.
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=1970-01-01T00:00:00Z
+ARG SOURCE=https://example.invalid/edgewatt
+ARG LICENSES=Apache-2.0
 
 FROM docker.io/library/rust:${RUST_VERSION}-bookworm AS source
 RUN apt-get update \
@@ -47,11 +53,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && cp /src/target-gpu/image/edgewatt-exporter /edgewatt-exporter-gpu
 
 FROM gcr.io/distroless/cc-debian12 AS exporter-gpu
-ARG VERSION=0.1.0
-ARG REVISION=unknown
-ARG CREATED=1970-01-01T00:00:00Z
-ARG SOURCE=https://example.invalid/edgewatt
-ARG LICENSES=Apache-2.0
+ARG VERSION
+ARG REVISION
+ARG CREATED
+ARG SOURCE
+ARG LICENSES
 LABEL org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}" \
@@ -66,11 +72,11 @@ ENTRYPOINT ["/usr/local/bin/edgewatt-exporter"]
 
 # What every image shares: the CA bundle and the OCI labels.
 FROM scratch AS runtime
-ARG VERSION=0.1.0
-ARG REVISION=unknown
-ARG CREATED=1970-01-01T00:00:00Z
-ARG SOURCE=https://example.invalid/edgewatt
-ARG LICENSES=Apache-2.0
+ARG VERSION
+ARG REVISION
+ARG CREATED
+ARG SOURCE
+ARG LICENSES
 LABEL org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}" \

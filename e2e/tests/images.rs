@@ -96,12 +96,15 @@ fn chroot() -> Command {
     cmd
 }
 
-/// Effective uid 0: /proc/self belongs to the process's effective user.
-fn is_root() -> bool {
+/// chroot needs root (effective uid 0: /proc/self belongs to the process's effective user);
+/// says loudly when the test cannot run it.
+fn chroot_allowed() -> bool {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    if !root {
+        eprintln!("SKIPPED: chroot needs root (make test runs as root in CI)");
+    }
+    root
 }
 
 /// One archive, unpacked: its layout, index, manifest, config and root filesystem.
@@ -399,8 +402,7 @@ fn archives_hold_a_static_binary_and_the_ca_bundle_only() {
 #[test]
 #[ignore = "needs `make images`; run by `make images-test`"]
 fn each_image_runs_alone_in_a_chroot_and_reports_the_chart_version() {
-    if !is_root() {
-        eprintln!("SKIPPED: chroot needs root (make test runs as root in CI)");
+    if !chroot_allowed() {
         return;
     }
     let version = chart_app_version();
@@ -618,8 +620,7 @@ fn digest_pins_the_manifest_and_a_bad_digest_is_refused() {
 #[test]
 #[ignore = "needs `make images`; run by `make images-test`"]
 fn the_extender_image_serves_with_the_charts_args_in_a_chroot() {
-    if !is_root() {
-        eprintln!("SKIPPED: chroot needs root (make test runs as root in CI)");
+    if !chroot_allowed() {
         return;
     }
     edgewatt_e2e::install_crypto_provider();
@@ -706,7 +707,12 @@ fn dockerfile_stages() -> Vec<Stage> {
             None => logical.push(std::mem::take(&mut current) + line),
         }
     }
-    let mut stages: Vec<Stage> = Vec::new();
+    // ARGs before the first FROM: defaults a stage takes with a bare `ARG NAME`
+    let mut stages: Vec<Stage> = vec![Stage {
+        name: String::new(),
+        base: String::new(),
+        instructions: Vec::new(),
+    }];
     for l in logical {
         let (op, rest) = l.split_once(' ').unwrap_or((&l, ""));
         let rest = rest.trim().to_string();
@@ -758,8 +764,20 @@ struct DockerTarget {
     entrypoint: Value,
 }
 
+/// Default of an ARG declared before the first FROM.
+fn global_arg(stages: &[Stage], name: &str) -> String {
+    stages[0]
+        .instructions
+        .iter()
+        .find_map(|(op, rest)| {
+            let (k, v) = rest.split_once('=')?;
+            (op == "ARG" && k == name).then(|| v.to_string())
+        })
+        .unwrap_or_else(|| panic!("ARG {name} has no default"))
+}
+
 fn docker_target(stages: &[Stage], name: &str) -> DockerTarget {
-    let by_name = |n: &str| stages.iter().find(|s| s.name == n);
+    let by_name = |n: &str| stages[1..].iter().find(|s| !n.is_empty() && s.name == n);
     let mut chain = vec![by_name(name).unwrap_or_else(|| panic!("no stage {name}"))];
     while let Some(parent) = by_name(&chain.last().unwrap().base) {
         chain.push(parent);
@@ -772,8 +790,11 @@ fn docker_target(stages: &[Stage], name: &str) -> DockerTarget {
         let w = words(rest);
         match op.as_str() {
             "ARG" => {
-                let (k, v) = rest.split_once('=').unwrap_or((rest, ""));
-                t.args.insert(k.to_string(), v.to_string());
+                let (k, v) = match rest.split_once('=') {
+                    Some((k, v)) => (k, v.to_string()),
+                    None => (rest.as_str(), global_arg(stages, rest)),
+                };
+                t.args.insert(k.to_string(), v);
             }
             "LABEL" => {
                 for kv in &w {
