@@ -186,8 +186,8 @@ $(IMAGE_ARCHIVES): $(IMAGE_DIR)/edgewatt-%.oci.tar: image-bins
 images-test:
 	@if ! command -v buildah >/dev/null 2>&1; then \
 	  echo "################################################################################" >&2; \
-	  echo "## SKIPPED: container image tests — buildah is not installed and could not be ##" >&2; \
-	  echo "## (make deps as root installs it: apt-get install buildah musl-tools)         ##" >&2; \
+	  echo "## SKIPPED: container images and their tests: buildah is missing (make deps,  ##" >&2; \
+	  echo "## as root, installs it: apt-get install buildah musl-tools)                  ##" >&2; \
 	  echo "################################################################################" >&2; \
 	else \
 	  $(MAKE) images && $(CARGO) nextest run -p edgewatt-e2e --test images --run-ignored only --no-fail-fast; \
