@@ -53,7 +53,9 @@ deps:
 	    echo "deps: WARNING: missing$$missing (for make images) — run as root or: sudo apt-get install$$missing" >&2; \
 	  fi; \
 	fi
-	@rustup target list --installed 2>/dev/null | grep -qx '$(MUSL_TARGET)' || { echo "deps: rustup target add $(MUSL_TARGET)"; rustup target add $(MUSL_TARGET); }
+	@if command -v rustup >/dev/null 2>&1; then \
+	  rustup target list --installed | grep -qx '$(MUSL_TARGET)' || { echo "deps: rustup target add $(MUSL_TARGET)"; rustup target add $(MUSL_TARGET); }; \
+	else echo "deps: WARNING: no rustup — make images needs Rust's $(MUSL_TARGET) standard library" >&2; fi
 	@echo "deps: ok (prometheus $$(prometheus --version 2>&1 | head -1 | awk '{print $$3}'), clang $$(clang --version | head -1 | awk '{print $$NF}'))"
 
 lint:
