@@ -31,9 +31,23 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
-{{/* image reference; call with (dict "root" $ "image" .Values.x.image). */}}
+{{/* Image reference of an edgewatt component: [<registry>/]<repository>(:<tag>|@<digest>).
+`global.imageRegistry` overrides the image's registry (the Bitnami convention, so an umbrella
+chart's global applies too); the tag defaults to appVersion, the tag `make images` writes.
+Call with (dict "root" $ "image" .Values.x.image). */}}
 {{- define "edgewatt.image" -}}
-{{ .image.repository }}:{{ .image.tag | default .root.Chart.AppVersion }}
+{{- $global := .root.Values.global | default dict -}}
+{{- $registry := $global.imageRegistry | default .image.registry | default "" | trimSuffix "/" -}}
+{{- $name := .image.repository | required "image.repository is required" -}}
+{{- if $registry }}{{ $name = printf "%s/%s" $registry $name }}{{ end -}}
+{{- if .image.digest -}}
+{{- if not (regexMatch "^[a-z0-9]+:[a-f0-9]{32,}$" .image.digest) -}}
+{{- fail (printf "image.digest %q of %s is not a digest such as sha256:<64 hex digits>" .image.digest $name) -}}
+{{- end -}}
+{{ $name }}@{{ .image.digest }}
+{{- else -}}
+{{ $name }}:{{ .image.tag | default .root.Chart.AppVersion }}
+{{- end -}}
 {{- end -}}
 
 {{/* True ("true") when the Prometheus operator's API is served. */}}
