@@ -1,6 +1,6 @@
 //! The real `edgewatt-scheduler` binary, started with exactly the args and env that Helm's engine
 //! renders for its Deployment with the chart's defaults (installed by helm-sdkpy into the API
-//! server double, as `e2e/tests/chart_install.rs` does; only the Prometheus URL and the port are
+//! server double, as `e2e/tests/chart_install.rs` does, and run as the chart's ServiceAccount; only the Prometheus URL and the port are
 //! set, for the test's own Prometheus and a free port), against a real Prometheus scraping
 //! exporter-shaped series and the double serving Nodes with the budget annotation: the scores
 //! are real, not neutral — the annotation's budget from the Node watcher, the exporter's budget
@@ -10,7 +10,6 @@
 mod common;
 
 use std::{
-    path::{Path, PathBuf},
     process::{Command, Stdio},
     time::Duration,
 };
@@ -20,10 +19,6 @@ use edgewatt_e2e::apiserver::{ApiServer, ResourceDef};
 use serde_json::{json, Value};
 
 const NS: &str = "edgewatt-system";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// What a chart install creates, on top of the double's built-in types.
 const TYPES: &[(&str, &str, &str, bool)] = &[
@@ -80,42 +75,12 @@ async fn cluster() -> ApiServer {
     s
 }
 
-/// `helm install edgewatt charts/edgewatt` with `values` through Helm's engine (helm-sdkpy);
-/// returns the rendered NOTES.txt.
+/// `helm install edgewatt charts/edgewatt` with `values` through Helm's engine (helm-sdkpy),
+/// the same path the e2e suite uses; returns the rendered NOTES.txt.
 async fn helm_install(s: &ApiServer, values: Value) -> String {
-    let py = repo().join(".venv/bin/python");
-    assert!(py.exists(), "{} missing: run `make deps`", py.display());
-    let script = repo().join("charts/tests/helm_install.py");
-    let kc = s.kubeconfig_path().to_path_buf();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(py)
-            .arg(script)
-            .arg(kc)
-            .args(["edgewatt", NS, &values.to_string()])
-            .env("HELM_DRIVER", "memory")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "helm install: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let release: Value = serde_json::from_slice(&out.stdout).expect("release JSON");
-    find_string(&release, "notes").unwrap_or_default()
-}
-
-fn find_string(v: &Value, key: &str) -> Option<String> {
-    match v {
-        Value::Object(m) => m
-            .get(key)
-            .and_then(|x| x.as_str().map(String::from))
-            .or_else(|| m.values().find_map(|x| find_string(x, key))),
-        Value::Array(a) => a.iter().find_map(|x| find_string(x, key)),
-        _ => None,
-    }
+    tokio::task::block_in_place(|| edgewatt_e2e::chart::install(s, "edgewatt", NS, &values))
+        .unwrap_or_else(|e| panic!("helm install: {e:#}"))
+        .notes()
 }
 
 fn object(s: &ApiServer, plural: &str, name: &str) -> Value {
@@ -193,11 +158,22 @@ async fn chart_defaults_give_real_scores() {
         })
         .collect();
 
+    // The extender runs as the chart's ServiceAccount: the double enforces the chart's RBAC.
+    let sa = deploy["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .expect("serviceAccountName");
+    let kubeconfig = tempfile::NamedTempFile::new().unwrap();
+    api.write_kubeconfig_with_token(
+        kubeconfig.path(),
+        &api.service_account_token(NS, sa, None),
+        NS,
+    )
+    .unwrap();
     let log = tempfile::NamedTempFile::new().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_edgewatt-scheduler"))
         .args(&args)
         .envs(env)
-        .env("KUBECONFIG", api.kubeconfig_path())
+        .env("KUBECONFIG", kubeconfig.path())
         .env_remove("KUBERNETES_SERVICE_HOST")
         .stdout(Stdio::null())
         .stderr(log.reopen().unwrap())
