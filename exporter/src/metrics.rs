@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use edgewatt_crds::metrics::{base, MetricNames};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
@@ -36,6 +38,32 @@ type Labels = Vec<(&'static str, String)>;
 /// name, help, is counter, series
 type Family = (String, String, bool, Vec<(Labels, f64)>);
 
+/// A label value written the way both exposition formats require: `\`, `"` and line feed
+/// escaped as `\\`, `\"` and `\n`; every other character, control characters included, as is
+/// (prometheus/docs `content/docs/instrumenting/exposition_formats.md`: "label_value can be any
+/// sequence of UTF-8 characters, but the backslash, the double-quote, and the line-feed characters
+/// have to be escaped"; OpenMetrics 1.0 ABNF: `escaped-char = normal-char / BS ("n" / DQUOTE /
+/// BS)`, `normal-char` = any code point but LF, `"` and `\`). prometheus-client 0.24 writes
+/// label values verbatim, so a process named `a"b` would otherwise break the whole scrape.
+struct Escaped<'a>(&'a str);
+
+impl EncodeLabelValue for Escaped<'_> {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        let mut rest = self.0;
+        while let Some(i) = rest.find(['\\', '"', '\n']) {
+            encoder.write_str(&rest[..i])?;
+            encoder.write_str(match rest.as_bytes()[i] {
+                b'\\' => "\\\\",
+                b'"' => "\\\"",
+                _ => "\\n",
+            })?;
+            rest = &rest[i + 1..];
+        }
+        encoder.write_str(rest)
+    }
+}
+
 /// Encodes one family: counters get `_total` from the encoder, so it is stripped here.
 fn family(
     enc: &mut DescriptorEncoder,
@@ -57,7 +85,8 @@ fn family(
     };
     let mut m = enc.encode_descriptor(name, help, None, ty)?;
     for (labels, v) in series {
-        let fam = m.encode_family(labels)?;
+        let escaped: Vec<(&str, Escaped)> = labels.iter().map(|(k, v)| (*k, Escaped(v))).collect();
+        let fam = m.encode_family(&escaped)?;
         if counter {
             ConstCounter::new(*v).encode(fam)?;
         } else {
@@ -222,12 +251,38 @@ impl Collector for SnapshotCollector {
                 l.clone(),
                 w.joules_total,
             );
+            // Absent when this zone was not attributed this interval (true or absent).
+            if let Some(watts) = w.watts {
+                push(
+                    n.name(wt),
+                    &format!("Power attributed to the {help} over the last interval"),
+                    false,
+                    l,
+                    watts,
+                );
+            }
+        }
+        for b in &s.books {
+            let l = with_node(vec![
+                ("zone", b.zone.clone()),
+                ("source", b.source.to_string()),
+            ]);
+            for (name, help, v) in [
+                (base::NODE_IDLE_JOULES, "Energy of an attributed zone while idle (the node's busy ratio; for GPUs the device's utilisation); node = idle + pods + system + unattributed per zone and source", b.idle),
+                (base::NODE_PODS_JOULES, "Energy attributed to all pods together, including pods whose series have expired", b.pods),
+                (base::NODE_SYSTEM_JOULES, "Energy attributed to processes outside any pod (kubelet, container runtime, host daemons)", b.system),
+                (base::NODE_UNATTRIBUTED_JOULES, "Active energy no process received (kernel work, processes that exited unseen, CPU time the accounting could not name)", b.unattributed),
+            ] {
+                push(n.name(name), help, true, l.clone(), v);
+            }
+        }
+        for sh in &s.shared {
             push(
-                n.name(wt),
-                &format!("Power attributed to the {help} over the last interval"),
+                n.name(base::NODE_ENCLOSURE_WATTS),
+                "Power of hardware this node shares with others (a blade enclosure, from Redfish); not the node's own draw",
                 false,
-                l,
-                w.watts,
+                with_node(vec![("chassis", sh.name.clone())]),
+                sh.watts,
             );
         }
         if let Some(b) = &s.battery {
@@ -302,10 +357,34 @@ impl Collector for SnapshotCollector {
         for src in &s.sources {
             push(
                 n.name(base::EXPORTER_SOURCE_UP),
-                "1 when the energy source was read in the last interval",
+                "1 when the energy source was read in the last interval; state: in_use (its figures are published), standby (another source is preferred), error, stale or no_power (down: its series are withdrawn)",
                 false,
-                with_node(vec![("source", src.name.to_string())]),
+                with_node(vec![
+                    ("source", src.name.to_string()),
+                    ("state", src.state.to_string()),
+                ]),
                 if src.up { 1.0 } else { 0.0 },
+            );
+        }
+        if let Some(d) = s.accounting_dropped {
+            push(
+                n.name(base::EXPORTER_EBPF_DROPPED),
+                "Scheduler events the eBPF accounting dropped because its process map was full (their CPU time stays unattributed)",
+                true,
+                with_node(vec![]),
+                d as f64,
+            );
+        }
+        if let Some(t) = s
+            .taken_at
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        {
+            push(
+                n.name(base::EXPORTER_LAST_COLLECTION),
+                "Unix time the last collection finished (/healthz fails after 3 intervals without one)",
+                false,
+                with_node(vec![]),
+                t.as_secs_f64(),
             );
         }
         for (src, labels) in &s.source_info {
@@ -350,11 +429,13 @@ pub fn render(registry: &Registry) -> String {
 
 /// Converts OpenMetrics to the classic text format 0.0.4 (for `promtool check metrics`, curl and
 /// older scrapers): counter families are named with their `_total` suffix, `# UNIT` and `# EOF`
-/// go. Only counters and gauges are produced here, so nothing else needs translating.
+/// go. Only counters and gauges are produced here, so nothing else needs translating; label values
+/// are escaped the same way in both formats. Lines are split on `\n` only (escaped values hold
+/// no line feed, but may end in a carriage return, which `str::lines` would eat).
 pub fn to_text_format(openmetrics: &str) -> String {
     let mut out = String::with_capacity(openmetrics.len());
     let mut counters = std::collections::HashSet::new();
-    for line in openmetrics.lines() {
+    for line in openmetrics.split('\n').filter(|l| !l.is_empty()) {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             if let Some(name) = rest.strip_suffix(" counter") {
                 counters.insert(name.to_string());

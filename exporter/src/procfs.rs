@@ -1,6 +1,11 @@
-//! procfs readers: node CPU time (`/proc/stat`) and per-process CPU time (`/proc/<pid>/stat`),
-//! with each process's cgroup read once per process lifetime (keyed by pid *and* start time, so a
-//! recycled pid is not mistaken for the old process).
+//! procfs readers: node CPU time (`/proc/stat`) and per-process CPU time (`/proc/<pid>/stat`).
+//!
+//! A process is keyed by pid *and* start time, so a recycled pid is not mistaken for the old
+//! process. Its cgroup is read when it is first seen, and again — only when it used CPU, so idle
+//! processes cost nothing — every interval while it belongs to no pod (a process moved into a
+//! pod's cgroup after it started: the `runc init` window, `systemd` moves, a manual move) and every
+//! [`RECHECK_INTERVALS`] otherwise. Its name (`comm`) is taken from every `stat` read, so an
+//! `exec` (a container's PID 1 leaving `runc:[2:INIT]`) renames it.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -86,12 +91,24 @@ pub fn parse_pid_stat(text: &str) -> Option<PidStat<'_>> {
     })
 }
 
+/// A busy process already placed in a pod has its cgroup read again this often (intervals).
+pub const RECHECK_INTERVALS: u64 = 6;
+
 struct Entry {
     starttime: u64,
     comm: Arc<str>,
     workload: Arc<Workload>,
     ticks: u64,
     seen: u64,
+    /// Interval of the last cgroup read.
+    cgroup_read: u64,
+}
+
+impl Entry {
+    /// Whether a process that used CPU should have its cgroup read again.
+    fn recheck(&self, gen: u64) -> bool {
+        self.workload.pod_uid.is_none() || gen.saturating_sub(self.cgroup_read) >= RECHECK_INTERVALS
+    }
 }
 
 /// Per-process CPU accounting by polling procfs.
@@ -236,12 +253,15 @@ impl CpuAccounting for Procfs {
                 continue;
             };
             let (ticks, starttime) = (stat.ticks, stat.starttime);
-            let delta = match self.entries.get_mut(&pid) {
+            let (delta, recheck) = match self.entries.get_mut(&pid) {
                 Some(e) if e.starttime == starttime => {
                     let d = ticks.saturating_sub(e.ticks);
                     e.ticks = ticks;
                     e.seen = gen;
-                    d
+                    if *e.comm != *stat.comm {
+                        e.comm = Arc::from(stat.comm);
+                    }
+                    (d, d > 0 && e.recheck(gen))
                 }
                 _ => {
                     let comm: Arc<str> = Arc::from(stat.comm);
@@ -261,11 +281,20 @@ impl CpuAccounting for Procfs {
                             workload,
                             ticks,
                             seen: gen,
+                            cgroup_read: gen,
                         },
                     );
-                    0
+                    (0, false)
                 }
             };
+            if recheck {
+                let workload =
+                    Self::workload_of(&mut self.workloads, dir, pid, &mut self.name, &mut self.buf);
+                if let Some(e) = self.entries.get_mut(&pid) {
+                    e.workload = workload;
+                    e.cgroup_read = gen;
+                }
+            }
             let e = &self.entries[&pid];
             out.push(ProcessDelta {
                 pid,
