@@ -105,307 +105,331 @@ impl SnapshotCollector {
     }
 }
 
+/// The families of one scrape, in first-seen order; every series gets `node_name` first.
+struct Families<'a> {
+    names: &'a MetricNames,
+    node: &'a str,
+    groups: Vec<Family>,
+}
+
+impl Families<'_> {
+    fn push(&mut self, base: &str, help: &str, counter: bool, mut labels: Labels, v: f64) {
+        let name = self.names.name(base);
+        labels.insert(0, ("node_name", self.node.to_string()));
+        match self.groups.iter_mut().find(|g| g.0 == name) {
+            Some(g) => g.3.push((labels, v)),
+            None => self
+                .groups
+                .push((name, help.to_string(), counter, vec![(labels, v)])),
+        }
+    }
+}
+
+/// Node energy per domain (only the sources selected this interval are in the snapshot).
+fn node_families(f: &mut Families, s: &Snapshot) {
+    for ns in &s.node {
+        let src = ns.source.to_string();
+        match &ns.domain {
+            Domain::Cpu => {
+                let l = vec![("zone", ns.zone.clone()), ("source", src)];
+                f.push(
+                    base::NODE_CPU_JOULES,
+                    "CPU energy by RAPL zone, monotonic across counter wrap-around",
+                    true,
+                    l.clone(),
+                    ns.joules_total,
+                );
+                f.push(
+                    base::NODE_CPU_WATTS,
+                    "CPU power over the last interval",
+                    false,
+                    l.clone(),
+                    ns.watts,
+                );
+                f.push(
+                    base::NODE_CPU_ACTIVE_JOULES,
+                    "CPU energy while busy (busy share of /proc/stat)",
+                    true,
+                    l.clone(),
+                    ns.active_joules_total,
+                );
+                f.push(
+                    base::NODE_CPU_IDLE_JOULES,
+                    "CPU energy while idle",
+                    true,
+                    l.clone(),
+                    ns.idle_joules_total,
+                );
+                f.push(
+                    base::NODE_CPU_ACTIVE_WATTS,
+                    "CPU power while busy",
+                    false,
+                    l.clone(),
+                    ns.active_watts,
+                );
+                f.push(
+                    base::NODE_CPU_IDLE_WATTS,
+                    "CPU power while idle",
+                    false,
+                    l,
+                    ns.idle_watts,
+                );
+            }
+            Domain::Platform => {
+                let l = vec![("source", src)];
+                f.push(
+                    base::NODE_PLATFORM_JOULES,
+                    "Whole-node energy (BMC, ACPI power meter)",
+                    true,
+                    l.clone(),
+                    ns.joules_total,
+                );
+                f.push(
+                    base::NODE_PLATFORM_WATTS,
+                    "Whole-node power",
+                    false,
+                    l,
+                    ns.watts,
+                );
+            }
+            Domain::Gpu { index, uuid } => {
+                let l = vec![
+                    ("gpu", index.to_string()),
+                    ("uuid", uuid.clone()),
+                    ("source", src),
+                ];
+                f.push(
+                    base::NODE_GPU_JOULES,
+                    "GPU energy (NVML)",
+                    true,
+                    l.clone(),
+                    ns.joules_total,
+                );
+                f.push(base::NODE_GPU_WATTS, "GPU power (NVML)", false, l, ns.watts);
+            }
+        }
+    }
+}
+
+/// Pod, container and (with `--process-metrics`) process series.
+fn workload_families(f: &mut Families, s: &Snapshot, process_metrics: bool) {
+    for w in &s.workloads {
+        let gpu = w.zone == "gpu";
+        let (j, wt, help) = match (w.kind, gpu) {
+            (WorkloadKind::Pod, false) => (base::POD_CPU_JOULES, base::POD_CPU_WATTS, "pod"),
+            (WorkloadKind::Pod, true) => (base::POD_GPU_JOULES, base::POD_GPU_WATTS, "pod"),
+            (WorkloadKind::Container, false) => (
+                base::CONTAINER_CPU_JOULES,
+                base::CONTAINER_CPU_WATTS,
+                "container",
+            ),
+            (WorkloadKind::Container, true) => (
+                base::CONTAINER_GPU_JOULES,
+                base::CONTAINER_GPU_WATTS,
+                "container",
+            ),
+            (WorkloadKind::Process, false) if process_metrics => {
+                (base::PROCESS_CPU_JOULES, base::PROCESS_CPU_WATTS, "process")
+            }
+            (WorkloadKind::Process, true) if process_metrics => {
+                (base::PROCESS_GPU_JOULES, base::PROCESS_GPU_WATTS, "process")
+            }
+            (WorkloadKind::Process, _) => continue,
+        };
+        let by = if gpu {
+            "GPU SM utilisation (NVML)"
+        } else {
+            "CPU time"
+        };
+        let mut l = (*w.labels).clone();
+        l.push(("zone", w.zone.clone()));
+        l.push(("source", w.source.to_string()));
+        f.push(
+            j,
+            &format!("Energy attributed to the {help} by its {by}"),
+            true,
+            l.clone(),
+            w.joules_total,
+        );
+        // Absent when this zone was not attributed this interval (true or absent).
+        if let Some(watts) = w.watts {
+            f.push(
+                wt,
+                &format!("Power attributed to the {help} over the last interval"),
+                false,
+                l,
+                watts,
+            );
+        }
+    }
+}
+
+/// The books of each attributed zone, and shared enclosures.
+fn books_families(f: &mut Families, s: &Snapshot) {
+    for b in &s.books {
+        let l = vec![("zone", b.zone.clone()), ("source", b.source.to_string())];
+        for (name, help, v) in [
+            (base::NODE_IDLE_JOULES, "Energy of an attributed zone while idle (the node's busy ratio; for GPUs the device's utilisation); node = idle + pods + system + unattributed per zone and source", b.idle),
+            (base::NODE_PODS_JOULES, "Energy attributed to all pods together, including pods whose series have expired", b.pods),
+            (base::NODE_SYSTEM_JOULES, "Energy attributed to processes outside any pod (kubelet, container runtime, host daemons)", b.system),
+            (base::NODE_UNATTRIBUTED_JOULES, "Active energy no process received (kernel work, processes that exited unseen, CPU time the accounting could not name)", b.unattributed),
+        ] {
+            f.push(name, help, true, l.clone(), v);
+        }
+    }
+    for sh in &s.shared {
+        f.push(
+            base::NODE_ENCLOSURE_WATTS,
+            "Power of hardware this node shares with others (a blade enclosure, from Redfish); not the node's own draw",
+            false,
+            vec![("chassis", sh.name.clone())],
+            sh.watts,
+        );
+    }
+}
+
+/// Battery, supply, budget, CO2.
+fn supply_families(f: &mut Families, s: &Snapshot) {
+    if let Some(b) = &s.battery {
+        let l = vec![("status", b.status.clone())];
+        let gauges = [
+            (
+                base::BATTERY_CHARGE_RATIO,
+                "Battery state of charge, 0..1",
+                b.charge_ratio,
+            ),
+            (
+                base::BATTERY_ENERGY_JOULES,
+                "Energy left in the battery",
+                b.energy_joules,
+            ),
+            (
+                base::BATTERY_CAPACITY_JOULES,
+                "Battery energy when full",
+                b.capacity_joules,
+            ),
+            (
+                base::BATTERY_POWER_WATTS,
+                "Battery discharge power (0 when charging or full)",
+                b.draw_watts,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            if let Some(v) = v {
+                f.push(name, help, false, l.clone(), v);
+            }
+        }
+    }
+    if let Some(ext) = s.external_power {
+        f.push(
+            base::EXTERNAL_POWER,
+            "1 when the node runs on mains/AC",
+            false,
+            vec![],
+            if ext { 1.0 } else { 0.0 },
+        );
+    }
+    if let Some(b) = s.budget_watts {
+        f.push(
+            base::POWER_BUDGET_WATTS,
+            "The node's power budget (flag or BMC power limit)",
+            false,
+            vec![],
+            b,
+        );
+    }
+    if let Some(g) = s.co2_grams_total {
+        f.push(
+            base::CO2_GRAMS,
+            "CO2 emitted for the node's energy at the configured grid intensity",
+            true,
+            vec![],
+            g,
+        );
+    }
+}
+
+/// The exporter's own state.
+fn self_families(f: &mut Families, s: &Snapshot, version: &str) {
+    let up_sources: Vec<&str> = s.sources.iter().filter(|x| x.up).map(|x| x.name).collect();
+    f.push(
+        base::EXPORTER_INFO,
+        "Exporter build and configuration",
+        false,
+        vec![
+            ("version", version.to_string()),
+            ("sources", up_sources.join(",")),
+            ("attribution", s.attribution.to_string()),
+        ],
+        1.0,
+    );
+    for src in &s.sources {
+        f.push(
+            base::EXPORTER_SOURCE_UP,
+            "1 when the energy source was read in the last interval; state: in_use (its figures are published), standby (another source is preferred), error, stale or no_power (down: its series are withdrawn)",
+            false,
+            vec![
+                ("source", src.name.to_string()),
+                ("state", src.state.to_string()),
+            ],
+            if src.up { 1.0 } else { 0.0 },
+        );
+    }
+    if let Some(d) = s.accounting_dropped {
+        f.push(
+            base::EXPORTER_EBPF_DROPPED,
+            "Scheduler events the eBPF accounting dropped because its process map was full (their CPU time stays unattributed)",
+            true,
+            vec![],
+            d as f64,
+        );
+    }
+    if let Some(t) = s
+        .taken_at
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+    {
+        f.push(
+            base::EXPORTER_LAST_COLLECTION,
+            "Unix time the last collection finished (/healthz fails after 3 intervals without one)",
+            false,
+            vec![],
+            t.as_secs_f64(),
+        );
+    }
+    for (src, labels) in &s.source_info {
+        if *src == "estimator" {
+            f.push(
+                base::ESTIMATOR_INFO,
+                "Which reference the power estimator uses and how sure it is",
+                false,
+                labels.clone(),
+                1.0,
+            );
+        }
+    }
+    f.push(
+        base::EXPORTER_COLLECTION_SECONDS,
+        "Time the last collection took",
+        false,
+        vec![],
+        s.collection_seconds,
+    );
+}
+
 impl Collector for SnapshotCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = self.snapshot();
-        let n = &self.cfg.names;
-        let node = s.node_name.clone();
-        let with_node = |mut l: Labels| {
-            l.insert(0, ("node_name", node.clone()));
-            l
+        let mut f = Families {
+            names: &self.cfg.names,
+            node: &s.node_name,
+            groups: Vec::new(),
         };
-
-        // Node energy per domain.
-        let mut groups: Vec<Family> = Vec::new();
-        let mut push =
-            |name: String, help: &str, counter: bool, labels: Labels, v: f64| match groups
-                .iter_mut()
-                .find(|g| g.0 == name)
-            {
-                Some(g) => g.3.push((labels, v)),
-                None => groups.push((name, help.to_string(), counter, vec![(labels, v)])),
-            };
-        for ns in &s.node {
-            let src = ns.source.to_string();
-            match &ns.domain {
-                Domain::Cpu => {
-                    let l = with_node(vec![("zone", ns.zone.clone()), ("source", src)]);
-                    push(
-                        n.name(base::NODE_CPU_JOULES),
-                        "CPU energy by RAPL zone, monotonic across counter wrap-around",
-                        true,
-                        l.clone(),
-                        ns.joules_total,
-                    );
-                    push(
-                        n.name(base::NODE_CPU_WATTS),
-                        "CPU power over the last interval",
-                        false,
-                        l.clone(),
-                        ns.watts,
-                    );
-                    push(
-                        n.name(base::NODE_CPU_ACTIVE_JOULES),
-                        "CPU energy while busy (busy share of /proc/stat)",
-                        true,
-                        l.clone(),
-                        ns.active_joules_total,
-                    );
-                    push(
-                        n.name(base::NODE_CPU_IDLE_JOULES),
-                        "CPU energy while idle",
-                        true,
-                        l.clone(),
-                        ns.idle_joules_total,
-                    );
-                    push(
-                        n.name(base::NODE_CPU_ACTIVE_WATTS),
-                        "CPU power while busy",
-                        false,
-                        l.clone(),
-                        ns.active_watts,
-                    );
-                    push(
-                        n.name(base::NODE_CPU_IDLE_WATTS),
-                        "CPU power while idle",
-                        false,
-                        l,
-                        ns.idle_watts,
-                    );
-                }
-                Domain::Platform => {
-                    let l = with_node(vec![("source", src)]);
-                    push(
-                        n.name(base::NODE_PLATFORM_JOULES),
-                        "Whole-node energy (BMC, ACPI power meter)",
-                        true,
-                        l.clone(),
-                        ns.joules_total,
-                    );
-                    push(
-                        n.name(base::NODE_PLATFORM_WATTS),
-                        "Whole-node power",
-                        false,
-                        l,
-                        ns.watts,
-                    );
-                }
-                Domain::Gpu { index, uuid } => {
-                    let l = with_node(vec![
-                        ("gpu", index.to_string()),
-                        ("uuid", uuid.clone()),
-                        ("source", src),
-                    ]);
-                    push(
-                        n.name(base::NODE_GPU_JOULES),
-                        "GPU energy (NVML)",
-                        true,
-                        l.clone(),
-                        ns.joules_total,
-                    );
-                    push(
-                        n.name(base::NODE_GPU_WATTS),
-                        "GPU power (NVML)",
-                        false,
-                        l,
-                        ns.watts,
-                    );
-                }
-            }
-        }
-        for w in &s.workloads {
-            let gpu = w.zone == "gpu";
-            let (j, wt, help) = match (w.kind, gpu) {
-                (WorkloadKind::Pod, false) => (base::POD_CPU_JOULES, base::POD_CPU_WATTS, "pod"),
-                (WorkloadKind::Pod, true) => (base::POD_GPU_JOULES, base::POD_GPU_WATTS, "pod"),
-                (WorkloadKind::Container, false) => (
-                    base::CONTAINER_CPU_JOULES,
-                    base::CONTAINER_CPU_WATTS,
-                    "container",
-                ),
-                (WorkloadKind::Container, true) => (
-                    base::CONTAINER_GPU_JOULES,
-                    base::CONTAINER_GPU_WATTS,
-                    "container",
-                ),
-                (WorkloadKind::Process, false) if self.cfg.process_metrics => {
-                    (base::PROCESS_CPU_JOULES, base::PROCESS_CPU_WATTS, "process")
-                }
-                (WorkloadKind::Process, true) if self.cfg.process_metrics => {
-                    (base::PROCESS_GPU_JOULES, base::PROCESS_GPU_WATTS, "process")
-                }
-                (WorkloadKind::Process, _) => continue,
-            };
-            let by = if gpu {
-                "GPU SM utilisation (NVML)"
-            } else {
-                "CPU time"
-            };
-            let mut l = with_node((*w.labels).clone());
-            l.push(("zone", w.zone.clone()));
-            l.push(("source", w.source.to_string()));
-            push(
-                n.name(j),
-                &format!("Energy attributed to the {help} by its {by}"),
-                true,
-                l.clone(),
-                w.joules_total,
-            );
-            // Absent when this zone was not attributed this interval (true or absent).
-            if let Some(watts) = w.watts {
-                push(
-                    n.name(wt),
-                    &format!("Power attributed to the {help} over the last interval"),
-                    false,
-                    l,
-                    watts,
-                );
-            }
-        }
-        for b in &s.books {
-            let l = with_node(vec![
-                ("zone", b.zone.clone()),
-                ("source", b.source.to_string()),
-            ]);
-            for (name, help, v) in [
-                (base::NODE_IDLE_JOULES, "Energy of an attributed zone while idle (the node's busy ratio; for GPUs the device's utilisation); node = idle + pods + system + unattributed per zone and source", b.idle),
-                (base::NODE_PODS_JOULES, "Energy attributed to all pods together, including pods whose series have expired", b.pods),
-                (base::NODE_SYSTEM_JOULES, "Energy attributed to processes outside any pod (kubelet, container runtime, host daemons)", b.system),
-                (base::NODE_UNATTRIBUTED_JOULES, "Active energy no process received (kernel work, processes that exited unseen, CPU time the accounting could not name)", b.unattributed),
-            ] {
-                push(n.name(name), help, true, l.clone(), v);
-            }
-        }
-        for sh in &s.shared {
-            push(
-                n.name(base::NODE_ENCLOSURE_WATTS),
-                "Power of hardware this node shares with others (a blade enclosure, from Redfish); not the node's own draw",
-                false,
-                with_node(vec![("chassis", sh.name.clone())]),
-                sh.watts,
-            );
-        }
-        if let Some(b) = &s.battery {
-            let l = with_node(vec![("status", b.status.clone())]);
-            let gauges = [
-                (
-                    base::BATTERY_CHARGE_RATIO,
-                    "Battery state of charge, 0..1",
-                    b.charge_ratio,
-                ),
-                (
-                    base::BATTERY_ENERGY_JOULES,
-                    "Energy left in the battery",
-                    b.energy_joules,
-                ),
-                (
-                    base::BATTERY_CAPACITY_JOULES,
-                    "Battery energy when full",
-                    b.capacity_joules,
-                ),
-                (
-                    base::BATTERY_POWER_WATTS,
-                    "Battery discharge power (0 when charging or full)",
-                    b.draw_watts,
-                ),
-            ];
-            for (name, help, v) in gauges {
-                if let Some(v) = v {
-                    push(n.name(name), help, false, l.clone(), v);
-                }
-            }
-        }
-        if let Some(ext) = s.external_power {
-            push(
-                n.name(base::EXTERNAL_POWER),
-                "1 when the node runs on mains/AC",
-                false,
-                with_node(vec![]),
-                if ext { 1.0 } else { 0.0 },
-            );
-        }
-        if let Some(b) = s.budget_watts {
-            push(
-                n.name(base::POWER_BUDGET_WATTS),
-                "The node's power budget (flag or BMC power limit)",
-                false,
-                with_node(vec![]),
-                b,
-            );
-        }
-        if let Some(g) = s.co2_grams_total {
-            push(
-                n.name(base::CO2_GRAMS),
-                "CO2 emitted for the node's energy at the configured grid intensity",
-                true,
-                with_node(vec![]),
-                g,
-            );
-        }
-        let up_sources: Vec<&str> = s.sources.iter().filter(|x| x.up).map(|x| x.name).collect();
-        push(
-            n.name(base::EXPORTER_INFO),
-            "Exporter build and configuration",
-            false,
-            with_node(vec![
-                ("version", self.cfg.version.to_string()),
-                ("sources", up_sources.join(",")),
-                ("attribution", s.attribution.to_string()),
-            ]),
-            1.0,
-        );
-        for src in &s.sources {
-            push(
-                n.name(base::EXPORTER_SOURCE_UP),
-                "1 when the energy source was read in the last interval; state: in_use (its figures are published), standby (another source is preferred), error, stale or no_power (down: its series are withdrawn)",
-                false,
-                with_node(vec![
-                    ("source", src.name.to_string()),
-                    ("state", src.state.to_string()),
-                ]),
-                if src.up { 1.0 } else { 0.0 },
-            );
-        }
-        if let Some(d) = s.accounting_dropped {
-            push(
-                n.name(base::EXPORTER_EBPF_DROPPED),
-                "Scheduler events the eBPF accounting dropped because its process map was full (their CPU time stays unattributed)",
-                true,
-                with_node(vec![]),
-                d as f64,
-            );
-        }
-        if let Some(t) = s
-            .taken_at
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        {
-            push(
-                n.name(base::EXPORTER_LAST_COLLECTION),
-                "Unix time the last collection finished (/healthz fails after 3 intervals without one)",
-                false,
-                with_node(vec![]),
-                t.as_secs_f64(),
-            );
-        }
-        for (src, labels) in &s.source_info {
-            if *src == "estimator" {
-                push(
-                    n.name(base::ESTIMATOR_INFO),
-                    "Which reference the power estimator uses and how sure it is",
-                    false,
-                    with_node(labels.clone()),
-                    1.0,
-                );
-            }
-        }
-        push(
-            n.name(base::EXPORTER_COLLECTION_SECONDS),
-            "Time the last collection took",
-            false,
-            with_node(vec![]),
-            s.collection_seconds,
-        );
-        for (name, help, counter, series) in &groups {
+        node_families(&mut f, &s);
+        workload_families(&mut f, &s, self.cfg.process_metrics);
+        books_families(&mut f, &s);
+        supply_families(&mut f, &s);
+        self_families(&mut f, &s, self.cfg.version);
+        for (name, help, counter, series) in &f.groups {
             family(&mut enc, name, help, *counter, series)?;
         }
         Ok(())
