@@ -37,7 +37,7 @@ use aya::{Btf, Ebpf as AyaEbpf, EbpfLoader};
 
 use crate::accounting::{CpuAccounting, ProcessDelta};
 use crate::cgroup::{self, Workload};
-use crate::source::SourceError;
+use crate::source::{error_chain, SourceError};
 use crate::sysfs::{read_string, HostRoot};
 
 /// The compiled program (committed; `make ebpf` rebuilds it, `make ebpf-check` verifies it).
@@ -147,27 +147,11 @@ fn ensure_tracefs() {
     }
 }
 
-/// The error and its whole source chain: aya's own messages stop at a code (`failed to create map
-/// ... with code -1`), the `io::Error` underneath says why (`Operation not permitted`).
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = s.source();
-    }
-    text
-}
-
 /// Every load/attach failure names what was attempted, what is needed, and the kernel's reason.
 fn needs(what: &str, e: &(dyn std::error::Error + 'static)) -> String {
     format!(
         "{what} needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN before Linux 5.8) and tracefs: {}",
-        chain(e)
+        error_chain(e)
     )
 }
 

@@ -112,6 +112,23 @@ pub enum SourceError {
     NoPower(String),
 }
 
+/// An error with its whole source chain: libraries' own messages often stop at a summary (aya's
+/// `failed to create map ... with code -1`, reqwest's `error sending request`) while the error
+/// underneath says why (`Operation not permitted`, `Connection refused`).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
+}
+
 impl SourceError {
     /// Short, fixed vocabulary for the `state` label (the full reason goes to logs and `top`).
     pub fn state(&self) -> &'static str {

@@ -9,12 +9,17 @@ use edgewatt_exporter::ebpf::Ebpf;
 use edgewatt_exporter::sysfs::HostRoot;
 
 fn load() -> Option<Ebpf> {
-    match Ebpf::load(&HostRoot::new("/")) {
+    load_or_skip(&HostRoot::new("/"), Default::default())
+}
+
+/// Loads with `opts`; `None` (SKIPPED, said loudly) only where eBPF is not permitted — as root a
+/// failure is a failure.
+fn load_or_skip(root: &HostRoot, opts: edgewatt_exporter::ebpf::LoadOptions) -> Option<Ebpf> {
+    match Ebpf::load_opts(root, opts) {
         Ok(e) => Some(e),
         Err(reason) => {
-            let root = is_root();
             assert!(
-                !root || std::env::var_os("EDGEWATT_EBPF_OPTIONAL").is_some(),
+                !is_root() || std::env::var_os("EDGEWATT_EBPF_OPTIONAL").is_some(),
                 "running as root but eBPF did not load: {reason}"
             );
             eprintln!("SKIPPED: eBPF not permitted here ({reason}); run as root to exercise it");
@@ -259,27 +264,12 @@ fn maps_cgroup_v2_ids_by_directory_inode() {
         std::os::unix::fs::symlink("/proc", fake.path().join("proc")).unwrap();
         HostRoot::new(fake.path())
     };
-    let mut e = match Ebpf::load(&host) {
-        Ok(e) => e,
-        Err(reason) => {
-            assert!(
-                !is_root(),
-                "running as root but eBPF did not load: {reason}"
-            );
-            eprintln!("SKIPPED: eBPF not permitted here ({reason})");
-            return;
-        }
+    let Some(mut e) = load_or_skip(&host, Default::default()) else {
+        return;
     };
     let uid = "0b6f7d1e-1111-4222-8333-444455556666";
     let id = "a".repeat(64);
-    let top = std::path::Path::new(v2_root).join(format!("edgewatt-test-{}", std::process::id()));
-    let pod = top.join(format!("kubepods-pod{}.slice", uid.replace('-', "_")));
-    let dir = pod.join(format!("cri-containerd-{id}.scope"));
-    let mut guard = Cleanup {
-        child: None,
-        dirs: vec![dir.clone(), pod.clone(), top.clone()],
-    };
-    std::fs::create_dir_all(&dir).expect("create a v2 test cgroup (root)");
+    let (dir, mut guard) = pod_cgroup_dir(std::path::Path::new(v2_root), "test", uid, &id);
     let child = burn();
     let pid = child.id();
     guard.child = Some(child);
@@ -403,16 +393,12 @@ fn denied_load_reports_what_is_needed() {
 /// the burner is measured over a longer window with a wider margin.
 #[test]
 fn tracepoint_fallback_measures_a_burner() {
-    let mut e = match Ebpf::load_with(&HostRoot::new("/"), false) {
-        Ok(e) => e,
-        Err(reason) => {
-            assert!(
-                !is_root(),
-                "running as root but eBPF did not load: {reason}"
-            );
-            eprintln!("SKIPPED: eBPF not permitted here ({reason})");
-            return;
-        }
+    let opts = edgewatt_exporter::ebpf::LoadOptions {
+        btf: false,
+        ..Default::default()
+    };
+    let Some(mut e) = load_or_skip(&HostRoot::new("/"), opts) else {
+        return;
     };
     assert_eq!(e.program_kind(), "tracepoint");
     // Switch-based accounting charges a running task only when it is switched out, so compare
@@ -439,6 +425,26 @@ fn tracepoint_fallback_measures_a_burner() {
         (ebpf - procfs).abs() / procfs < 0.15,
         "eBPF {ebpf:.3} s vs procfs {procfs:.3} s"
     );
+}
+
+/// A container cgroup of pod `uid` below a per-test directory of `root`
+/// (`…/kubepods-pod<uid>.slice/cri-containerd-<id>.scope`, the systemd driver's shape); removed,
+/// deepest first, when the guard drops.
+fn pod_cgroup_dir(
+    root: &std::path::Path,
+    tag: &str,
+    uid: &str,
+    id: &str,
+) -> (std::path::PathBuf, Cleanup) {
+    let top = root.join(format!("edgewatt-{tag}-{}", std::process::id()));
+    let pod = top.join(format!("kubepods-pod{}.slice", uid.replace('-', "_")));
+    let dir = pod.join(format!("cri-containerd-{id}.scope"));
+    std::fs::create_dir_all(&dir).expect("create a test cgroup (root)");
+    let guard = Cleanup {
+        child: None,
+        dirs: vec![dir.clone(), pod, top],
+    };
+    (dir, guard)
 }
 
 /// The cgroup hierarchy that places processes here: v2, or the v1 `cpu` controller's.
@@ -498,16 +504,8 @@ fn a_full_map_counts_what_it_drops() {
         max_processes: Some(4),
         ..Default::default()
     };
-    let mut e = match Ebpf::load_opts(&HostRoot::new("/"), opts) {
-        Ok(e) => e,
-        Err(reason) => {
-            assert!(
-                !is_root(),
-                "running as root but eBPF did not load: {reason}"
-            );
-            eprintln!("SKIPPED: eBPF not permitted here ({reason})");
-            return;
-        }
+    let Some(mut e) = load_or_skip(&HostRoot::new("/"), opts) else {
+        return;
     };
     let mut burners: Vec<Child> = (0..6).map(|_| burn()).collect();
     let mut lost = 0.0;
@@ -579,14 +577,7 @@ fn a_busy_process_moved_into_a_pod_is_reattributed() {
     let Some(mut e) = load() else { return };
     let uid = "7d3c2b1a-0000-4000-8000-00000000beef";
     let id = "c".repeat(64);
-    let top = cpu_cgroup_root().join(format!("edgewatt-move-{}", std::process::id()));
-    let pod = top.join(format!("kubepods-pod{}.slice", uid.replace('-', "_")));
-    let dir = pod.join(format!("cri-containerd-{id}.scope"));
-    let mut guard = Cleanup {
-        child: None,
-        dirs: vec![dir.clone(), pod.clone(), top.clone()],
-    };
-    std::fs::create_dir_all(&dir).expect("create a test cgroup (root)");
+    let (dir, mut guard) = pod_cgroup_dir(&cpu_cgroup_root(), "move", uid, &id);
     let child = burn();
     let pid = child.id();
     guard.child = Some(child);

@@ -335,6 +335,8 @@ struct FakeGpu {
     script: Vec<GpuStep>,
     counter: f64,
     step: usize,
+    /// Whether NVML says who used the GPU at all.
+    usage: bool,
 }
 
 impl edgewatt_exporter::source::Source for FakeGpu {
@@ -358,17 +360,25 @@ impl edgewatt_exporter::source::Source for FakeGpu {
                 zone: "gpu".into(),
                 value: MeterValue::Joules(self.counter),
             }],
-            gpu_usage: vec![GpuUsage {
-                gpu: 0,
-                busy,
-                processes: procs,
-            }],
+            gpu_usage: if self.usage {
+                vec![GpuUsage {
+                    gpu: 0,
+                    busy,
+                    processes: procs,
+                }]
+            } else {
+                vec![]
+            },
             ..Sample::default()
         })
     }
 }
 
-fn gpu_collector(t: &FixtureTree, gpu: FakeGpu) -> Collector {
+/// A collector whose only source is `gpu`.
+fn gpu_collector(
+    t: &FixtureTree,
+    gpu: impl edgewatt_exporter::source::Source + 'static,
+) -> Collector {
     let root = HostRoot::new(t.root());
     Collector::new(
         CollectorConfig {
@@ -406,6 +416,7 @@ fn gpu_energy_from_counter_deltas_is_conserved() {
         ],
         counter: 5000.0,
         step: 0,
+        usage: true,
     };
     let mut c = gpu_collector(&t, gpu);
     c.collect();
@@ -495,48 +506,16 @@ fn gpu_energy_from_counter_deltas_is_conserved() {
 /// unattributed, not idle and not anyone's.
 #[test]
 fn gpu_without_usage_is_unattributed() {
-    struct Bare(f64);
-    impl edgewatt_exporter::source::Source for Bare {
-        fn name(&self) -> &'static str {
-            "gpu"
-        }
-        fn sample(
-            &mut self,
-            _: &edgewatt_exporter::source::Context,
-        ) -> Result<edgewatt_exporter::source::Sample, edgewatt_exporter::source::SourceError>
-        {
-            use edgewatt_exporter::source::{Meter, MeterValue, Sample};
-            self.0 += 50.0;
-            Ok(Sample {
-                meters: vec![Meter {
-                    domain: Domain::Gpu {
-                        index: 0,
-                        uuid: "GPU-1".into(),
-                    },
-                    zone: "gpu".into(),
-                    value: MeterValue::Joules(self.0),
-                }],
-                ..Sample::default()
-            })
-        }
-    }
     let dir = tempfile::tempdir().unwrap();
     let t = FixtureTree::new(dir.path());
     t.proc_stat(0, 0);
-    let root = HostRoot::new(t.root());
-    let mut c = Collector::new(
-        CollectorConfig {
-            node_name: "g".into(),
-            expire_intervals: 3,
-            power_budget_watts: None,
-            carbon_intensity: None,
-            process_detail: false,
-        },
-        root.clone(),
-        vec![Box::new(Bare(0.0))],
-        Box::new(Procfs::new(&root)),
-        PodDirectory::default(),
-    );
+    let gpu = FakeGpu {
+        script: vec![(50.0, None, vec![])],
+        counter: 0.0,
+        step: 0,
+        usage: false,
+    };
+    let mut c = gpu_collector(&t, gpu);
     c.collect();
     std::thread::sleep(std::time::Duration::from_millis(20));
     let s = c.collect();

@@ -75,20 +75,8 @@ fn mockup_copy(name: &str) -> tempfile::TempDir {
         .join("tests/data/redfish")
         .join(name);
     let dst = tempfile::tempdir().unwrap();
-    copy_dir(&src, dst.path());
+    edgewatt_exporter::fixture::copy_tree(&src, dst.path());
     dst
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap().flatten() {
-        let to = dst.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else {
-            std::fs::copy(e.path(), to).unwrap();
-        }
-    }
 }
 
 /// Edits a mockup resource in place (sushy-static reads files per request).

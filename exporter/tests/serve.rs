@@ -82,6 +82,30 @@ fn start_serve(root: &std::path::Path, extra: &[&str], serve_args: &[&str]) -> E
     panic!("exporter not ready on port {port}");
 }
 
+/// `promtool check metrics` (text format 0.0.4, plus its lint) must accept `body`.
+fn promtool_check(body: &str) {
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) is needed; `make deps` installs it");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn fixture() -> (tempfile::TempDir, FixtureTree) {
     let dir = tempfile::tempdir().unwrap();
     let t = FixtureTree::new(dir.path());
@@ -160,26 +184,7 @@ fn metrics_pass_promtool_and_reach_prometheus() {
     );
     assert!(body.contains("edgewatt_estimator_info{node_name=\"fx\",cpu_model=\"Intel(R) Core(TM) i7-8650U CPU @ 1.90GHz\",reference=\"Intel Core i7-8650U\",confidence=\"medium\"}"), "{body}");
 
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus) is needed; `make deps` installs it");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_check(&body);
 
     edgewatt_e2e::apiserver::install_crypto_provider();
     let mut prom = Prometheus::start(Duration::from_secs(1)).unwrap();
@@ -530,26 +535,7 @@ fn hostile_process_names_survive_both_exposition_formats() {
             break;
         }
     }
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus) is needed; `make deps` installs it");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_check(&body);
     let text_names: std::collections::BTreeMap<u32, String> = parse_samples(&body)
         .into_iter()
         .filter(|(n, ..)| n == "edgewatt_process_cpu_joules_total")
@@ -724,7 +710,7 @@ fn a_down_bmc_falls_back_to_the_estimator() {
 
     // The BMC comes up: its chassis power is the node's, the estimator stands by.
     let mockup = tempfile::tempdir().unwrap();
-    copy_dir(
+    edgewatt_exporter::fixture::copy_tree(
         &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/data/redfish/public-rackmount1"),
         mockup.path(),
@@ -776,18 +762,6 @@ fn a_down_bmc_falls_back_to_the_estimator() {
 fn tick_cpu(t: &FixtureTree, i: u64) {
     t.proc_stat(10 + i * 60, 10 + i * 40);
     t.process_ticks(200, "sshd", 1 + i * 10);
-}
-
-fn copy_dir(src: &std::path::Path, dst: &std::path::Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap().flatten() {
-        let to = dst.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else {
-            std::fs::copy(e.path(), to).unwrap();
-        }
-    }
 }
 
 /// A sensor file whose read hangs (a FIFO here; a wedged I2C sensor or a dead NFS mount in the

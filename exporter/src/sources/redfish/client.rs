@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::source::error_chain;
+
 /// How to reach a BMC.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -132,7 +134,7 @@ impl Client {
         }
         req.send()
             .await
-            .map_err(|e| format!("GET {url}: {}", chain(&e)))
+            .map_err(|e| format!("GET {url}: {}", error_chain(&e)))
     }
 
     /// Creates a session; falls back to Basic for good when the service offers none.
@@ -190,7 +192,7 @@ impl Client {
                     }
                     Ok(r) => format!("HTTP {}", r.status()),
                     Err(e) => {
-                        tracing::debug!(%url, error = %chain(&e), "Redfish login failed; retrying next poll");
+                        tracing::debug!(%url, error = %error_chain(&e), "Redfish login failed; retrying next poll");
                         return;
                     }
                 };
@@ -212,7 +214,7 @@ async fn read_json(mut resp: reqwest::Response) -> Result<Value, String> {
             Ok(Some(c)) => body.extend_from_slice(&c),
             Ok(None) => break,
             Err(e) => {
-                cut = Some(chain(&e));
+                cut = Some(error_chain(&e));
                 break;
             }
         }
@@ -221,19 +223,4 @@ async fn read_json(mut resp: reqwest::Response) -> Result<Value, String> {
         Some(cut) => format!("body cut short ({cut})"),
         None => format!("invalid JSON: {e}"),
     })
-}
-
-/// The error with its sources (reqwest's own message stops at "error sending request").
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = s.source();
-    }
-    text
 }
