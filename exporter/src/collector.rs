@@ -179,11 +179,17 @@ pub struct Snapshot {
 #[derive(Debug, Default)]
 struct MeterState {
     last_source_joules: Option<f64>,
+    /// When a polled counter ([`MeterValue::JoulesAt`]) was last measured.
+    last_measured: Option<Instant>,
+    /// A polled counter has a measured power since its last baseline.
+    has_rate: bool,
     /// Interval of the last reading; a counter read in the one before is contiguous.
     last_read: u64,
     delta: f64,
     watts: f64,
     fresh: bool,
+    /// Whether it was fresh in the previous interval (else another source may have stood in).
+    was_fresh: bool,
     selected: bool,
     joules_total: f64,
     active_total: f64,
@@ -196,7 +202,7 @@ impl MeterState {
     /// Takes this interval's reading. A counter's first reading, a counter that went backwards
     /// (a reset), and a counter that was not read in the previous interval are baselines: their
     /// delta would cover time this interval does not (or the fallback already counted).
-    fn read(&mut self, value: MeterValue, gen: u64, dt: Option<f64>) {
+    fn read(&mut self, value: MeterValue, gen: u64, dt: Option<f64>, now: Instant) {
         let contiguous = self.last_read + 1 == gen;
         self.last_read = gen;
         match value {
@@ -208,6 +214,11 @@ impl MeterState {
                 }
                 _ => {}
             },
+            MeterValue::JoulesAt(j, at) if j.is_finite() => {
+                // the previous collection's start
+                let prev = dt.map(|dt| now - Duration::from_secs_f64(dt));
+                self.read_polled(j, at, contiguous, prev)
+            }
             MeterValue::Watts(w) if w.is_finite() => {
                 self.watts = w.max(0.0);
                 self.delta = self.watts * dt.unwrap_or(0.0);
@@ -215,6 +226,40 @@ impl MeterState {
             }
             _ => {}
         }
+    }
+}
+
+impl MeterState {
+    /// A polled counter: power over the device's own reading times; an interval without a new
+    /// reading adds nothing (the next brings it) and keeps the last measured power. After an
+    /// interval this meter did not stand for (another source may have), a new reading counts
+    /// only what it measured after the previous collection (`since`), at its measured power.
+    fn read_polled(&mut self, j: f64, at: Instant, contiguous: bool, since: Option<Instant>) {
+        let prev = self.last_source_joules.replace(j);
+        let prev_at = self.last_measured.replace(at);
+        let (Some(last), Some(last_at)) = (prev, prev_at) else {
+            self.has_rate = false;
+            return;
+        };
+        if j < last || !contiguous {
+            self.has_rate = false;
+            return;
+        }
+        let span = at.saturating_duration_since(last_at).as_secs_f64();
+        if span > 0.0 {
+            self.watts = (j - last) / span;
+            self.delta = match since {
+                Some(_) if self.was_fresh => j - last,
+                Some(since) => {
+                    self.watts
+                        * at.saturating_duration_since(since.max(last_at))
+                            .as_secs_f64()
+                }
+                None => 0.0,
+            };
+            self.has_rate = true;
+        }
+        self.fresh = self.has_rate && since.is_some();
     }
 }
 
@@ -517,6 +562,7 @@ impl Collector {
     fn read_sources(&mut self, ctx: &Context, dt: Option<f64>) -> Extras {
         let gen = self.intervals;
         for m in self.meters.values_mut() {
+            m.was_fresh = m.fresh;
             m.fresh = false;
             m.delta = 0.0;
         }
@@ -538,7 +584,7 @@ impl Collector {
                         self.meters
                             .entry((name, meter.domain, meter.zone))
                             .or_default()
-                            .read(meter.value, gen, dt);
+                            .read(meter.value, gen, dt, ctx.now);
                     }
                     slot.published = sample.battery.is_some()
                         || sample.external_power.is_some()

@@ -20,6 +20,11 @@ pub enum Domain {
 pub enum MeterValue {
     /// Cumulative joules, monotonic for the life of the source (wrap-around already handled).
     Joules(f64),
+    /// Cumulative joules as a polled device measured them at that instant (a BMC's energy
+    /// counter): its steps need not line up with collections, so power is the counter's delta
+    /// over the time between its own readings, and an interval without a new reading adds no
+    /// energy (the next reading brings it) but keeps the last measured power.
+    JoulesAt(f64, Instant),
     /// Power right now.
     Watts(f64),
 }

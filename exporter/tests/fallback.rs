@@ -371,3 +371,117 @@ fn failed_accounting_leaves_power_absent() {
     );
     assert_books_balance(&s);
 }
+
+/// A BMC's energy counter, read by polls that do not line up with collections: power is the
+/// counter's delta over the BMC's own reading times, so an interval without a new reading shows
+/// the last measured power (never 0 W, never 2× the next time), its energy arriving with the next
+/// reading; totals stay exact. After an outage, a baseline polled before the last collection
+/// counts only from that collection on (whatever stood in covered the rest).
+#[test]
+fn a_polled_energy_counter_is_neither_zero_nor_doubled() {
+    use edgewatt_exporter::source::{Context, Domain, Meter, MeterValue, Sample, SourceError};
+    use std::time::{Duration, Instant};
+    /// What the BMC does at each collection.
+    #[derive(Clone, Copy)]
+    enum Poll {
+        /// A new reading, measured now (minus this many ms).
+        New(u64),
+        /// The same reading as last time.
+        Same,
+        Silent,
+    }
+    struct Bmc {
+        script: Vec<Poll>,
+        base: Instant,
+        last: Option<(f64, Instant)>,
+        step: usize,
+    }
+    impl Source for Bmc {
+        fn name(&self) -> &'static str {
+            "redfish"
+        }
+        fn sample(&mut self, _: &Context) -> Result<Sample, SourceError> {
+            let poll = self.script[self.step];
+            self.step += 1;
+            let (j, at) = match poll {
+                // a 100 W node: the counter is 100 J per second since `base`
+                Poll::New(ago) => {
+                    let at = Instant::now() - Duration::from_millis(ago);
+                    (100.0 * at.duration_since(self.base).as_secs_f64(), at)
+                }
+                Poll::Same => self.last.unwrap(),
+                Poll::Silent => return Err(SourceError::Stale("BMC silent".into())),
+            };
+            self.last = Some((j, at));
+            Ok(Sample {
+                meters: vec![Meter {
+                    domain: Domain::Platform,
+                    zone: "platform".into(),
+                    value: MeterValue::JoulesAt(j, at),
+                }],
+                ..Sample::default()
+            })
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let t = FixtureTree::new(dir.path());
+    t.proc_stat(0, 0);
+    let root = HostRoot::new(t.root());
+    use Poll::*;
+    let script = vec![New(0), New(0), Same, New(0), Silent, New(150), New(0)];
+    let mut c = Collector::new(
+        CollectorConfig {
+            node_name: "n".into(),
+            expire_intervals: 5,
+            power_budget_watts: None,
+            carbon_intensity: None,
+            process_detail: false,
+        },
+        root.clone(),
+        vec![Box::new(Bmc {
+            script,
+            base: Instant::now() - Duration::from_secs(1),
+            last: None,
+            step: 0,
+        })],
+        Box::new(Procfs::new(&root)),
+        PodDirectory::default(),
+    );
+    let platform = |s: &Snapshot| {
+        s.node
+            .iter()
+            .find(|n| n.domain == Domain::Platform)
+            .map(|n| (n.watts, n.joules_total))
+    };
+    let mut seen = Vec::new();
+    for _ in 0..7 {
+        std::thread::sleep(Duration::from_millis(200));
+        let s = c.collect();
+        seen.push((platform(&s), s.interval_seconds));
+    }
+    let near = |a: f64, b: f64| (a - b).abs() < 1e-6 * b.max(1.0);
+    assert_eq!(seen[0].0, None, "first reading is a baseline");
+    let (w1, j1) = seen[1].0.unwrap();
+    assert!(near(w1, 100.0) && j1 > 15.0, "{:?}", seen[1]);
+    let (w2, j2) = seen[2].0.expect("no new poll: still published");
+    assert!(near(w2, 100.0), "the last measured power, not 0 W: {w2}");
+    assert_eq!(j2, j1, "no new poll, no energy");
+    let (w3, j3) = seen[3].0.unwrap();
+    assert!(near(w3, 100.0), "{w3}");
+    assert!(
+        (j3 - j1 - 100.0 * (seen[2].1 + seen[3].1)).abs() < 2.0,
+        "the next poll brings both intervals: {seen:?}"
+    );
+    assert_eq!(seen[4].0, None, "silent: withdrawn");
+    assert_eq!(seen[5].0, None, "back: a new baseline");
+    let (w6, j6) = seen[6].0.unwrap();
+    assert!(near(w6, 100.0), "{w6}");
+    // the baseline was measured 150 ms before its collection; only the time since that
+    // collection counts (the previous interval belonged to whatever stood in)
+    let counted = j6 - j3;
+    assert!(
+        (counted - 100.0 * seen[6].1).abs() < 2.0,
+        "{counted} J counted for a {} s interval at 100 W",
+        seen[6].1
+    );
+}

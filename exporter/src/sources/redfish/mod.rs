@@ -441,7 +441,7 @@ impl Source for Redfish {
             }
         };
         let value = match (power.energy_kwh, power.watts) {
-            (Some(kwh), _) if self.use_energy => MeterValue::Joules(kwh * 3.6e6),
+            (Some(kwh), _) if self.use_energy => MeterValue::JoulesAt(kwh * 3.6e6, *at),
             (_, Some(w)) => MeterValue::Watts(w),
             (Some(_), None) => {
                 return Err(SourceError::NoPower(format!(
@@ -460,8 +460,10 @@ impl Source for Redfish {
             budget_watts: power.limit_watts,
             shared,
             detail: Some(match value {
-                MeterValue::Joules(_) => format!("{} (energy counter EnergykWh)", power.from),
-                MeterValue::Watts(_) => power.from.clone(),
+                MeterValue::JoulesAt(..) => {
+                    format!("{} (energy counter EnergykWh)", power.from)
+                }
+                _ => power.from.clone(),
             }),
             ..Sample::default()
         })
