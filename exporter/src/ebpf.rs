@@ -501,6 +501,21 @@ fn comm_of(raw: &[u8; 16]) -> Arc<str> {
     Arc::from(String::from_utf8_lossy(&raw[..end]).as_ref())
 }
 
+/// The process's name as `/proc/<tgid>/comm` gives it: the thread-group leader's. The program
+/// records the name of whichever thread it first saw run (a worker thread's, for a multithreaded
+/// process), so that one is only the fallback for a process already gone.
+fn process_comm(proc_dir: &Path, tgid: u32, raw: &[u8; 16]) -> Arc<str> {
+    match std::fs::read(proc_dir.join(tgid.to_string()).join("comm")) {
+        Ok(mut bytes) => {
+            if bytes.last() == Some(&b'\n') {
+                bytes.pop();
+            }
+            Arc::from(String::from_utf8_lossy(&bytes).as_ref())
+        }
+        Err(_) => comm_of(raw),
+    }
+}
+
 impl CpuAccounting for Ebpf {
     fn name(&self) -> &'static str {
         "ebpf"
@@ -554,10 +569,11 @@ impl CpuAccounting for Ebpf {
             };
             if needs_workload {
                 let (workload, found) = self.workload_of(tgid, s.cgroup_id, &mut walked);
+                let proc_dir = &self.proc_dir;
                 let e = self.entries.entry(tgid).or_insert_with(|| Entry {
                     cpu_ns: 0,
                     comm_raw: s.comm,
-                    comm: comm_of(&s.comm),
+                    comm: process_comm(proc_dir, tgid, &s.comm),
                     workload: workload.clone(),
                     cgroup_id: s.cgroup_id,
                     resolved_at: gen,
@@ -572,7 +588,7 @@ impl CpuAccounting for Ebpf {
             // exec renamed it (the program rewrites comm at sched_process_exec).
             if e.comm_raw != s.comm {
                 e.comm_raw = s.comm;
-                e.comm = comm_of(&s.comm);
+                e.comm = process_comm(&self.proc_dir, tgid, &s.comm);
             }
             e.cpu_ns = s.cpu_ns;
             seen.insert(tgid);

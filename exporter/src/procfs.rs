@@ -5,7 +5,8 @@
 //! processes cost nothing — every interval while it belongs to no pod (a process moved into a
 //! pod's cgroup after it started: the `runc init` window, `systemd` moves, a manual move) and every
 //! [`RECHECK_INTERVALS`] otherwise. Its name (`comm`) is taken from every `stat` read, so an
-//! `exec` (a container's PID 1 leaving `runc:[2:INIT]`) renames it.
+//! `exec` (a container's PID 1 leaving `runc:[2:INIT]`) renames it; kernel threads keep the name
+//! they were first seen with (they rename themselves as they work).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -72,22 +73,30 @@ pub struct PidStat<'a> {
     pub comm: &'a str,
     pub ticks: u64,
     pub starttime: u64,
+    /// A kernel thread (`PF_KTHREAD`): it renames itself as it works (`kworker/1:1-events`),
+    /// which is not a new program.
+    pub kthread: bool,
 }
+
+/// `PF_KTHREAD` in the `flags` field (include/linux/sched.h).
+const PF_KTHREAD: u64 = 0x0020_0000;
 
 pub fn parse_pid_stat(text: &str) -> Option<PidStat<'_>> {
     let open = text.find('(')?;
     let close = text.rfind(')')?;
     let comm = text.get(open + 1..close)?;
     let mut rest = text.get(close + 1..)?.split_ascii_whitespace();
-    // After `)`: state(3) ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt
-    // utime(14) stime(15) ... starttime(22).
-    let utime: u64 = rest.nth(11)?.parse().ok()?;
+    // After `)`: state(3) ppid pgrp session tty_nr tpgid flags(9) minflt cminflt majflt
+    // cmajflt utime(14) stime(15) ... starttime(22).
+    let flags: u64 = rest.nth(6)?.parse().ok()?;
+    let utime: u64 = rest.nth(4)?.parse().ok()?;
     let stime: u64 = rest.next()?.parse().ok()?;
     let starttime: u64 = rest.nth(6)?.parse().ok()?;
     Some(PidStat {
         comm,
         ticks: utime + stime,
         starttime,
+        kthread: flags & PF_KTHREAD != 0,
     })
 }
 
@@ -258,7 +267,7 @@ impl CpuAccounting for Procfs {
                     let d = ticks.saturating_sub(e.ticks);
                     e.ticks = ticks;
                     e.seen = gen;
-                    if *e.comm != *stat.comm {
+                    if *e.comm != *stat.comm && !stat.kthread {
                         e.comm = Arc::from(stat.comm);
                     }
                     (d, d > 0 && e.recheck(gen))
@@ -331,6 +340,12 @@ mod tests {
         assert_eq!(s.comm, "we ird) (x)");
         assert_eq!(s.ticks, 300);
         assert_eq!(s.starttime, 12345);
+        assert!(!s.kthread);
+        // a kworker (flags 0x04208060: PF_KTHREAD | PF_WQ_WORKER | …)
+        let kw = "63 (kworker/1:1-events) I 2 0 0 0 -1 69238880 0 0 0 0 0 7 0 0 20 0 1 0 210 0 0 18446744073709551615 0 0 0 0 0 0 0 2147483647 0 0 0 0 17 1 0 0 0 0 0";
+        let k = parse_pid_stat(kw).unwrap();
+        assert!(k.kthread);
+        assert_eq!((k.ticks, k.starttime), (7, 210));
         assert!(parse_pid_stat("42 (x) S 1").is_none());
     }
 

@@ -604,3 +604,42 @@ fn a_busy_process_moved_into_a_pod_is_reattributed() {
     assert_eq!(now.workload.pod_uid.as_deref(), Some(uid));
     assert_eq!(now.workload.container_id.as_deref(), Some(id.as_str()));
 }
+
+/// A process is named like `/proc/<pid>/comm` (its thread-group leader), not after whichever of
+/// its threads the program happened to see run first (rustc's LTO workers, tokio's runtime
+/// threads): here a process whose leader sleeps while a thread named `spinner` burns CPU is
+/// already running when the program is attached, so the first thread seen is the spinner.
+#[test]
+fn processes_are_named_by_their_leader_not_a_thread() {
+    let mut child = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import threading,ctypes\ndef spin():\n    ctypes.CDLL(None).prctl(15, b'spinner', 0, 0, 0)\n    while True: pass\nthreading.Thread(target=spin, daemon=True).start()\nimport time; time.sleep(60)",
+        ])
+        .spawn()
+        .expect("/usr/bin/python3");
+    let pid = child.id();
+    std::thread::sleep(Duration::from_millis(1500));
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .collect();
+    let Some(mut e) = load() else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return;
+    };
+    let mut comm = None;
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(300));
+        if let Some(d) = e.collect().unwrap().into_iter().find(|d| d.pid == pid) {
+            comm = Some(d.comm.to_string());
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(threads.iter().any(|t| t == "spinner\n"), "{threads:?}");
+    assert_eq!(comm.as_deref(), Some("python3"), "threads: {threads:?}");
+}
