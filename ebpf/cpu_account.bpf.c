@@ -6,15 +6,19 @@
 // which fires on every tick and every switch with the exact nanoseconds the running task just
 // used — so a CPU-bound task that is never switched out is still counted as it runs (switch-only
 // accounting lags it by its whole time slice). The task comes from the tracepoint's `curr`
-// argument through a two-field CO-RE view of task_struct (no vmlinux.h needed). Hardware
-// cycles/instructions are read at sched_switch, where the exporter could open perf events (VMs
-// often cannot; those fields then stay 0).
+// argument through a two-field CO-RE view of task_struct (no vmlinux.h needed).
 //
 // Without BTF: the classic sched/sched_switch tracepoint charges the time since the previous
 // switch on this CPU to the task switched out (`current` at that point) — coarser, documented.
 //
-// Charges are kept per thread-group (process) with its cgroup v2 id and comm in an LRU hash the
-// exporter reads once per interval.
+// Charges are kept per thread-group (process) with its cgroup v2 id and comm in a hash map the
+// exporter reads once per interval and deletes exited processes from. The map is a plain hash,
+// not an LRU: when it is full a new process is not added and its time is counted in `drops`
+// (events and nanoseconds, exported by the exporter and kept unattributed) — an LRU would evict a
+// live process's counter without a trace.
+//
+// sched/sched_process_exec refreshes a process's comm and cgroup when it execs (a container's
+// PID 1 first runs as `runc:[2:INIT]`, then execs the entrypoint).
 
 #include <linux/types.h>
 #include <linux/bpf.h>
@@ -34,8 +38,6 @@ char LICENSE[] SEC("license") = "GPL";
 
 struct proc_stats {
 	__u64 cpu_ns;       // on-CPU nanoseconds, cumulative
-	__u64 cycles;       // hardware cycles, cumulative (0 without perf events)
-	__u64 instructions; // retired instructions, cumulative (0 without perf events)
 	__u64 cgroup_id;    // cgroup v2 id (inode number of the cgroup directory)
 	__u32 tgid;
 	__u32 _pad;
@@ -44,12 +46,16 @@ struct proc_stats {
 
 struct cpu_state {
 	__u64 last_switch_ns;
-	__u64 last_cycles;
-	__u64 last_instructions;
+};
+
+// Per CPU: what could not be charged because proc_stats was full.
+struct drops {
+	__u64 events;
+	__u64 ns;
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_PROCESSES);
 	__type(key, __u32); // tgid
 	__type(value, struct proc_stats);
@@ -62,28 +68,26 @@ struct {
 	__type(value, struct cpu_state);
 } cpu_state SEC(".maps");
 
-// One perf event fd per CPU, filled by the exporter when the machine offers the counter.
 struct {
-	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
-	__uint(key_size, sizeof(__u32));
-	__uint(value_size, sizeof(__u32));
-} cycles SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct drops);
+} drops SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
-	__uint(key_size, sizeof(__u32));
-	__uint(value_size, sizeof(__u32));
-} instructions SEC(".maps");
-
-static __always_inline __u64 read_counter(void *map)
+static __always_inline void count_drop(__u64 ns)
 {
-	struct bpf_perf_event_value v = {};
-	if (bpf_perf_event_read_value(map, BPF_F_CURRENT_CPU, &v, sizeof(v)) != 0)
-		return 0;
-	return v.counter;
+	__u32 zero = 0;
+	struct drops *d = bpf_map_lookup_elem(&drops, &zero);
+	if (!d)
+		return;
+	d->events += 1; // per-CPU: no other writer
+	d->ns += ns;
 }
 
-static __always_inline struct proc_stats *stats_of_current(__u32 tgid)
+// The current process's entry, created on first sight; NULL (and the time counted as dropped)
+// when the map is full.
+static __always_inline struct proc_stats *stats_of_current(__u32 tgid, __u64 ns)
 {
 	struct proc_stats *s = bpf_map_lookup_elem(&proc_stats, &tgid);
 	if (s)
@@ -93,46 +97,11 @@ static __always_inline struct proc_stats *stats_of_current(__u32 tgid)
 	init.cgroup_id = bpf_get_current_cgroup_id();
 	bpf_get_current_comm(init.comm, sizeof(init.comm));
 	bpf_map_update_elem(&proc_stats, &tgid, &init, BPF_NOEXIST);
-	return bpf_map_lookup_elem(&proc_stats, &tgid);
-}
-
-// `charge_time`: the tracepoint fallback charges wall time between switches; with tp_btf the
-// time comes from sched_stat_runtime and the switch only carries the hardware counters.
-static __always_inline int account_switch(int charge_time)
-{
-	__u32 zero = 0;
-	struct cpu_state *cpu = bpf_map_lookup_elem(&cpu_state, &zero);
-	if (!cpu)
-		return 0;
-
-	__u64 now = bpf_ktime_get_ns();
-	__u64 cyc = read_counter(&cycles);
-	__u64 ins = read_counter(&instructions);
-	__u64 delta = cpu->last_switch_ns ? now - cpu->last_switch_ns : 0;
-	__u64 dcyc = (cyc && cpu->last_cycles && cyc > cpu->last_cycles) ? cyc - cpu->last_cycles : 0;
-	__u64 dins = (ins && cpu->last_instructions && ins > cpu->last_instructions) ? ins - cpu->last_instructions : 0;
-	cpu->last_switch_ns = now;
-	cpu->last_cycles = cyc;
-	cpu->last_instructions = ins;
-
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (tgid == 0 || delta == 0) // idle task, or the first switch seen on this CPU
-		return 0;
-	if (!charge_time && !dcyc && !dins)
-		return 0;
-
-	struct proc_stats *s = stats_of_current(tgid);
+	// Created here or by another CPU meanwhile (-EEXIST); absent only when the map is full.
+	s = bpf_map_lookup_elem(&proc_stats, &tgid);
 	if (!s)
-		return 0;
-	if (charge_time)
-		__sync_fetch_and_add(&s->cpu_ns, delta);
-	if (dcyc)
-		__sync_fetch_and_add(&s->cycles, dcyc);
-	if (dins)
-		__sync_fetch_and_add(&s->instructions, dins);
-	// A process can move between cgroups (e.g. systemd-run, container exec): keep the latest.
-	s->cgroup_id = bpf_get_current_cgroup_id();
-	return 0;
+		count_drop(ns);
+	return s;
 }
 
 // With BTF: exact runtime per task from the scheduler (args: task_struct *curr, u64 runtime).
@@ -147,28 +116,51 @@ int edgewatt_stat_runtime_btf(__u64 *ctx)
 	struct proc_stats *s;
 	// Usually `curr` is the task running here; when the scheduler updates another CPU's task
 	// the entry must already exist (its cgroup and comm are only readable for `current`).
-	if ((__u32)(bpf_get_current_pid_tgid() >> 32) == tgid)
-		s = stats_of_current(tgid);
+	int is_current = (__u32)(bpf_get_current_pid_tgid() >> 32) == tgid;
+	if (is_current)
+		s = stats_of_current(tgid, runtime);
 	else
 		s = bpf_map_lookup_elem(&proc_stats, &tgid);
 	if (!s)
 		return 0;
 	__sync_fetch_and_add(&s->cpu_ns, runtime);
-	if ((__u32)(bpf_get_current_pid_tgid() >> 32) == tgid)
+	// A process can move between cgroups (e.g. systemd-run, container exec): keep the latest.
+	if (is_current)
 		s->cgroup_id = bpf_get_current_cgroup_id();
 	return 0;
 }
 
-// With BTF: hardware counters per switch (time comes from sched_stat_runtime).
-SEC("tp_btf/sched_switch")
-int edgewatt_sched_switch_btf(void *ctx)
-{
-	return account_switch(0);
-}
-
-// Fallback for kernels without BTF: time between switches.
+// Fallback for kernels without BTF: time between switches, charged to the task switched out.
 SEC("tracepoint/sched/sched_switch")
 int edgewatt_sched_switch_tp(void *ctx)
 {
-	return account_switch(1);
+	__u32 zero = 0;
+	struct cpu_state *cpu = bpf_map_lookup_elem(&cpu_state, &zero);
+	if (!cpu)
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	__u64 delta = cpu->last_switch_ns ? now - cpu->last_switch_ns : 0;
+	cpu->last_switch_ns = now;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (tgid == 0 || delta == 0) // idle task, or the first switch seen on this CPU
+		return 0;
+	struct proc_stats *s = stats_of_current(tgid, delta);
+	if (!s)
+		return 0;
+	__sync_fetch_and_add(&s->cpu_ns, delta);
+	s->cgroup_id = bpf_get_current_cgroup_id();
+	return 0;
+}
+
+// exec: the process is now another program; its name (and possibly cgroup) changed.
+SEC("tracepoint/sched/sched_process_exec")
+int edgewatt_process_exec(void *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct proc_stats *s = bpf_map_lookup_elem(&proc_stats, &tgid);
+	if (!s)
+		return 0; // created with the new name when it first runs
+	bpf_get_current_comm(s->comm, sizeof(s->comm));
+	s->cgroup_id = bpf_get_current_cgroup_id();
+	return 0;
 }

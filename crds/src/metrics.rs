@@ -44,6 +44,21 @@ pub mod base {
     pub const ESTIMATOR_INFO: &str = "estimator_info";
     /// RMS error of the estimator's self-calibration against a real meter, watts.
     pub const ESTIMATOR_FIT_ERROR_WATTS: &str = "estimator_fit_error_watts";
+    /// Where each attributed zone's energy went, `{zone,source}`: for every zone and source,
+    /// `node_{cpu,platform,gpu}_joules_total` = idle + pods + system + unattributed.
+    pub const NODE_IDLE_JOULES: &str = "node_idle_joules_total";
+    /// All pods together (pods whose own series expired included).
+    pub const NODE_PODS_JOULES: &str = "node_pods_joules_total";
+    /// Processes outside any pod.
+    pub const NODE_SYSTEM_JOULES: &str = "node_system_joules_total";
+    /// Active energy no process received.
+    pub const NODE_UNATTRIBUTED_JOULES: &str = "node_unattributed_joules_total";
+    /// Power of hardware the node shares (a blade enclosure via Redfish), `{chassis}`; never node power.
+    pub const NODE_ENCLOSURE_WATTS: &str = "node_enclosure_watts";
+    /// Unix time the last collection finished.
+    pub const EXPORTER_LAST_COLLECTION: &str = "exporter_last_collection_timestamp_seconds";
+    /// Scheduler events the eBPF accounting dropped on a full process map.
+    pub const EXPORTER_EBPF_DROPPED: &str = "exporter_ebpf_dropped_events_total";
 }
 
 /// Labels shared by exporter series (Kepler's names where Kepler has one).

@@ -158,7 +158,7 @@ fn main() {
         sockets: 1,
         ..CpuInfo::default()
     };
-    let mut est = Estimator::new(cpu, &TdpTable::bundled(), None).calibrate_only();
+    let mut est = Estimator::new(cpu, &TdpTable::bundled(), None);
     let mut counter = WrappingCounter::new(262_143_328_850);
     let mut raw: u64 = 262_100_000_000; // wraps during the trace
     counter.update(raw);

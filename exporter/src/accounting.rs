@@ -23,4 +23,15 @@ pub trait CpuAccounting: Send {
     /// Every live process with its CPU time since the previous call (zero on the first call).
     /// Exited processes are dropped from the accounting's own state.
     fn collect(&mut self) -> Result<Vec<ProcessDelta>, SourceError>;
+    /// CPU seconds of the last `collect` interval that were used but could not be charged to a
+    /// process (eBPF: scheduler events dropped because the process map was full). Attribution
+    /// keeps their share of the energy unattributed.
+    fn unaccounted_cpu_seconds(&self) -> f64 {
+        0.0
+    }
+    /// Events the accounting had to drop since it started (eBPF: a full process map); `None`
+    /// where nothing can be dropped (procfs).
+    fn dropped_total(&self) -> Option<u64> {
+        None
+    }
 }

@@ -37,11 +37,7 @@ pub fn accounting(
 
 /// The eBPF accounting, announced once whichever mode chose it.
 fn loaded(e: crate::ebpf::Ebpf) -> Box<dyn CpuAccounting> {
-    tracing::info!(
-        program = e.program_kind(),
-        hw_counters = e.has_hw_counters(),
-        "per-process CPU time from eBPF"
-    );
+    tracing::info!(program = e.program_kind(), "per-process CPU time from eBPF");
     Box::new(e)
 }
 
@@ -64,8 +60,13 @@ fn choose_accounting(
     }
 }
 
-/// Every source found on this machine, plus the configured remote ones.
-pub fn sources(common: &Common, root: &HostRoot) -> anyhow::Result<Vec<Box<dyn Source>>> {
+/// Every source found on this machine, plus the configured remote ones. `interval` is the
+/// collection interval (Redfish uses the BMC's energy counter only when polled at least as often).
+pub fn sources(
+    common: &Common,
+    root: &HostRoot,
+    interval: Duration,
+) -> anyhow::Result<Vec<Box<dyn Source>>> {
     let (mut found, warnings) = crate::sources::discover_local(root);
     for w in warnings {
         tracing::warn!("{w}");
@@ -76,8 +77,12 @@ pub fn sources(common: &Common, root: &HostRoot) -> anyhow::Result<Vec<Box<dyn S
                 url: url.clone(),
                 credentials_file: common.redfish_credentials_file.clone(),
                 insecure: common.redfish_insecure,
+                ca_file: common.redfish_ca_file.clone(),
                 interval: common.redfish_interval,
-                timeout: Duration::from_secs(5),
+                timeout: common.redfish_timeout,
+                collect_interval: interval,
+                chassis: common.redfish_chassis.clone(),
+                host_root: root.clone(),
             },
         )?));
     }
@@ -87,13 +92,11 @@ pub fn sources(common: &Common, root: &HostRoot) -> anyhow::Result<Vec<Box<dyn S
     if !common.no_estimator {
         match crate::estimator::Estimator::for_host(root, common.calibration_file.clone()) {
             Ok(est) => {
-                let est = if has_meter {
-                    tracing::info!(model = %est.describe(), "meter found; estimator runs alongside to calibrate itself");
-                    est.calibrate_only()
+                if has_meter {
+                    tracing::info!(model = %est.describe(), "estimator calibrates against the meters and stands in for node power whenever none reports");
                 } else {
                     tracing::info!(model = %est.describe(), "no energy meter found (no RAPL, hwmon or Redfish): node power is ESTIMATED");
-                    est
-                };
+                }
                 found.push(Box::new(est));
             }
             Err(e) => tracing::warn!(error = %e, "estimator unavailable"),
@@ -106,11 +109,16 @@ pub fn sources(common: &Common, root: &HostRoot) -> anyhow::Result<Vec<Box<dyn S
     Ok(found)
 }
 
-/// `process_detail`: keep per-process series (top, `--process-metrics`).
-pub fn build(common: &Common, process_detail: bool) -> anyhow::Result<Collector> {
+/// `process_detail`: keep per-process series (top, `--process-metrics`); `interval`: the
+/// collection interval.
+pub fn build(
+    common: &Common,
+    process_detail: bool,
+    interval: Duration,
+) -> anyhow::Result<Collector> {
     let root = HostRoot::new(&common.host_root);
     let node_name = common.node_name.clone().unwrap_or_else(|| hostname(&root));
-    let sources = sources(common, &root)?;
+    let sources = sources(common, &root, interval)?;
     let accounting = accounting(common.attribution, &root)?;
     let pods = PodDirectory::default();
     start_pod_watch(common.kubernetes, &node_name, &pods);
@@ -164,7 +172,7 @@ fn start_pod_watch(mode: Toggle, node_name: &str, pods: &PodDirectory) {
 
 pub async fn serve(common: Common, serve: Serve) -> anyhow::Result<()> {
     let interval = common.interval.unwrap_or(Duration::from_secs(10));
-    let mut collector = build(&common, serve.process_metrics)?;
+    let mut collector = build(&common, serve.process_metrics, interval)?;
     let snapshot: SharedSnapshot = Arc::new(std::sync::RwLock::new(Arc::new(Snapshot::default())));
     let registry = Arc::new(crate::metrics::registry(
         crate::metrics::MetricsConfig {
@@ -190,7 +198,7 @@ pub async fn serve(common: Common, serve: Serve) -> anyhow::Result<()> {
             }
             std::thread::sleep(interval.saturating_sub(started.elapsed()));
         })?;
-    let app = crate::server::router(registry, snapshot);
+    let app = crate::server::router(registry, snapshot, interval);
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
@@ -202,7 +210,7 @@ pub async fn serve(common: Common, serve: Serve) -> anyhow::Result<()> {
 pub fn top(common: Common, top: Top) -> anyhow::Result<()> {
     use std::io::{IsTerminal, Write};
     let interval = common.interval.unwrap_or(Duration::from_secs(2));
-    let mut collector = build(&common, true)?;
+    let mut collector = build(&common, true, interval)?;
     let plain = top.plain || !std::io::stdout().is_terminal();
     // The first interval only establishes baselines.
     collector.collect();

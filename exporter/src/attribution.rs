@@ -39,28 +39,39 @@ impl Attribution {
 }
 
 /// Splits `zones` (zone name, joules this interval) given the node's busy ratio and the
-/// processes' CPU time.
+/// processes' CPU time. `unaccounted_cpu` is CPU time the accounting knows was used but cannot
+/// name a process for (eBPF events dropped on a full map): its share of the active energy stays
+/// unattributed instead of being handed to the processes that were counted.
 pub fn attribute(
     zones: &[(String, f64)],
     busy_ratio: f64,
     processes: &[ProcessDelta],
+    unaccounted_cpu: f64,
 ) -> Attribution {
     let busy = if busy_ratio.is_finite() {
         busy_ratio.clamp(0.0, 1.0)
     } else {
         0.0
     };
-    let total_cpu: f64 = processes
+    let unaccounted = if unaccounted_cpu.is_finite() {
+        unaccounted_cpu.max(0.0)
+    } else {
+        0.0
+    };
+    // Shares are of the processes' CPU time; the lost time's share of the active energy is taken
+    // out first (as `unattributed`), so processes share only what is theirs.
+    let process_cpu: f64 = processes
         .iter()
         .map(|p| p.cpu_seconds.max(0.0))
         .filter(|s| s.is_finite())
-        .sum();
+        .sum::<f64>();
+    let total_cpu = process_cpu + unaccounted;
     let shares: Vec<f64> = processes
         .iter()
         .map(|p| {
             let s = p.cpu_seconds.max(0.0);
-            if total_cpu > 0.0 && s.is_finite() {
-                s / total_cpu
+            if process_cpu > 0.0 && s.is_finite() {
+                s / process_cpu
             } else {
                 0.0
             }
@@ -80,11 +91,77 @@ pub fn attribute(
                 joules,
                 idle: joules - active,
                 active,
-                unattributed: if total_cpu > 0.0 { 0.0 } else { active },
+                unattributed: if process_cpu > 0.0 {
+                    active * unaccounted / total_cpu
+                } else {
+                    active
+                },
             }
         })
         .collect();
     Attribution { zones, shares }
+}
+
+/// One GPU's energy over an interval, split like a CPU zone.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GpuSplit {
+    /// Energy while the GPU executed nothing (kept out of every workload).
+    pub idle: f64,
+    /// (pid, joules) for processes the CPU accounting knows.
+    pub processes: Vec<(u32, f64)>,
+    /// Busy energy no known process received (a process in another PID namespace, one that
+    /// exited, busy time the per-process samples do not cover).
+    pub unattributed: f64,
+}
+
+/// Splits `joules` of one GPU: the busy share (the device's utilisation, else the processes'
+/// shares summed) is active energy, each process gets `joules × its SM share` (scaled down when
+/// the shares add up to more than the device was busy, as overlapping samples can), the rest of
+/// the active energy is unattributed and the remainder idle. `known` says whether a pid can be
+/// named. Pods + system + idle + unattributed = `joules`.
+pub fn split_gpu(
+    joules: f64,
+    usage: &crate::source::GpuUsage,
+    known: impl Fn(u32) -> bool,
+) -> GpuSplit {
+    let joules = if joules.is_finite() {
+        joules.max(0.0)
+    } else {
+        0.0
+    };
+    let clean = |x: f64| {
+        if x.is_finite() {
+            x.clamp(0.0, 1.0)
+        } else {
+            0.0
+        }
+    };
+    let sum: f64 = usage.processes.iter().map(|(_, s)| clean(*s)).sum();
+    let busy = clean(usage.busy.unwrap_or(sum.min(1.0)));
+    let scale = if sum > busy && sum > 0.0 {
+        busy / sum
+    } else {
+        1.0
+    };
+    let active = joules * busy;
+    let mut split = GpuSplit {
+        idle: joules - active,
+        ..GpuSplit::default()
+    };
+    let mut given = 0.0;
+    for (pid, share) in &usage.processes {
+        let j = joules * clean(*share) * scale;
+        if j <= 0.0 || !known(*pid) {
+            continue;
+        }
+        given += j;
+        match split.processes.iter_mut().find(|(p, _)| p == pid) {
+            Some(e) => e.1 += j,
+            None => split.processes.push((*pid, j)),
+        }
+    }
+    split.unattributed = (active - given).max(0.0);
+    split
 }
 
 /// The owner a process's energy is summed into.
@@ -138,7 +215,7 @@ mod tests {
     #[test]
     fn splits_by_cpu_time() {
         let ps = vec![proc(1, 3.0, Some(0), Some(0)), proc(2, 1.0, None, None)];
-        let a = attribute(&[("package".into(), 100.0)], 0.4, &ps);
+        let a = attribute(&[("package".into(), 100.0)], 0.4, &ps, 0.0);
         assert_eq!(a.zones[0].idle, 60.0);
         assert_eq!(a.process_joules(0, 0), 30.0);
         assert_eq!(a.process_joules(0, 1), 10.0);
@@ -147,9 +224,50 @@ mod tests {
     #[test]
     fn no_cpu_time_leaves_active_unattributed() {
         let ps = vec![proc(1, 0.0, None, None)];
-        let a = attribute(&[("package".into(), 10.0)], 0.5, &ps);
+        let a = attribute(&[("package".into(), 10.0)], 0.5, &ps, 0.0);
         assert_eq!(a.zones[0].unattributed, 5.0);
         assert_eq!(a.process_joules(0, 0), 0.0);
+    }
+
+    /// CPU time the accounting lost (a full eBPF map) keeps its share out of the counted processes.
+    #[test]
+    fn unaccounted_cpu_stays_unattributed() {
+        let ps = vec![proc(1, 3.0, None, None)];
+        let a = attribute(&[("package".into(), 100.0)], 1.0, &ps, 1.0);
+        assert_eq!(a.zones[0].unattributed, 25.0);
+        assert_eq!(a.process_joules(0, 0), 75.0);
+    }
+
+    #[test]
+    fn gpu_idle_stays_out_of_processes() {
+        use crate::source::GpuUsage;
+        // 300 J, GPU busy 50 %: pid 10 held 30 %, pid 11 10 %, pid 12 (unknown) 5 %
+        let usage = GpuUsage {
+            gpu: 0,
+            busy: Some(0.5),
+            processes: vec![(10, 0.3), (11, 0.1), (12, 0.05)],
+        };
+        let s = split_gpu(300.0, &usage, |p| p != 12);
+        assert!((s.idle - 150.0).abs() < 1e-9);
+        assert_eq!(s.processes, vec![(10, 90.0), (11, 30.0)]);
+        assert!((s.unattributed - 30.0).abs() < 1e-9, "{s:?}");
+        // shares above the device's busy time are scaled down to it
+        let over = GpuUsage {
+            gpu: 0,
+            busy: Some(0.5),
+            processes: vec![(10, 0.5), (11, 0.5)],
+        };
+        let s = split_gpu(100.0, &over, |_| true);
+        assert_eq!(s.processes, vec![(10, 25.0), (11, 25.0)]);
+        // a lone process at 5 % gets 5 %, not the whole board (the bug)
+        let low = GpuUsage {
+            gpu: 0,
+            busy: None,
+            processes: vec![(10, 0.05)],
+        };
+        let s = split_gpu(200.0, &low, |_| true);
+        assert_eq!(s.processes, vec![(10, 10.0)]);
+        assert!((s.idle - 190.0).abs() < 1e-9);
     }
 
     fn process_strategy() -> impl Strategy<Value = Vec<ProcessDelta>> {
@@ -180,15 +298,30 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// GPU: idle + known processes + unattributed = the GPU's energy, for any samples.
+        #[test]
+        fn gpu_energy_is_conserved(
+            joules in 0.0f64..1e5,
+            busy in prop::option::of(0.0f64..=1.0),
+            procs in prop::collection::vec((0u32..8, 0.0f64..=1.0), 0..12),
+        ) {
+            let usage = crate::source::GpuUsage { gpu: 0, busy, processes: procs };
+            let s = split_gpu(joules, &usage, |p| p % 3 != 0);
+            let sum = s.idle + s.unattributed + s.processes.iter().map(|(_, j)| j).sum::<f64>();
+            prop_assert!((sum - joules).abs() <= 1e-6 * joules.max(1.0), "{sum} != {joules}: {s:?}");
+            prop_assert!(s.idle >= -1e-9 && s.unattributed >= -1e-9);
+        }
+
         /// pods + non-pod processes + idle + unattributed = node, for every zone.
         #[test]
         fn energy_is_conserved(
             zones in prop::collection::vec(0.0f64..1e4, 1..4),
             busy in 0.0f64..=1.0,
             ps in process_strategy(),
+            lost in prop_oneof![Just(0.0f64), 0.0f64..5.0],
         ) {
             let zones: Vec<(String, f64)> = zones.into_iter().enumerate().map(|(i, j)| (format!("z{i}"), j)).collect();
-            let a = attribute(&zones, busy, &ps);
+            let a = attribute(&zones, busy, &ps, lost);
             for (zi, z) in a.zones.iter().enumerate() {
                 let owners = by_owner(&a, zi, &ps);
                 let pods: f64 = owners.iter().filter(|(k, _)| matches!(k, Owner::Pod(_))).map(|(_, v)| v).sum();

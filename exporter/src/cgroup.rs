@@ -61,6 +61,10 @@ fn container_of(component: &str) -> Option<(String, Runtime)> {
 }
 
 /// Pod UID from `pod<uid>` (cgroupfs) or `kubepods-<qos>-pod<uid_with_underscores>.slice`.
+/// API pods have a dashed 36-character UUID; static pods the kubelet reads from manifest files
+/// have the hex md5 of their manifest, 32 digits without dashes (kubernetes/kubernetes
+/// `pkg/kubelet/config/common.go` `applyDefaults`), which their mirror pod carries in the
+/// `kubernetes.io/config.mirror` annotation (see `pods.rs`).
 fn pod_of(component: &str) -> Option<String> {
     let base = component.strip_suffix(".slice").unwrap_or(component);
     let at = base.rfind("pod")?;
@@ -68,11 +72,12 @@ fn pod_of(component: &str) -> Option<String> {
         return None;
     }
     let uid = base[at + 3..].replace('_', "-");
-    let ok = uid.len() == 36
+    let dashed = uid.len() == 36
         && uid.bytes().enumerate().all(|(i, b)| {
             matches!(i, 8 | 13 | 18 | 23) == (b == b'-') && (b == b'-' || b.is_ascii_hexdigit())
         });
-    ok.then_some(uid)
+    let static_pod = uid.len() == 32 && uid.bytes().all(|b| b.is_ascii_hexdigit());
+    (dashed || static_pod).then_some(uid)
 }
 
 /// Parses one cgroup path (the part after `0::` or after `N:cpu,cpuacct:`).
@@ -157,6 +162,32 @@ mod tests {
                 assert_eq!(w.container_id.as_deref(), Some(ID), "{path}");
             }
             assert_eq!(w.pod_uid.as_deref(), has_pod.then_some(UID), "{path}");
+        }
+    }
+
+    /// Static pods (kube-apiserver, etcd on kubeadm control planes) are named by their manifest
+    /// hash: 32 hex digits, no dashes, in both cgroup drivers' paths.
+    #[test]
+    fn static_pod_uids() {
+        let hash = "3b1c9a8e5d7f4e2a9c0b1d2e3f4a5b6c";
+        for path in [
+            format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{hash}.slice/cri-containerd-{ID}.scope"),
+            format!("/kubepods/burstable/pod{hash}/{ID}"),
+            format!("/kubepods.slice/kubepods-pod{hash}.slice"),
+        ] {
+            assert_eq!(parse_path(&path).pod_uid.as_deref(), Some(hash), "{path}");
+        }
+        // neither 31 nor 33 digits, nor non-hex
+        for bad in [
+            "3b1c9a8e5d7f4e2a9c0b1d2e3f4a5b6",
+            "3b1c9a8e5d7f4e2a9c0b1d2e3f4a5b6c7",
+            "3b1c9a8e5d7f4e2a9c0b1d2e3f4a5bzz",
+        ] {
+            assert_eq!(
+                parse_path(&format!("/kubepods/pod{bad}/{ID}")).pod_uid,
+                None,
+                "{bad}"
+            );
         }
     }
 

@@ -17,7 +17,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     name = "edgewatt-exporter",
     version,
     about = "Measures node, pod, container and process energy and serves it as Prometheus metrics",
-    long_about = "Measures node, pod, container and process energy and serves it as Prometheus metrics.\n\nSources (all that exist are used): RAPL powercap, hwmon power/energy sensors, batteries and mains in /sys/class/power_supply, a Redfish BMC (--redfish-url), NVIDIA GPUs (build feature `gpu`), and a CPU power estimator where no meter exists. Energy is attributed to processes, containers and pods by CPU time (procfs, or eBPF with --attribution ebpf).\n\nRun `edgewatt-exporter top` for a live table on this machine, `edgewatt-exporter serve` for /metrics."
+    long_about = "Measures node, pod, container and process energy and serves it as Prometheus metrics.\n\nSources (all that exist are read): RAPL powercap, hwmon power/energy sensors, batteries and mains in /sys/class/power_supply, a Redfish BMC (--redfish-url), NVIDIA GPUs (build feature `gpu`), and a CPU power estimator. One source per zone is published: RAPL before hwmon for CPU zones, hwmon's ACPI power meter before Redfish for the platform, the estimator only while no real meter reports. A source that is down, stale or reports no power has its series withdrawn (never 0 W) and node power falls back to the next; `exporter_source_up{source,state}` and `top` say which is in use and why. Energy is attributed to processes, containers and pods by CPU time (procfs, or eBPF with --attribution ebpf); node = idle + pods + system + unattributed per zone (`node_{idle,pods,system,unattributed}_joules_total`).\n\nRun `edgewatt-exporter top` for a live table on this machine, `edgewatt-exporter serve` for /metrics (/healthz fails after 3 intervals without a finished collection)."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -103,12 +103,27 @@ pub struct Common {
     /// File with `user:password` for the BMC (a mounted Secret).
     #[arg(long, env = "EDGEWATT_REDFISH_CREDENTIALS_FILE", global = true)]
     pub redfish_credentials_file: Option<PathBuf>,
-    /// Accept any BMC certificate (BMCs often have self-signed ones). Off by default.
+    /// Accept any BMC certificate (BMCs often have self-signed ones). Off by default; prefer
+    /// --redfish-ca-file.
     #[arg(long, env = "EDGEWATT_REDFISH_INSECURE", global = true)]
     pub redfish_insecure: bool,
-    /// How often the BMC is polled (in the background; collection never waits for it).
+    /// PEM file with the CA certificate(s) that signed the BMC's certificate; trusted instead of
+    /// the system roots.
+    #[arg(long, env = "EDGEWATT_REDFISH_CA_FILE", global = true)]
+    pub redfish_ca_file: Option<PathBuf>,
+    /// How often the BMC is polled (in the background; collection never waits for it). At or
+    /// below --interval the BMC's energy counter (EnergykWh) is used where it has one; above it,
+    /// its power reading.
     #[arg(long, env = "EDGEWATT_REDFISH_INTERVAL", value_parser = parse_duration, default_value = "30s", global = true)]
     pub redfish_interval: Duration,
+    /// Timeout of one request to the BMC.
+    #[arg(long, env = "EDGEWATT_REDFISH_TIMEOUT", value_parser = parse_duration, default_value = "5s", global = true)]
+    pub redfish_timeout: Duration,
+    /// This node's chassis on the BMC (its Id, e.g. `1U`, or `/redfish/v1/Chassis/1U`). Default:
+    /// the chassis of the ComputerSystem whose UUID or serial matches this machine's SMBIOS
+    /// (/sys/class/dmi/id); an enclosure powering several systems is never taken as this node's.
+    #[arg(long, env = "EDGEWATT_REDFISH_CHASSIS", global = true)]
+    pub redfish_chassis: Option<String>,
     /// Watch this node's pods in Kubernetes for pod names: auto (when in a cluster or KUBECONFIG is set), on, off.
     #[arg(
         long,

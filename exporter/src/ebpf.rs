@@ -5,16 +5,23 @@
 //! Needs: `CAP_BPF` + `CAP_PERFMON` (Linux ≥ 5.8; before that `CAP_SYS_ADMIN`), tracefs (mounted
 //! here when missing and permitted: `mount -t tracefs nodev /sys/kernel/tracing`), and on kernels
 //! before 5.11 a raised `RLIMIT_MEMLOCK` (done here). Where the kernel has BTF
-//! (`/sys/kernel/btf/vmlinux`) `tp_btf/sched_stat_runtime` supplies the exact runtime per task
-//! (plus `tp_btf/sched_switch` for hardware counters): [`Ebpf::program_kind`] is `tp_btf`.
-//! Otherwise the classic `sched/sched_switch` tracepoint charges the time between switches to the
-//! task switched out (`tracepoint`; coarser for CPU-bound tasks, exact over longer intervals).
-//! Hardware cycle/instruction counters are opened where the machine offers them (VMs usually do
-//! not; logged once at info, never fatal).
+//! (`/sys/kernel/btf/vmlinux`) `tp_btf/sched_stat_runtime` supplies the exact runtime per task:
+//! [`Ebpf::program_kind`] is `tp_btf`. Otherwise the classic `sched/sched_switch` tracepoint
+//! charges the time between switches to the task switched out (`tracepoint`; coarser for
+//! CPU-bound tasks, exact over longer intervals). `sched/sched_process_exec` refreshes a process's
+//! name and cgroup when it execs. No hardware counters are opened: nothing in the attribution would
+//! use them, and reading them cost every context switch.
+//!
+//! The process map is a plain hash: when it is full, new processes are not added and their time
+//! is counted as dropped ([`CpuAccounting::dropped_total`], exported), and that CPU time's share
+//! of the energy stays unattributed ([`CpuAccounting::unaccounted_cpu_seconds`]).
 //!
 //! Cgroups: on cgroup v2 the program's cgroup id is the inode number of the cgroup directory,
 //! resolved by walking `/sys/fs/cgroup` (again only when an unknown id appears, at most once per
-//! collect). On cgroup v1 `/proc/<pid>/cgroup` is read once per new process instead.
+//! collect); the program keeps the id current, so a process that moves is re-attributed. On cgroup
+//! v1 `/proc/<pid>/cgroup` is read when a process is first seen and again, while it uses CPU, every
+//! interval while it is in no pod and every [`crate::procfs::RECHECK_INTERVALS`] otherwise. The
+//! interned workloads are pruned as processes go, so pod churn does not grow the exporter.
 //! Any failure to load is returned as one readable reason; `--attribution auto` then falls back
 //! to procfs (see `app.rs`).
 
@@ -24,13 +31,13 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use aya::maps::{HashMap, Map, MapData};
+use aya::maps::{HashMap, Map, MapData, PerCpuArray};
 use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Btf, Ebpf as AyaEbpf, EbpfLoader};
 
 use crate::accounting::{CpuAccounting, ProcessDelta};
 use crate::cgroup::{self, Workload};
-use crate::source::SourceError;
+use crate::source::{error_chain, SourceError};
 use crate::sysfs::{read_string, HostRoot};
 
 /// The compiled program (committed; `make ebpf` rebuilds it, `make ebpf-check` verifies it).
@@ -41,8 +48,6 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!("../../ebpf/cpu_account.bpf.o
 #[derive(Clone, Copy, Debug)]
 pub struct ProcStats {
     pub cpu_ns: u64,
-    pub cycles: u64,
-    pub instructions: u64,
     pub cgroup_id: u64,
     pub tgid: u32,
     pub pad: u32,
@@ -52,11 +57,45 @@ pub struct ProcStats {
 // SAFETY: plain old data, `repr(C)`, no padding beyond the explicit field, any bit pattern valid.
 unsafe impl aya::Pod for ProcStats {}
 
+/// Mirror of `struct drops` in the C program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Drops {
+    pub events: u64,
+    pub ns: u64,
+}
+
+// SAFETY: as above.
+unsafe impl aya::Pod for Drops {}
+
 struct Entry {
     cpu_ns: u64,
+    comm_raw: [u8; 16],
     comm: Arc<str>,
     workload: Arc<Workload>,
     cgroup_id: u64,
+    /// Interval of the last cgroup resolution.
+    resolved_at: u64,
+    /// The cgroup id was not found under the cgroup root (v2).
+    unresolved: bool,
+}
+
+/// How to load (tests shrink the process map to fill it).
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// `false` forces the classic `sched/sched_switch` tracepoint even where BTF is available.
+    pub btf: bool,
+    /// Size of the process map (default 32 768).
+    pub max_processes: Option<u32>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            btf: true,
+            max_processes: None,
+        }
+    }
 }
 
 pub struct Ebpf {
@@ -64,12 +103,15 @@ pub struct Ebpf {
     stats: HashMap<MapData, u32, ProcStats>,
     /// The same map's fd, for `BPF_MAP_LOOKUP_BATCH` (aya 0.13 has no batch operations).
     stats_fd: OwnedFd,
+    drops: PerCpuArray<MapData, Drops>,
+    /// Totals of `drops` at the last collect, and the CPU time dropped since the one before.
+    dropped: Drops,
+    dropped_since_last: f64,
     /// Whether batch lookup works here (Linux ≥ 5.6); per-key iteration otherwise.
     batch: bool,
     batch_keys: Vec<u32>,
     batch_values: Vec<ProcStats>,
     kind: &'static str,
-    hw_counters: bool,
     proc_dir: PathBuf,
     cgroup_root: PathBuf,
     cgroup_v2: bool,
@@ -77,6 +119,7 @@ pub struct Ebpf {
     /// cgroup v2 id (directory inode) → path relative to the cgroup root.
     cgroup_paths: StdHashMap<u64, String>,
     workloads: StdHashMap<String, Arc<Workload>>,
+    generation: u64,
 }
 
 fn raise_memlock() {
@@ -104,124 +147,16 @@ fn ensure_tracefs() {
     }
 }
 
-/// The error and its whole source chain: aya's own messages stop at a code (`failed to create map
-/// ... with code -1`), the `io::Error` underneath says why (`Operation not permitted`).
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = s.source();
-    }
-    text
-}
-
 /// Every load/attach failure names what was attempted, what is needed, and the kernel's reason.
 fn needs(what: &str, e: &(dyn std::error::Error + 'static)) -> String {
     format!(
         "{what} needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN before Linux 5.8) and tracefs: {}",
-        chain(e)
+        error_chain(e)
     )
-}
-
-/// `perf_event_open` for a hardware counter on one CPU; `Err(errno text)` when unavailable.
-fn open_hw_counter(cpu: i32, config: u64) -> Result<i32, String> {
-    #[repr(C)]
-    struct PerfEventAttr {
-        type_: u32,
-        size: u32,
-        config: u64,
-        rest: [u64; 14],
-    }
-    let attr = PerfEventAttr {
-        type_: 0, /* PERF_TYPE_HARDWARE */
-        size: std::mem::size_of::<PerfEventAttr>() as u32,
-        config,
-        rest: [0; 14],
-    };
-    // SAFETY: perf_event_open(attr, pid = -1, cpu, group_fd = -1, flags = 0) with a valid attr.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            &attr as *const PerfEventAttr,
-            -1i32,
-            cpu,
-            -1i32,
-            0u64,
-        )
-    };
-    if fd < 0 {
-        Err(std::io::Error::last_os_error().to_string())
-    } else {
-        Ok(fd as i32)
-    }
-}
-
-/// `bpf(BPF_MAP_UPDATE_ELEM)` of `cpu → fd` into a PERF_EVENT_ARRAY (aya exposes no setter).
-fn set_perf_fd(map_fd: i32, cpu: u32, fd: i32) -> Result<(), String> {
-    #[repr(C)]
-    struct Attr {
-        map_fd: u32,
-        pad: u32,
-        key: u64,
-        value: u64,
-        flags: u64,
-    }
-    let value = fd as u32;
-    let attr = Attr {
-        map_fd: map_fd as u32,
-        pad: 0,
-        key: &cpu as *const u32 as u64,
-        value: &value as *const u32 as u64,
-        flags: 0,
-    };
-    // SAFETY: BPF_MAP_UPDATE_ELEM (2) with pointers to live locals of the map's key/value size.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            2i32,
-            &attr as *const Attr,
-            std::mem::size_of::<Attr>() as u32,
-        )
-    };
-    if r < 0 {
-        Err(std::io::Error::last_os_error().to_string())
-    } else {
-        Ok(())
-    }
-}
-
-/// Opens cycles and instructions on every online CPU and hands them to the program. On failure
-/// the reason is returned; counters already handed over stay (harmless: `has_hw_counters` is
-/// false and nothing reads the cycle/instruction fields then).
-fn attach_hw_counters(bpf: &mut AyaEbpf) -> Result<(), String> {
-    let cpus = aya::util::online_cpus().map_err(|(what, e)| format!("{what}: {e}"))?;
-    for (map_name, config) in [("cycles", 0u64), ("instructions", 1u64)] {
-        let map_fd = match bpf.map(map_name) {
-            Some(Map::PerfEventArray(m)) => m.fd().as_fd_raw(),
-            _ => return Err(format!("map {map_name} missing from the object")),
-        };
-        for &cpu in &cpus {
-            let fd = open_hw_counter(cpu as i32, config)
-                .map_err(|e| format!("perf_event_open({map_name}, cpu {cpu}): {e}"))?;
-            let set = set_perf_fd(map_fd, cpu, fd);
-            // The map holds its own reference to the perf event.
-            // SAFETY: fd was returned by perf_event_open above and is not used after this.
-            unsafe { libc::close(fd) };
-            set.map_err(|e| format!("storing the {map_name} counter of cpu {cpu}: {e}"))?;
-        }
-    }
-    Ok(())
 }
 
 const ZERO_STATS: ProcStats = ProcStats {
     cpu_ns: 0,
-    cycles: 0,
-    instructions: 0,
     cgroup_id: 0,
     tgid: 0,
     pad: 0,
@@ -311,90 +246,83 @@ fn live_pids(proc_dir: &Path) -> std::collections::HashSet<u32> {
         .unwrap_or_default()
 }
 
-trait RawFdOf {
-    fn as_fd_raw(&self) -> i32;
+/// Loads and attaches `tp_btf/sched_stat_runtime`; `Err` says why it cannot be used.
+fn attach_btf(bpf: &mut AyaEbpf, btf: &Btf) -> Result<(), String> {
+    let prog: &mut BtfTracePoint = bpf
+        .program_mut("edgewatt_stat_runtime_btf")
+        .ok_or("program edgewatt_stat_runtime_btf missing")?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    prog.load("sched_stat_runtime", btf)
+        .map_err(|e| needs("loading tp_btf/sched_stat_runtime", &e))?;
+    prog.attach()
+        .map_err(|e| needs("attaching tp_btf/sched_stat_runtime", &e))?;
+    Ok(())
 }
-impl RawFdOf for aya::maps::MapFd {
-    fn as_fd_raw(&self) -> i32 {
-        self.as_fd().as_raw_fd()
-    }
+
+/// Loads and attaches one classic tracepoint program.
+fn attach_tracepoint(bpf: &mut AyaEbpf, program: &str, event: &str) -> Result<(), String> {
+    let prog: &mut TracePoint = bpf
+        .program_mut(program)
+        .ok_or(format!("program {program} missing"))?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    prog.load()
+        .map_err(|e| needs(&format!("loading the sched/{event} tracepoint program"), &e))?;
+    prog.attach("sched", event).map_err(|e| {
+        needs(
+            &format!("attaching to sched/{event} (tracefs at /sys/kernel/tracing)"),
+            &e,
+        )
+    })?;
+    Ok(())
 }
 
 impl Ebpf {
     /// Loads and attaches the program. The error says what failed and what is needed.
     pub fn load(root: &HostRoot) -> Result<Self, String> {
-        Self::load_with(root, true)
+        Self::load_opts(root, LoadOptions::default())
     }
 
     /// [`Ebpf::load`], with `use_btf: false` forcing the classic `sched/sched_switch`
     /// tracepoint even where BTF is available (tests; kernels whose `tp_btf` misbehaves).
     pub fn load_with(root: &HostRoot, use_btf: bool) -> Result<Self, String> {
+        Self::load_opts(
+            root,
+            LoadOptions {
+                btf: use_btf,
+                ..LoadOptions::default()
+            },
+        )
+    }
+
+    pub fn load_opts(root: &HostRoot, opts: LoadOptions) -> Result<Self, String> {
         raise_memlock();
         ensure_tracefs();
         let btf = Btf::from_sys_fs().ok();
-        let mut bpf = EbpfLoader::new()
-            .btf(btf.as_ref())
+        let mut loader = EbpfLoader::new();
+        loader.btf(btf.as_ref());
+        if let Some(n) = opts.max_processes {
+            loader.set_max_entries("proc_stats", n.max(1));
+        }
+        let mut bpf = loader
             .load(OBJECT)
             .map_err(|e| needs("loading the eBPF program", &e))?;
-        let hw_counters = match attach_hw_counters(&mut bpf) {
-            Ok(()) => true,
-            Err(reason) => {
-                tracing::info!("hardware counters not available: {reason}; CPU time only");
-                false
-            }
-        };
         let mut kind = "tp_btf";
         let btf_attach = match &btf {
-            Some(btf) if use_btf => (|| -> Result<(), String> {
-                for (program, tracepoint) in [
-                    ("edgewatt_stat_runtime_btf", "sched_stat_runtime"),
-                    ("edgewatt_sched_switch_btf", "sched_switch"),
-                ] {
-                    // sched_switch only carries the hardware counters: without them it would
-                    // cost every context switch for nothing.
-                    if tracepoint == "sched_switch" && !hw_counters {
-                        continue;
-                    }
-                    let prog: &mut BtfTracePoint = bpf
-                        .program_mut(program)
-                        .ok_or(format!("program {program} missing"))?
-                        .try_into()
-                        .map_err(|e| format!("{e}"))?;
-                    prog.load(tracepoint, btf)
-                        .map_err(|e| needs(&format!("loading tp_btf/{tracepoint}"), &e))?;
-                    prog.attach()
-                        .map_err(|e| needs(&format!("attaching tp_btf/{tracepoint}"), &e))?;
-                }
-                Ok(())
-            })(),
+            Some(btf) if opts.btf => attach_btf(&mut bpf, btf),
             Some(_) => Err("tp_btf not requested".into()),
             None => Err("kernel has no BTF (/sys/kernel/btf/vmlinux)".into()),
         };
         if let Err(reason) = btf_attach {
-            // A half-attached pair would charge time twice with the fallback: detach both.
-            for program in ["edgewatt_stat_runtime_btf", "edgewatt_sched_switch_btf"] {
-                if let Some(p) = bpf.program_mut(program) {
-                    let p: Result<&mut BtfTracePoint, _> = p.try_into();
-                    if let Ok(p) = p {
-                        let _ = p.unload();
-                    }
-                }
-            }
             tracing::info!(%reason, "tp_btf (sched_stat_runtime) unavailable; using the sched/sched_switch tracepoint (time between switches)");
             kind = "tracepoint";
-            let prog: &mut TracePoint = bpf
-                .program_mut("edgewatt_sched_switch_tp")
-                .ok_or("program edgewatt_sched_switch_tp missing")?
-                .try_into()
-                .map_err(|e| format!("{e}"))?;
-            prog.load()
-                .map_err(|e| needs("loading the sched/sched_switch tracepoint program", &e))?;
-            prog.attach("sched", "sched_switch").map_err(|e| {
-                needs(
-                    "attaching to sched/sched_switch (tracefs at /sys/kernel/tracing)",
-                    &e,
-                )
-            })?;
+            attach_tracepoint(&mut bpf, "edgewatt_sched_switch_tp", "sched_switch")?;
+        }
+        if let Err(reason) =
+            attach_tracepoint(&mut bpf, "edgewatt_process_exec", "sched_process_exec")
+        {
+            tracing::warn!(%reason, "process names are not refreshed on exec (a process keeps the name it had when first seen)");
         }
         let map = bpf.take_map("proc_stats").ok_or("map proc_stats missing")?;
         let stats_fd = match &map {
@@ -407,23 +335,29 @@ impl Ebpf {
         };
         let stats: HashMap<MapData, u32, ProcStats> =
             HashMap::try_from(map).map_err(|e| e.to_string())?;
+        let drops = bpf.take_map("drops").ok_or("map drops missing")?;
+        let drops: PerCpuArray<MapData, Drops> =
+            PerCpuArray::try_from(drops).map_err(|e| e.to_string())?;
         let cgroup_root = root.path("/sys/fs/cgroup");
         let cgroup_v2 = cgroup_root.join("cgroup.controllers").exists();
         Ok(Self {
             _bpf: bpf,
             stats,
             stats_fd,
+            drops,
+            dropped: Drops::default(),
+            dropped_since_last: 0.0,
             batch: true,
             batch_keys: Vec::new(),
             batch_values: Vec::new(),
             kind,
-            hw_counters,
             proc_dir: root.path("/proc"),
             cgroup_root,
             cgroup_v2,
             entries: StdHashMap::new(),
             cgroup_paths: StdHashMap::new(),
             workloads: StdHashMap::new(),
+            generation: 0,
         })
     }
 
@@ -432,13 +366,8 @@ impl Ebpf {
         self.kind
     }
 
-    /// Whether cycles/instructions perf events were opened on every CPU (rarely on VMs).
-    pub fn has_hw_counters(&self) -> bool {
-        self.hw_counters
-    }
-
     /// Whether the kernel map still holds `tgid` (exited processes are deleted at the next
-    /// collect so the LRU map does not fill with them).
+    /// collect so the map does not fill with them).
     pub fn in_map(&self, tgid: u32) -> bool {
         self.stats.get(&tgid, 0).is_ok()
     }
@@ -451,6 +380,23 @@ impl Ebpf {
     /// Number of processes the kernel map holds.
     pub fn map_len(&self) -> usize {
         self.stats.keys().filter(|k| k.is_ok()).count()
+    }
+
+    /// Number of distinct workloads (cgroup paths) held in memory; bounded by the live processes'.
+    pub fn interned_workloads(&self) -> usize {
+        self.workloads.len()
+    }
+
+    /// Sums the per-CPU drop counters.
+    fn read_drops(&self) -> Drops {
+        let mut total = Drops::default();
+        if let Ok(values) = self.drops.get(&0, 0) {
+            for d in values.iter() {
+                total.events += d.events;
+                total.ns += d.ns;
+            }
+        }
+        total
     }
 
     /// Rebuilds the cgroup id → path table (v2: the id is the directory's inode number).
@@ -486,38 +432,44 @@ impl Ebpf {
         w
     }
 
-    fn workload_of(&mut self, tgid: u32, cgroup_id: u64, walked: &mut bool) -> Arc<Workload> {
+    /// The process's workload and whether its cgroup was found.
+    fn workload_of(
+        &mut self,
+        tgid: u32,
+        cgroup_id: u64,
+        walked: &mut bool,
+    ) -> (Arc<Workload>, bool) {
         if !self.cgroup_v2 {
-            // cgroup v1: the id is not an inode of one hierarchy; ask procfs once per process.
+            // cgroup v1: the id is not an inode of one hierarchy; ask procfs.
             let text = read_string(&self.proc_dir.join(tgid.to_string()).join("cgroup"))
                 .unwrap_or_default();
             let path = cgroup::select_path(&text).to_string();
-            return self.intern(&path);
+            return (self.intern(&path), !text.is_empty());
         }
         if !self.cgroup_paths.contains_key(&cgroup_id) && !*walked {
             self.walk_cgroups();
             *walked = true;
         }
-        let path = self
-            .cgroup_paths
-            .get(&cgroup_id)
-            .cloned()
-            .unwrap_or_default();
-        self.intern(&path)
-    }
-}
-
-fn comm_of(raw: &[u8; 16]) -> Arc<str> {
-    let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
-    Arc::from(String::from_utf8_lossy(&raw[..end]).as_ref())
-}
-
-impl CpuAccounting for Ebpf {
-    fn name(&self) -> &'static str {
-        "ebpf"
+        match self.cgroup_paths.get(&cgroup_id).cloned() {
+            Some(path) => (self.intern(&path), true),
+            None => (self.intern(""), false),
+        }
     }
 
-    fn collect(&mut self) -> Result<Vec<ProcessDelta>, SourceError> {
+    /// Whether a process that used CPU should have its workload resolved again: on v2 the
+    /// program keeps the cgroup id current, so only when its id could not be found; on v1 every
+    /// interval while it is in no pod, and every few otherwise.
+    fn stale_workload(&self, e: &Entry) -> bool {
+        if self.cgroup_v2 {
+            e.unresolved
+        } else {
+            e.workload.pod_uid.is_none()
+                || self.generation.saturating_sub(e.resolved_at) >= crate::procfs::RECHECK_INTERVALS
+        }
+    }
+
+    /// The whole map, in batches where the kernel can.
+    fn read_map(&mut self) -> Vec<(u32, ProcStats)> {
         let mut snapshot: Vec<(u32, ProcStats)> = Vec::with_capacity(self.entries.len() + 64);
         if self.batch {
             let fd = self.stats_fd.as_raw_fd();
@@ -540,6 +492,48 @@ impl CpuAccounting for Ebpf {
         if !self.batch {
             snapshot.extend(self.stats.iter().filter_map(|r| r.ok()));
         }
+        snapshot
+    }
+}
+
+fn comm_of(raw: &[u8; 16]) -> Arc<str> {
+    let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
+    Arc::from(String::from_utf8_lossy(&raw[..end]).as_ref())
+}
+
+/// The process's name as `/proc/<tgid>/comm` gives it: the thread-group leader's. The program
+/// records the name of whichever thread it first saw run (a worker thread's, for a multithreaded
+/// process), so that one is only the fallback for a process already gone.
+fn process_comm(proc_dir: &Path, tgid: u32, raw: &[u8; 16]) -> Arc<str> {
+    match std::fs::read(proc_dir.join(tgid.to_string()).join("comm")) {
+        Ok(mut bytes) => {
+            if bytes.last() == Some(&b'\n') {
+                bytes.pop();
+            }
+            Arc::from(String::from_utf8_lossy(&bytes).as_ref())
+        }
+        Err(_) => comm_of(raw),
+    }
+}
+
+impl CpuAccounting for Ebpf {
+    fn name(&self) -> &'static str {
+        "ebpf"
+    }
+
+    fn collect(&mut self) -> Result<Vec<ProcessDelta>, SourceError> {
+        self.generation += 1;
+        let gen = self.generation;
+        let snapshot = self.read_map();
+        let drops = self.read_drops();
+        self.dropped_since_last = drops.ns.saturating_sub(self.dropped.ns) as f64 / 1e9;
+        if drops.events > self.dropped.events && self.dropped.events == 0 {
+            tracing::warn!(
+                events = drops.events,
+                "eBPF process map full: new processes are not tracked and their CPU time stays unattributed (edgewatt_exporter_ebpf_dropped_events_total)"
+            );
+        }
+        self.dropped = drops;
         // Idle processes may have exited. With many, one read of /proc beats a stat each.
         let mut live: Option<std::collections::HashSet<u32>> = None;
         let many = snapshot.len() > 256;
@@ -548,9 +542,9 @@ impl CpuAccounting for Ebpf {
         let mut seen = std::collections::HashSet::with_capacity(snapshot.len());
         let mut gone = Vec::new();
         for (tgid, s) in snapshot {
-            let known = self.entries.get(&tgid).map(|e| (e.cpu_ns, e.cgroup_id));
+            let known = self.entries.get(&tgid);
             let delta_ns = match known {
-                Some((prev, _)) => s.cpu_ns.saturating_sub(prev),
+                Some(e) => s.cpu_ns.saturating_sub(e.cpu_ns),
                 // The map counts from attach, so a first sighting's total is all new time: a
                 // process that starts and exits between two collections is still charged
                 // (procfs cannot see it at all).
@@ -569,20 +563,33 @@ impl CpuAccounting for Ebpf {
                 gone.push(tgid);
                 continue;
             }
-            let needs_workload = known.is_none_or(|(_, cg)| cg != s.cgroup_id);
+            let needs_workload = match known {
+                None => true,
+                Some(e) => e.cgroup_id != s.cgroup_id || (delta_ns > 0 && self.stale_workload(e)),
+            };
             if needs_workload {
-                let workload = self.workload_of(tgid, s.cgroup_id, &mut walked);
-                self.entries.insert(
-                    tgid,
-                    Entry {
-                        cpu_ns: s.cpu_ns,
-                        comm: comm_of(&s.comm),
-                        workload,
-                        cgroup_id: s.cgroup_id,
-                    },
-                );
+                let (workload, found) = self.workload_of(tgid, s.cgroup_id, &mut walked);
+                let proc_dir = &self.proc_dir;
+                let e = self.entries.entry(tgid).or_insert_with(|| Entry {
+                    cpu_ns: 0,
+                    comm_raw: s.comm,
+                    comm: process_comm(proc_dir, tgid, &s.comm),
+                    workload: workload.clone(),
+                    cgroup_id: s.cgroup_id,
+                    resolved_at: gen,
+                    unresolved: !found,
+                });
+                e.workload = workload;
+                e.cgroup_id = s.cgroup_id;
+                e.resolved_at = gen;
+                e.unresolved = !found;
             }
             let e = self.entries.get_mut(&tgid).expect("inserted above");
+            // exec renamed it (the program rewrites comm at sched_process_exec).
+            if e.comm_raw != s.comm {
+                e.comm_raw = s.comm;
+                e.comm = process_comm(&self.proc_dir, tgid, &s.comm);
+            }
             e.cpu_ns = s.cpu_ns;
             seen.insert(tgid);
             out.push(ProcessDelta {
@@ -597,6 +604,18 @@ impl CpuAccounting for Ebpf {
             self.entries.remove(&tgid);
         }
         self.entries.retain(|k, _| seen.contains(k));
+        // Pod churn leaves workloads no process holds any more: drop them.
+        if self.workloads.len() > 2 * self.entries.len() + 64 {
+            self.workloads.retain(|_, w| Arc::strong_count(w) > 1);
+        }
         Ok(out)
+    }
+
+    fn unaccounted_cpu_seconds(&self) -> f64 {
+        self.dropped_since_last
+    }
+
+    fn dropped_total(&self) -> Option<u64> {
+        Some(self.dropped.events)
     }
 }

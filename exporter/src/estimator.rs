@@ -9,7 +9,6 @@
 //! its coefficients replace the reference, are persisted, and are used when the meter goes away.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use crate::source::{Context, Domain, Meter, MeterValue, Sample, Source, SourceError};
 use crate::sysfs::{read_string, HostRoot};
@@ -376,7 +375,6 @@ pub struct Estimator {
     confidence: Confidence,
     fit: Rls,
     calibration_file: Option<PathBuf>,
-    last_measured: Option<Instant>,
     last_saved_samples: u64,
 }
 
@@ -416,7 +414,6 @@ impl Estimator {
             confidence,
             fit: Rls::default(),
             calibration_file,
-            last_measured: None,
             last_saved_samples: 0,
         };
         est.load_calibration();
@@ -496,13 +493,6 @@ impl Estimator {
         }
     }
 
-    /// Where a real meter exists: calibrate only, and estimate only once the meter has been silent
-    /// for a minute (otherwise the same CPU would be counted twice).
-    pub fn calibrate_only(mut self) -> Self {
-        self.last_measured = Some(Instant::now());
-        self
-    }
-
     /// Estimated CPU watts at busy ratio `u`.
     pub fn estimate(&self, u: f64) -> f64 {
         if self.fit.is_usable() {
@@ -555,15 +545,9 @@ impl Source for Estimator {
         "estimator"
     }
 
+    /// Estimates every interval; the collector publishes it only while no real meter reports
+    /// (one source per zone), so it can stand in the very interval a meter goes down.
     fn sample(&mut self, ctx: &Context) -> Result<Sample, SourceError> {
-        // While a real meter reports, the estimate would double-count the same CPU: stay quiet
-        // and calibrate. Three missed intervals of meter data and the estimate is back.
-        if self
-            .last_measured
-            .is_some_and(|t| ctx.now.duration_since(t).as_secs_f64() < 60.0)
-        {
-            return Ok(Sample::default());
-        }
         let Some(u) = ctx.cpu_busy_ratio else {
             return Ok(Sample::default());
         };
@@ -579,7 +563,6 @@ impl Source for Estimator {
 
     fn observe_measured(&mut self, ctx: &Context, watts: f64) {
         let Some(u) = ctx.cpu_busy_ratio else { return };
-        self.last_measured = Some(ctx.now);
         self.fit.update(self.curve.shape(u), watts);
         if self.fit.is_usable() {
             if self.confidence != Confidence::Calibrated {

@@ -137,6 +137,19 @@ impl FixtureTree {
     }
 }
 
+/// Copies a directory tree (tests serve private, editable copies of Redfish mockups).
+pub fn copy_tree(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).expect("create copy");
+    for e in std::fs::read_dir(src).expect("read source tree").flatten() {
+        let to = dst.join(e.file_name());
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), to).expect("copy file");
+        }
+    }
+}
+
 /// Pod cgroup path (containerd, systemd driver, burstable QoS) for `uid` and a 64-hex `container`.
 pub fn pod_cgroup(uid: &str, container: &str) -> String {
     format!(

@@ -7,6 +7,7 @@
 //! cluster (no in-cluster env, no KUBECONFIG) nothing is watched and pods are labelled by UID only.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// What the exporter knows about one pod on this node.
@@ -18,35 +19,48 @@ pub struct PodInfo {
     pub containers: HashMap<String, String>,
 }
 
-/// Pod UID → info, shared between the watch task and the collector.
+/// Pod UID → info, shared between the watch task and the collector. A generation number moves on
+/// every change, so the collector looks names up again only when something changed.
 #[derive(Debug, Clone, Default)]
-pub struct PodDirectory(Arc<RwLock<HashMap<String, PodInfo>>>);
+pub struct PodDirectory(Arc<(RwLock<HashMap<String, PodInfo>>, AtomicU64)>);
 
 impl PodDirectory {
     pub fn get(&self, uid: &str) -> Option<PodInfo> {
-        self.0.read().ok()?.get(uid).cloned()
+        self.0 .0.read().ok()?.get(uid).cloned()
     }
 
     pub fn insert(&self, uid: String, info: PodInfo) {
-        if let Ok(mut m) = self.0.write() {
+        if let Ok(mut m) = self.0 .0.write() {
             m.insert(uid, info);
+            self.changed();
         }
     }
 
     pub fn remove(&self, uid: &str) {
-        if let Ok(mut m) = self.0.write() {
+        if let Ok(mut m) = self.0 .0.write() {
             m.remove(uid);
+            self.changed();
         }
     }
 
     pub fn replace_all(&self, all: HashMap<String, PodInfo>) {
-        if let Ok(mut m) = self.0.write() {
+        if let Ok(mut m) = self.0 .0.write() {
             *m = all;
+            self.changed();
         }
     }
 
+    fn changed(&self) {
+        self.0 .1.fetch_add(1, Ordering::Release);
+    }
+
+    /// Moves on with every insert, removal or resync.
+    pub fn generation(&self) -> u64 {
+        self.0 .1.load(Ordering::Acquire)
+    }
+
     pub fn len(&self) -> usize {
-        self.0.read().map(|m| m.len()).unwrap_or(0)
+        self.0 .0.read().map(|m| m.len()).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -60,6 +74,27 @@ pub fn strip_runtime_scheme(container_id: &str) -> &str {
         .split_once("://")
         .map(|(_, id)| id)
         .unwrap_or(container_id)
+}
+
+/// Annotation the kubelet puts on a static pod's mirror pod: the static pod's own UID (the hash of
+/// its manifest, 32 hex digits), which is what its cgroups are named after — the mirror pod's
+/// `metadata.uid` is a different, API-assigned UUID (kubernetes/kubernetes
+/// `pkg/kubelet/types/pod_update.go` `ConfigMirrorAnnotationKey`, `pkg/kubelet/config/common.go`).
+pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+/// The UIDs a pod's cgroups may carry: `metadata.uid`, and for a mirror pod the static pod's UID.
+pub fn cgroup_uids(pod: &k8s_openapi::api::core::v1::Pod) -> Vec<String> {
+    let mut uids: Vec<String> = pod.metadata.uid.iter().cloned().collect();
+    if let Some(hash) = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(MIRROR_ANNOTATION))
+        .filter(|h| !h.is_empty() && !uids.contains(h))
+    {
+        uids.push(hash.clone());
+    }
+    uids
 }
 
 /// Pod info from a Pod object: name, namespace and container id → name for every container
@@ -105,19 +140,23 @@ pub async fn watch(client: kube::Client, node_name: String, dir: PodDirectory) {
     while let Some(event) = stream.next().await {
         match event {
             Ok(Event::Apply(pod)) => {
-                if let Some((uid, info)) = info_of(&pod) {
-                    dir.insert(uid, info);
+                if let Some((_, info)) = info_of(&pod) {
+                    for uid in cgroup_uids(&pod) {
+                        dir.insert(uid, info.clone());
+                    }
                 }
             }
             Ok(Event::Delete(pod)) => {
-                if let Some(uid) = pod.metadata.uid.as_deref() {
-                    dir.remove(uid);
+                for uid in cgroup_uids(&pod) {
+                    dir.remove(&uid);
                 }
             }
             Ok(Event::Init) => pending.clear(),
             Ok(Event::InitApply(pod)) => {
-                if let Some((uid, info)) = info_of(&pod) {
-                    pending.insert(uid, info);
+                if let Some((_, info)) = info_of(&pod) {
+                    for uid in cgroup_uids(&pod) {
+                        pending.insert(uid, info.clone());
+                    }
                 }
             }
             Ok(Event::InitDone) => {

@@ -1,6 +1,12 @@
-//! procfs readers: node CPU time (`/proc/stat`) and per-process CPU time (`/proc/<pid>/stat`),
-//! with each process's cgroup read once per process lifetime (keyed by pid *and* start time, so a
-//! recycled pid is not mistaken for the old process).
+//! procfs readers: node CPU time (`/proc/stat`) and per-process CPU time (`/proc/<pid>/stat`).
+//!
+//! A process is keyed by pid *and* start time, so a recycled pid is not mistaken for the old
+//! process. Its cgroup is read when it is first seen, and again — only when it used CPU, so idle
+//! processes cost nothing — every interval while it belongs to no pod (a process moved into a
+//! pod's cgroup after it started: the `runc init` window, `systemd` moves, a manual move) and every
+//! [`RECHECK_INTERVALS`] otherwise. Its name (`comm`) is taken from every `stat` read, so an
+//! `exec` (a container's PID 1 leaving `runc:[2:INIT]`) renames it; kernel threads keep the name
+//! they were first seen with (they rename themselves as they work).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -67,24 +73,35 @@ pub struct PidStat<'a> {
     pub comm: &'a str,
     pub ticks: u64,
     pub starttime: u64,
+    /// A kernel thread (`PF_KTHREAD`): it renames itself as it works (`kworker/1:1-events`),
+    /// which is not a new program.
+    pub kthread: bool,
 }
+
+/// `PF_KTHREAD` in the `flags` field (include/linux/sched.h).
+const PF_KTHREAD: u64 = 0x0020_0000;
 
 pub fn parse_pid_stat(text: &str) -> Option<PidStat<'_>> {
     let open = text.find('(')?;
     let close = text.rfind(')')?;
     let comm = text.get(open + 1..close)?;
     let mut rest = text.get(close + 1..)?.split_ascii_whitespace();
-    // After `)`: state(3) ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt
-    // utime(14) stime(15) ... starttime(22).
-    let utime: u64 = rest.nth(11)?.parse().ok()?;
+    // After `)`: state(3) ppid pgrp session tty_nr tpgid flags(9) minflt cminflt majflt
+    // cmajflt utime(14) stime(15) ... starttime(22).
+    let flags: u64 = rest.nth(6)?.parse().ok()?;
+    let utime: u64 = rest.nth(4)?.parse().ok()?;
     let stime: u64 = rest.next()?.parse().ok()?;
     let starttime: u64 = rest.nth(6)?.parse().ok()?;
     Some(PidStat {
         comm,
         ticks: utime + stime,
         starttime,
+        kthread: flags & PF_KTHREAD != 0,
     })
 }
+
+/// A busy process already placed in a pod has its cgroup read again this often (intervals).
+pub const RECHECK_INTERVALS: u64 = 6;
 
 struct Entry {
     starttime: u64,
@@ -92,6 +109,15 @@ struct Entry {
     workload: Arc<Workload>,
     ticks: u64,
     seen: u64,
+    /// Interval of the last cgroup read.
+    cgroup_read: u64,
+}
+
+impl Entry {
+    /// Whether a process that used CPU should have its cgroup read again.
+    fn recheck(&self, gen: u64) -> bool {
+        self.workload.pod_uid.is_none() || gen.saturating_sub(self.cgroup_read) >= RECHECK_INTERVALS
+    }
 }
 
 /// Per-process CPU accounting by polling procfs.
@@ -236,12 +262,15 @@ impl CpuAccounting for Procfs {
                 continue;
             };
             let (ticks, starttime) = (stat.ticks, stat.starttime);
-            let delta = match self.entries.get_mut(&pid) {
+            let (delta, recheck) = match self.entries.get_mut(&pid) {
                 Some(e) if e.starttime == starttime => {
                     let d = ticks.saturating_sub(e.ticks);
                     e.ticks = ticks;
                     e.seen = gen;
-                    d
+                    if *e.comm != *stat.comm && !stat.kthread {
+                        e.comm = Arc::from(stat.comm);
+                    }
+                    (d, d > 0 && e.recheck(gen))
                 }
                 _ => {
                     let comm: Arc<str> = Arc::from(stat.comm);
@@ -261,11 +290,20 @@ impl CpuAccounting for Procfs {
                             workload,
                             ticks,
                             seen: gen,
+                            cgroup_read: gen,
                         },
                     );
-                    0
+                    (0, false)
                 }
             };
+            if recheck {
+                let workload =
+                    Self::workload_of(&mut self.workloads, dir, pid, &mut self.name, &mut self.buf);
+                if let Some(e) = self.entries.get_mut(&pid) {
+                    e.workload = workload;
+                    e.cgroup_read = gen;
+                }
+            }
             let e = &self.entries[&pid];
             out.push(ProcessDelta {
                 pid,
@@ -302,6 +340,12 @@ mod tests {
         assert_eq!(s.comm, "we ird) (x)");
         assert_eq!(s.ticks, 300);
         assert_eq!(s.starttime, 12345);
+        assert!(!s.kthread);
+        // a kworker (flags 0x04208060: PF_KTHREAD | PF_WQ_WORKER | …)
+        let kw = "63 (kworker/1:1-events) I 2 0 0 0 -1 69238880 0 0 0 0 0 7 0 0 20 0 1 0 210 0 0 18446744073709551615 0 0 0 0 0 0 0 2147483647 0 0 0 0 17 1 0 0 0 0 0";
+        let k = parse_pid_stat(kw).unwrap();
+        assert!(k.kthread);
+        assert_eq!((k.ticks, k.starttime), (7, 210));
         assert!(parse_pid_stat("42 (x) S 1").is_none());
     }
 

@@ -1,6 +1,7 @@
 //! `/metrics`, `/healthz` and `/readyz` for `edgewatt-exporter serve`.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -15,14 +16,44 @@ use crate::collector::SharedSnapshot;
 struct AppState {
     registry: Arc<Registry>,
     snapshot: SharedSnapshot,
+    /// Collection interval: `/healthz` fails after three without a finished collection.
+    interval: Duration,
+    started: Instant,
 }
 
-pub fn router(registry: Arc<Registry>, snapshot: SharedSnapshot) -> Router {
+pub fn router(registry: Arc<Registry>, snapshot: SharedSnapshot, interval: Duration) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(AppState { registry, snapshot })
+        .with_state(AppState {
+            registry,
+            snapshot,
+            interval,
+            started: Instant::now(),
+        })
+}
+
+/// Healthy while collections keep finishing: a collector thread stuck on a hung read (a sensor
+/// file that blocks, an NFS-backed host path) leaves `/metrics` serving the same numbers forever,
+/// so after three intervals without a finished collection the liveness probe fails and the
+/// kubelet restarts the exporter.
+async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
+    let last = s.snapshot.read().ok().and_then(|snap| snap.finished_at);
+    let since = last.unwrap_or(s.started).elapsed();
+    let limit = s.interval * 3;
+    if since <= limit {
+        (StatusCode::OK, "ok".to_string())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "no collection finished for {:.0}s (limit: 3 intervals of {:?}); the collector is stuck",
+                since.as_secs_f64(),
+                s.interval
+            ),
+        )
+    }
 }
 
 /// OpenMetrics when the scraper asks for it (Prometheus does), else the classic text format.

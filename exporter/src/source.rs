@@ -20,6 +20,11 @@ pub enum Domain {
 pub enum MeterValue {
     /// Cumulative joules, monotonic for the life of the source (wrap-around already handled).
     Joules(f64),
+    /// Cumulative joules as a polled device measured them at that instant (a BMC's energy
+    /// counter): its steps need not line up with collections, so power is the counter's delta
+    /// over the time between its own readings, and an interval without a new reading adds no
+    /// energy (the next reading brings it) but keeps the last measured power.
+    JoulesAt(f64, Instant),
     /// Power right now.
     Watts(f64),
 }
@@ -45,11 +50,26 @@ pub struct Battery {
     pub status: String,
 }
 
-/// Per-process GPU power share reported by NVML.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GpuProcess {
-    pub pid: u32,
+/// How busy one GPU was over the interval and which processes kept it busy (NVML's utilisation
+/// samples). The collector splits that GPU's energy-counter delta with it: the busy share goes to
+/// the processes, the rest is the GPU's idle energy (Kepler's CPU model, applied to the GPU).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GpuUsage {
+    /// The GPU's index, as in [`Domain::Gpu`].
     pub gpu: u32,
+    /// Share of the interval the GPU was executing anything, 0..1 (`nvmlDeviceGetUtilizationRates`);
+    /// `None` when the driver does not say (then the processes' shares summed stand in).
+    pub busy: Option<f64>,
+    /// (pid, share of the interval that process kept the GPU's SMs busy, 0..1).
+    pub processes: Vec<(u32, f64)>,
+}
+
+/// A power reading of hardware this node shares with others (a blade enclosure's supplies): true,
+/// but not this node's draw, so it never becomes node power.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedMeter {
+    /// What it is, e.g. the Redfish chassis id.
+    pub name: String,
     pub watts: f64,
 }
 
@@ -62,7 +82,12 @@ pub struct Sample {
     pub external_power: Option<bool>,
     /// A budget the hardware itself states (Redfish `PowerLimitWatts`).
     pub budget_watts: Option<f64>,
-    pub gpu_processes: Vec<GpuProcess>,
+    pub gpu_usage: Vec<GpuUsage>,
+    /// Meters of shared enclosures (exported as their own series).
+    pub shared: Vec<SharedMeter>,
+    /// What the source read this time, for `top` and the logs (e.g. which Redfish chassis and
+    /// resource); `None` keeps the previous description.
+    pub detail: Option<String>,
 }
 
 /// What a source may look at besides its own files: the node's CPU use this interval (the
@@ -76,13 +101,48 @@ pub struct Context {
     pub cpu_freq_ratio: Option<f64>,
 }
 
-/// Why a source produced nothing this interval; shown in logs and `exporter_source_up`.
+/// Why a source produced nothing this interval; shown in logs and `top`, and as the `state` label
+/// of `exporter_source_up` ([`SourceError::state`]).
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error(transparent)]
     Read(#[from] crate::sysfs::ReadError),
     #[error("{0}")]
     Other(String),
+    /// The last reading is too old to stand for now (a BMC that stopped answering).
+    #[error("{0}")]
+    Stale(String),
+    /// The device answered but reports no usable power figure.
+    #[error("{0}")]
+    NoPower(String),
+}
+
+/// An error with its whole source chain: libraries' own messages often stop at a summary (aya's
+/// `failed to create map ... with code -1`, reqwest's `error sending request`) while the error
+/// underneath says why (`Operation not permitted`, `Connection refused`).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
+}
+
+impl SourceError {
+    /// Short, fixed vocabulary for the `state` label (the full reason goes to logs and `top`).
+    pub fn state(&self) -> &'static str {
+        match self {
+            SourceError::Read(_) | SourceError::Other(_) => "error",
+            SourceError::Stale(_) => "stale",
+            SourceError::NoPower(_) => "no_power",
+        }
+    }
 }
 
 /// An energy source. `sample` is called once per interval from the collection loop and must not

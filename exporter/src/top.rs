@@ -28,17 +28,36 @@ pub fn render(s: &Snapshot, limit: usize) -> String {
         s.interval_seconds,
         s.collection_seconds * 1e3
     );
+    // Why a better source is not the one in use: the down ones, with their reasons.
+    let down: Vec<String> = s
+        .sources
+        .iter()
+        .filter(|x| !x.up)
+        .map(|x| {
+            format!(
+                "{} {} ({})",
+                x.name,
+                x.state,
+                x.reason.as_deref().unwrap_or("down")
+            )
+        })
+        .collect();
     match (s.node_watts, s.node_watts_source) {
         (Some(w), Some(src)) => {
+            let why = match (src, down.is_empty()) {
+                ("estimator", true) => ", ESTIMATED — no meter on this machine".to_string(),
+                ("estimator", false) => {
+                    format!(", ESTIMATED — no meter reports: {}", down.join("; "))
+                }
+                _ => String::new(),
+            };
+            let _ = writeln!(out, "node power  {}  (source: {src}{why})", fmt_w(w));
+        }
+        _ if !down.is_empty() => {
             let _ = writeln!(
                 out,
-                "node power  {}  (source: {src}{})",
-                fmt_w(w),
-                if src == "estimator" {
-                    ", ESTIMATED — no meter on this machine"
-                } else {
-                    ""
-                }
+                "node power  unknown — {}; showing CPU-time shares only",
+                down.join("; ")
             );
         }
         _ => {
@@ -78,13 +97,15 @@ pub fn render(s: &Snapshot, limit: usize) -> String {
     if let Some(b) = s.budget_watts {
         let _ = writeln!(out, "budget      {}", fmt_w(b));
     }
-    let down: Vec<String> = s
+    let up: Vec<String> = s
         .sources
         .iter()
-        .filter(|x| !x.up)
-        .map(|x| format!("{} ({})", x.name, x.reason.as_deref().unwrap_or("down")))
+        .filter(|x| x.up)
+        .map(|x| match x.state {
+            "standby" => format!("{} (standby)", x.name),
+            _ => x.name.to_string(),
+        })
         .collect();
-    let up: Vec<&str> = s.sources.iter().filter(|x| x.up).map(|x| x.name).collect();
     let _ = writeln!(
         out,
         "sources     up: {}{}   attribution: {}",
@@ -100,13 +121,26 @@ pub fn render(s: &Snapshot, limit: usize) -> String {
         },
         s.attribution
     );
+    for x in s.sources.iter().filter(|x| x.up) {
+        if let Some(d) = &x.detail {
+            let _ = writeln!(out, "            {}: {d}", x.name);
+        }
+    }
+    for sh in &s.shared {
+        let _ = writeln!(
+            out,
+            "enclosure   {}  {} (shared with other nodes; not this node's power)",
+            fmt_w(sh.watts),
+            sh.name
+        );
+    }
 
     // Watts per workload, summed over zones.
     let mut per: HashMap<(WorkloadKind, String), Row> = HashMap::new();
     for w in &s.workloads {
         let id = w.labels.first().map(|l| l.1.clone()).unwrap_or_default();
         let e = per.entry((w.kind, id)).or_insert((0.0, &w.labels));
-        e.0 += w.watts;
+        e.0 += w.watts.unwrap_or(0.0);
     }
     let node_active: f64 = per
         .iter()

@@ -288,7 +288,8 @@ fn estimator_on_real_proc() {
     use edgewatt_exporter::cli::{Cli, Command};
     let cli = Cli::parse_from(["edgewatt-exporter", "--host-root", "/", "top"]);
     assert!(matches!(cli.command, Some(Command::Top(_))));
-    let mut c = edgewatt_exporter::app::build(&cli.common, true).unwrap();
+    let mut c = edgewatt_exporter::app::build(&cli.common, true, std::time::Duration::from_secs(2))
+        .unwrap();
     c.collect();
     // burn some CPU so the interval is not idle
     let start = std::time::Instant::now();
@@ -313,7 +314,7 @@ fn estimator_on_real_proc() {
         .workloads
         .iter()
         .filter(|w| w.kind == WorkloadKind::Process && w.labels[0].1 == me)
-        .map(|w| w.watts)
+        .filter_map(|w| w.watts)
         .sum();
     assert!(
         mine > 0.0,
@@ -325,45 +326,61 @@ fn estimator_on_real_proc() {
         .any(|(src, l)| *src == "estimator" && l.iter().any(|(k, _)| *k == "confidence")));
 }
 
-/// A stand-in GPU source (what NVML reports, without NVIDIA hardware): GPU energy reaches the
-/// pod's and container's `gpu` zone by the per-process split, and the node's GPU series.
-#[test]
-fn gpu_energy_is_attributed_to_pods() {
-    use edgewatt_exporter::source::{
-        Context, GpuProcess, Meter, MeterValue, Sample, Source, SourceError,
-    };
-    struct FakeGpu(f64);
-    impl Source for FakeGpu {
-        fn name(&self) -> &'static str {
-            "gpu"
-        }
-        fn sample(&mut self, _: &Context) -> Result<Sample, SourceError> {
-            self.0 += 100.0;
-            Ok(Sample {
-                meters: vec![Meter {
-                    domain: Domain::Gpu {
-                        index: 0,
-                        uuid: "GPU-1".into(),
-                    },
-                    zone: "gpu".into(),
-                    value: MeterValue::Joules(self.0),
-                }],
-                gpu_processes: vec![GpuProcess {
-                    pid: 100,
-                    gpu: 0,
-                    watts: 150.0,
-                }],
-                ..Sample::default()
-            })
-        }
+/// One interval of a stand-in GPU: joules added, device busy, per-pid SM shares.
+type GpuStep = (f64, Option<f64>, Vec<(u32, f64)>);
+
+/// A stand-in GPU source: what NVML reports (an energy counter, the device's utilisation, per
+/// process SM shares), without NVIDIA hardware.
+struct FakeGpu {
+    script: Vec<GpuStep>,
+    counter: f64,
+    step: usize,
+    /// Whether NVML says who used the GPU at all.
+    usage: bool,
+}
+
+impl edgewatt_exporter::source::Source for FakeGpu {
+    fn name(&self) -> &'static str {
+        "gpu"
     }
-    let dir = tempfile::tempdir().unwrap();
-    let t = FixtureTree::new(dir.path());
-    t.proc_stat(0, 0);
-    let (uid, cid) = ids(3);
-    t.process(100, "trainer", 0, &pod_cgroup(&uid, &cid));
+    fn sample(
+        &mut self,
+        _: &edgewatt_exporter::source::Context,
+    ) -> Result<edgewatt_exporter::source::Sample, edgewatt_exporter::source::SourceError> {
+        use edgewatt_exporter::source::{GpuUsage, Meter, MeterValue, Sample};
+        let (add, busy, procs) = self.script[self.step.min(self.script.len() - 1)].clone();
+        self.step += 1;
+        self.counter += add;
+        Ok(Sample {
+            meters: vec![Meter {
+                domain: Domain::Gpu {
+                    index: 0,
+                    uuid: "GPU-1".into(),
+                },
+                zone: "gpu".into(),
+                value: MeterValue::Joules(self.counter),
+            }],
+            gpu_usage: if self.usage {
+                vec![GpuUsage {
+                    gpu: 0,
+                    busy,
+                    processes: procs,
+                }]
+            } else {
+                vec![]
+            },
+            ..Sample::default()
+        })
+    }
+}
+
+/// A collector whose only source is `gpu`.
+fn gpu_collector(
+    t: &FixtureTree,
+    gpu: impl edgewatt_exporter::source::Source + 'static,
+) -> Collector {
     let root = HostRoot::new(t.root());
-    let mut c = Collector::new(
+    Collector::new(
         CollectorConfig {
             node_name: "g".into(),
             expire_intervals: 3,
@@ -372,31 +389,75 @@ fn gpu_energy_is_attributed_to_pods() {
             process_detail: false,
         },
         root.clone(),
-        vec![Box::new(FakeGpu(0.0))],
+        vec![Box::new(gpu)],
         Box::new(Procfs::new(&root)),
         PodDirectory::default(),
-    );
+    )
+}
+
+/// Pod GPU joules are the board's energy-counter deltas split by NVML's utilisation samples: a
+/// pod at 30 % SM gets 30 % of the counter's delta, idle time goes to no pod, a process this node
+/// cannot name stays unattributed, and idle + pods + system + unattributed = the board's counter.
+#[test]
+fn gpu_energy_from_counter_deltas_is_conserved() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = FixtureTree::new(dir.path());
+    t.proc_stat(0, 0);
+    let (uid, cid) = ids(3);
+    t.process(100, "trainer", 0, &pod_cgroup(&uid, &cid));
+    t.process(200, "Xorg", 0, "/system.slice/display.service");
+    let gpu = FakeGpu {
+        script: vec![
+            (0.0, None, vec![]),
+            // 1 000 J: busy 60 %: trainer 30 %, Xorg 10 %, pid 999 (another namespace) 5 %
+            (1000.0, Some(0.6), vec![(100, 0.3), (200, 0.1), (999, 0.05)]),
+            // 400 J, idle: no process ran
+            (400.0, Some(0.0), vec![]),
+        ],
+        counter: 5000.0,
+        step: 0,
+        usage: true,
+    };
+    let mut c = gpu_collector(&t, gpu);
     c.collect();
-    std::thread::sleep(std::time::Duration::from_millis(100));
+    std::thread::sleep(std::time::Duration::from_millis(50));
     let s = c.collect();
     let gpu = s
         .node
         .iter()
         .find(|n| matches!(n.domain, Domain::Gpu { .. }))
         .unwrap();
-    assert_eq!(gpu.joules_total, 100.0);
-    let pod_gpu: f64 = s
+    assert_eq!(gpu.joules_total, 1000.0);
+    let pod_gpu = |s: &Snapshot| -> f64 {
+        s.workloads
+            .iter()
+            .filter(|w| w.kind == WorkloadKind::Pod && w.zone == "gpu")
+            .map(|w| w.joules_total)
+            .sum()
+    };
+    assert!((pod_gpu(&s) - 300.0).abs() < 1e-6, "{}", pod_gpu(&s));
+    let b = s.books.iter().find(|b| b.zone == "gpu").unwrap();
+    assert!((b.idle - 400.0).abs() < 1e-6, "{b:?}");
+    assert!((b.pods - 300.0).abs() < 1e-6, "{b:?}");
+    assert!((b.system - 100.0).abs() < 1e-6, "{b:?}");
+    assert!((b.unattributed - 200.0).abs() < 1e-6, "{b:?}");
+    // an idle interval: all idle, the pod's GPU power is 0 W, not its last value
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let s = c.collect();
+    let b = s.books.iter().find(|b| b.zone == "gpu").unwrap();
+    assert!(
+        (b.idle + b.pods + b.system + b.unattributed - 1400.0).abs() < 1e-6,
+        "{b:?}"
+    );
+    assert!((pod_gpu(&s) - 300.0).abs() < 1e-6);
+    let watts: Vec<Option<f64>> = s
         .workloads
         .iter()
         .filter(|w| w.kind == WorkloadKind::Pod && w.zone == "gpu")
-        .map(|w| w.joules_total)
-        .sum();
-    let dt = s.interval_seconds;
-    assert!(
-        (pod_gpu - 150.0 * dt).abs() < 1e-6,
-        "{pod_gpu} vs {}",
-        150.0 * dt
-    );
+        .map(|w| w.watts)
+        .collect();
+    assert_eq!(watts, vec![Some(0.0)]);
+
     // The container's series carry the same labels as a CPU-created one (its pod included), even
     // though only the GPU pass saw it.
     let container = s
@@ -419,7 +480,7 @@ fn gpu_energy_is_attributed_to_pods() {
         .labels
         .iter()
         .any(|(k, v)| *k == "pod_id" && *v == uid));
-    // and it renders as the pod GPU family
+    // and it renders as the pod GPU family and the books' families
     let snap = std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(s)));
     let reg = edgewatt_exporter::metrics::registry(
         edgewatt_exporter::metrics::MetricsConfig {
@@ -431,16 +492,35 @@ fn gpu_energy_is_attributed_to_pods() {
     );
     let text =
         edgewatt_exporter::metrics::to_text_format(&edgewatt_exporter::metrics::render(&reg));
-    assert!(
-        text.contains("edgewatt_pod_gpu_joules_total{node_name=\"g\",pod_id="),
-        "{text}"
-    );
-    assert!(
-        text.contains(
-            "edgewatt_node_gpu_watts{node_name=\"g\",gpu=\"0\",uuid=\"GPU-1\",source=\"gpu\"}"
-        ),
-        "{text}"
-    );
+    for needle in [
+        "edgewatt_pod_gpu_joules_total{node_name=\"g\",pod_id=",
+        "edgewatt_node_gpu_watts{node_name=\"g\",gpu=\"0\",uuid=\"GPU-1\",source=\"gpu\"}",
+        "edgewatt_node_idle_joules_total{node_name=\"g\",zone=\"gpu\",source=\"gpu\"} 800",
+        "edgewatt_node_unattributed_joules_total{node_name=\"g\",zone=\"gpu\",source=\"gpu\"} 200",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in {text}");
+    }
+}
+
+/// A GPU with no usage information at all (NVML could not say who ran): its energy is
+/// unattributed, not idle and not anyone's.
+#[test]
+fn gpu_without_usage_is_unattributed() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = FixtureTree::new(dir.path());
+    t.proc_stat(0, 0);
+    let gpu = FakeGpu {
+        script: vec![(50.0, None, vec![])],
+        counter: 0.0,
+        step: 0,
+        usage: false,
+    };
+    let mut c = gpu_collector(&t, gpu);
+    c.collect();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let s = c.collect();
+    let b = s.books.iter().find(|b| b.zone == "gpu").unwrap();
+    assert_eq!((b.idle, b.pods, b.unattributed), (0.0, 0.0, 50.0));
 }
 
 /// A battery whose driver shows up after the exporter started is read from the next rescan on

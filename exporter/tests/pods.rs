@@ -48,3 +48,59 @@ async fn watches_only_this_nodes_pods() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Static pods (kube-apiserver, etcd on kubeadm control planes) run in cgroups named after their
+/// manifest hash, not after their mirror pod's API UID; the mirror pod carries the hash in
+/// `kubernetes.io/config.mirror` (kubernetes/kubernetes `pkg/kubelet/types/pod_update.go`), so the
+/// directory knows the pod by both.
+#[tokio::test]
+async fn static_pods_are_known_by_their_manifest_hash() {
+    let api = ApiServer::start().await.unwrap();
+    let hash = "3b1c9a8e5d7f4e2a9c0b1d2e3f4a5b6c";
+    let mut mirror = pod(
+        "kube-apiserver-edge-1",
+        "8f0e6d2c-aaaa-4bbb-8ccc-0123456789ab",
+        "edge-1",
+        "dddd",
+    );
+    mirror["metadata"]["namespace"] = "kube-system".into();
+    mirror["metadata"]["annotations"] = json!({
+        "kubernetes.io/config.mirror": hash,
+        "kubernetes.io/config.hash": hash,
+        "kubernetes.io/config.source": "file"
+    });
+    api.put(mirror).unwrap();
+    let dir = PodDirectory::default();
+    let generation = dir.generation();
+    tokio::spawn(watch(api.client().unwrap(), "edge-1".into(), dir.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while dir.get(hash).is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "static pod never named"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let by_hash = dir.get(hash).unwrap();
+    assert_eq!(
+        (by_hash.name.as_str(), by_hash.namespace.as_str()),
+        ("kube-apiserver-edge-1", "kube-system")
+    );
+    assert_eq!(
+        dir.get("8f0e6d2c-aaaa-4bbb-8ccc-0123456789ab"),
+        Some(by_hash)
+    );
+    assert!(
+        dir.generation() > generation,
+        "changes move the generation on"
+    );
+    // the mirror pod goes: both entries go
+    api.remove("pods", Some("kube-system"), "kube-apiserver-edge-1");
+    while dir.get(hash).is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "static pod never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

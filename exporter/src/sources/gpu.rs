@@ -4,12 +4,16 @@
 //!
 //! Per GPU: the energy counter (`nvmlDeviceGetTotalEnergyConsumption`, Volta and newer) or, on
 //! older parts, instantaneous power; the enforced power limit goes to the node budget only if
-//! no other source states one. Per process: the GPU's power split by each process's SM
-//! utilisation share (`nvmlDeviceGetProcessUtilization`), the NVML counterpart of CPU time.
+//! no other source states one. Who used it: the device's utilisation
+//! (`nvmlDeviceGetUtilizationRates`, share of time a kernel ran) and each process's SM share from
+//! `nvmlDeviceGetProcessUtilization` (samples newer than the last ones seen, averaged per process).
+//! The collector splits the counter's delta with them ([`crate::attribution::split_gpu`]): the
+//! processes get their SM share of the energy, the time the GPU ran nothing is idle energy and
+//! goes to no pod.
 
 use nvml_wrapper::Nvml;
 
-use crate::source::{Context, Domain, GpuProcess, Meter, MeterValue, Sample, Source, SourceError};
+use crate::source::{Context, Domain, GpuUsage, Meter, MeterValue, Sample, Source, SourceError};
 
 pub struct Gpu {
     nvml: Nvml,
@@ -42,21 +46,28 @@ impl Gpu {
     }
 }
 
-/// Splits `watts` of one GPU by SM utilisation; processes with no utilisation get nothing.
-pub fn split_by_utilisation(gpu: u32, watts: f64, samples: &[(u32, u32)]) -> Vec<GpuProcess> {
-    let total: u64 = samples.iter().map(|(_, u)| *u as u64).sum();
-    if total == 0 || !watts.is_finite() {
-        return Vec::new();
+/// One GPU's usage from NVML's numbers: `busy_percent` from the device's utilisation rates,
+/// `samples` as (pid, SM utilisation %) — several samples of one process are averaged.
+pub fn usage_from_samples(gpu: u32, busy_percent: Option<u32>, samples: &[(u32, u32)]) -> GpuUsage {
+    let mut per_pid: Vec<(u32, u64, u64)> = Vec::new();
+    for (pid, util) in samples {
+        match per_pid.iter_mut().find(|(p, ..)| p == pid) {
+            Some(e) => {
+                e.1 += u64::from(*util);
+                e.2 += 1;
+            }
+            None => per_pid.push((*pid, u64::from(*util), 1)),
+        }
     }
-    samples
-        .iter()
-        .filter(|(_, u)| *u > 0)
-        .map(|(pid, u)| GpuProcess {
-            pid: *pid,
-            gpu,
-            watts: watts * *u as f64 / total as f64,
-        })
-        .collect()
+    GpuUsage {
+        gpu,
+        busy: busy_percent.map(|p| (f64::from(p) / 100.0).clamp(0.0, 1.0)),
+        processes: per_pid
+            .into_iter()
+            .map(|(pid, sum, n)| (pid, (sum as f64 / n as f64 / 100.0).clamp(0.0, 1.0)))
+            .filter(|(_, share)| *share > 0.0)
+            .collect(),
+    }
 }
 
 impl Source for Gpu {
@@ -69,30 +80,32 @@ impl Source for Gpu {
         for i in 0..self.count {
             let dev = self.nvml.device_by_index(i).map_err(|e| err("device", e))?;
             let uuid = dev.uuid().unwrap_or_default();
-            let power_w = dev.power_usage().map(|mw| mw as f64 / 1e3).ok();
             let value = match dev.total_energy_consumption() {
                 Ok(mj) => MeterValue::Joules(mj as f64 / 1e3),
-                Err(_) => MeterValue::Watts(power_w.ok_or_else(|| {
-                    SourceError::Other(format!("GPU {i}: neither energy nor power readable"))
-                })?),
+                Err(_) => {
+                    MeterValue::Watts(dev.power_usage().map(|mw| mw as f64 / 1e3).map_err(|e| {
+                        err(
+                            &format!("GPU {i}: neither energy nor power readable; power"),
+                            e,
+                        )
+                    })?)
+                }
             };
             sample.meters.push(Meter {
                 domain: Domain::Gpu { index: i, uuid },
                 zone: "gpu".into(),
                 value,
             });
-            if let Some(w) = power_w {
-                let stats = dev
-                    .process_utilization_stats(self.last_seen[i as usize])
-                    .unwrap_or_default();
-                if let Some(max) = stats.iter().map(|s| s.timestamp).max() {
-                    self.last_seen[i as usize] = max;
-                }
-                let per_pid: Vec<(u32, u32)> = stats.iter().map(|s| (s.pid, s.sm_util)).collect();
-                sample
-                    .gpu_processes
-                    .extend(split_by_utilisation(i, w, &per_pid));
+            let busy = dev.utilization_rates().ok().map(|u| u.gpu);
+            // No process samples (NotFound when nothing ran since `last_seen`) is an empty list.
+            let stats = dev
+                .process_utilization_stats(self.last_seen[i as usize])
+                .unwrap_or_default();
+            if let Some(max) = stats.iter().map(|s| s.timestamp).max() {
+                self.last_seen[i as usize] = max;
             }
+            let per_pid: Vec<(u32, u32)> = stats.iter().map(|s| (s.pid, s.sm_util)).collect();
+            sample.gpu_usage.push(usage_from_samples(i, busy, &per_pid));
         }
         Ok(sample)
     }
@@ -103,12 +116,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn gpu_split_conserves_power() {
-        let v = split_by_utilisation(0, 300.0, &[(10, 60), (11, 30), (12, 0)]);
-        assert_eq!(v.len(), 2);
-        assert!((v.iter().map(|p| p.watts).sum::<f64>() - 300.0).abs() < 1e-9);
-        assert!((v[0].watts - 200.0).abs() < 1e-9);
-        assert!(split_by_utilisation(0, 300.0, &[]).is_empty());
+    fn gpu_usage_from_samples() {
+        let u = usage_from_samples(1, Some(70), &[(10, 60), (11, 20), (10, 40), (12, 0)]);
+        assert_eq!(u.gpu, 1);
+        assert_eq!(u.busy, Some(0.7));
+        assert_eq!(
+            u.processes,
+            vec![(10, 0.5), (11, 0.2)],
+            "averaged, idle ones left out"
+        );
+        assert_eq!(usage_from_samples(0, None, &[]).processes, vec![]);
     }
 
     /// Without NVIDIA software there is simply no GPU source; the exporter does not fail.

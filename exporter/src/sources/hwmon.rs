@@ -133,6 +133,10 @@ impl Source for Hwmon {
                         (MeterValue::Watts(a), MeterValue::Watts(b)) => MeterValue::Watts(a + b),
                         // Mixed kinds in one zone: keep the counter, it is the better measure.
                         (j @ MeterValue::Joules(_), _) | (_, j @ MeterValue::Joules(_)) => j,
+                        // hwmon files are read now: never a polled counter
+                        (other, MeterValue::JoulesAt(..)) | (MeterValue::JoulesAt(..), other) => {
+                            other
+                        }
                     }
                 }
                 None => meters.push(Meter {
