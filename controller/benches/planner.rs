@@ -58,6 +58,7 @@ fn main() {
                 alive: i % 50 != 0,
                 taints: vec![],
                 tainted: false,
+                taint_ours: false,
                 signals: TargetSignals {
                     // 10% of devices are low.
                     battery_ratio: Some(if i % 10 == 0 {
@@ -92,6 +93,11 @@ fn main() {
                         match_expressions: vec![],
                     }),
                 },
+                owner: None,
+                placement: Placement::Device,
+                running: true,
+                host_bound: None,
+                tolerates_starvation: false,
             }
         })
         .collect();
@@ -105,6 +111,7 @@ fn main() {
         workloads: &workloads,
         previous: &BTreeMap::new(),
         history: &history,
+        max_gap: std::time::Duration::from_secs(600),
     });
     let mut times = Vec::new();
     let mut last = None;
@@ -118,6 +125,7 @@ fn main() {
             workloads: &workloads,
             previous: &warm.states,
             history: &history,
+            max_gap: std::time::Duration::from_secs(600),
         });
         times.push(start.elapsed());
         last = Some(p);

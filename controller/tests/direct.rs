@@ -1,14 +1,15 @@
 //! The runtime against the API server double with the planner's Prometheus input given directly
 //! (`reconciler::cycle_with`): restarts (cooldown from status), PodDisruptionBudgets, bad input.
 
-use std::sync::{atomic::AtomicBool, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use edgewatt_controller::{
-    actuator::{copy_name, Actuator, Intent},
-    metrics::Metrics,
-    reconciler::{cycle_with, Context, Settings, Stores},
+    actuator::{copy_name, Intent},
+    cycle_with,
+    leader::Fence,
+    reconciler::{Context, Settings},
     snapshot::PromData,
 };
 use edgewatt_crds::{
@@ -20,7 +21,6 @@ use edgewatt_crds::{
 };
 use edgewatt_e2e::apiserver::ApiServer;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::ResourceExt;
 use serde_json::{json, Value};
 
@@ -62,30 +62,23 @@ async fn start() -> H {
     let mut cfg = server.config().unwrap();
     cfg.default_retry = false;
     let client = kube::Client::try_from(cfg).unwrap();
-    let recorder = Recorder::new(
+    let ctx = Arc::new(Context::new(
         client.clone(),
-        Reporter {
-            controller: "edgewatt-controller".into(),
-            instance: Some("test".into()),
-        },
-    );
-    let ctx = Arc::new(Context {
-        stores: Stores::spawn(&client),
-        actuator: Actuator::new(client.clone(), client.clone(), recorder),
-        client,
-        reader: PromReader::new(&PromConfig::new("http://127.0.0.1:9")).unwrap(),
-        metrics: Metrics::new(),
-        settings: Settings {
-            interval: Duration::from_secs(1),
+        client.clone(),
+        PromReader::new(&PromConfig::new("http://127.0.0.1:9")).unwrap(),
+        Settings {
+            // Cycles are driven by hand, up to a minute of `now` apart: an interval of a minute
+            // keeps such steps within the data-gap tolerance (2 × interval) of `for` windows.
+            interval: Duration::from_secs(60),
             metric_names: MetricNames::default(),
             device_label: "edgedeviceid".into(),
             node_max_age: Duration::from_secs(120),
             device_max_age: Duration::from_secs(900),
             migration_timeout: None,
         },
-        leader: Arc::new(AtomicBool::new(true)),
-        runtime: Default::default(),
-    });
+        Fence::always(),
+        "test",
+    ));
     ctx.stores.ready().await;
     server
         .put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "edge"}}))
@@ -293,12 +286,14 @@ async fn cooldown_survives_a_restart() {
     assert_eq!((intent.from.as_str(), intent.to.as_str()), ("d2", "d1"));
 }
 
+/// A pod labelled app=web, owned by ReplicaSet `name` (one owner per pod here: the PDB, not
+/// the per-owner cooldown, is what this test is about).
 fn web_pod(h: &H, name: &str) {
     h.server
         .put(json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": "default", "labels": {"app": "web"},
-                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "u1", "controller": true}]},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": name, "uid": name, "controller": true}]},
             "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "nginx"}]},
             "status": {"phase": "Running"}
         }))
