@@ -58,6 +58,8 @@ pub struct PolicyRuntime {
     pub(crate) ended: HashMap<MoveKey, DateTime<Utc>>,
     /// Pods evicted and not gone yet.
     pub evicting: HashMap<WorkloadId, Evicting>,
+    /// Moves resumed from their record after their intent vanished (once each).
+    pub(crate) resumed: HashSet<MoveKey>,
     /// Event-on-change memories.
     pub(crate) pdb_blocked: HashSet<WorkloadId>,
     pub(crate) refused: HashSet<WorkloadId>,

@@ -180,8 +180,8 @@ async fn ended(
 }
 
 /// A move this runtime had in flight carries no intent any more, and not by our write: the
-/// workload was deleted, or another writer removed the annotation. Its record is settled from
-/// what a fresh read shows (its copy, if any, is collected as an orphan).
+/// workload was deleted, or another writer removed the annotation. Settled from a fresh read
+/// ([`mover::settle_lost`]); a move left where nothing runs it is resumed once from its record.
 async fn settle_lost(
     ctx: &Context,
     rt: &mut PolicyRuntime,
@@ -209,30 +209,26 @@ async fn settle_lost(
     else {
         return;
     };
-    let fresh = api
-        .get_workload(&key.namespace, &key.name)
-        .await
-        .ok()
-        .flatten();
-    let (result, message) = match &fresh {
-        None => (
-            MigrationResult::Failed,
-            "the workload was deleted mid-move".to_string(),
-        ),
-        Some(w) if w.spec.device.is_some() && w.spec.device == rec.to => (
-            MigrationResult::Succeeded,
-            format!(
-                "on {} (its intent annotation was removed by another writer)",
-                rec.to.clone().unwrap_or_default()
-            ),
-        ),
-        Some(w) => (
-            MigrationResult::Failed,
-            format!(
-                "its intent annotation was removed by another writer mid-move; on {}",
-                w.spec.device.clone().unwrap_or_else(|| "<selector>".into())
-            ),
-        ),
+    let to = rec.to.clone().unwrap_or_default();
+    let resume = rt.resumed.insert(key.clone());
+    let lost = mover::settle_lost(
+        api, &ctx.fence, policy, key, &rec.from, &to, started, now, resume,
+    )
+    .await;
+    let (result, message) = match lost {
+        Ok(mover::Lost::Ended(result, message)) => (result, message),
+        Ok(mover::Lost::Resumed) => {
+            tracing::warn!(policy, workload = %key.name, "intent annotation removed by another writer; the move is resumed from its record");
+            rt.ended.remove(key);
+            rt.moves.insert(key.clone(), started);
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(policy, workload = %key.name, "settling a move whose intent vanished: {e}");
+            rt.ended.remove(key);
+            rt.moves.insert(key.clone(), started);
+            return;
+        }
     };
     tracing::warn!(policy, workload = %key.name, "{message}");
     ctx.metrics

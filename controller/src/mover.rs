@@ -474,3 +474,104 @@ pub async fn collect_orphan<A: MoveApi>(
     fence.guard(api.delete_workload(&ns, &copy_name)).await??;
     Ok(true)
 }
+
+/// What became of a move whose intent vanished without this controller's write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lost {
+    /// It is over: how, and why.
+    Ended(MigrationResult, String),
+    /// The intent was written again from the record, so the move ends safely (undone if the
+    /// workload does not run on the target in time).
+    Resumed,
+}
+
+/// The move of `key` (`from` → `to`, started at `started_at`) has no intent any more and this
+/// controller did not remove it: the workload was deleted, or another writer (a GitOps tool
+/// that strips unknown annotations) removed it. Judged from a fresh read: running on the target
+/// is a success; re-pointed there but not running is resumed once from the record (`resume`),
+/// so it is undone in time instead of left where nothing runs it; anything else failed (its
+/// copy, if any, is collected as an orphan once the original runs).
+#[allow(clippy::too_many_arguments)]
+pub async fn settle_lost<A: MoveApi>(
+    api: &A,
+    fence: &Fence,
+    policy: &str,
+    key: &MoveKey,
+    from: &str,
+    to: &str,
+    started_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    resume: bool,
+) -> Result<Lost, MoveError> {
+    let ns = key.namespace.as_str();
+    let Some(w) = api
+        .get_workload(ns, &key.name)
+        .await?
+        .filter(|w| w.metadata.deletion_timestamp.is_none())
+    else {
+        return Ok(Lost::Ended(
+            MigrationResult::Failed,
+            "the workload was deleted mid-move".into(),
+        ));
+    };
+    if Intent::of(&w).is_some() {
+        return Ok(Lost::Resumed); // moving again (written back meanwhile)
+    }
+    let device = w.spec.device.clone().unwrap_or_default();
+    if device != to {
+        return Ok(Lost::Ended(
+            MigrationResult::Failed,
+            format!(
+                "its intent annotation was removed by another writer mid-move; stays on {device}"
+            ),
+        ));
+    }
+    let running = api
+        .get_device(ns, to)
+        .await?
+        .and_then(|d| d.workload(&key.name).map(|dw| dw.is_running()))
+        .unwrap_or(false);
+    if running {
+        return Ok(Lost::Ended(
+            MigrationResult::Succeeded,
+            format!("running on {to} (its intent annotation was removed by another writer)"),
+        ));
+    }
+    if !resume {
+        return Ok(Lost::Ended(
+            MigrationResult::Failed,
+            format!("its intent annotation was removed again; on {to}, not Running there"),
+        ));
+    }
+    let copy = migration::copy_name(&key.name);
+    let has_copy = api.get_workload(ns, &copy).await?.is_some();
+    let intent = Intent {
+        policy: policy.into(),
+        from: from.into(),
+        to: to.into(),
+        started_at,
+        strategy: if has_copy {
+            edgewatt_crds::Strategy::MakeBeforeBreak
+        } else {
+            edgewatt_crds::Strategy::Recreate
+        },
+        phase: migration::Phase::Repointed,
+        copy: has_copy.then_some(copy),
+        original_device: Some(from.into()),
+        repointed_at: Some(now),
+        rolled_back_at: None,
+        undo: None,
+    };
+    let patch = conditional(
+        &w,
+        json!({"metadata": {"annotations": {keys::MIGRATION_INTENT: intent.to_annotation()}}}),
+    );
+    match fence
+        .guard(api.patch_workload(ns, &key.name, &patch))
+        .await?
+    {
+        Ok(_) => Ok(Lost::Resumed),
+        Err(e) if conflict(&e) => Ok(Lost::Resumed), // re-read next cycle
+        Err(e) => Err(e.into()),
+    }
+}
