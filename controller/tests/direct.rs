@@ -567,3 +567,170 @@ async fn live_target_without_data_is_reported_after_the_grace_period() {
         .await;
     assert_eq!(condition(&p, "Degraded").status, "False");
 }
+
+fn node(h: &H, name: &str) {
+    h.server
+        .put(json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": {"edge": "true"}},
+            "spec": {},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .unwrap();
+}
+
+/// A pod of Deployment `web` (ReplicaSet `web-5d4f8`, as the Deployment controller names it).
+fn deployment_pod(h: &H, name: &str, node: &str) {
+    h.server
+        .put(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default",
+                "labels": {"app": "web", "pod-template-hash": "5d4f8"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d4f8", "uid": "rs1", "controller": true}]},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "nginx"}]},
+            "status": {"phase": "Running"}
+        }))
+        .unwrap();
+}
+
+/// Issue 17 "No loops": a Deployment whose pods keep landing on a starved node (replaced by
+/// its ReplicaSet, new names each time) is evicted at most once per cooldown — the cooldown is
+/// the owner's, not the pod name's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_is_evicted_at_most_once_per_cooldown_as_its_pods_are_replaced() {
+    let h = start().await;
+    node(&h, "n1");
+    node(&h, "n2");
+    deployment_pod(&h, "web-a", "n1");
+    deployment_pod(&h, "web-b", "n1");
+    h.policy(
+        "p",
+        json!({"targets": {"nodeSelector": {"matchLabels": {"edge": "true"}}}}),
+    );
+    let prom = nodes(&[("n1", 0.1), ("n2", 0.9)]);
+    let evictions = |h: &H| {
+        h.server
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/eviction") && r.status < 300)
+            .count()
+    };
+    let t0 = Utc::now();
+    h.cycle("p", t0, prom.clone()).await;
+    let mut k = 0;
+    // Nine minutes of cycles every 30 s; the ReplicaSet stand-in puts a replacement on n1
+    // whenever one goes (as a scheduler would that saw the node before its taint).
+    for i in 0..19 {
+        h.cycle("p", t0 + secs(61 + 30 * i), prom.clone()).await;
+        let on_n1 = h
+            .server
+            .list("pods")
+            .iter()
+            .filter(|p| p["spec"]["nodeName"] == "n1")
+            .count();
+        for _ in on_n1..2 {
+            k += 1;
+            deployment_pod(&h, &format!("web-r{k}"), "n1");
+        }
+    }
+    assert_eq!(
+        evictions(&h),
+        1,
+        "the Deployment was evicted again within its cooldown"
+    );
+    let p = h.cycle("p", t0 + secs(61 + 601), prom.clone()).await;
+    assert_eq!(
+        evictions(&h),
+        2,
+        "after the cooldown the owner may move again"
+    );
+    let rec = p.status.unwrap().migrations;
+    assert!(rec
+        .iter()
+        .all(|r| r.owner.as_deref() == Some("Deployment/default/web")));
+    // The node carries the taint (and says which policy put it).
+    let n1 = h.server.get("nodes", None, "n1").unwrap();
+    assert_eq!(n1["spec"]["taints"][0]["key"], "edgewatt.io/energy-starved");
+    assert_eq!(
+        n1["metadata"]["annotations"]["edgewatt.io/energy-starved-by"],
+        "p"
+    );
+}
+
+/// Issue 17 "Policy lifecycle": deleting a policy undoes its move in flight, removes its taint
+/// and its copy, withdraws its metrics, then lets the policy go (finalizer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_policy_leaves_no_taint_intent_or_copy() {
+    let h = start().await;
+    node(&h, "n1");
+    node(&h, "n2");
+    h.device(
+        "d1",
+        json!({}),
+        json!([{"name": "app", "phase": "Running"}]),
+    );
+    h.device("d2", json!({}), json!([]));
+    h.edge_workload("app", "d1", Value::Null);
+    h.policy(
+        "p",
+        json!({"targets": {"nodeSelector": {"matchLabels": {"edge": "true"}}, "edgeDeviceSelector": {}}}),
+    );
+    let prom = PromData {
+        nodes: table(&[("n1", 0.1), ("n2", 0.9)]),
+        devices: table(&[("d1", 0.1), ("d2", 0.9)]),
+        ..Default::default()
+    };
+    let t0 = Utc::now();
+    h.cycle("p", t0, prom.clone()).await;
+    let p = h.cycle("p", t0 + secs(61), prom.clone()).await;
+    assert_eq!(p.finalizers(), ["edgewatt.io/cleanup"]);
+    assert!(Intent::of(&h.workload("app").unwrap()).is_some());
+    assert!(h.workload(&copy_name("app")).is_some());
+    let tainted = |h: &H| {
+        h.server.get("nodes", None, "n1").unwrap()["spec"]["taints"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty())
+    };
+    assert!(tainted(&h));
+    assert!(h.ctx.metrics.encode().contains("policy=\"p\""));
+    // kubectl delete: the finalizer holds the policy while the controller cleans up.
+    let api: kube::Api<EnergyPolicy> = kube::Api::all(h.server.client().unwrap());
+    api.delete("p", &Default::default()).await.unwrap();
+    let deleting: EnergyPolicy = h
+        .server
+        .get_typed(None, "p")
+        .expect("held by its finalizer");
+    assert!(deleting.metadata.deletion_timestamp.is_some());
+    for i in 0..3 {
+        let Some(p) = h.server.get_typed::<EnergyPolicy>(None, "p") else {
+            break;
+        };
+        h.sync().await;
+        cycle_with(&p, &h.ctx, t0 + secs(70 + i), Ok(prom.clone()))
+            .await
+            .unwrap();
+    }
+    assert!(
+        h.server.get("energypolicies", None, "p").is_none(),
+        "the finalizer was not removed"
+    );
+    let app = h.workload("app").unwrap();
+    assert!(Intent::of(&app).is_none(), "intent left behind");
+    assert!(!app.annotations().contains_key(keys::ABORT_MIGRATION));
+    assert_eq!(app.spec.device.as_deref(), Some("d1"), "undone");
+    assert!(h.workload(&copy_name("app")).is_none(), "copy left behind");
+    assert!(!tainted(&h), "taint left behind");
+    assert!(
+        h.server.get("nodes", None, "n1").unwrap()["metadata"]["annotations"]
+            ["edgewatt.io/energy-starved-by"]
+            .is_null()
+    );
+    assert!(
+        !h.ctx.metrics.encode().contains("policy=\"p\",mode"),
+        "the deleted policy's gauges are still exported"
+    );
+    assert!(h
+        .events("MigrationAborted")
+        .iter()
+        .any(|e| e["regarding"]["uid"].is_string()));
+}
