@@ -169,6 +169,10 @@ async fn run(
         .migration_timeout
         .unwrap_or(durations.migration_timeout);
 
+    // What this policy needs that the cluster does not have (reported even while Prometheus is
+    // down: an operator should see both).
+    problems.extend(missing_parts(&ctx.stores, spec));
+
     // Read: moves in flight are driven whatever Prometheus says (finishing or undoing is safe).
     if ctx.stores.health.get(Res::Workloads) == StoreState::Synced {
         crate::execute::drive_moves(ctx, rt, &name, timeout, now, &mut problems).await;
@@ -426,6 +430,30 @@ pub struct View {
     pub pods: Vec<Arc<Pod>>,
 }
 
+/// What `spec` needs from the caches that is not there: every missing or forbidden resource, as
+/// problems. The parts of the policy that need them are skipped; the rest runs. Without
+/// PodDisruptionBudgets the Eviction API still enforces them (only the pre-check goes).
+pub fn missing_parts(stores: &Stores, spec: &EnergyPolicySpec) -> Vec<Problem> {
+    let mut needed: Vec<&[Res]> = Vec::new();
+    if spec.targets.node_selector.is_some() {
+        needed.extend([&[Res::Nodes][..], &[Res::Pods][..], &[Res::Pdbs][..]]);
+    }
+    if spec.targets.edge_device_selector.is_some() {
+        needed.push(&[Res::Devices, Res::Workloads]); // one report for Flotta as a whole
+    }
+    if spec
+        .workloads
+        .as_ref()
+        .is_some_and(|w| w.namespace_selector.is_some())
+    {
+        needed.push(&[Res::Namespaces]);
+    }
+    needed
+        .into_iter()
+        .filter_map(|r| store_problem(stores, r))
+        .collect()
+}
+
 /// Why a store cannot be used now, as a problem of the policies that need it.
 fn store_problem(stores: &Stores, needed: &[Res]) -> Option<Problem> {
     needed.iter().find_map(|r| match stores.health.get(*r) {
@@ -474,26 +502,13 @@ impl View {
             devices: Vec::new(),
             pods: Vec::new(),
         };
-        let ns_selector = spec
-            .workloads
-            .as_ref()
-            .is_some_and(|w| w.namespace_selector.is_some());
-        if ns_selector {
-            if let Some(p) = store_problem(stores, &[Res::Namespaces]) {
-                problems.push(p);
-            }
-        }
         let ns_labels =
             snapshot::namespace_labels(&stores.synced(Res::Namespaces, &stores.namespaces));
         let mut edge_workloads = Vec::new();
         if spec.targets.node_selector.is_some() {
             match store_problem(stores, &[Res::Nodes, Res::Pods]) {
-                Some(p) => problems.push(p),
+                Some(_) => {}
                 None => {
-                    // Without PDBs the Eviction API still enforces them; only the pre-check goes.
-                    if let Some(p) = store_problem(stores, &[Res::Pdbs]) {
-                        problems.push(p);
-                    }
                     v.nodes = stores.nodes.state();
                     v.pods = stores.pods.state();
                     let t = snapshot::node_targets(policy, spec, &v.nodes, prom, node_max_age);
@@ -514,7 +529,7 @@ impl View {
         }
         if spec.targets.edge_device_selector.is_some() {
             match store_problem(stores, &[Res::Devices, Res::Workloads]) {
-                Some(p) => problems.push(p),
+                Some(_) => {}
                 None => {
                     v.devices = stores.devices.state();
                     edge_workloads = stores.workloads.state();
