@@ -67,6 +67,8 @@ pub struct PolicyRuntime {
     pub(crate) diag: diagnostics::Memory,
     /// The status as last written (or read at load): what the next one is compared with.
     pub(crate) last_status: Option<EnergyPolicyStatus>,
+    /// The cleanup finalizer is on the policy (seen or written in this term).
+    pub(crate) has_finalizer: bool,
 }
 
 impl PolicyRuntime {
@@ -134,7 +136,7 @@ pub async fn cycle_with(
     if policy.metadata.deletion_timestamp.is_some() {
         return crate::lifecycle::finalize(ctx, &mut rt, policy, now).await;
     }
-    crate::lifecycle::ensure_finalizer(ctx, policy).await?;
+    crate::lifecycle::ensure_finalizer(ctx, &mut rt, policy).await?;
     run(ctx, &mut rt, policy, now, prom).await
 }
 

@@ -75,11 +75,13 @@ pub async fn load(
 ) -> Result<(), Error> {
     let name = policy.name_any();
     let api: Api<EnergyPolicy> = Api::all(ctx.client.clone());
-    let status = match api.get_opt(&name).await? {
-        Some(p) => p.status.unwrap_or_default(),
+    let fresh = api.get_opt(&name).await?;
+    let status = match &fresh {
+        Some(p) => p.status.clone().unwrap_or_default(),
         None => policy.status.clone().unwrap_or_default(),
     };
     *rt = PolicyRuntime::default();
+    rt.has_finalizer = fresh.as_ref().is_some_and(has_finalizer);
     rt.migrations = status.migrations.clone();
     rt.migration_count = status.migration_count;
     rt.history = history_from_status(&status.migrations);
@@ -209,15 +211,35 @@ fn restore_evictions(ctx: &Context, rt: &mut PolicyRuntime, policy: &str) {
     }
 }
 
+fn has_finalizer(p: &EnergyPolicy) -> bool {
+    p.finalizers().iter().any(|f| f == keys::POLICY_FINALIZER)
+}
+
 /// Adds the cleanup finalizer, so deleting the policy first removes what it put in the cluster.
-pub async fn ensure_finalizer(ctx: &Context, policy: &EnergyPolicy) -> Result<(), Error> {
-    let finalizers = policy.finalizers();
-    if finalizers.iter().any(|f| f == keys::POLICY_FINALIZER) {
+/// Decided on a fresh read (the cached policy may not show the finalizer written a moment ago)
+/// and written conditioned on it; once seen, not read again in this term.
+pub async fn ensure_finalizer(
+    ctx: &Context,
+    rt: &mut PolicyRuntime,
+    policy: &EnergyPolicy,
+) -> Result<(), Error> {
+    if rt.has_finalizer || has_finalizer(policy) {
+        rt.has_finalizer = true;
         return Ok(());
     }
-    let mut list = finalizers.to_vec();
+    let api: Api<EnergyPolicy> = Api::all(ctx.client.clone());
+    let Some(fresh) = api.get_opt(&policy.name_any()).await? else {
+        return Ok(());
+    };
+    if has_finalizer(&fresh) {
+        rt.has_finalizer = true;
+        return Ok(());
+    }
+    let mut list = fresh.finalizers().to_vec();
     list.push(keys::POLICY_FINALIZER.into());
-    patch_finalizers(ctx, policy, list).await
+    patch_finalizers(ctx, &fresh, list).await?;
+    rt.has_finalizer = true;
+    Ok(())
 }
 
 async fn patch_finalizers(

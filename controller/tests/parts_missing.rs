@@ -25,6 +25,8 @@ use edgewatt_crds::{
 use edgewatt_e2e::apiserver::{builtin_resources, ApiServer};
 use serde_json::{json, Value};
 
+mod common;
+
 fn table(rows: &[(&str, f64)]) -> SignalTable {
     let mut t = SignalTable::default();
     for (name, ratio) in rows {
@@ -256,63 +258,33 @@ async fn without_flotta_the_controller_is_ready_runs_node_policies_and_picks_flo
 
 // ---------- a missing permission ----------
 
-/// TEST PART: a proxy in front of the double that denies `list`/`watch` of PodDisruptionBudgets
-/// at the cluster scope exactly as kube-apiserver's authorization filter does: 403, a `Status`
-/// with reason `Forbidden`, the message of `responsewriters.forbiddenMessage` wrapped by
+/// What kube-apiserver's authorization filter answers for a `list`/`watch` of
+/// PodDisruptionBudgets at the cluster scope that RBAC denies: 403, a `Status` with reason
+/// `Forbidden`, the message of `responsewriters.forbiddenMessage` wrapped by
 /// `apierrors.NewForbidden` (`staging/src/k8s.io/apiserver/pkg/endpoints/handlers/
-/// responsewriters/errors.go`). Everything else is forwarded.
-async fn forbidding_proxy(server: &ApiServer) -> kube::Client {
-    let mut up = server.config().unwrap();
-    up.default_retry = false;
-    let upstream = kube::Client::try_from(up).unwrap();
-    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
-        let upstream = upstream.clone();
-        async move {
-            if req.method() == "GET" && req.uri().path() == "/apis/policy/v1/poddisruptionbudgets" {
-                let status = json!({
-                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                    "message": "poddisruptionbudgets.policy is forbidden: User \"system:serviceaccount:edgewatt-system:edgewatt-controller\" cannot list resource \"poddisruptionbudgets\" in API group \"policy\" at the cluster scope",
-                    "reason": "Forbidden",
-                    "details": {"group": "policy", "kind": "poddisruptionbudgets"},
-                    "code": 403
-                });
-                return axum::response::Response::builder()
-                    .status(403)
-                    .header("content-type", "application/json")
-                    .body(axum::body::Body::from(status.to_string()))
-                    .unwrap();
-            }
-            let (mut parts, body) = req.into_parts();
-            let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-            parts.headers.remove(axum::http::header::HOST);
-            let up = axum::http::Request::from_parts(parts, kube::client::Body::from(bytes.to_vec()));
-            match upstream.send(up).await {
-                Ok(r) => {
-                    // Streamed through (watches stay open).
-                    let (parts, body) = r.into_parts();
-                    axum::response::Response::from_parts(parts, axum::body::Body::new(body))
-                }
-                Err(e) => axum::response::Response::builder()
-                    .status(502)
-                    .body(axum::body::Body::from(e.to_string()))
-                    .unwrap(),
-            }
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let mut cfg = server.config().unwrap();
-    cfg.cluster_url = format!("http://{addr}").parse().unwrap();
-    cfg.default_retry = false;
-    kube::Client::try_from(cfg).unwrap()
+/// responsewriters/errors.go`).
+fn deny_pdb_list(method: &str, path: &str) -> Option<axum::response::Response> {
+    (method == "GET" && path == "/apis/policy/v1/poddisruptionbudgets").then(|| {
+        let status = json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "poddisruptionbudgets.policy is forbidden: User \"system:serviceaccount:edgewatt-system:edgewatt-controller\" cannot list resource \"poddisruptionbudgets\" in API group \"policy\" at the cluster scope",
+            "reason": "Forbidden",
+            "details": {"group": "policy", "kind": "poddisruptionbudgets"},
+            "code": 403
+        });
+        axum::response::Response::builder()
+            .status(403)
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(status.to_string()))
+            .unwrap()
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_permission_to_list_pdbs_the_controller_is_ready_evicts_and_says_so() {
     let server = ApiServer::start().await.unwrap();
     cluster(&server);
-    let client = forbidding_proxy(&server).await;
+    let client = common::proxy(&server, deny_pdb_list, "").await.client;
     becomes_ready(client.clone()).await;
     let ctx = context(client, Fence::always());
     ctx.stores.ready().await;

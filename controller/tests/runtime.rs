@@ -20,11 +20,10 @@ use edgewatt_crds::{
     prom::{PromConfig, PromReader},
     EdgeWorkload, EnergyPolicy, MigrationResult,
 };
-use edgewatt_e2e::{
-    apiserver::ApiServer,
-    prometheus::{Prometheus, ScrapeTarget},
-};
+use edgewatt_e2e::{apiserver::ApiServer, prometheus::Prometheus};
 use serde_json::json;
+
+mod common;
 
 struct Harness {
     server: ApiServer,
@@ -34,18 +33,7 @@ struct Harness {
 }
 
 fn metrics_body(devices: &[(&str, f64)], nodes: &[(&str, f64)]) -> String {
-    let mut s = String::from("# TYPE edgewatt_node_battery_charge_ratio gauge\n");
-    for (d, r) in devices {
-        s.push_str(&format!(
-            "edgewatt_node_battery_charge_ratio{{edgedeviceid=\"{d}\"}} {r}\n"
-        ));
-    }
-    for (n, r) in nodes {
-        s.push_str(&format!(
-            "edgewatt_node_battery_charge_ratio{{node_name=\"{n}\"}} {r}\n"
-        ));
-    }
-    s
+    common::scripted::body(devices, nodes)
 }
 
 async fn harness(devices: &[(&str, f64)], nodes: &[(&str, f64)]) -> Harness {
@@ -60,31 +48,7 @@ async fn harness_every(
     nodes: &[(&str, f64)],
 ) -> Harness {
     let server = ApiServer::start().await.unwrap();
-    let body = Arc::new(Mutex::new(metrics_body(devices, nodes)));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let b = body.clone();
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let b = b.clone();
-            async move { b.lock().unwrap().clone() }
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let prom = tokio::task::spawn_blocking(move || {
-        let mut prom = Prometheus::start(Duration::from_secs(1)).unwrap();
-        prom.add_target(ScrapeTarget::new("edge", &addr.to_string()))
-            .unwrap();
-        prom.wait_for_series(
-            "edgewatt_node_battery_charge_ratio",
-            Duration::from_secs(30),
-        )
-        .unwrap();
-        prom
-    })
-    .await
-    .unwrap();
+    let (prom, body) = common::scripted::prometheus(metrics_body(devices, nodes)).await;
     let reader = PromReader::new(&PromConfig::new(prom.url())).unwrap();
     let client = server.client().unwrap();
     let mut cfg = server.config().unwrap();
