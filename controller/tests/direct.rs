@@ -24,6 +24,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 use serde_json::{json, Value};
 
+mod common;
+
 struct H {
     server: ApiServer,
     ctx: Arc<Context>,
@@ -134,52 +136,7 @@ impl H {
 
     /// Waits until every store shows the server's current objects.
     async fn sync(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let rvs = |list: Vec<Value>| {
-                let mut v: Vec<String> = list
-                    .iter()
-                    .map(|o| {
-                        format!(
-                            "{}/{}@{}",
-                            o["metadata"]["namespace"].as_str().unwrap_or_default(),
-                            o["metadata"]["name"].as_str().unwrap_or_default(),
-                            o["metadata"]["resourceVersion"]
-                                .as_str()
-                                .unwrap_or_default()
-                        )
-                    })
-                    .collect();
-                v.sort();
-                v
-            };
-            fn have<K: kube::Resource>(items: Vec<Arc<K>>) -> Vec<String> {
-                let mut v: Vec<String> = items
-                    .iter()
-                    .map(|o| {
-                        format!(
-                            "{}/{}@{}",
-                            o.meta().namespace.as_deref().unwrap_or_default(),
-                            o.meta().name.as_deref().unwrap_or_default(),
-                            o.meta().resource_version.as_deref().unwrap_or_default()
-                        )
-                    })
-                    .collect();
-                v.sort();
-                v
-            }
-            let s = &self.ctx.stores;
-            let ok = rvs(self.server.list("edgeworkloads")) == have(s.workloads.state())
-                && rvs(self.server.list("edgedevices")) == have(s.devices.state())
-                && rvs(self.server.list("pods")) == have(s.pods.state())
-                && rvs(self.server.list("nodes")) == have(s.nodes.state())
-                && rvs(self.server.list("poddisruptionbudgets.policy")) == have(s.pdbs.state());
-            if ok {
-                return;
-            }
-            assert!(Instant::now() < deadline, "stores did not catch up");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        common::sync(&self.ctx, &self.server).await;
     }
 
     async fn cycle(&self, policy: &str, now: DateTime<Utc>, prom: PromData) -> EnergyPolicy {

@@ -111,13 +111,31 @@ impl Harness {
         self.server.put(obj).unwrap();
     }
 
+    /// Waits until Prometheus has scraped the scripted exporter's new value.
+    async fn prometheus_shows(&self, query: &str, value: f64) {
+        let t = std::time::Instant::now();
+        while !self
+            .ctx
+            .reader
+            .vector(query)
+            .await
+            .is_ok_and(|v| v.iter().any(|s| s.value == value))
+        {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "Prometheus never showed {query} = {value}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     fn workload(&self, name: &str) -> Option<EdgeWorkload> {
         self.server.get_typed(Some("edge"), name)
     }
 
-    /// Runs a cycle at `now` after letting the reflectors catch up with the double.
+    /// Runs a cycle at `now` once the reflectors hold what the double holds.
     async fn cycle(&self, now: chrono::DateTime<Utc>) -> EnergyPolicy {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        common::sync(&self.ctx, &self.server).await;
         let p: EnergyPolicy = self.server.get_typed(None, "p").unwrap();
         cycle(&p, &self.ctx, now).await.unwrap();
         self.server.get_typed(None, "p").unwrap()
@@ -341,7 +359,11 @@ async fn restarted_controller_resumes_move_from_intent_and_target_recovers() {
     );
     // The battery recovers (the scripted exporter changes): starved ends after recovery `for`.
     *h.body.lock().unwrap() = metrics_body(&[("d1", 0.8), ("d2", 0.9)], &[]);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    h.prometheus_shows(
+        "edgewatt_node_battery_charge_ratio{edgedeviceid=\"d1\"}",
+        0.8,
+    )
+    .await;
     h.cycle(t0 + chrono::Duration::seconds(100)).await;
     let p = h.cycle(t0 + chrono::Duration::seconds(161)).await;
     assert_eq!(p.status.unwrap().starved_count, 0);
@@ -404,7 +426,7 @@ async fn only_one_lease_holder_and_takeover_by_observed_expiry() {
 
 impl Harness {
     async fn cycle_policy(&self, name: &str, now: chrono::DateTime<Utc>) -> EnergyPolicy {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        common::sync(&self.ctx, &self.server).await;
         let p: EnergyPolicy = self.server.get_typed(None, name).unwrap();
         cycle(&p, &self.ctx, now).await.unwrap();
         self.server.get_typed(None, name).unwrap()

@@ -161,3 +161,56 @@ pub mod scripted {
         (prom, body)
     }
 }
+
+/// Waits until the controller's caches hold exactly what the API server holds (names and
+/// resourceVersions of nodes, pods, PDBs, EdgeDevices and EdgeWorkloads): a test step acts on
+/// a settled view instead of sleeping and hoping.
+pub async fn sync(ctx: &edgewatt_controller::reconciler::Context, server: &ApiServer) {
+    use kube::Resource;
+    fn want(list: Vec<serde_json::Value>) -> Vec<String> {
+        let mut v: Vec<String> = list
+            .iter()
+            .map(|o| {
+                format!(
+                    "{}/{}@{}",
+                    o["metadata"]["namespace"].as_str().unwrap_or_default(),
+                    o["metadata"]["name"].as_str().unwrap_or_default(),
+                    o["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+    fn have<K: Resource>(items: Vec<Arc<K>>) -> Vec<String> {
+        let mut v: Vec<String> = items
+            .iter()
+            .map(|o| {
+                format!(
+                    "{}/{}@{}",
+                    o.meta().namespace.as_deref().unwrap_or_default(),
+                    o.meta().name.as_deref().unwrap_or_default(),
+                    o.meta().resource_version.as_deref().unwrap_or_default()
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let s = &ctx.stores;
+        let ok = want(server.list("edgeworkloads")) == have(s.workloads.state())
+            && want(server.list("edgedevices")) == have(s.devices.state())
+            && want(server.list("pods")) == have(s.pods.state())
+            && want(server.list("nodes")) == have(s.nodes.state())
+            && want(server.list("poddisruptionbudgets.policy")) == have(s.pdbs.state());
+        if ok {
+            return;
+        }
+        assert!(Instant::now() < deadline, "stores did not catch up");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
