@@ -226,12 +226,16 @@ fn code_verbs(
     controller.insert(("", "pods"), set(&["list", "watch"]));
     controller.insert(("", "namespaces"), set(&["list", "watch"]));
     controller.insert(("", "pods/eviction"), set(&["create"]));
-    controller.insert(("edgewatt.io", "energypolicies"), set(&["list", "watch"]));
+    controller.insert(("policy", "poddisruptionbudgets"), set(&["list", "watch"]));
+    controller.insert(
+        ("edgewatt.io", "energypolicies"),
+        set(&["get", "list", "watch", "patch"]),
+    );
     controller.insert(("edgewatt.io", "energypolicies/status"), set(&["patch"]));
     if flotta {
         controller.insert(
             ("management.project-flotta.io", "edgedevices"),
-            set(&["list", "watch"]),
+            set(&["get", "list", "watch", "patch"]),
         );
         controller.insert(
             ("management.project-flotta.io", "edgeworkloads"),
