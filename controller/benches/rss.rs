@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use edgewatt_controller::{planner, reconciler::trim, snapshot};
+use edgewatt_controller::{planner, snapshot, stores::trim};
 use edgewatt_crds::{
     prom::{Reading, SignalTable},
     promql::Signal,
@@ -19,7 +19,7 @@ use serde_json::json;
 
 const DEVICES: usize = 10_000;
 const WORKLOADS: usize = 100_000;
-/// As the controller's reflectors do (`reconciler::trim`); `EDGEWATT_RSS_UNTRIMMED=1` keeps whole
+/// As the controller's reflectors do (`stores::trim`); `EDGEWATT_RSS_UNTRIMMED=1` keeps whole
 /// objects, for comparison.
 static TRIM: std::sync::LazyLock<bool> =
     std::sync::LazyLock::new(|| std::env::var_os("EDGEWATT_RSS_UNTRIMMED").is_none());
@@ -150,7 +150,8 @@ fn main() {
     let t = Instant::now();
     let dev_state = devices.state();
     let wl_state = workloads.state();
-    let targets = snapshot::device_targets(&spec, &dev_state, &prom, Duration::from_secs(900));
+    let targets =
+        snapshot::device_targets("fleet", &spec, &dev_state, &prom, Duration::from_secs(900));
     let wl = snapshot::edge_workloads(&spec, &wl_state, &dev_state, &HashMap::new());
     let durations = spec.durations().unwrap();
     let now = Utc::now();
@@ -162,6 +163,7 @@ fn main() {
         workloads: &wl,
         previous: &Default::default(),
         history: &Default::default(),
+        max_gap: Duration::from_secs(600),
     });
     let plan = planner::plan(&planner::PlanInput {
         spec: &spec,
@@ -171,6 +173,7 @@ fn main() {
         workloads: &wl,
         previous: &first.states,
         history: &Default::default(),
+        max_gap: Duration::from_secs(600),
     });
     println!(
         "snapshot + 2 plans in {:.0} ms: {} targets, {} workloads, {} starved, {} actions",

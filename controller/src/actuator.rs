@@ -1,92 +1,68 @@
-//! Executing planner actions against the cluster: taints, evictions, EdgeWorkload moves.
+//! Thin I/O for node taints, device labels, evictions and Events. EdgeWorkload moves are in
+//! [`crate::mover`].
 //!
-//! # How an EdgeWorkload moves
-//!
-//! Flotta keys a device's `status.workloads[]` by EdgeWorkload name and names are unique per
-//! namespace, so "the same workload on two devices at once" needs a second object. edgewatt
-//! keeps the user's object (its name, labels, GitOps ownership) and uses a temporary copy:
-//!
-//! 1. write the intent annotation `edgewatt.io/migration` ([`Intent`]) on the original — before
-//!    any other change, so a restarted controller finds every move in flight;
-//! 2. **MakeBeforeBreak**: create `<name>-edgewatt-copy` (label [`COPY_OF_LABEL`]) pinned to the
-//!    target with `spec.device` (which takes precedence over `deviceSelector`, so selector-placed
-//!    workloads move the same way); wait until the target device reports the copy `Running`;
-//! 3. re-point the original: `spec.device = <target>` (Flotta removes it from the starved device;
-//!    the copy keeps serving on the target meanwhile); wait until the target reports the
-//!    original `Running`;
-//! 4. delete the copy and the intent annotation: done.
-//!
-//! **Recreate** skips the copy: the intent and `spec.device` are written in one patch, then step 3.
-//! A step that does not reach `Running` within `migrationTimeout` is undone (copy deleted,
-//! `spec.device` restored) and recorded as `Failed`. Each step is driven by [`Actuator::advance`]
-//! once per cycle from what the cluster shows, so the same code resumes after a restart.
+//! Every write goes through the [`Fence`] and is conditioned on a fresh read (taints, labels) so
+//! a concurrent change is never overwritten. Events are published on the real objects, read
+//! fresh with their uid, so `kubectl describe` shows them.
 
-use chrono::{DateTime, Utc};
-use edgewatt_crds::{
-    keys, EdgeDevice, EdgeWorkload, MigrationRecord, MigrationResult, Strategy, WorkloadKind,
-};
+use edgewatt_crds::{keys, EdgeDevice};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{
-    api::{DeleteParams, EvictParams, Patch, PatchParams, PostParams},
+    api::{EvictParams, Patch, PatchParams},
     runtime::events::{Event, EventType, Recorder},
     Api, Client, Resource, ResourceExt,
 };
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::snapshot::COPY_OF_LABEL;
+use crate::leader::{Fence, NotLeader};
 
-/// Phase of an EdgeWorkload move, stored in the intent annotation.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-pub enum Phase {
-    /// The copy is being created / waited for on the target.
-    Copying,
-    /// The original points at the target; waiting for it to run there.
-    Repointed,
-}
-
-/// The `edgewatt.io/migration` annotation: enough to resume or undo a move after a restart.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct Intent {
-    pub policy: String,
-    pub from: String,
-    pub to: String,
-    pub started_at: DateTime<Utc>,
-    pub strategy: Strategy,
-    pub phase: Phase,
-    /// Name of the temporary copy (MakeBeforeBreak).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub copy: Option<String>,
-    /// `spec.device` before the move (None: the workload was placed by selector), for undo.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub original_device: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub repointed_at: Option<DateTime<Utc>>,
-}
-
-impl Intent {
-    /// The intent on `w`, if any (unparseable annotations are ignored, not acted on).
-    pub fn of(w: &EdgeWorkload) -> Option<Intent> {
-        serde_json::from_str(w.annotations().get(keys::MIGRATION_INTENT)?).ok()
-    }
-}
-
-/// Name of the make-before-break copy of `name`.
-pub fn copy_name(name: &str) -> String {
-    let mut base = name.to_string();
-    base.truncate(253 - "-edgewatt-copy".len());
-    format!("{base}-edgewatt-copy")
-}
+pub use crate::migration::{copy_name, Intent};
 
 /// Result of one eviction attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Eviction {
     Evicted,
-    /// HTTP 429: a PodDisruptionBudget refused it. Retried next cycle, never forced.
+    /// 429 with a `DisruptionBudget` cause: a PodDisruptionBudget refused it. Retried next
+    /// cycle, never forced.
     Blocked(String),
+    /// 429 from API priority and fairness (no `Status` cause; a `Retry-After`): the API server
+    /// is busy, which says nothing about the pod. Retried next cycle, not recorded.
+    Throttled(String),
+    /// The pod is already gone.
+    Gone,
     Failed(String),
+}
+
+/// How a 429 from the Eviction API reads: a PDB refusal carries `details.causes[].reason ==
+/// "DisruptionBudget"` (kube-apiserver `pkg/registry/core/pod/storage/eviction.go`); API
+/// priority and fairness answers a plain-text body with no Status
+/// (`staging/src/k8s.io/apiserver/pkg/server/filters/priority-and-fairness.go`).
+pub fn classify_eviction(err: &kube::Error) -> Eviction {
+    match err {
+        kube::Error::Api(s) if s.code == 429 => {
+            let pdb = s
+                .details
+                .as_ref()
+                .is_some_and(|d| d.causes.iter().any(|c| c.reason == "DisruptionBudget"));
+            if pdb {
+                Eviction::Blocked(s.message.clone())
+            } else {
+                Eviction::Throttled(format!("API server busy (429): {}", s.message))
+            }
+        }
+        kube::Error::Api(s) if s.code == 404 => Eviction::Gone,
+        e => Eviction::Failed(e.to_string()),
+    }
+}
+
+/// Why a taint or label write did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    NotLeader(#[from] NotLeader),
+    #[error("{0}")]
+    Kube(#[from] kube::Error),
 }
 
 /// Talks to the API server on behalf of one controller.
@@ -98,10 +74,6 @@ pub struct Actuator {
     recorder: Recorder,
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 impl Actuator {
     pub fn new(client: Client, evict_client: Client, recorder: Recorder) -> Self {
         Self {
@@ -111,9 +83,15 @@ impl Actuator {
         }
     }
 
-    /// Publishes an Event; failures are logged, never fatal (Events are best effort).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Publishes an Event; failures are logged, never fatal (Events are best effort). Only the
+    /// leader publishes.
     pub async fn event(
         &self,
+        fence: &Fence,
         regarding: &ObjectReference,
         warning: bool,
         reason: &str,
@@ -130,19 +108,36 @@ impl Actuator {
             action: reason.into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, regarding).await {
-            tracing::warn!(reason, "publishing event failed: {e}");
+        match fence.guard(self.recorder.publish(&ev, regarding)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(reason, "publishing event failed: {e}"),
+            Err(NotLeader) => tracing::debug!(reason, "event not published: not the leader"),
         }
     }
 
-    /// Adds (`starved`) or removes edgewatt's NoSchedule taint. Idempotent.
-    pub async fn set_taint(&self, node: &str, starved: bool) -> kube::Result<()> {
+    /// Adds or removes edgewatt's NoSchedule taint on `node`, with the annotation naming
+    /// `policy`. Removes only a taint this policy put (or one nobody claimed). Conditioned on a
+    /// fresh read; returns the node (for Events) and whether it wrote.
+    pub async fn set_taint(
+        &self,
+        fence: &Fence,
+        node: &str,
+        policy: &str,
+        starved: bool,
+    ) -> Result<(ObjectReference, bool), WriteError> {
         let api: Api<Node> = Api::all(self.client.clone());
         let n = api.get(node).await?;
-        let mut taints = n.spec.and_then(|s| s.taints).unwrap_or_default();
+        let reference = n.object_ref(&());
+        let mut taints = n
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default();
         let has = taints.iter().any(|t| t.key == keys::STARVED_TAINT);
-        if has == starved {
-            return Ok(());
+        let by = n.annotations().get(keys::STARVED_BY).cloned();
+        let ours = by.as_deref().is_none_or(|b| b.is_empty() || b == policy);
+        if has == starved || (!starved && !ours) {
+            return Ok((reference, false));
         }
         if starved {
             taints.push(k8s_openapi::api::core::v1::Taint {
@@ -154,236 +149,90 @@ impl Actuator {
         } else {
             taints.retain(|t| t.key != keys::STARVED_TAINT);
         }
-        let rv = n.metadata.resource_version;
-        api.patch(
-            node,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"resourceVersion": rv}, "spec": {"taints": taints}})),
-        )
-        .await?;
-        Ok(())
+        let annotation = if starved { json!(policy) } else { json!(null) };
+        let patch = json!({
+            "metadata": {"resourceVersion": n.metadata.resource_version,
+                "annotations": {keys::STARVED_BY: annotation}},
+            "spec": {"taints": taints},
+        });
+        fence
+            .guard(api.patch(node, &PatchParams::default(), &Patch::Merge(patch)))
+            .await??;
+        Ok((reference, true))
+    }
+
+    /// The device counterpart of [`Actuator::set_taint`]: the `edgewatt.io/energy-starved=true`
+    /// label that opted-in selector-placed EdgeWorkloads' deviceSelectors exclude.
+    pub async fn set_device_label(
+        &self,
+        fence: &Fence,
+        namespace: &str,
+        device: &str,
+        policy: &str,
+        starved: bool,
+    ) -> Result<(ObjectReference, bool), WriteError> {
+        let api: Api<EdgeDevice> = Api::namespaced(self.client.clone(), namespace);
+        let d = api.get(device).await?;
+        let reference = d.object_ref(&());
+        let has = d.labels().contains_key(keys::STARVED_LABEL);
+        let by = d.annotations().get(keys::STARVED_BY).cloned();
+        let ours = by.as_deref().is_none_or(|b| b.is_empty() || b == policy);
+        if has == starved || (!starved && !ours) {
+            return Ok((reference, false));
+        }
+        let (label, annotation) = if starved {
+            (json!("true"), json!(policy))
+        } else {
+            (json!(null), json!(null))
+        };
+        let patch = json!({"metadata": {"resourceVersion": d.metadata.resource_version,
+            "labels": {keys::STARVED_LABEL: label},
+            "annotations": {keys::STARVED_BY: annotation}}});
+        fence
+            .guard(api.patch(device, &PatchParams::default(), &Patch::Merge(patch)))
+            .await??;
+        Ok((reference, true))
     }
 
     /// Evicts through the Eviction API (policy/v1), so PodDisruptionBudgets are honoured.
-    pub async fn evict(&self, namespace: &str, pod: &str) -> Eviction {
+    /// `uid`: the pod the plan saw (a replacement with the same name is not evicted).
+    pub async fn evict(
+        &self,
+        fence: &Fence,
+        namespace: &str,
+        pod: &str,
+        uid: Option<&str>,
+    ) -> Result<Eviction, NotLeader> {
         let api: Api<Pod> = Api::namespaced(self.evict_client.clone(), namespace);
-        match api.evict(pod, &EvictParams::default()).await {
+        let mut params = EvictParams::default();
+        if let Some(uid) = uid {
+            params.delete_options = Some(kube::api::DeleteParams {
+                preconditions: Some(kube::api::Preconditions {
+                    uid: Some(uid.into()),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            });
+        }
+        Ok(match fence.guard(api.evict(pod, &params)).await? {
             Ok(_) => Eviction::Evicted,
-            Err(kube::Error::Api(s)) if s.code == 429 => Eviction::Blocked(s.message.clone()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Eviction::Evicted,
-            Err(e) => Eviction::Failed(e.to_string()),
-        }
-    }
-
-    /// Starts moving `w` from `from` to `to` (same namespace). Writes the intent first.
-    pub async fn start_migration(
-        &self,
-        policy: &str,
-        w: &EdgeWorkload,
-        from: &str,
-        to: &str,
-        strategy: Strategy,
-        now: DateTime<Utc>,
-    ) -> kube::Result<Intent> {
-        let ns = w.namespace().unwrap_or_default();
-        let api: Api<EdgeWorkload> = Api::namespaced(self.client.clone(), &ns);
-        let name = w.name_any();
-        let mut intent = Intent {
-            policy: policy.into(),
-            from: from.into(),
-            to: to.into(),
-            started_at: now,
-            strategy,
-            phase: Phase::Copying,
-            copy: Some(copy_name(&name)),
-            original_device: w.spec.device.clone(),
-            repointed_at: None,
-        };
-        let mut patch = json!({"metadata": {
-            "resourceVersion": w.metadata.resource_version,
-        }});
-        if strategy == Strategy::Recreate {
-            intent.phase = Phase::Repointed;
-            intent.copy = None;
-            intent.repointed_at = Some(now);
-            patch["spec"] = json!({"device": to});
-        }
-        patch["metadata"]["annotations"] =
-            json!({keys::MIGRATION_INTENT: serde_json::to_string(&intent).expect("serialises")});
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-            .await?;
-        if strategy == Strategy::MakeBeforeBreak {
-            self.ensure_copy(w, &intent).await?;
-        }
-        Ok(intent)
-    }
-
-    async fn ensure_copy(&self, w: &EdgeWorkload, intent: &Intent) -> kube::Result<()> {
-        let Some(copy) = &intent.copy else {
-            return Ok(());
-        };
-        let ns = w.namespace().unwrap_or_default();
-        let api: Api<EdgeWorkload> = Api::namespaced(self.client.clone(), &ns);
-        if api.get_opt(copy).await?.is_some() {
-            return Ok(());
-        }
-        // The full object (the controller's cache keeps no pod template).
-        let w = api.get(&w.name_any()).await?;
-        let mut labels = w.labels().clone();
-        labels.insert(COPY_OF_LABEL.into(), w.name_any());
-        let mut spec = w.spec.clone();
-        spec.device = Some(intent.to.clone());
-        let mut obj = EdgeWorkload::new(copy, spec);
-        obj.metadata.namespace = Some(ns);
-        obj.metadata.labels = Some(labels);
-        match api.create(&PostParams::default(), &obj).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn delete_copy(&self, ns: &str, intent: &Intent) -> kube::Result<()> {
-        if let Some(copy) = &intent.copy {
-            let api: Api<EdgeWorkload> = Api::namespaced(self.client.clone(), ns);
-            match api.delete(copy, &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    /// Drives a move in flight one step, from what the cluster shows now. Returns the final
-    /// record when the move ended (succeeded, or failed and undone); `None` while it goes on.
-    pub async fn advance(
-        &self,
-        w: &EdgeWorkload,
-        intent: &Intent,
-        target: Option<&EdgeDevice>,
-        timeout: std::time::Duration,
-        now: DateTime<Utc>,
-    ) -> kube::Result<Option<MigrationRecord>> {
-        let ns = w.namespace().unwrap_or_default();
-        let name = w.name_any();
-        let api: Api<EdgeWorkload> = Api::namespaced(self.client.clone(), &ns);
-        let running = |n: &str| {
-            target
-                .and_then(|d| d.workload(n))
-                .is_some_and(|dw| dw.is_running())
-        };
-        let timeout_c = chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
-        let record = |result, message: String| MigrationRecord {
-            kind: WorkloadKind::EdgeWorkload,
-            namespace: ns.clone(),
-            name: name.clone(),
-            from: intent.from.clone(),
-            to: Some(intent.to.clone()),
-            started_at: rfc3339(intent.started_at),
-            finished_at: Some(rfc3339(now)),
-            result,
-            message,
-        };
-        if target.is_none() {
-            // The target device was deleted: waiting cannot succeed, undo now.
-            self.undo(&api, &ns, &name, intent).await?;
-            return Ok(Some(record(
-                MigrationResult::Failed,
-                format!(
-                    "target device {} disappeared mid-migration; undone, {name} stays on {}",
-                    intent.to, intent.from
-                ),
-            )));
-        }
-        match intent.phase {
-            Phase::Copying => {
-                let copy = intent.copy.clone().unwrap_or_default();
-                if running(&copy) {
-                    let mut next = intent.clone();
-                    next.phase = Phase::Repointed;
-                    next.repointed_at = Some(now);
-                    let patch = json!({
-                        "metadata": {"annotations": {keys::MIGRATION_INTENT: serde_json::to_string(&next).expect("serialises")}},
-                        "spec": {"device": intent.to},
-                    });
-                    api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-                        .await?;
-                    return Ok(None);
-                }
-                if now - intent.started_at > timeout_c {
-                    self.undo(&api, &ns, &name, intent).await?;
-                    return Ok(Some(record(
-                        MigrationResult::Failed,
-                        format!(
-                            "copy {copy} did not reach Running on {} within {}; undone",
-                            intent.to,
-                            edgewatt_crds::duration::format(timeout)
-                        ),
-                    )));
-                }
-                self.ensure_copy(w, intent).await?;
-                Ok(None)
-            }
-            Phase::Repointed => {
-                if running(&name) {
-                    self.delete_copy(&ns, intent).await?;
-                    self.clear_intent(&api, &name).await?;
-                    return Ok(Some(record(
-                        MigrationResult::Succeeded,
-                        format!("running on {}", intent.to),
-                    )));
-                }
-                let since = intent.repointed_at.unwrap_or(intent.started_at);
-                if now - since > timeout_c {
-                    self.undo(&api, &ns, &name, intent).await?;
-                    return Ok(Some(record(
-                        MigrationResult::Failed,
-                        format!(
-                            "{name} did not reach Running on {} within {}; re-pointed back to {}",
-                            intent.to,
-                            edgewatt_crds::duration::format(timeout),
-                            intent.from
-                        ),
-                    )));
-                }
-                Ok(None)
-            }
-        }
-    }
-
-    /// Undoes a move. Every step is idempotent and the intent goes last, so a controller killed
-    /// half-way repeats the undo after its restart instead of leaving a copy behind:
-    /// `spec.device` is restored first (when already re-pointed), then the copy deleted, then the
-    /// intent removed.
-    async fn undo(
-        &self,
-        api: &Api<EdgeWorkload>,
-        ns: &str,
-        name: &str,
-        intent: &Intent,
-    ) -> kube::Result<()> {
-        if intent.phase == Phase::Repointed {
-            let patch = json!({"spec": {"device": intent.original_device}});
-            api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
-                .await?;
-        }
-        self.delete_copy(ns, intent).await?;
-        self.clear_intent(api, name).await
-    }
-
-    /// Removes the intent annotation.
-    async fn clear_intent(&self, api: &Api<EdgeWorkload>, name: &str) -> kube::Result<()> {
-        let patch = json!({"metadata": {"annotations": {keys::MIGRATION_INTENT: null}}});
-        api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
-            .await?;
-        Ok(())
+            Err(e) => classify_eviction(&e),
+        })
     }
 }
 
-/// An ObjectReference for any resource (Events' `regarding`).
+/// An ObjectReference for any resource (Events' `regarding`). Built from an object read from the
+/// API server it carries the uid, which `kubectl describe` matches Events on.
 pub fn reference<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
     obj.object_ref(&())
+}
+
+/// The name of a reference, for messages.
+pub fn name_of(r: &ObjectReference) -> String {
+    match &r.namespace {
+        Some(ns) => format!("{ns}/{}", r.name.clone().unwrap_or_default()),
+        None => r.name.clone().unwrap_or_default(),
+    }
 }
 
 #[cfg(test)]
@@ -391,23 +240,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn intent_round_trips_and_copy_names_fit() {
-        let i = Intent {
-            policy: "p".into(),
-            from: "a".into(),
-            to: "b".into(),
-            started_at: Utc::now(),
-            strategy: Strategy::MakeBeforeBreak,
-            phase: Phase::Copying,
-            copy: Some(copy_name("w")),
-            original_device: Some("a".into()),
-            repointed_at: None,
-        };
-        let s = serde_json::to_string(&i).unwrap();
-        assert!(s.contains("\"from\":\"a\"") && s.contains("\"startedAt\""));
-        let back: Intent = serde_json::from_str(&s).unwrap();
-        assert_eq!(back.started_at.timestamp(), i.started_at.timestamp());
-        assert_eq!(copy_name("w"), "w-edgewatt-copy");
-        assert_eq!(copy_name(&"x".repeat(300)).len(), 253);
+    fn pdb_and_priority_and_fairness_429s_are_told_apart() {
+        let pdb = kube::core::Status::failure(
+            "Cannot evict pod as it would violate the pod's disruption budget.",
+            "TooManyRequests",
+        )
+        .with_code(429)
+        .with_details(
+            serde_json::from_value(serde_json::json!({"causes": [{"reason": "DisruptionBudget",
+                "message": "The disruption budget web needs 1 healthy pods and has 1 currently"}]}))
+            .unwrap(),
+        );
+        assert!(matches!(
+            classify_eviction(&kube::Error::Api(pdb.boxed())),
+            Eviction::Blocked(_)
+        ));
+        // What kube's client makes of APF's plain-text body.
+        let apf = kube::core::Status::failure(
+            "Too many requests, please try again later.",
+            "Failed to parse error data",
+        )
+        .with_code(429);
+        assert!(matches!(
+            classify_eviction(&kube::Error::Api(apf.boxed())),
+            Eviction::Throttled(_)
+        ));
+        let gone = kube::core::Status::failure("not found", "NotFound").with_code(404);
+        assert_eq!(
+            classify_eviction(&kube::Error::Api(gone.boxed())),
+            Eviction::Gone
+        );
     }
 }

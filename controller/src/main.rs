@@ -6,16 +6,13 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context as _;
 use clap::Parser;
 use edgewatt_controller::{
-    actuator::Actuator,
-    leader::{self, LeaseConfig},
-    metrics::Metrics,
-    reconciler::{self, Context, Settings, Stores},
+    leader::{Elector, Fence, LeaseConfig},
+    reconciler::{self, Context, Settings},
 };
 use edgewatt_crds::{
     metrics::MetricNames,
     prom::{PromConfig, PromReader},
 };
-use kube::runtime::events::{Recorder, Reporter};
 
 fn duration(s: &str) -> Result<Duration, String> {
     edgewatt_crds::duration::parse(s).map_err(|e| e.to_string())
@@ -39,6 +36,17 @@ struct Args {
         default_value = "edgewatt-controller"
     )]
     lease_name: String,
+    /// How long a standby waits, after it last saw the Lease change, before taking it over
+    /// (client-go's LeaseDuration). Must exceed --renew-deadline.
+    #[arg(long, env = "EDGEWATT_LEASE_DURATION", default_value = "15s", value_parser = duration)]
+    lease_duration: Duration,
+    /// The leader stops every write when it has not renewed the Lease for this long
+    /// (client-go's RenewDeadline). Must exceed 1.2 × --retry-period.
+    #[arg(long, env = "EDGEWATT_RENEW_DEADLINE", default_value = "10s", value_parser = duration)]
+    renew_deadline: Duration,
+    /// How often the Lease is renewed or tried (client-go's RetryPeriod).
+    #[arg(long, env = "EDGEWATT_RETRY_PERIOD", default_value = "2s", value_parser = duration)]
+    retry_period: Duration,
     /// Where /metrics, /healthz and /readyz are served.
     #[arg(long, env = "EDGEWATT_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
@@ -77,27 +85,32 @@ async fn main() -> anyhow::Result<()> {
     let identity = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| format!("edgewatt-controller-{}", std::process::id()));
-    let recorder = Recorder::new(
+    let lease = LeaseConfig {
+        namespace: args.lease_namespace.clone(),
+        name: args.lease_name.clone(),
+        identity: identity.clone(),
+        lease_duration: args.lease_duration,
+        renew_deadline: args.renew_deadline,
+        retry_period: args.retry_period,
+    };
+    lease.validate().map_err(anyhow::Error::msg)?;
+    let fence = Fence::new();
+    let ctx = Arc::new(Context::new(
         client.clone(),
-        Reporter {
-            controller: "edgewatt-controller".into(),
-            instance: Some(identity.clone()),
+        evict_client,
+        reader,
+        Settings {
+            interval: args.interval,
+            metric_names: MetricNames::new(args.metric_prefix),
+            device_label: args.device_label,
+            node_max_age: args.node_max_age,
+            device_max_age: args.device_max_age,
+            migration_timeout: args.migration_timeout,
         },
-    );
-    let metrics = Metrics::new();
-    let leader_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    tokio::spawn(leader::run(
-        client.clone(),
-        LeaseConfig {
-            namespace: args.lease_namespace.clone(),
-            name: args.lease_name.clone(),
-            identity,
-            duration: Duration::from_secs(15),
-            renew: Duration::from_secs(5),
-        },
-        leader_flag.clone(),
+        fence.clone(),
+        &identity,
     ));
-    let router = metrics.router();
+    let router = ctx.metrics.router();
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .with_context(|| format!("binding {}", args.metrics_addr))?;
@@ -106,26 +119,21 @@ async fn main() -> anyhow::Result<()> {
             tracing::error!("metrics server: {e}");
         }
     });
-    let ctx = Arc::new(Context {
-        stores: Stores::spawn(&client),
-        actuator: Actuator::new(client.clone(), evict_client, recorder),
-        client,
-        reader,
-        metrics,
-        settings: Settings {
-            interval: args.interval,
-            metric_names: MetricNames::new(args.metric_prefix),
-            device_label: args.device_label,
-            node_max_age: args.node_max_age,
-            device_max_age: args.device_max_age,
-            migration_timeout: args.migration_timeout,
-        },
-        leader: leader_flag,
-        runtime: Default::default(),
-    });
+    // SIGTERM (a rolling update, a drain) or Ctrl-C: stop acting, then release the Lease so a
+    // standby takes over at once instead of after the lease duration.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let elector = tokio::spawn(Elector::new(client, lease, fence).run(async move {
+        let mut rx = stop_rx;
+        let _ = rx.wait_for(|s| *s).await;
+    }));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("SIGTERM handler")?;
     tokio::select! {
         _ = reconciler::run(ctx) => {}
-        _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM; shutting down"),
     }
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), elector).await;
     Ok(())
 }

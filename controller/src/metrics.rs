@@ -1,11 +1,20 @@
 //! The controller's own metrics (names in `edgewatt_crds::metrics::control`), served with
 //! `/healthz` and `/readyz` so the chart's PrometheusRule can alert on migrations, failures,
 //! starved targets and stale data.
+//!
+//! The decision gauges (`edgewatt_target_starved`, `edgewatt_starved_targets`) are what the
+//! scheduler extender filters nodes by, so only the Lease holder exports them: they sit in their
+//! own registry that `/metrics` serves only while [`Fence::is_leader`] holds — a standby, or a
+//! leader past its renew deadline, exports none (DESIGN.md "Controller and extender metrics").
+//! Their `mode` label (`Migrate`/`Observe`) lets the extender ignore dry runs.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{
     atomic::{AtomicBool, Ordering},
-    Arc,
+    Arc, Mutex,
 };
+
+use crate::leader::Fence;
 
 use axum::{http::StatusCode, response::IntoResponse, routing::get, Router};
 use edgewatt_crds::metrics::control;
@@ -25,13 +34,17 @@ pub struct MigrationLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabels {
     pub policy: String,
+    pub mode: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct TargetLabels {
     pub policy: String,
+    pub mode: String,
     pub kind: String,
     pub name: String,
+    /// EdgeDevices' namespace; empty for nodes.
+    pub namespace: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -39,10 +52,18 @@ pub struct KindLabels {
     pub kind: String,
 }
 
+/// The decision series set per policy.
+type Exported = BTreeMap<String, (PolicyLabels, BTreeSet<TargetLabels>)>;
+
 /// All controller metrics, cheap to clone (shared handles).
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
+    /// The decision gauges, served only while leading.
+    decisions: Arc<Registry>,
+    fence: Fence,
+    /// The decision series currently set, per policy (to withdraw them).
+    exported: Arc<Mutex<Exported>>,
     pub migrations: Family<MigrationLabels, Counter>,
     pub migration_duration: Histogram,
     pub starved_targets: Family<PolicyLabels, Gauge>,
@@ -64,8 +85,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Metrics of a controller that always leads (tests).
     pub fn new() -> Self {
+        Self::with_fence(Fence::always())
+    }
+
+    /// Metrics whose decision gauges are exported only while `fence` confirms leadership.
+    pub fn with_fence(fence: Fence) -> Self {
         let mut r = Registry::default();
+        let mut d = Registry::default();
         let migrations = Family::<MigrationLabels, Counter>::default();
         let migration_duration = Histogram::new(
             prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 12),
@@ -84,14 +112,14 @@ impl Metrics {
             "Time from migration start to its end",
             migration_duration.clone(),
         );
-        r.register(
+        d.register(
             control::STARVED_TARGETS,
-            "Targets currently starved per policy",
+            "Targets currently starved per policy (Lease holder only; mode Migrate or Observe)",
             starved_targets.clone(),
         );
-        r.register(
+        d.register(
             control::TARGET_STARVED,
-            "1 while a target is starved",
+            "1 while a target is starved (Lease holder only; mode Migrate or Observe)",
             target_starved.clone(),
         );
         r.register(
@@ -106,6 +134,9 @@ impl Metrics {
         );
         Self {
             registry: Arc::new(r),
+            decisions: Arc::new(d),
+            fence,
+            exported: Arc::default(),
             migrations,
             migration_duration,
             starved_targets,
@@ -127,10 +158,61 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition format.
+    /// Sets policy `policy`'s decision gauges to exactly `starved` (mode `mode`): series of
+    /// targets no longer starved, vanished, or of the other mode are withdrawn.
+    pub fn set_starved(&self, policy: &str, mode: &str, starved: BTreeSet<TargetLabels>) {
+        let mut ex = self.exported.lock().expect("exported lock");
+        let labels = PolicyLabels {
+            policy: policy.into(),
+            mode: mode.into(),
+        };
+        if let Some((old_p, old_t)) = ex.get(policy) {
+            for t in old_t.difference(&starved) {
+                self.target_starved.remove(t);
+            }
+            if *old_p != labels {
+                self.starved_targets.remove(old_p);
+            }
+        }
+        for t in &starved {
+            self.target_starved.get_or_create(t).set(1);
+        }
+        self.starved_targets
+            .get_or_create(&labels)
+            .set(starved.len() as i64);
+        ex.insert(policy.into(), (labels, starved));
+    }
+
+    /// Withdraws every decision series of `policy` (deleted, or no longer evaluated).
+    pub fn withdraw_policy(&self, policy: &str) {
+        let mut ex = self.exported.lock().expect("exported lock");
+        if let Some((p, ts)) = ex.remove(policy) {
+            for t in &ts {
+                self.target_starved.remove(t);
+            }
+            self.starved_targets.remove(&p);
+        }
+    }
+
+    /// Withdraws every decision series (leadership lost).
+    pub fn withdraw_all(&self) {
+        self.exported.lock().expect("exported lock").clear();
+        self.target_starved.clear();
+        self.starved_targets.clear();
+    }
+
+    /// The text exposition format; the decision gauges only while leading.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        if self.fence.is_leader() {
+            let mut d = String::new();
+            let _ = prometheus_client::encoding::text::encode(&mut d, &self.decisions);
+            // One exposition: a single `# EOF` at the end.
+            if let Some(body) = out.strip_suffix("# EOF\n") {
+                out = format!("{body}{d}");
+            }
+        }
         out
     }
 
@@ -180,11 +262,51 @@ mod tests {
         let m = Metrics::new();
         m.migration("p", "EdgeWorkload", "Succeeded");
         m.prometheus_errors.inc();
+        let t = |name: &str, mode: &str| TargetLabels {
+            policy: "p".into(),
+            mode: mode.into(),
+            kind: "Node".into(),
+            name: name.into(),
+            namespace: String::new(),
+        };
+        m.set_starved("p", "Migrate", [t("n1", "Migrate")].into());
         let text = m.encode();
+        assert!(text.contains(
+            "edgewatt_target_starved{policy=\"p\",mode=\"Migrate\",kind=\"Node\",name=\"n1\",namespace=\"\"} 1"
+        ), "{text}");
+        assert!(text.contains("edgewatt_starved_targets{policy=\"p\",mode=\"Migrate\"} 1"));
+        assert_eq!(text.matches("# EOF").count(), 1);
+        // Switched to Observe: the Migrate series go (the extender filters on those).
+        m.set_starved("p", "Observe", [t("n1", "Observe")].into());
+        let text = m.encode();
+        assert!(!text.contains("mode=\"Migrate\""), "{text}");
+        m.withdraw_policy("p");
+        assert!(!m.encode().contains("edgewatt_target_starved{"));
         assert!(text.contains(
             "edgewatt_migrations_total{policy=\"p\",kind=\"EdgeWorkload\",result=\"Succeeded\"} 1"
         ), "{text}");
         assert!(text.contains("edgewatt_prometheus_errors_total 1"));
         assert!(text.contains("# TYPE edgewatt_migration_duration_seconds histogram"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_standby_exports_no_decisions() {
+        let fence = Fence::new();
+        let m = Metrics::with_fence(fence.clone());
+        let t = TargetLabels {
+            policy: "p".into(),
+            mode: "Migrate".into(),
+            kind: "Node".into(),
+            name: "n1".into(),
+            namespace: String::new(),
+        };
+        m.set_starved("p", "Migrate", [t].into());
+        assert!(!m.encode().contains("edgewatt_target_starved"));
+        fence.confirm(tokio::time::Instant::now() + std::time::Duration::from_secs(10));
+        assert!(m.encode().contains("edgewatt_target_starved{"));
+        // Past the renew deadline, before anything noticed: gone from the next scrape.
+        tokio::time::advance(std::time::Duration::from_secs(11)).await;
+        assert!(!m.encode().contains("edgewatt_target_starved"));
+        assert!(m.encode().ends_with("# EOF\n"));
     }
 }

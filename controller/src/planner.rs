@@ -11,12 +11,25 @@
 //!   thresholds hold, continuously for `recovery.for`. Between the two thresholds nothing changes
 //!   (hysteresis), so a battery hovering around one line cannot flap.
 //! - Unknown data (a missing or stale signal that a condition needs) never starts or ends
-//!   starvation, never resets a timer, and a target with unknown data causes no action at all.
+//!   starvation and a target with unknown data causes no action at all. A `for` window needs the
+//!   condition *seen* over its whole length: a gap in known data longer than
+//!   [`PlanInput::max_gap`] restarts the window from the next known reading.
 //! - Work is moved only off starved targets, never when pinned or ineligible, never twice within
-//!   the cooldown, never more than `maxConcurrent` in flight or `maxPerHour` per rolling hour.
+//!   the cooldown (per workload and per owner: a ReplicaSet's replacement pod is the same work),
+//!   never more than `maxConcurrent` in flight or `maxPerHour` per rolling hour (per policy and
+//!   per owner).
+//! - Pods are evicted only from a node whose starvation taint is in place (or placed this cycle)
+//!   and only when they do not tolerate it: anything else would be scheduled straight back.
+//! - EdgeWorkloads placed by `spec.device` move with a copy (make-before-break) or re-pointed
+//!   (Recreate); one whose instances cannot share a device (host ports) is refused
+//!   make-before-break. Selector-placed ones are never re-pointed (that would collapse N devices
+//!   into one): they leave a starved device through its `edgewatt.io/energy-starved` label,
+//!   which their deviceSelector must exclude, and only while another instance runs elsewhere.
 //! - EdgeWorkloads go to the alive, non-starved device with known data that satisfies the
-//!   workload's `deviceSelector` and has the most headroom (ties: name). Pods are only evicted
-//!   (the scheduler places them), and only when some healthy, non-starved node would accept them.
+//!   workload's `deviceSelector` and has the most headroom (ties: name); each assignment lowers
+//!   the chosen device's headroom for the rest of the cycle, so a batch spreads out. Pods are only
+//!   evicted (the scheduler places them), and only when some healthy, non-starved node would
+//!   accept them.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -25,6 +38,56 @@ use edgewatt_crds::{EnergyPolicySpec, Mode, PolicyDurations, TargetKind, Workloa
 
 /// Wall-clock time as the planner sees it (passed in, never read).
 pub type Time = DateTime<Utc>;
+
+/// The Fx hash (rustc's): the planner hashes a few hundred thousand short names per cycle, and
+/// std's SipHash was an eighth of the fleet cycle. Its inputs are the cluster's object names;
+/// a flood of crafted names could only slow the planner, never change a decision.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Fx(u64);
+
+impl Fx {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl std::hash::Hasher for Fx {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(b));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// `BuildHasher` for the planner's maps and sets.
+pub type FastHash = std::hash::BuildHasherDefault<Fx>;
+type FastMap<K, V> = HashMap<K, V, FastHash>;
+type FastSet<K> = HashSet<K, FastHash>;
 
 /// Identity of a target. Nodes have no namespace; EdgeDevices do.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -121,6 +184,8 @@ pub enum LabelOp {
     DoesNotExist,
     Gt,
     Lt,
+    /// An operator Kubernetes does not know: the requirement matches nothing.
+    Invalid,
 }
 
 /// One `matchExpressions` entry.
@@ -139,6 +204,7 @@ impl LabelRequirement {
             LabelOp::NotIn => v.is_none_or(|v| !self.values.contains(v)),
             LabelOp::Exists => v.is_some(),
             LabelOp::DoesNotExist => v.is_none(),
+            LabelOp::Invalid => false,
             LabelOp::Gt | LabelOp::Lt => {
                 let (Some(v), Some(bound)) = (
                     v.and_then(|v| v.parse::<i64>().ok()),
@@ -223,8 +289,11 @@ pub struct TargetSnapshot {
     /// Ready/schedulable node, or a device that is up and heartbeating.
     pub alive: bool,
     pub taints: Vec<TaintSpec>,
-    /// The node carries edgewatt's starvation taint already.
+    /// The node carries edgewatt's starvation taint (the device its starvation label) already.
     pub tainted: bool,
+    /// ...put there by this policy (or by an edgewatt that did not say which), so this policy may
+    /// remove it.
+    pub taint_ours: bool,
     pub signals: TargetSignals,
 }
 
@@ -252,6 +321,27 @@ pub struct WorkloadSnapshot {
     /// an eviction would only be refused, so none is tried this cycle.
     pub pdb_blocked: bool,
     pub constraints: Constraints,
+    /// The pod's owner (`Deployment/ns/web`): cooldown and hourly limits apply to it as a whole.
+    pub owner: Option<String>,
+    /// How an EdgeWorkload is placed (pods: [`Placement::Device`], their node).
+    pub placement: Placement,
+    /// The target reports it Running (pods: always true).
+    pub running: bool,
+    /// Why two instances cannot share a device (`hostPort 9090`, `hostNetwork`), if so.
+    pub host_bound: Option<String>,
+    /// A pod that tolerates the starvation taint: evicted, it could come straight back.
+    pub tolerates_starvation: bool,
+}
+
+/// How a workload is placed on its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// A named device (`spec.device`), or a pod's node.
+    #[default]
+    Device,
+    /// Flotta's `deviceSelector`: every matching device runs it. `opted_in`: the selector
+    /// excludes devices labelled `edgewatt.io/energy-starved`, so the label moves it.
+    Selector { opted_in: bool },
 }
 
 /// State carried between cycles for one target.
@@ -266,6 +356,9 @@ pub struct TargetState {
     /// Last known battery percentage and draw (for status).
     pub battery_percent: Option<f64>,
     pub watts: Option<f64>,
+    /// When this target's data was last known: a longer gap than [`PlanInput::max_gap`] before
+    /// the next known reading restarts the `for` windows.
+    pub known_at: Option<Time>,
 }
 
 /// Why and since when a target is starved.
@@ -278,11 +371,14 @@ pub struct StarvedInfo {
 /// Recent moves, kept by the runtime and passed in each cycle.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MoveHistory {
-    /// When each workload was last moved (started).
+    /// When each workload was last moved (started, or finished once it ended).
     pub last_moved: HashMap<WorkloadId, Time>,
     /// Move start times within (at least) the last hour.
     pub recent_moves: Vec<Time>,
-    /// Moves currently in flight (make-before-break migrations not yet finished).
+    /// The same per owner of the pods moved (`Deployment/ns/web`).
+    pub owner_last_moved: HashMap<String, Time>,
+    pub owner_recent: HashMap<String, Vec<Time>>,
+    /// Moves in flight: EdgeWorkload moves not yet ended, evicted pods not yet gone.
     pub in_flight: u32,
 }
 
@@ -293,12 +389,41 @@ impl MoveHistory {
         self.recent_moves.iter().filter(|t| **t > hour_ago).count() as u32
     }
 
+    /// Moves of `owner`'s workloads started within the hour before `now`.
+    pub fn owner_moves_last_hour(&self, owner: &str, now: Time) -> u32 {
+        let hour_ago = now - chrono::Duration::hours(1);
+        self.owner_recent
+            .get(owner)
+            .map_or(0, |v| v.iter().filter(|t| **t > hour_ago).count() as u32)
+    }
+
     /// Records a started move (what the runtime calls after executing an action).
-    pub fn record(&mut self, id: WorkloadId, at: Time) {
+    pub fn record(&mut self, id: WorkloadId, owner: Option<&str>, at: Time) {
+        let hour_ago = at - chrono::Duration::hours(1);
         self.last_moved.insert(id, at);
         self.recent_moves.push(at);
-        let hour_ago = at - chrono::Duration::hours(1);
         self.recent_moves.retain(|t| *t > hour_ago);
+        if let Some(o) = owner {
+            self.owner_last_moved.insert(o.to_string(), at);
+            let v = self.owner_recent.entry(o.to_string()).or_default();
+            v.push(at);
+            v.retain(|t| *t > hour_ago);
+        }
+    }
+
+    /// A move ended at `at`: the cooldown runs from its end.
+    pub fn ended(&mut self, id: WorkloadId, at: Time) {
+        let e = self.last_moved.entry(id).or_insert(at);
+        *e = (*e).max(at);
+    }
+
+    fn cooling(&self, w: &WorkloadSnapshot, now: Time, cooldown: chrono::Duration) -> bool {
+        let within = |at: &Time| now - *at < cooldown;
+        self.last_moved.get(&w.id).is_some_and(within)
+            || w.owner
+                .as_ref()
+                .and_then(|o| self.owner_last_moved.get(o))
+                .is_some_and(within)
     }
 }
 
@@ -310,7 +435,19 @@ pub enum Action {
     /// Remove it.
     Untaint { node: String },
     /// Evict the pod through the Eviction API (PDBs respected).
-    Evict { pod: WorkloadId, node: String },
+    Evict {
+        pod: WorkloadId,
+        node: String,
+        owner: Option<String>,
+    },
+    /// Label the starved device `edgewatt.io/energy-starved=true`: the selector-placed
+    /// EdgeWorkloads in `leaving` (which exclude the label) leave it; each runs elsewhere too.
+    LabelDevice {
+        device: TargetId,
+        leaving: Vec<WorkloadId>,
+    },
+    /// Remove the label (the device recovered).
+    UnlabelDevice { device: TargetId },
     /// Move an EdgeWorkload from a starved device to `to` (same namespace).
     MigrateEdgeWorkload {
         workload: WorkloadId,
@@ -339,6 +476,14 @@ pub enum SkipReason {
     NoTarget,
     /// A PodDisruptionBudget allows no disruption now; retried in a later cycle.
     DisruptionBudget,
+    /// The pod tolerates the starvation taint: it would be scheduled straight back.
+    ToleratesTaint,
+    /// The node's starvation taint is not in place (`taintNodes: false`, or not written yet).
+    TaintNotInPlace,
+    /// Make-before-break cannot work for it (and why); strategy `Recreate` can.
+    Refused(String),
+    /// Selector-placed: no other device runs it, so leaving this one would stop it.
+    NoOtherInstance,
 }
 
 impl std::fmt::Display for SkipReason {
@@ -352,6 +497,14 @@ impl std::fmt::Display for SkipReason {
             SkipReason::MaxPerHour => f.write_str("maxPerHour reached"),
             SkipReason::NoTarget => f.write_str("no healthy target accepts it"),
             SkipReason::DisruptionBudget => f.write_str("PDB allows no disruption now"),
+            SkipReason::ToleratesTaint => f.write_str("tolerates the starvation taint"),
+            SkipReason::TaintNotInPlace => {
+                f.write_str("the node's starvation taint is not in place")
+            }
+            SkipReason::Refused(why) => write!(f, "make-before-break refused: {why}"),
+            SkipReason::NoOtherInstance => {
+                f.write_str("no other device runs it; leaving this one would stop it")
+            }
         }
     }
 }
@@ -435,7 +588,7 @@ pub struct Plan {
     /// stale): they neither change state nor receive work. Kept so the runtime can say why.
     /// A hash set: most targets of a large fleet can be unknown at once (no battery metric yet),
     /// and ordered inserts of 10 000 ids cost 14 ms of a 46 ms cycle.
-    pub unknown: HashSet<TargetId>,
+    pub unknown: HashSet<TargetId, FastHash>,
 }
 
 impl Plan {
@@ -499,6 +652,9 @@ pub struct PlanInput<'a> {
     pub workloads: &'a [WorkloadSnapshot],
     pub previous: &'a BTreeMap<TargetId, TargetState>,
     pub history: &'a MoveHistory,
+    /// The longest gap between two cycles with known data that still counts as "seen
+    /// continuously" for `for` windows.
+    pub max_gap: std::time::Duration,
 }
 
 /// Result of evaluating a set of conditions: known to hold (with reason), known not to, unknown.
@@ -614,11 +770,12 @@ fn step_target(
 ) -> (TargetState, bool, Option<Transition>) {
     let now = input.now;
     let mut st = prev.cloned().unwrap_or_default();
+    // Rounded: the status shows them, and a status is written only when it changes.
     if let Some(r) = t.signals.battery_ratio {
-        st.battery_percent = Some((r * 100.0 * 10.0).round() / 10.0);
+        st.battery_percent = Some((r * 1000.0).round() / 10.0);
     }
     if let Some(w) = t.signals.watts.or(t.signals.battery_draw_watts) {
-        st.watts = Some(w);
+        st.watts = Some((w * 10.0).round() / 10.0);
     }
     if !t.in_policy {
         // Not covered (any more): never starved.
@@ -626,6 +783,7 @@ fn step_target(
         let out = TargetState {
             battery_percent: st.battery_percent,
             watts: st.watts,
+            known_at: Some(now),
             ..Default::default()
         };
         let tr = was.then(|| Transition::Recovered {
@@ -633,62 +791,70 @@ fn step_target(
         });
         return (out, true, tr);
     }
-    match &st.starved {
-        None => match starvation(input.spec, &t.signals) {
-            Eval::Unknown => (st, false, None),
-            Eval::Clear => {
-                st.condition_since = None;
-                (st, true, None)
-            }
-            Eval::Holds(reason) => {
-                let since = *st.condition_since.get_or_insert(now);
-                if elapsed(since, now) >= input.durations.starvation_for {
-                    st.starved = Some(StarvedInfo {
-                        since,
-                        reason: reason.clone(),
-                    });
-                    st.recovery_since = None;
-                    let tr = Transition::Starved {
-                        target: t.id.clone(),
-                        reason,
-                    };
-                    (st, true, Some(tr))
-                } else {
-                    (st, true, None)
-                }
-            }
-        },
-        Some(_) => match recovery(input.spec, &t.signals) {
-            Eval::Unknown => (st, false, None),
-            Eval::Holds(_) => {
+    let eval = match &st.starved {
+        None => starvation(input.spec, &t.signals),
+        Some(_) => recovery(input.spec, &t.signals),
+    };
+    let holds = match eval {
+        Eval::Unknown => return (st, false, None),
+        Eval::Holds(reason) => Some(reason),
+        Eval::Clear => None,
+    };
+    // Known now. Time not seen does not count towards a `for` window: after a gap the windows
+    // start again from this reading (a starved target stays starved; only timers restart).
+    if st.known_at.is_some_and(|k| elapsed(k, now) > input.max_gap) {
+        st.condition_since = None;
+        st.recovery_since = None;
+    }
+    st.known_at = Some(now);
+    match (&st.starved, holds) {
+        (None, None) => {
+            st.condition_since = None;
+            (st, true, None)
+        }
+        (None, Some(reason)) => {
+            let since = *st.condition_since.get_or_insert(now);
+            if elapsed(since, now) >= input.durations.starvation_for {
+                st.starved = Some(StarvedInfo {
+                    since,
+                    reason: reason.clone(),
+                });
                 st.recovery_since = None;
-                if let Eval::Holds(reason) = starvation(input.spec, &t.signals) {
-                    if let Some(info) = st.starved.as_mut() {
-                        info.reason = reason;
-                    }
-                }
+                let tr = Transition::Starved {
+                    target: t.id.clone(),
+                    reason,
+                };
+                (st, true, Some(tr))
+            } else {
                 (st, true, None)
             }
-            Eval::Clear => {
-                let since = *st.recovery_since.get_or_insert(now);
-                if elapsed(since, now) >= input.durations.recovery_for {
-                    let out = TargetState {
-                        battery_percent: st.battery_percent,
-                        watts: st.watts,
-                        ..Default::default()
-                    };
-                    (
-                        out,
-                        true,
-                        Some(Transition::Recovered {
-                            target: t.id.clone(),
-                        }),
-                    )
-                } else {
-                    (st, true, None)
+        }
+        (Some(_), Some(_)) => {
+            st.recovery_since = None;
+            if let Eval::Holds(reason) = starvation(input.spec, &t.signals) {
+                if let Some(info) = st.starved.as_mut() {
+                    info.reason = reason;
                 }
             }
-        },
+            (st, true, None)
+        }
+        (Some(_), None) => {
+            let since = *st.recovery_since.get_or_insert(now);
+            if elapsed(since, now) >= input.durations.recovery_for {
+                let out = TargetState {
+                    battery_percent: st.battery_percent,
+                    watts: st.watts,
+                    known_at: st.known_at,
+                    ..Default::default()
+                };
+                let tr = Transition::Recovered {
+                    target: t.id.clone(),
+                };
+                (out, true, Some(tr))
+            } else {
+                (st, true, None)
+            }
+        }
     }
 }
 
@@ -718,88 +884,83 @@ fn headroom(t: &TargetSnapshot) -> Option<(u8, f64)> {
 /// Runs one planning cycle. Pure: the same input always gives the same plan.
 pub fn plan(input: &PlanInput<'_>) -> Plan {
     let mut out = Plan::default();
-    let mut known: HashSet<&TargetId> = HashSet::new();
+    let mut flags = Vec::with_capacity(input.targets.len());
+    let mut states = Vec::with_capacity(input.targets.len());
     for t in input.targets {
-        let (state, is_known, tr) = step_target(input, t, input.previous.get(&t.id));
-        if is_known {
-            known.insert(&t.id);
-        } else {
+        let (state, known, tr) = step_target(input, t, input.previous.get(&t.id));
+        if !known {
             out.unknown.insert(t.id.clone());
         }
         if let Some(tr) = tr {
             out.transitions.push(tr);
         }
-        out.states.insert(t.id.clone(), state);
-    }
-    let is_starved = |id: &TargetId| out.states.get(id).is_some_and(|s| s.starved.is_some());
-
-    let mut actions = Vec::new();
-    let action = &input.spec.action;
-
-    // Taints follow starvation of targets whose data is known this cycle.
-    for t in input
-        .targets
-        .iter()
-        .filter(|t| t.id.kind == TargetKind::Node)
-    {
-        if !known.contains(&t.id) {
-            continue;
-        }
-        let want = is_starved(&t.id) && action.taint_nodes;
-        if want && !t.tainted {
-            actions.push(Action::Taint {
-                node: t.id.name.clone(),
-            });
-        } else if !want && t.tainted && t.in_policy {
-            actions.push(Action::Untaint {
-                node: t.id.name.clone(),
-            });
-        }
-    }
-
-    // Sources: starved targets with known data, oldest starvation first, then by id.
-    let mut sources: Vec<(&TargetSnapshot, Time)> = input
-        .targets
-        .iter()
-        .filter(|t| known.contains(&t.id))
-        .filter_map(|t| {
-            out.states
-                .get(&t.id)
-                .and_then(|s| s.starved.as_ref())
-                .map(|i| (t, i.since))
-        })
-        .collect();
-    sources.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.id.cmp(&b.0.id)));
-
-    if !sources.is_empty() {
-        // Destinations: alive, known, not starved, (devices:) with known headroom; best first.
-        let healthy =
-            |t: &&TargetSnapshot| unfit_with(t, known.contains(&t.id), is_starved(&t.id)).is_none();
-        let nodes: Vec<&TargetSnapshot> = input
-            .targets
-            .iter()
-            .filter(|t| t.id.kind == TargetKind::Node)
-            .filter(healthy)
-            .collect();
-        let mut devices: Vec<(&TargetSnapshot, (u8, f64))> = input
-            .targets
-            .iter()
-            .filter(|t| t.id.kind == TargetKind::EdgeDevice)
-            .filter(healthy)
-            .filter_map(|t| headroom(t).map(|h| (t, h)))
-            .collect();
-        devices.sort_by(|a, b| {
-            b.1 .0
-                .cmp(&a.1 .0)
-                .then(b.1 .1.total_cmp(&a.1 .1))
-                .then_with(|| a.0.id.name.cmp(&b.0.id.name))
-                .then_with(|| a.0.id.namespace.cmp(&b.0.id.namespace))
+        flags.push(Flags {
+            known,
+            starved_since: state.starved.as_ref().map(|i| i.since),
         });
+        states.push((t.id.clone(), state));
+    }
+    // Bulk-built from a sorted list: cheaper than 10 000 single inserts.
+    out.states = states.into_iter().collect();
+    let mut skipped = Vec::new();
+    let mut cycle = Cycle::new(input, &flags);
+    let mut actions = cycle.taints();
+    actions.extend(cycle.moves(&mut skipped));
+    out.skipped = skipped;
+    match input.spec.action.mode {
+        Mode::Migrate => out.actions = actions,
+        Mode::Observe => out.dry_run = actions,
+    }
+    out
+}
 
-        // Workloads by (kind, namespace-for-devices, target name).
-        let mut by_target: HashMap<(TargetKind, Option<&str>, &str), Vec<&WorkloadSnapshot>> =
-            HashMap::new();
+/// One target's verdict this cycle, by its index in `PlanInput::targets`.
+#[derive(Debug, Clone, Copy)]
+struct Flags {
+    known: bool,
+    starved_since: Option<Time>,
+}
+
+/// One destination device and what it looks like after this cycle's assignments.
+struct Destination<'a> {
+    target: &'a TargetSnapshot,
+    key: (u8, f64),
+    /// Workloads it carries (before this cycle) plus those assigned to it this cycle.
+    carried: usize,
+}
+
+/// Workloads by (kind, namespace-for-devices, target name).
+type ByTarget<'a> = FastMap<(TargetKind, Option<&'a str>, &'a str), Vec<&'a WorkloadSnapshot>>;
+
+/// The moving part of a plan: limits left, destinations, workloads by target.
+struct Cycle<'i, 'a> {
+    input: &'i PlanInput<'a>,
+    flags: &'i [Flags],
+    by_target: ByTarget<'a>,
+    budget_concurrent: u32,
+    budget_hour: u32,
+    /// Nodes whose taint is in place or placed this cycle.
+    tainted_now: FastSet<&'a str>,
+    /// Devices labelled this cycle: their opted-in selector workloads leave through the label.
+    labelled_now: FastSet<&'a TargetId>,
+    /// Owners with a workload moved this cycle: one per owner per cooldown.
+    owners_now: FastSet<&'a str>,
+    /// Every instance (one per device) of each selector-placed workload, and the devices by
+    /// (namespace, name) → target index: built only when there are selector-placed workloads.
+    selector_instances: FastMap<&'a WorkloadId, Vec<&'a WorkloadSnapshot>>,
+    device_index: FastMap<(&'a str, &'a str), usize>,
+    cooldown: chrono::Duration,
+}
+
+impl<'i, 'a> Cycle<'i, 'a> {
+    fn new(input: &'i PlanInput<'a>, flags: &'i [Flags]) -> Self {
+        let mut by_target: ByTarget<'a> = FastMap::default();
+        let mut selector_instances: FastMap<&WorkloadId, Vec<&WorkloadSnapshot>> =
+            FastMap::default();
         for w in input.workloads {
+            if let Placement::Selector { .. } = w.placement {
+                selector_instances.entry(&w.id).or_default().push(w);
+            }
             let Some(target) = w.target.as_deref() else {
                 continue;
             };
@@ -813,105 +974,354 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             };
             by_target.entry(key).or_default().push(w);
         }
-
-        let now = input.now;
-        let limit_concurrent = action.max_concurrent;
-        let mut budget_concurrent = limit_concurrent.saturating_sub(input.history.in_flight);
-        let mut budget_hour = action
-            .max_per_hour
-            .saturating_sub(input.history.moves_last_hour(now));
-        let cooldown =
-            chrono::Duration::from_std(input.durations.cooldown).unwrap_or(chrono::Duration::MAX);
-
-        // A selector-placed EdgeWorkload can sit on several starved devices: move it once.
-        let mut moved_now: HashSet<WorkloadId> = HashSet::new();
-        for (source, _) in sources {
-            let key = (
-                source.id.kind,
-                source.id.namespace.as_deref(),
-                source.id.name.as_str(),
-            );
-            let Some(list) = by_target.get_mut(&key) else {
-                continue;
-            };
-            list.sort_by(|a, b| a.id.cmp(&b.id));
-            for w in list.iter() {
-                let skip = |reason| Skipped {
-                    workload: w.id.clone(),
-                    reason,
-                };
-                if w.pinned {
-                    out.skipped.push(skip(SkipReason::Pinned));
-                    continue;
-                }
-                if let Some(why) = &w.ineligible {
-                    out.skipped.push(skip(SkipReason::Ineligible(why.clone())));
-                    continue;
-                }
-                if w.in_flight || moved_now.contains(&w.id) {
-                    out.skipped.push(skip(SkipReason::InFlight));
-                    continue;
-                }
-                if input
-                    .history
-                    .last_moved
-                    .get(&w.id)
-                    .is_some_and(|at| now - *at < cooldown)
-                {
-                    out.skipped.push(skip(SkipReason::Cooldown));
-                    continue;
-                }
-                if w.pdb_blocked {
-                    out.skipped.push(skip(SkipReason::DisruptionBudget));
-                    continue;
-                }
-                if budget_concurrent == 0 {
-                    out.skipped.push(skip(SkipReason::MaxConcurrent));
-                    continue;
-                }
-                if budget_hour == 0 {
-                    out.skipped.push(skip(SkipReason::MaxPerHour));
-                    continue;
-                }
-                let act = match w.id.kind {
-                    WorkloadKind::Pod => nodes
-                        .iter()
-                        .any(|n| n.id != source.id && w.constraints.accepts(&n.labels, &n.taints))
-                        .then(|| Action::Evict {
-                            pod: w.id.clone(),
-                            node: source.id.name.clone(),
-                        }),
-                    WorkloadKind::EdgeWorkload => devices
-                        .iter()
-                        .find(|(d, _)| {
-                            d.id != source.id
-                                && d.id.namespace.as_deref() == Some(w.id.namespace.as_str())
-                                && w.constraints.accepts(&d.labels, &d.taints)
-                        })
-                        .map(|(d, _)| Action::MigrateEdgeWorkload {
-                            workload: w.id.clone(),
-                            from: source.id.name.clone(),
-                            to: d.id.name.clone(),
-                        }),
-                };
-                match act {
-                    Some(a) => {
-                        moved_now.insert(w.id.clone());
-                        budget_concurrent -= 1;
-                        budget_hour -= 1;
-                        actions.push(a);
-                    }
-                    None => out.skipped.push(skip(SkipReason::NoTarget)),
-                }
-            }
+        let action = &input.spec.action;
+        Self {
+            input,
+            flags,
+            by_target,
+            budget_concurrent: action
+                .max_concurrent
+                .saturating_sub(input.history.in_flight),
+            budget_hour: action
+                .max_per_hour
+                .saturating_sub(input.history.moves_last_hour(input.now)),
+            tainted_now: FastSet::default(),
+            labelled_now: FastSet::default(),
+            owners_now: FastSet::default(),
+            device_index: if selector_instances.is_empty() {
+                FastMap::default()
+            } else {
+                input
+                    .targets
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| t.id.kind == TargetKind::EdgeDevice)
+                    .map(|(i, t)| {
+                        let ns = t.id.namespace.as_deref().unwrap_or_default();
+                        ((ns, t.id.name.as_str()), i)
+                    })
+                    .collect()
+            },
+            selector_instances,
+            cooldown: chrono::Duration::from_std(input.durations.cooldown)
+                .unwrap_or(chrono::Duration::MAX),
         }
     }
 
-    match action.mode {
-        Mode::Migrate => out.actions = actions,
-        Mode::Observe => out.dry_run = actions,
+    fn healthy(&self, i: usize) -> bool {
+        let f = self.flags[i];
+        unfit_with(&self.input.targets[i], f.known, f.starved_since.is_some()).is_none()
     }
-    out
+
+    fn workloads_on(&self, t: &'a TargetSnapshot) -> &[&'a WorkloadSnapshot] {
+        let key = (t.id.kind, t.id.namespace.as_deref(), t.id.name.as_str());
+        self.by_target.get(&key).map_or(&[], Vec::as_slice)
+    }
+
+    /// Node taints and device labels follow starvation of targets whose data is known.
+    fn taints(&mut self) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let taint_nodes = self.input.spec.action.taint_nodes;
+        let targets = self.input.targets;
+        for (i, t) in targets.iter().enumerate() {
+            let f = self.flags[i];
+            if !f.known {
+                continue;
+            }
+            let starved = f.starved_since.is_some();
+            let want = starved && taint_nodes;
+            match t.id.kind {
+                TargetKind::Node => {
+                    if want && !t.tainted {
+                        actions.push(Action::Taint {
+                            node: t.id.name.clone(),
+                        });
+                    } else if !want && t.tainted && t.taint_ours {
+                        actions.push(Action::Untaint {
+                            node: t.id.name.clone(),
+                        });
+                    }
+                    if want || t.tainted {
+                        self.tainted_now.insert(t.id.name.as_str());
+                    }
+                }
+                TargetKind::EdgeDevice => {
+                    if want && !t.tainted {
+                        if let Some(leaving) = self.label_leavers(t) {
+                            self.labelled_now.insert(&t.id);
+                            actions.push(Action::LabelDevice {
+                                device: t.id.clone(),
+                                leaving,
+                            });
+                        }
+                    } else if !starved && t.tainted && t.taint_ours {
+                        actions.push(Action::UnlabelDevice {
+                            device: t.id.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        actions
+    }
+
+    /// The opted-in selector-placed workloads that would leave device `t` if it were labelled,
+    /// when that is safe: each runs (Running) on another healthy device, and the hourly budget
+    /// covers them all. `None`: not now.
+    fn label_leavers(&mut self, t: &'a TargetSnapshot) -> Option<Vec<WorkloadId>> {
+        let leaving: Vec<&WorkloadSnapshot> = self
+            .workloads_on(t)
+            .iter()
+            .copied()
+            .filter(|w| w.placement == Placement::Selector { opted_in: true })
+            .filter(|w| !w.pinned && w.ineligible.is_none())
+            .collect();
+        if leaving.is_empty() {
+            return Some(Vec::new());
+        }
+        let runs_elsewhere = |w: &WorkloadSnapshot| {
+            self.selector_instances
+                .get(&w.id)
+                .into_iter()
+                .flatten()
+                .any(|o| {
+                    let on = o.target.as_deref().unwrap_or_default();
+                    o.running
+                        && on != t.id.name
+                        && self
+                            .device_index
+                            .get(&(w.id.namespace.as_str(), on))
+                            .is_some_and(|d| self.healthy(*d))
+                })
+        };
+        if leaving.iter().all(|w| runs_elsewhere(w))
+            && leaving.len() as u32 <= self.budget_hour
+            && leaving
+                .iter()
+                .all(|w| !self.input.history.cooling(w, self.input.now, self.cooldown))
+        {
+            self.budget_hour -= leaving.len() as u32;
+            return Some(leaving.iter().map(|w| w.id.clone()).collect());
+        }
+        None
+    }
+
+    /// Moves off starved targets with known data, oldest starvation first, then by id.
+    fn moves(&mut self, skipped: &mut Vec<Skipped>) -> Vec<Action> {
+        let targets = self.input.targets;
+        let mut sources: Vec<(&'a TargetSnapshot, Time)> = targets
+            .iter()
+            .zip(self.flags)
+            .filter(|(_, f)| f.known)
+            .filter_map(|(t, f)| f.starved_since.map(|since| (t, since)))
+            .collect();
+        if sources.is_empty() {
+            return Vec::new();
+        }
+        sources.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.id.cmp(&b.0.id)));
+        let nodes: Vec<&TargetSnapshot> = (0..targets.len())
+            .filter(|i| targets[*i].id.kind == TargetKind::Node && self.healthy(*i))
+            .map(|i| &targets[i])
+            .collect();
+        let mut devices: Vec<Destination<'a>> = (0..targets.len())
+            .filter(|i| targets[*i].id.kind == TargetKind::EdgeDevice && self.healthy(*i))
+            .filter_map(|i| {
+                let t = &targets[i];
+                headroom(t).map(|key| Destination {
+                    target: t,
+                    key,
+                    carried: self.workloads_on(t).len(),
+                })
+            })
+            .collect();
+        devices.sort_by(rank);
+
+        let mut actions = Vec::new();
+        // A selector-placed EdgeWorkload can sit on several starved devices: consider it once.
+        let mut seen: FastSet<&WorkloadId> = FastSet::default();
+        for (source, _) in sources {
+            let mut list: Vec<&'a WorkloadSnapshot> = self.workloads_on(source).to_vec();
+            list.sort_by(|a, b| a.id.cmp(&b.id));
+            let per_workload_watts = source
+                .signals
+                .watts
+                .or(source.signals.battery_draw_watts)
+                .map(|w| w / list.len().max(1) as f64);
+            for w in list {
+                let reason = match self.verdict(w, source, &mut seen) {
+                    Verdict::Skip(r) => r,
+                    Verdict::Leaves | Verdict::Again => continue,
+                    Verdict::Go => {
+                        match self.destination(w, source, &nodes, &mut devices, per_workload_watts)
+                        {
+                            Some(a) => {
+                                self.budget_concurrent -= 1;
+                                self.budget_hour -= 1;
+                                if let Some(o) = &w.owner {
+                                    self.owners_now.insert(o);
+                                }
+                                actions.push(a);
+                                continue;
+                            }
+                            None => SkipReason::NoTarget,
+                        }
+                    }
+                };
+                skipped.push(Skipped {
+                    workload: w.id.clone(),
+                    reason,
+                });
+            }
+        }
+        actions
+    }
+
+    /// Whether `w` on starved `source` may be moved this cycle (before looking for a
+    /// destination). `seen`: workloads already considered on another starved target.
+    fn verdict(
+        &self,
+        w: &'a WorkloadSnapshot,
+        source: &TargetSnapshot,
+        seen: &mut FastSet<&'a WorkloadId>,
+    ) -> Verdict {
+        let now = self.input.now;
+        let action = &self.input.spec.action;
+        let skip = |r| Verdict::Skip(r);
+        if w.pinned {
+            return skip(SkipReason::Pinned);
+        }
+        if let Some(why) = &w.ineligible {
+            return skip(SkipReason::Ineligible(why.clone()));
+        }
+        if let Placement::Selector { .. } = w.placement {
+            // Opted in (the others are ineligible): it leaves through the device label, which
+            // is only placed while another instance runs elsewhere.
+            return if self.labelled_now.contains(&source.id) || source.tainted {
+                Verdict::Leaves
+            } else {
+                skip(SkipReason::NoOtherInstance)
+            };
+        }
+        if !seen.insert(&w.id) {
+            return Verdict::Again;
+        }
+        if w.in_flight {
+            return skip(SkipReason::InFlight);
+        }
+        if self.input.history.cooling(w, now, self.cooldown)
+            || w.owner
+                .as_deref()
+                .is_some_and(|o| self.owners_now.contains(o))
+        {
+            return skip(SkipReason::Cooldown);
+        }
+        if w.pdb_blocked {
+            return skip(SkipReason::DisruptionBudget);
+        }
+        if w.id.kind == WorkloadKind::Pod {
+            if w.tolerates_starvation {
+                return skip(SkipReason::ToleratesTaint);
+            }
+            if !self.tainted_now.contains(source.id.name.as_str()) {
+                return skip(SkipReason::TaintNotInPlace);
+            }
+        }
+        if w.id.kind == WorkloadKind::EdgeWorkload
+            && action.strategy == edgewatt_crds::Strategy::MakeBeforeBreak
+        {
+            if let Some(why) = &w.host_bound {
+                return skip(SkipReason::Refused(format!(
+                    "{why}: the copy and the workload cannot run on one device at once; set strategy Recreate to move it with a restart"
+                )));
+            }
+        }
+        if self.budget_concurrent == 0 {
+            return skip(SkipReason::MaxConcurrent);
+        }
+        if self.budget_hour == 0
+            || w.owner.as_ref().is_some_and(|o| {
+                self.input.history.owner_moves_last_hour(o, now) >= action.max_per_hour
+            })
+        {
+            return skip(SkipReason::MaxPerHour);
+        }
+        Verdict::Go
+    }
+
+    /// Where `w` goes: for a pod, whether some healthy node accepts it (the scheduler places
+    /// it); for an EdgeWorkload, the best device, whose headroom the assignment then lowers.
+    fn destination(
+        &self,
+        w: &WorkloadSnapshot,
+        source: &TargetSnapshot,
+        nodes: &[&TargetSnapshot],
+        devices: &mut Vec<Destination<'a>>,
+        per_workload_watts: Option<f64>,
+    ) -> Option<Action> {
+        match w.id.kind {
+            WorkloadKind::Pod => nodes
+                .iter()
+                .any(|n| n.id != source.id && w.constraints.accepts(&n.labels, &n.taints))
+                .then(|| Action::Evict {
+                    pod: w.id.clone(),
+                    node: source.id.name.clone(),
+                    owner: w.owner.clone(),
+                }),
+            WorkloadKind::EdgeWorkload => {
+                let i = devices.iter().position(|d| {
+                    d.target.id != source.id
+                        && d.target.id.namespace.as_deref() == Some(w.id.namespace.as_str())
+                        && w.constraints.accepts(&d.target.labels, &d.target.taints)
+                })?;
+                let mut d = devices.remove(i);
+                let to = d.target.id.name.clone();
+                d.key = after_assignment(d.key, d.carried, per_workload_watts);
+                d.carried += 1;
+                let at = devices
+                    .binary_search_by(|x| rank(x, &d))
+                    .unwrap_or_else(|e| e);
+                devices.insert(at, d);
+                Some(Action::MigrateEdgeWorkload {
+                    workload: w.id.clone(),
+                    from: source.id.name.clone(),
+                    to,
+                })
+            }
+        }
+    }
+}
+
+/// What to do with one workload on a starved target.
+enum Verdict {
+    Skip(SkipReason),
+    /// Leaves through its device's starvation label (selector-placed, opted in).
+    Leaves,
+    /// Already considered on another starved target this cycle.
+    Again,
+    Go,
+}
+
+/// Best destination first: headroom class, then value, then name and namespace.
+fn rank(a: &Destination<'_>, b: &Destination<'_>) -> std::cmp::Ordering {
+    b.key
+        .0
+        .cmp(&a.key.0)
+        .then(b.key.1.total_cmp(&a.key.1))
+        .then_with(|| a.target.id.name.cmp(&b.target.id.name))
+        .then_with(|| a.target.id.namespace.cmp(&b.target.id.namespace))
+}
+
+/// A destination's headroom key after one more workload: watts headroom loses the workload's
+/// expected draw (the source's draw shared by its workloads, at least 1 W); a battery's charge
+/// is shared by one more workload (`ratio × n/(n+1)` for `n` carried).
+fn after_assignment(key: (u8, f64), carried: usize, watts: Option<f64>) -> (u8, f64) {
+    let (class, value) = key;
+    if class == 0 {
+        (class, value - watts.unwrap_or(1.0).max(1.0))
+    } else {
+        let n = (carried + 1) as f64;
+        (class, value * n / (n + 1.0))
+    }
 }
 
 #[cfg(test)]

@@ -17,8 +17,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
 
 use crate::planner::{
-    Constraints, LabelOp, LabelRequirement, Selector, TaintSpec, TargetId, TargetSignals,
-    TargetSnapshot, TolerationSpec, WorkloadId, WorkloadSnapshot,
+    Constraints, LabelOp, LabelRequirement, Placement, Selector, TaintSpec, TargetId,
+    TargetSignals, TargetSnapshot, TolerationSpec, WorkloadId, WorkloadSnapshot,
 };
 
 /// Label put on the temporary copy of an EdgeWorkload during a make-before-break move; its value
@@ -44,7 +44,7 @@ pub struct MaxAge {
     pub device: Duration,
 }
 
-/// Converts a Kubernetes `LabelSelector` to the planner's. `None` when absent.
+/// Converts a Kubernetes `LabelSelector` (a Flotta workload's `deviceSelector`) to the planner's.
 pub fn selector(sel: &LabelSelector) -> Selector {
     Selector {
         match_labels: sel.match_labels.clone().unwrap_or_default(),
@@ -61,6 +61,32 @@ pub fn selector(sel: &LabelSelector) -> Selector {
     }
 }
 
+/// Converts one of the policy's selectors (operators checked at admission) to the planner's.
+pub fn policy_selector(sel: &edgewatt_crds::Selector) -> Selector {
+    use edgewatt_crds::SelectorOperator as O;
+    Selector {
+        match_labels: sel.match_labels.clone().unwrap_or_default(),
+        match_expressions: sel
+            .match_expressions
+            .iter()
+            .flatten()
+            .map(|e| LabelRequirement {
+                key: e.key.clone(),
+                op: match e.operator {
+                    O::In => LabelOp::In,
+                    O::NotIn => LabelOp::NotIn,
+                    O::Exists => LabelOp::Exists,
+                    O::DoesNotExist => LabelOp::DoesNotExist,
+                },
+                values: e.values.clone().unwrap_or_default(),
+            })
+            .collect(),
+    }
+}
+
+/// A selector operator as Kubernetes spells it. Anything else matches nothing: a selector
+/// that cannot be read must not select (the old reading, `In`, could select what `NotIn` meant
+/// to exclude). Label selectors know the first four, node selectors also `Gt` and `Lt`.
 fn op(s: &str) -> LabelOp {
     match s {
         "In" => LabelOp::In,
@@ -69,13 +95,20 @@ fn op(s: &str) -> LabelOp {
         "DoesNotExist" => LabelOp::DoesNotExist,
         "Gt" => LabelOp::Gt,
         "Lt" => LabelOp::Lt,
-        // Unknown operators match nothing (In with no values), the conservative reading.
-        _ => LabelOp::In,
+        _ => LabelOp::Invalid,
     }
 }
 
-fn matches(sel: Option<&LabelSelector>, labels: &BTreeMap<String, String>) -> bool {
-    sel.is_none_or(|s| selector(s).matches(labels))
+fn matches(sel: Option<&edgewatt_crds::Selector>, labels: &BTreeMap<String, String>) -> bool {
+    sel.is_none_or(|s| policy_selector(s).matches(labels))
+}
+
+/// Whether a policy's starvation taint/label on an object is this policy's to remove: the
+/// annotation names it, or names no one (set by an edgewatt that did not record it).
+fn starved_by_us(annotations: &BTreeMap<String, String>, policy: &str) -> bool {
+    annotations
+        .get(keys::STARVED_BY)
+        .is_none_or(|by| by.is_empty() || by == policy)
 }
 
 fn signals(
@@ -109,6 +142,7 @@ fn budget_annotation(annotations: &BTreeMap<String, String>) -> Option<f64> {
 
 /// Every node as a target (policy-selected ones can starve; all can receive pods).
 pub fn node_targets(
+    policy: &str,
     spec: &EnergyPolicySpec,
     nodes: &[impl Borrow<Node>],
     prom: &PromData,
@@ -133,12 +167,14 @@ pub fn node_targets(
                 .collect();
             let ready = ready_status(n) == Some("True");
             let unschedulable = spec_.and_then(|s| s.unschedulable).unwrap_or(false);
+            let tainted = taints.iter().any(|t| t.key == keys::STARVED_TAINT);
             TargetSnapshot {
                 id: TargetId::node(&name),
                 in_policy: spec.targets.node_selector.is_some()
                     && matches(spec.targets.node_selector.as_ref(), &labels),
                 alive: ready && !unschedulable,
-                tainted: taints.iter().any(|t| t.key == keys::STARVED_TAINT),
+                tainted,
+                taint_ours: tainted && starved_by_us(n.annotations(), policy),
                 taints,
                 signals: signals(
                     &prom.nodes,
@@ -158,6 +194,7 @@ pub fn node_targets(
 /// is in Prometheus, a non-zero increase (a device whose agent stopped is not alive whatever its
 /// phase says).
 pub fn device_targets(
+    policy: &str,
     spec: &EnergyPolicySpec,
     devices: &[impl Borrow<EdgeDevice>],
     prom: &PromData,
@@ -170,13 +207,15 @@ pub fn device_targets(
             let name = d.name_any();
             let labels = d.labels().clone();
             let heartbeat_ok = prom.heartbeats.get(&name).is_none_or(|inc| *inc > 0.0);
+            let tainted = labels.contains_key(keys::STARVED_LABEL);
             TargetSnapshot {
                 id: TargetId::device(d.namespace().unwrap_or_default(), &name),
                 in_policy: spec.targets.edge_device_selector.is_some()
                     && matches(spec.targets.edge_device_selector.as_ref(), &labels),
                 alive: d.is_up() && heartbeat_ok,
                 taints: vec![],
-                tainted: false,
+                tainted,
+                taint_ours: tainted && starved_by_us(d.annotations(), policy),
                 signals: signals(
                     &prom.devices,
                     &name,
@@ -254,7 +293,7 @@ pub fn selected(
         None => true,
         Some(sel) => ns_labels
             .get(namespace)
-            .is_some_and(|l| selector(sel).matches(l)),
+            .is_some_and(|l| policy_selector(sel).matches(l)),
     };
     ns_ok && matches(ws.selector.as_ref(), labels)
 }
@@ -315,6 +354,34 @@ pub fn exhausted_pdbs(pdbs: &[impl Borrow<PodDisruptionBudget>]) -> HashMap<Stri
     out
 }
 
+/// The owner a pod's moves are counted against: its controller, with a ReplicaSet named
+/// `<deployment>-<pod-template-hash>` counted as that Deployment (its ReplicaSets change with
+/// every rollout, its pods with every eviction). `None` for pods without a controller.
+pub fn pod_owner(pod: &Pod) -> Option<String> {
+    let o = pod
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true))?;
+    let ns = pod.namespace().unwrap_or_default();
+    if o.kind == "ReplicaSet" {
+        if let Some(hash) = pod.labels().get("pod-template-hash") {
+            if let Some(deployment) = o.name.strip_suffix(&format!("-{hash}")) {
+                return Some(format!("Deployment/{ns}/{deployment}"));
+            }
+        }
+    }
+    Some(format!("{}/{ns}/{}", o.kind, o.name))
+}
+
+/// The taint edgewatt puts on starved nodes.
+pub fn starvation_taint() -> TaintSpec {
+    TaintSpec {
+        key: keys::STARVED_TAINT.into(),
+        value: Some("true".into()),
+        effect: "NoSchedule".into(),
+    }
+}
+
 /// Running pods bound to a node, as workloads. Finished and terminating pods are left out.
 /// `exhausted` is [`exhausted_pdbs`]: pods they select are marked `pdb_blocked`.
 pub fn pod_workloads(
@@ -368,7 +435,24 @@ pub fn pod_workloads(
             let pdb_blocked = exhausted
                 .get(&ns)
                 .is_some_and(|sels| sels.iter().any(|s| s.matches(p.labels())));
+            let tolerations: Vec<TolerationSpec> = ps
+                .tolerations
+                .iter()
+                .flatten()
+                .map(|t| TolerationSpec {
+                    key: t.key.clone(),
+                    operator: t.operator.clone(),
+                    value: t.value.clone(),
+                    effect: t.effect.clone(),
+                })
+                .collect();
+            let taint = starvation_taint();
             Some(WorkloadSnapshot {
+                owner: pod_owner(p),
+                placement: Placement::Device,
+                running: true,
+                host_bound: None,
+                tolerates_starvation: tolerations.iter().any(|t| t.tolerates(&taint)),
                 id: WorkloadId {
                     kind: WorkloadKind::Pod,
                     namespace: ns,
@@ -382,21 +466,41 @@ pub fn pod_workloads(
                 constraints: Constraints::Pod {
                     node_selector: ps.node_selector.clone().unwrap_or_default(),
                     affinity_terms,
-                    tolerations: ps
-                        .tolerations
-                        .iter()
-                        .flatten()
-                        .map(|t| TolerationSpec {
-                            key: t.key.clone(),
-                            operator: t.operator.clone(),
-                            value: t.value.clone(),
-                            effect: t.effect.clone(),
-                        })
-                        .collect(),
+                    tolerations,
                 },
             })
         })
         .collect()
+}
+
+/// Why two instances of this pod spec cannot share a device (`hostNetwork`, `hostPort 9090`),
+/// if so. The store keeps exactly these facts of a workload's pod spec ([`crate::stores`]).
+pub fn host_bound(pod_spec: &serde_json::Value) -> Option<String> {
+    if pod_spec["hostNetwork"].as_bool() == Some(true) {
+        return Some("hostNetwork".into());
+    }
+    let ports: Vec<String> = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|k| pod_spec[k].as_array())
+        .flatten()
+        .filter_map(|c| c["ports"].as_array())
+        .flatten()
+        .filter_map(|p| p["hostPort"].as_i64())
+        .filter(|p| *p > 0)
+        .map(|p| p.to_string())
+        .collect();
+    (!ports.is_empty()).then(|| format!("hostPort {}", ports.join(", ")))
+}
+
+/// Whether a selector-placed workload lets edgewatt move it: its deviceSelector excludes devices
+/// carrying the starvation label (`DoesNotExist`, or `NotIn [true]`), so labelling a starved
+/// device makes Flotta remove it from there while it keeps running on the other devices.
+pub fn excludes_starved(sel: &LabelSelector) -> bool {
+    sel.match_expressions.iter().flatten().any(|e| {
+        e.key == keys::STARVED_LABEL
+            && (e.operator == "DoesNotExist"
+                || (e.operator == "NotIn" && e.values.iter().flatten().any(|v| v == "true")))
+    })
 }
 
 /// EdgeWorkloads as workloads, one per device they run on: `spec.device` when set, else every
@@ -407,19 +511,18 @@ pub fn edge_workloads(
     devices: &[impl Borrow<EdgeDevice>],
     ns_labels: &HashMap<String, BTreeMap<String, String>>,
 ) -> Vec<WorkloadSnapshot> {
-    // (namespace, workload name) -> names of the devices labelled `workload/<name>`; borrowed from
-    // the store and built only when a selector-placed workload needs it (at 100 000 workloads an
+    // (namespace, workload name) -> the devices labelled `workload/<name>`; borrowed from the
+    // store and built only when a selector-placed workload needs it (at 100 000 workloads an
     // owned index was ~20 MB of the cycle's peak).
-    let mut labelled: Option<HashMap<(&str, &str), Vec<&str>>> = None;
+    let mut labelled: Option<HashMap<(&str, &str), Vec<&EdgeDevice>>> = None;
     let index = || {
-        let mut m: HashMap<(&str, &str), Vec<&str>> = HashMap::new();
+        let mut m: HashMap<(&str, &str), Vec<&EdgeDevice>> = HashMap::new();
         for d in devices {
             let d: &EdgeDevice = d.borrow();
             let ns = d.metadata.namespace.as_deref().unwrap_or_default();
-            let name = d.metadata.name.as_deref().unwrap_or_default();
             for k in d.labels().keys() {
                 if let Some(w) = k.strip_prefix(WORKLOAD_LABEL_PREFIX) {
-                    m.entry((ns, w)).or_default().push(name);
+                    m.entry((ns, w)).or_default().push(d);
                 }
             }
         }
@@ -433,10 +536,24 @@ pub fn edge_workloads(
         }
         let ns = w.namespace().unwrap_or_default();
         let name = w.name_any();
+        let by_selector = w.spec.device.is_none();
+        let opted_in = w
+            .spec
+            .device_selector
+            .as_ref()
+            .is_some_and(excludes_starved);
         let ineligible = if w.labels().contains_key(COPY_OF_LABEL) {
             Some("edgewatt migration copy".to_string())
         } else if !selected(spec, &ns, w.labels(), ns_labels) {
             Some("not selected by the policy".to_string())
+        } else if by_selector && !opted_in {
+            Some(format!(
+                "placed by deviceSelector, which does not exclude devices labelled {}: \
+                 re-pointing it would collapse it onto one device (add matchExpressions \
+                 {{key: {}, operator: DoesNotExist}} to let edgewatt move it)",
+                keys::STARVED_LABEL,
+                keys::STARVED_LABEL
+            ))
         } else {
             None
         };
@@ -454,6 +571,15 @@ pub fn edge_workloads(
             constraints: Constraints::EdgeWorkload {
                 device_selector: w.spec.device_selector.as_ref().map(selector),
             },
+            owner: None,
+            placement: if by_selector {
+                Placement::Selector { opted_in }
+            } else {
+                Placement::Device
+            },
+            running: false,
+            host_bound: w.spec.pod.as_ref().and_then(|p| host_bound(&p.spec)),
+            tolerates_starvation: false,
         };
         match &w.spec.device {
             Some(d) => out.push(WorkloadSnapshot {
@@ -464,9 +590,10 @@ pub fn edge_workloads(
                 let devices = labelled
                     .get_or_insert_with(index)
                     .get(&(base.id.namespace.as_str(), base.id.name.as_str()));
-                for t in devices.into_iter().flatten() {
+                for d in devices.into_iter().flatten() {
                     out.push(WorkloadSnapshot {
-                        target: Some(t.to_string()),
+                        target: Some(d.name_any()),
+                        running: d.workload(&base.id.name).is_some_and(|dw| dw.is_running()),
                         ..base.clone()
                     });
                 }
@@ -520,6 +647,7 @@ mod tests {
             ..Default::default()
         };
         let t = node_targets(
+            "p",
             &spec(),
             &[node.clone(), other],
             &prom,
@@ -534,7 +662,7 @@ mod tests {
             nodes: table("n1", 0.1, 500.0),
             ..Default::default()
         };
-        let t = node_targets(&spec(), &[node], &stale, Duration::from_secs(120));
+        let t = node_targets("p", &spec(), &[node], &stale, Duration::from_secs(120));
         assert_eq!(t[0].signals.battery_ratio, None);
     }
 
@@ -547,6 +675,7 @@ mod tests {
         .unwrap();
         let mut prom = PromData::default();
         let t = device_targets(
+            "p",
             &spec(),
             std::slice::from_ref(&dev),
             &prom,
@@ -555,7 +684,7 @@ mod tests {
         assert!(t[0].alive && t[0].in_policy);
         assert_eq!(t[0].id, TargetId::device("edge", "d1"));
         prom.heartbeats.insert("d1".into(), 0.0);
-        let t = device_targets(&spec(), &[dev], &prom, Duration::from_secs(900));
+        let t = device_targets("p", &spec(), &[dev], &prom, Duration::from_secs(900));
         assert!(!t[0].alive);
     }
 
@@ -694,5 +823,137 @@ mod tests {
         assert!(out[1].constraints.accepts(&labels, &[]));
         assert!(!out[1].constraints.accepts(&BTreeMap::new(), &[]));
         assert!(out[2].ineligible.is_some());
+    }
+
+    #[test]
+    fn owners_taint_ownership_and_tolerations() {
+        let pod = |owner: serde_json::Value,
+                   labels: serde_json::Value,
+                   tol: serde_json::Value|
+         -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p", "namespace": "default", "ownerReferences": owner, "labels": labels},
+                "spec": {"nodeName": "n1", "containers": [], "tolerations": tol},
+                "status": {"phase": "Running"}
+            }))
+            .unwrap()
+        };
+        let rs = serde_json::json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d4f8", "uid": "1", "controller": true}]);
+        let p = pod(
+            rs.clone(),
+            serde_json::json!({"pod-template-hash": "5d4f8"}),
+            serde_json::json!([]),
+        );
+        assert_eq!(pod_owner(&p).as_deref(), Some("Deployment/default/web"));
+        let p = pod(rs, serde_json::json!({}), serde_json::json!([]));
+        assert_eq!(
+            pod_owner(&p).as_deref(),
+            Some("ReplicaSet/default/web-5d4f8")
+        );
+        let sts = serde_json::json!([{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": "1", "controller": true}]);
+        let tol = serde_json::json!([{"key": "edgewatt.io/energy-starved", "operator": "Exists"}]);
+        let w = pod_workloads(
+            &spec(),
+            &[pod(sts.clone(), serde_json::json!({}), tol)],
+            &HashMap::new(),
+            &HashMap::new(),
+        );
+        assert!(w[0].tolerates_starvation);
+        assert_eq!(w[0].owner.as_deref(), Some("StatefulSet/default/db"));
+        let other = serde_json::json!([{"key": "dedicated", "operator": "Exists"}]);
+        let w = pod_workloads(
+            &spec(),
+            &[pod(sts, serde_json::json!({}), other)],
+            &HashMap::new(),
+            &HashMap::new(),
+        );
+        assert!(!w[0].tolerates_starvation);
+
+        let node = |by: Option<&str>| -> Node {
+            let mut v = serde_json::json!({
+                "metadata": {"name": "n1", "labels": {"edge": "true"}},
+                "spec": {"taints": [{"key": "edgewatt.io/energy-starved", "value": "true", "effect": "NoSchedule"}]},
+            });
+            if let Some(b) = by {
+                v["metadata"]["annotations"] =
+                    serde_json::json!({"edgewatt.io/energy-starved-by": b});
+            }
+            serde_json::from_value(v).unwrap()
+        };
+        let prom = PromData::default();
+        let age = Duration::from_secs(60);
+        assert!(node_targets("p", &spec(), &[node(Some("p"))], &prom, age)[0].taint_ours);
+        assert!(node_targets("p", &spec(), &[node(None)], &prom, age)[0].taint_ours);
+        assert!(!node_targets("p", &spec(), &[node(Some("q"))], &prom, age)[0].taint_ours);
+    }
+
+    #[test]
+    fn host_bound_and_selector_placement() {
+        assert_eq!(
+            host_bound(&serde_json::json!({"hostNetwork": true})).as_deref(),
+            Some("hostNetwork")
+        );
+        assert_eq!(
+            host_bound(&serde_json::json!({"containers": [{"ports": [{"containerPort": 80, "hostPort": 9090}, {"containerPort": 81}]}]})).as_deref(),
+            Some("hostPort 9090")
+        );
+        assert_eq!(
+            host_bound(&serde_json::json!({"containers": [{"ports": [{"containerPort": 80}]}]})),
+            None
+        );
+        let w = |sel: serde_json::Value| -> EdgeWorkload {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "s", "namespace": "edge"},
+                "spec": {"deviceSelector": sel, "type": "pod",
+                    "pod": {"spec": {"containers": [{"ports": [{"hostPort": 9090}]}]}}}
+            }))
+            .unwrap()
+        };
+        let plain = w(serde_json::json!({"matchLabels": {"zone": "a"}}));
+        let opted = w(serde_json::json!({"matchLabels": {"zone": "a"},
+            "matchExpressions": [{"key": "edgewatt.io/energy-starved", "operator": "DoesNotExist"}]}));
+        let no_devices: [EdgeDevice; 0] = [];
+        let dev: EdgeDevice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "d1", "namespace": "edge", "labels": {"workload/s": "true"}},
+            "spec": {}, "status": {"workloads": [{"name": "s", "phase": "running"}]}
+        }))
+        .unwrap();
+        assert!(edge_workloads(
+            &spec(),
+            std::slice::from_ref(&plain),
+            &no_devices,
+            &HashMap::new()
+        )
+        .is_empty());
+        let out = edge_workloads(
+            &spec(),
+            &[plain],
+            std::slice::from_ref(&dev),
+            &HashMap::new(),
+        );
+        assert!(
+            out[0]
+                .ineligible
+                .as_deref()
+                .is_some_and(|m| m.contains("deviceSelector")),
+            "{:?}",
+            out[0].ineligible
+        );
+        let out = edge_workloads(&spec(), &[opted], &[dev], &HashMap::new());
+        assert_eq!(out[0].ineligible, None);
+        assert_eq!(out[0].placement, Placement::Selector { opted_in: true });
+        assert!(out[0].running);
+        assert_eq!(out[0].host_bound.as_deref(), Some("hostPort 9090"));
+    }
+
+    #[test]
+    fn unknown_operators_match_nothing() {
+        let sel: LabelSelector = serde_json::from_value(serde_json::json!({
+            "matchExpressions": [{"key": "zone", "operator": "NotEquals", "values": ["b"]}]
+        }))
+        .unwrap();
+        let labels: BTreeMap<String, String> = [("zone".to_string(), "a".to_string())].into();
+        assert!(!selector(&sel).matches(&labels));
+        assert!(!selector(&sel).matches(&BTreeMap::new()));
     }
 }

@@ -1,4 +1,8 @@
 //! The EnergyPolicy status: what the controller saw and did, for `kubectl get ep` and alerts.
+//!
+//! One [`build_status`] from the previous status and the cycle's [`Outcome`], one write per cycle
+//! and only when something changed (a write re-triggers every watcher of the policy; a
+//! condition's `lastTransitionTime` moves only when its status does).
 
 use chrono::{DateTime, Utc};
 use edgewatt_crds::{
@@ -10,40 +14,141 @@ use kube::{
     Api, Client,
 };
 
+use crate::leader::{Fence, NotLeader};
 use crate::planner::Plan;
 
-/// A condition to set: (type, ok, reason, message).
-pub type Cond<'a> = (&'a str, bool, &'a str, String);
+/// A reason the policy is `Degraded`: (reason, message). Reasons are CamelCase tokens.
+pub type Problem = (String, String);
+
+/// Whether the policy was evaluated this cycle, and if not why.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Evaluated {
+    Yes,
+    /// Prometheus could not be read: nothing was decided.
+    PrometheusDown(String),
+    /// Prometheus refused the policy's own query.
+    InvalidQuery(String),
+    /// The spec cannot be read (a duration that does not parse).
+    InvalidSpec(String),
+}
+
+/// What one cycle found and did, as far as the status shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub generation: Option<i64>,
+    pub evaluated: Evaluated,
+    /// Starved targets now; `None` when not evaluated (the last known list stays).
+    pub starved: Option<Vec<StarvedTarget>>,
+    pub migrations: Vec<MigrationRecord>,
+    pub migration_count: u64,
+    pub moves_in_flight: u32,
+    /// Every reason for `Degraded`, in the order found.
+    pub problems: Vec<Problem>,
+}
+
+/// A condition to set: (type, status `True|False|Unknown`, reason, message).
+type Cond = (&'static str, &'static str, String, String);
 
 fn jiff(t: DateTime<Utc>) -> Time {
     Time(k8s_openapi::jiff::Timestamp::from_second(t.timestamp()).unwrap_or_default())
 }
 
 /// Builds conditions, keeping `lastTransitionTime` where the status did not change.
-pub fn conditions(
+fn conditions(
     previous: &[Condition],
-    set: &[Cond<'_>],
+    set: Vec<Cond>,
     generation: Option<i64>,
     now: DateTime<Utc>,
 ) -> Vec<Condition> {
-    set.iter()
-        .map(|(type_, ok, reason, message)| {
-            let status = if *ok { "True" } else { "False" }.to_string();
+    set.into_iter()
+        .map(|(type_, status, reason, message)| {
             let last = previous
                 .iter()
-                .find(|c| c.type_ == *type_ && c.status == status)
+                .find(|c| c.type_ == type_ && c.status == status)
                 .map(|c| c.last_transition_time.clone())
                 .unwrap_or_else(|| jiff(now));
             Condition {
                 type_: type_.to_string(),
-                status,
-                reason: reason.to_string(),
-                message: message.clone(),
+                status: status.to_string(),
+                reason,
+                message,
                 observed_generation: generation,
                 last_transition_time: last,
             }
         })
         .collect()
+}
+
+/// `Degraded`: every distinct reason, comma-separated (a condition reason may contain commas),
+/// and every message.
+fn degraded(problems: &[Problem]) -> Cond {
+    if problems.is_empty() {
+        return ("Degraded", "False", "AsExpected".into(), String::new());
+    }
+    let mut reasons: Vec<&str> = Vec::new();
+    for (r, _) in problems {
+        if !reasons.contains(&r.as_str()) {
+            reasons.push(r);
+        }
+    }
+    let messages: Vec<&str> = problems.iter().map(|(_, m)| m.as_str()).collect();
+    ("Degraded", "True", reasons.join(","), messages.join("; "))
+}
+
+/// The status after a cycle. Pure.
+pub fn build_status(
+    prev: &EnergyPolicyStatus,
+    o: &Outcome,
+    now: DateTime<Utc>,
+) -> EnergyPolicyStatus {
+    let (ready, prom): (Cond, Cond) = match &o.evaluated {
+        Evaluated::Yes => (
+            ("Ready", "True", "Reconciled".into(), String::new()),
+            ("PrometheusAvailable", "True", "QueryOk".into(), String::new()),
+        ),
+        Evaluated::PrometheusDown(e) => (
+            (
+                "Ready",
+                "False",
+                "PrometheusUnavailable".into(),
+                "the policy cannot be evaluated while Prometheus does not answer; no actions are taken".into(),
+            ),
+            (
+                "PrometheusAvailable",
+                "False",
+                "QueryFailed".into(),
+                format!("{e}; no actions are taken until it answers"),
+            ),
+        ),
+        Evaluated::InvalidQuery(m) => (
+            ("Ready", "False", "InvalidQuery".into(), m.clone()),
+            ("PrometheusAvailable", "True", "QueryOk".into(), String::new()),
+        ),
+        Evaluated::InvalidSpec(m) => (
+            ("Ready", "False", "InvalidSpec".into(), m.clone()),
+            (
+                "PrometheusAvailable",
+                "Unknown",
+                "NotQueried".into(),
+                "the spec is invalid".into(),
+            ),
+        ),
+    };
+    let starved = o.starved.clone().unwrap_or_else(|| prev.starved.clone());
+    EnergyPolicyStatus {
+        observed_generation: o.generation,
+        conditions: conditions(
+            &prev.conditions,
+            vec![ready, prom, degraded(&o.problems)],
+            o.generation,
+            now,
+        ),
+        starved_count: starved.len() as u32,
+        migration_count: o.migration_count,
+        moves_in_flight: o.moves_in_flight,
+        starved,
+        migrations: o.migrations.clone(),
+    }
 }
 
 /// The starved list from a plan.
@@ -83,22 +188,53 @@ pub fn push_record(list: &mut Vec<MigrationRecord>, rec: MigrationRecord) -> boo
     true
 }
 
-/// Writes the status subresource (merge patch; a no-op write changes nothing).
-pub async fn write(client: &Client, name: &str, status: &EnergyPolicyStatus) -> kube::Result<()> {
+/// Why a status write did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    NotLeader(#[from] NotLeader),
+    #[error("{0}")]
+    Kube(#[from] kube::Error),
+}
+
+/// Writes the status subresource when it differs from `prev`; `Ok(false)` when nothing changed.
+pub async fn write_if_changed(
+    client: &Client,
+    fence: &Fence,
+    name: &str,
+    prev: &EnergyPolicyStatus,
+    status: &EnergyPolicyStatus,
+) -> Result<bool, WriteError> {
+    if prev == status {
+        return Ok(false);
+    }
     let api: Api<EnergyPolicy> = Api::all(client.clone());
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({ "status": status })),
-    )
-    .await?;
-    Ok(())
+    fence
+        .guard(api.patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "status": status })),
+        ))
+        .await??;
+    Ok(true)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use edgewatt_crds::{MigrationResult, WorkloadKind};
+
+    fn outcome() -> Outcome {
+        Outcome {
+            generation: Some(1),
+            evaluated: Evaluated::Yes,
+            starved: Some(vec![]),
+            migrations: vec![],
+            migration_count: 0,
+            moves_in_flight: 0,
+            problems: vec![],
+        }
+    }
 
     #[test]
     fn records_update_in_place_and_cap_at_20() {
@@ -108,6 +244,7 @@ mod tests {
             name: format!("w{i}"),
             from: "a".into(),
             to: Some("b".into()),
+            owner: None,
             started_at: "t".into(),
             finished_at: None,
             result: r,
@@ -124,25 +261,59 @@ mod tests {
     }
 
     #[test]
-    fn transition_time_kept_while_status_unchanged() {
+    fn same_outcome_same_status_and_transition_time_moves_only_on_change() {
         let t1 = Utc::now() - chrono::Duration::hours(1);
-        let first = conditions(&[], &[("Ready", true, "Ok", String::new())], Some(1), t1);
-        let again = conditions(
-            &first,
-            &[("Ready", true, "Ok", String::new())],
-            Some(2),
-            Utc::now(),
-        );
-        assert_eq!(first[0].last_transition_time, again[0].last_transition_time);
-        let flipped = conditions(
-            &first,
-            &[("Ready", false, "X", String::new())],
-            Some(2),
-            Utc::now(),
+        let first = build_status(&EnergyPolicyStatus::default(), &outcome(), t1);
+        let again = build_status(&first, &outcome(), Utc::now());
+        assert_eq!(first, again, "nothing changed: nothing to write");
+        let mut down = outcome();
+        down.evaluated = Evaluated::PrometheusDown("connection refused".into());
+        let flipped = build_status(&first, &down, Utc::now());
+        let ready = |s: &EnergyPolicyStatus| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == "Ready")
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(
+            ready(&flipped).status,
+            "False",
+            "not Ready while Prometheus is down"
         );
         assert_ne!(
-            first[0].last_transition_time,
-            flipped[0].last_transition_time
+            ready(&first).last_transition_time,
+            ready(&flipped).last_transition_time
         );
+        let degraded_t = |s: &EnergyPolicyStatus| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == "Degraded")
+                .unwrap()
+                .last_transition_time
+                .clone()
+        };
+        assert_eq!(degraded_t(&first), degraded_t(&flipped));
+    }
+
+    #[test]
+    fn degraded_lists_every_reason() {
+        let mut o = outcome();
+        o.problems = vec![
+            ("FlottaNotInstalled".into(), "a".into()),
+            (
+                "Forbidden".into(),
+                "Forbidden: list poddisruptionbudgets".into(),
+            ),
+            ("FlottaNotInstalled".into(), "b".into()),
+        ];
+        let st = build_status(&EnergyPolicyStatus::default(), &o, Utc::now());
+        let d = st
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded")
+            .unwrap();
+        assert_eq!(d.reason, "FlottaNotInstalled,Forbidden");
+        assert_eq!(d.message, "a; Forbidden: list poddisruptionbudgets; b");
     }
 }

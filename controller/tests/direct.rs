@@ -1,14 +1,15 @@
 //! The runtime against the API server double with the planner's Prometheus input given directly
 //! (`reconciler::cycle_with`): restarts (cooldown from status), PodDisruptionBudgets, bad input.
 
-use std::sync::{atomic::AtomicBool, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use edgewatt_controller::{
-    actuator::{copy_name, Actuator, Intent},
-    metrics::Metrics,
-    reconciler::{cycle_with, Context, Settings, Stores},
+    actuator::{copy_name, Intent},
+    cycle_with,
+    leader::Fence,
+    reconciler::{Context, Settings},
     snapshot::PromData,
 };
 use edgewatt_crds::{
@@ -20,9 +21,10 @@ use edgewatt_crds::{
 };
 use edgewatt_e2e::apiserver::ApiServer;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::ResourceExt;
 use serde_json::{json, Value};
+
+mod common;
 
 struct H {
     server: ApiServer,
@@ -62,30 +64,23 @@ async fn start() -> H {
     let mut cfg = server.config().unwrap();
     cfg.default_retry = false;
     let client = kube::Client::try_from(cfg).unwrap();
-    let recorder = Recorder::new(
+    let ctx = Arc::new(Context::new(
         client.clone(),
-        Reporter {
-            controller: "edgewatt-controller".into(),
-            instance: Some("test".into()),
-        },
-    );
-    let ctx = Arc::new(Context {
-        stores: Stores::spawn(&client),
-        actuator: Actuator::new(client.clone(), client.clone(), recorder),
-        client,
-        reader: PromReader::new(&PromConfig::new("http://127.0.0.1:9")).unwrap(),
-        metrics: Metrics::new(),
-        settings: Settings {
-            interval: Duration::from_secs(1),
+        client.clone(),
+        PromReader::new(&PromConfig::new("http://127.0.0.1:9")).unwrap(),
+        Settings {
+            // Cycles are driven by hand, up to a minute of `now` apart: an interval of a minute
+            // keeps such steps within the data-gap tolerance (2 × interval) of `for` windows.
+            interval: Duration::from_secs(60),
             metric_names: MetricNames::default(),
             device_label: "edgedeviceid".into(),
             node_max_age: Duration::from_secs(120),
             device_max_age: Duration::from_secs(900),
             migration_timeout: None,
         },
-        leader: Arc::new(AtomicBool::new(true)),
-        runtime: Default::default(),
-    });
+        Fence::always(),
+        "test",
+    ));
     ctx.stores.ready().await;
     server
         .put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "edge"}}))
@@ -141,52 +136,7 @@ impl H {
 
     /// Waits until every store shows the server's current objects.
     async fn sync(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let rvs = |list: Vec<Value>| {
-                let mut v: Vec<String> = list
-                    .iter()
-                    .map(|o| {
-                        format!(
-                            "{}/{}@{}",
-                            o["metadata"]["namespace"].as_str().unwrap_or_default(),
-                            o["metadata"]["name"].as_str().unwrap_or_default(),
-                            o["metadata"]["resourceVersion"]
-                                .as_str()
-                                .unwrap_or_default()
-                        )
-                    })
-                    .collect();
-                v.sort();
-                v
-            };
-            fn have<K: kube::Resource>(items: Vec<Arc<K>>) -> Vec<String> {
-                let mut v: Vec<String> = items
-                    .iter()
-                    .map(|o| {
-                        format!(
-                            "{}/{}@{}",
-                            o.meta().namespace.as_deref().unwrap_or_default(),
-                            o.meta().name.as_deref().unwrap_or_default(),
-                            o.meta().resource_version.as_deref().unwrap_or_default()
-                        )
-                    })
-                    .collect();
-                v.sort();
-                v
-            }
-            let s = &self.ctx.stores;
-            let ok = rvs(self.server.list("edgeworkloads")) == have(s.workloads.state())
-                && rvs(self.server.list("edgedevices")) == have(s.devices.state())
-                && rvs(self.server.list("pods")) == have(s.pods.state())
-                && rvs(self.server.list("nodes")) == have(s.nodes.state())
-                && rvs(self.server.list("poddisruptionbudgets.policy")) == have(s.pdbs.state());
-            if ok {
-                return;
-            }
-            assert!(Instant::now() < deadline, "stores did not catch up");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        common::sync(&self.ctx, &self.server).await;
     }
 
     async fn cycle(&self, policy: &str, now: DateTime<Utc>, prom: PromData) -> EnergyPolicy {
@@ -293,12 +243,14 @@ async fn cooldown_survives_a_restart() {
     assert_eq!((intent.from.as_str(), intent.to.as_str()), ("d2", "d1"));
 }
 
+/// A pod labelled app=web, owned by ReplicaSet `name` (one owner per pod here: the PDB, not
+/// the per-owner cooldown, is what this test is about).
 fn web_pod(h: &H, name: &str) {
     h.server
         .put(json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": "default", "labels": {"app": "web"},
-                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "u1", "controller": true}]},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": name, "uid": name, "controller": true}]},
             "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "nginx"}]},
             "status": {"phase": "Running"}
         }))
@@ -571,4 +523,171 @@ async fn live_target_without_data_is_reported_after_the_grace_period() {
         .cycle("p", t0 + secs(63), devices(&[("d1", 0.9), ("d2", 0.8)]))
         .await;
     assert_eq!(condition(&p, "Degraded").status, "False");
+}
+
+fn node(h: &H, name: &str) {
+    h.server
+        .put(json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": {"edge": "true"}},
+            "spec": {},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .unwrap();
+}
+
+/// A pod of Deployment `web` (ReplicaSet `web-5d4f8`, as the Deployment controller names it).
+fn deployment_pod(h: &H, name: &str, node: &str) {
+    h.server
+        .put(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default",
+                "labels": {"app": "web", "pod-template-hash": "5d4f8"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d4f8", "uid": "rs1", "controller": true}]},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "nginx"}]},
+            "status": {"phase": "Running"}
+        }))
+        .unwrap();
+}
+
+/// Issue 17 "No loops": a Deployment whose pods keep landing on a starved node (replaced by
+/// its ReplicaSet, new names each time) is evicted at most once per cooldown — the cooldown is
+/// the owner's, not the pod name's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_is_evicted_at_most_once_per_cooldown_as_its_pods_are_replaced() {
+    let h = start().await;
+    node(&h, "n1");
+    node(&h, "n2");
+    deployment_pod(&h, "web-a", "n1");
+    deployment_pod(&h, "web-b", "n1");
+    h.policy(
+        "p",
+        json!({"targets": {"nodeSelector": {"matchLabels": {"edge": "true"}}}}),
+    );
+    let prom = nodes(&[("n1", 0.1), ("n2", 0.9)]);
+    let evictions = |h: &H| {
+        h.server
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/eviction") && r.status < 300)
+            .count()
+    };
+    let t0 = Utc::now();
+    h.cycle("p", t0, prom.clone()).await;
+    let mut k = 0;
+    // Nine minutes of cycles every 30 s; the ReplicaSet stand-in puts a replacement on n1
+    // whenever one goes (as a scheduler would that saw the node before its taint).
+    for i in 0..19 {
+        h.cycle("p", t0 + secs(61 + 30 * i), prom.clone()).await;
+        let on_n1 = h
+            .server
+            .list("pods")
+            .iter()
+            .filter(|p| p["spec"]["nodeName"] == "n1")
+            .count();
+        for _ in on_n1..2 {
+            k += 1;
+            deployment_pod(&h, &format!("web-r{k}"), "n1");
+        }
+    }
+    assert_eq!(
+        evictions(&h),
+        1,
+        "the Deployment was evicted again within its cooldown"
+    );
+    let p = h.cycle("p", t0 + secs(61 + 601), prom.clone()).await;
+    assert_eq!(
+        evictions(&h),
+        2,
+        "after the cooldown the owner may move again"
+    );
+    let rec = p.status.unwrap().migrations;
+    assert!(rec
+        .iter()
+        .all(|r| r.owner.as_deref() == Some("Deployment/default/web")));
+    // The node carries the taint (and says which policy put it).
+    let n1 = h.server.get("nodes", None, "n1").unwrap();
+    assert_eq!(n1["spec"]["taints"][0]["key"], "edgewatt.io/energy-starved");
+    assert_eq!(
+        n1["metadata"]["annotations"]["edgewatt.io/energy-starved-by"],
+        "p"
+    );
+}
+
+/// Issue 17 "Policy lifecycle": deleting a policy undoes its move in flight, removes its taint
+/// and its copy, withdraws its metrics, then lets the policy go (finalizer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_policy_leaves_no_taint_intent_or_copy() {
+    let h = start().await;
+    node(&h, "n1");
+    node(&h, "n2");
+    h.device(
+        "d1",
+        json!({}),
+        json!([{"name": "app", "phase": "Running"}]),
+    );
+    h.device("d2", json!({}), json!([]));
+    h.edge_workload("app", "d1", Value::Null);
+    h.policy(
+        "p",
+        json!({"targets": {"nodeSelector": {"matchLabels": {"edge": "true"}}, "edgeDeviceSelector": {}}}),
+    );
+    let prom = PromData {
+        nodes: table(&[("n1", 0.1), ("n2", 0.9)]),
+        devices: table(&[("d1", 0.1), ("d2", 0.9)]),
+        ..Default::default()
+    };
+    let t0 = Utc::now();
+    h.cycle("p", t0, prom.clone()).await;
+    let p = h.cycle("p", t0 + secs(61), prom.clone()).await;
+    assert_eq!(p.finalizers(), ["edgewatt.io/cleanup"]);
+    assert!(Intent::of(&h.workload("app").unwrap()).is_some());
+    assert!(h.workload(&copy_name("app")).is_some());
+    let tainted = |h: &H| {
+        h.server.get("nodes", None, "n1").unwrap()["spec"]["taints"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty())
+    };
+    assert!(tainted(&h));
+    assert!(h.ctx.metrics.encode().contains("policy=\"p\""));
+    // kubectl delete: the finalizer holds the policy while the controller cleans up.
+    let api: kube::Api<EnergyPolicy> = kube::Api::all(h.server.client().unwrap());
+    api.delete("p", &Default::default()).await.unwrap();
+    let deleting: EnergyPolicy = h
+        .server
+        .get_typed(None, "p")
+        .expect("held by its finalizer");
+    assert!(deleting.metadata.deletion_timestamp.is_some());
+    for i in 0..3 {
+        let Some(p) = h.server.get_typed::<EnergyPolicy>(None, "p") else {
+            break;
+        };
+        h.sync().await;
+        cycle_with(&p, &h.ctx, t0 + secs(70 + i), Ok(prom.clone()))
+            .await
+            .unwrap();
+    }
+    assert!(
+        h.server.get("energypolicies", None, "p").is_none(),
+        "the finalizer was not removed"
+    );
+    let app = h.workload("app").unwrap();
+    assert!(Intent::of(&app).is_none(), "intent left behind");
+    assert!(!app.annotations().contains_key(keys::ABORT_MIGRATION));
+    assert_eq!(app.spec.device.as_deref(), Some("d1"), "undone");
+    assert!(h.workload(&copy_name("app")).is_none(), "copy left behind");
+    assert!(!tainted(&h), "taint left behind");
+    assert!(
+        h.server.get("nodes", None, "n1").unwrap()["metadata"]["annotations"]
+            ["edgewatt.io/energy-starved-by"]
+            .is_null()
+    );
+    assert!(
+        !h.ctx.metrics.encode().contains("policy=\"p\",mode"),
+        "the deleted policy's gauges are still exported"
+    );
+    assert!(h
+        .events("MigrationAborted")
+        .iter()
+        .any(|e| e["regarding"]["uid"].is_string()));
 }

@@ -4,14 +4,15 @@
 //! Cycles are driven directly (`reconciler::cycle` with a chosen `now`), so `for` windows and
 //! migration timeouts are exercised without waiting for them in real time.
 
-use std::sync::{atomic::AtomicBool, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
 use edgewatt_controller::{
-    actuator::{copy_name, Actuator, Intent},
-    metrics::Metrics,
-    reconciler::{cycle, Context, Settings, Stores},
+    actuator::{copy_name, Intent},
+    cycle,
+    leader::Fence,
+    reconciler::{Context, Settings},
 };
 use edgewatt_crds::{
     keys,
@@ -19,12 +20,10 @@ use edgewatt_crds::{
     prom::{PromConfig, PromReader},
     EdgeWorkload, EnergyPolicy, MigrationResult,
 };
-use edgewatt_e2e::{
-    apiserver::ApiServer,
-    prometheus::{Prometheus, ScrapeTarget},
-};
-use kube::runtime::events::{Recorder, Reporter};
+use edgewatt_e2e::{apiserver::ApiServer, prometheus::Prometheus};
 use serde_json::json;
+
+mod common;
 
 struct Harness {
     server: ApiServer,
@@ -34,76 +33,42 @@ struct Harness {
 }
 
 fn metrics_body(devices: &[(&str, f64)], nodes: &[(&str, f64)]) -> String {
-    let mut s = String::from("# TYPE edgewatt_node_battery_charge_ratio gauge\n");
-    for (d, r) in devices {
-        s.push_str(&format!(
-            "edgewatt_node_battery_charge_ratio{{edgedeviceid=\"{d}\"}} {r}\n"
-        ));
-    }
-    for (n, r) in nodes {
-        s.push_str(&format!(
-            "edgewatt_node_battery_charge_ratio{{node_name=\"{n}\"}} {r}\n"
-        ));
-    }
-    s
+    common::scripted::body(devices, nodes)
 }
 
 async fn harness(devices: &[(&str, f64)], nodes: &[(&str, f64)]) -> Harness {
+    // Cycles are driven by hand, up to a minute of `now` apart: an interval of a minute keeps
+    // such steps within the data-gap tolerance (2 × interval) of `for` windows.
+    harness_every(Duration::from_secs(60), devices, nodes).await
+}
+
+async fn harness_every(
+    interval: Duration,
+    devices: &[(&str, f64)],
+    nodes: &[(&str, f64)],
+) -> Harness {
     let server = ApiServer::start().await.unwrap();
-    let body = Arc::new(Mutex::new(metrics_body(devices, nodes)));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let b = body.clone();
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let b = b.clone();
-            async move { b.lock().unwrap().clone() }
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let prom = tokio::task::spawn_blocking(move || {
-        let mut prom = Prometheus::start(Duration::from_secs(1)).unwrap();
-        prom.add_target(ScrapeTarget::new("edge", &addr.to_string()))
-            .unwrap();
-        prom.wait_for_series(
-            "edgewatt_node_battery_charge_ratio",
-            Duration::from_secs(30),
-        )
-        .unwrap();
-        prom
-    })
-    .await
-    .unwrap();
+    let (prom, body) = common::scripted::prometheus(metrics_body(devices, nodes)).await;
     let reader = PromReader::new(&PromConfig::new(prom.url())).unwrap();
     let client = server.client().unwrap();
     let mut cfg = server.config().unwrap();
     cfg.default_retry = false;
     let evict_client = kube::Client::try_from(cfg).unwrap();
-    let recorder = Recorder::new(
+    let ctx = Arc::new(Context::new(
         client.clone(),
-        Reporter {
-            controller: "edgewatt-controller".into(),
-            instance: Some("test".into()),
-        },
-    );
-    let ctx = Arc::new(Context {
-        stores: Stores::spawn(&client),
-        actuator: Actuator::new(client.clone(), evict_client, recorder),
-        client,
+        evict_client,
         reader,
-        metrics: Metrics::new(),
-        settings: Settings {
-            interval: Duration::from_secs(1),
+        Settings {
+            interval,
             metric_names: MetricNames::default(),
             device_label: "edgedeviceid".into(),
             node_max_age: Duration::from_secs(120),
             device_max_age: Duration::from_secs(900),
             migration_timeout: None,
         },
-        leader: Arc::new(AtomicBool::new(true)),
-        runtime: Default::default(),
-    });
+        Fence::always(),
+        "test",
+    ));
     ctx.stores.ready().await;
     Harness {
         server,
@@ -146,13 +111,31 @@ impl Harness {
         self.server.put(obj).unwrap();
     }
 
+    /// Waits until Prometheus has scraped the scripted exporter's new value.
+    async fn prometheus_shows(&self, query: &str, value: f64) {
+        let t = std::time::Instant::now();
+        while !self
+            .ctx
+            .reader
+            .vector(query)
+            .await
+            .is_ok_and(|v| v.iter().any(|s| s.value == value))
+        {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "Prometheus never showed {query} = {value}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     fn workload(&self, name: &str) -> Option<EdgeWorkload> {
         self.server.get_typed(Some("edge"), name)
     }
 
-    /// Runs a cycle at `now` after letting the reflectors catch up with the double.
+    /// Runs a cycle at `now` once the reflectors hold what the double holds.
     async fn cycle(&self, now: chrono::DateTime<Utc>) -> EnergyPolicy {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        common::sync(&self.ctx, &self.server).await;
         let p: EnergyPolicy = self.server.get_typed(None, "p").unwrap();
         cycle(&p, &self.ctx, now).await.unwrap();
         self.server.get_typed(None, "p").unwrap()
@@ -319,11 +302,16 @@ async fn observe_mode_writes_only_status_and_events() {
     h.server.clear_requests();
     h.cycle(t0).await;
     let p = h.cycle(t0 + chrono::Duration::seconds(61)).await;
+    // Status, Events — and the policy's own finalizer (metadata of the policy itself).
     let writes: Vec<_> = h
         .server
         .writes()
         .into_iter()
-        .filter(|w| !w.path.contains("/status") && !w.path.contains("events"))
+        .filter(|w| {
+            !w.path.contains("/status")
+                && !w.path.contains("events")
+                && !w.path.ends_with("/energypolicies/p")
+        })
         .collect();
     assert!(writes.is_empty(), "{writes:?}");
     let st = p.status.unwrap();
@@ -371,29 +359,39 @@ async fn restarted_controller_resumes_move_from_intent_and_target_recovers() {
     );
     // The battery recovers (the scripted exporter changes): starved ends after recovery `for`.
     *h.body.lock().unwrap() = metrics_body(&[("d1", 0.8), ("d2", 0.9)], &[]);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    h.prometheus_shows(
+        "edgewatt_node_battery_charge_ratio{edgedeviceid=\"d1\"}",
+        0.8,
+    )
+    .await;
     h.cycle(t0 + chrono::Duration::seconds(100)).await;
     let p = h.cycle(t0 + chrono::Duration::seconds(161)).await;
     assert_eq!(p.status.unwrap().starved_count, 0);
     assert!(h.events("TargetRecovered") >= 1);
 }
 
+/// client-go's rules through the real API (the double): one holder; a standby takes over only
+/// after it has seen the record unchanged for the lease duration — however old `renewTime`
+/// looks by its own clock; a released Lease is taken at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_one_lease_holder() {
-    use edgewatt_controller::leader::{try_acquire, LeaseConfig};
+async fn only_one_lease_holder_and_takeover_by_observed_expiry() {
+    use edgewatt_controller::leader::{Elector, LeaseConfig};
     let server = ApiServer::start().await.unwrap();
     let client = server.client().unwrap();
     let cfg = |id: &str| LeaseConfig {
         namespace: "default".into(),
         name: "edgewatt-controller".into(),
         identity: id.into(),
-        duration: Duration::from_secs(15),
-        renew: Duration::from_secs(5),
+        lease_duration: Duration::from_secs(2),
+        renew_deadline: Duration::from_millis(1500),
+        retry_period: Duration::from_millis(200),
     };
-    assert!(try_acquire(&client, &cfg("a")).await.unwrap());
-    assert!(!try_acquire(&client, &cfg("b")).await.unwrap());
-    assert!(try_acquire(&client, &cfg("a")).await.unwrap(), "renew");
-    // Expire a's lease: b takes over.
+    let (fa, fb) = (Fence::new(), Fence::new());
+    let mut a = Elector::new(client.clone(), cfg("a"), fa.clone());
+    let mut b = Elector::new(client.clone(), cfg("b"), fb.clone());
+    a.round().await;
+    assert!(fa.is_leader());
+    // A renewTime far in the past (another node's clock): b still has to watch it unchanged.
     let mut lease = server
         .get(
             "leases.coordination.k8s.io",
@@ -403,13 +401,32 @@ async fn only_one_lease_holder() {
         .unwrap();
     lease["spec"]["renewTime"] = json!("2020-01-01T00:00:00.000000Z");
     server.put(lease).unwrap();
-    assert!(try_acquire(&client, &cfg("b")).await.unwrap());
-    assert!(!try_acquire(&client, &cfg("a")).await.unwrap());
+    b.round().await;
+    assert!(!fb.is_leader(), "took over on a clock comparison");
+    a.round().await;
+    assert!(fa.is_leader(), "renewed");
+    b.round().await; // b sees the renew: its 2 s start now
+                     // a stops renewing: its fence is down after the renew deadline (1.5 s), before b may take
+                     // over (2 s after b saw the last change).
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert!(!fa.is_leader(), "a writes past its renew deadline");
+    b.round().await;
+    assert!(!fb.is_leader(), "took over before the lease duration");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    b.round().await;
+    assert!(fb.is_leader());
+    a.round().await;
+    assert!(!fa.is_leader());
+    // Release: b gives it up; a takes it at once.
+    b.release().await;
+    assert!(!fb.is_leader());
+    a.round().await;
+    assert!(fa.is_leader(), "a released Lease is free at once");
 }
 
 impl Harness {
     async fn cycle_policy(&self, name: &str, now: chrono::DateTime<Utc>) -> EnergyPolicy {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        common::sync(&self.ctx, &self.server).await;
         let p: EnergyPolicy = self.server.get_typed(None, name).unwrap();
         cycle(&p, &self.ctx, now).await.unwrap();
         self.server.get_typed(None, name).unwrap()
@@ -484,7 +501,7 @@ async fn invalid_custom_promql_is_reported_and_other_policies_go_on() {
 /// annotation). Printed, not asserted as a timing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detection_to_first_action_latency() {
-    let h = harness(&[("d1", 0.9), ("d2", 0.9)], &[]).await;
+    let h = harness_every(Duration::from_secs(1), &[("d1", 0.9), ("d2", 0.9)], &[]).await;
     ns_edge(&h.server);
     h.device("d1", json!([{"name": "app", "phase": "Running"}]));
     h.device("d2", json!([]));

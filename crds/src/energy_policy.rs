@@ -4,12 +4,55 @@
 //! Validation lives in the generated CRD itself (OpenAPI bounds plus CEL rules), so a bad policy is
 //! rejected by the API server at `kubectl apply` time rather than discovered by the controller.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::duration;
+
+/// A label selector: `metav1.LabelSelector`'s JSON, with what kube-apiserver's
+/// `ValidateLabelSelectorRequirement` checks for built-in types (apimachinery
+/// `pkg/apis/meta/v1/validation/validation.go`) checked at admission: only the four label
+/// operators (`Gt`/`Lt` exist only in node selectors), `values` non-empty for `In`/`NotIn` and
+/// empty otherwise. Without it a typo (`in`, `Equals`) would be stored and the controller would
+/// have to guess what it meant. Bounded lists keep the CEL rule's estimated cost within the API
+/// server's budget.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Selector {
+    /// Labels that must all be present with these values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_labels: Option<std::collections::BTreeMap<String, String>>,
+    /// Requirements that must all hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub match_expressions: Option<Vec<SelectorRequirement>>,
+}
+
+/// One `matchExpressions` entry.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = kube::core::Rule::new(
+    "(self.operator == 'In' || self.operator == 'NotIn') ? (has(self.values) && size(self.values) > 0) : (!has(self.values) || size(self.values) == 0)"
+).message("values must be non-empty for In and NotIn and empty for Exists and DoesNotExist"))]
+#[serde(rename_all = "camelCase")]
+pub struct SelectorRequirement {
+    #[schemars(length(min = 1, max = 317))]
+    pub key: String,
+    pub operator: SelectorOperator,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub values: Option<Vec<String>>,
+}
+
+/// Label selector operators.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SelectorOperator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
 
 /// Spec of an EnergyPolicy. Cluster-scoped: one policy can cover nodes and devices anywhere.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -26,7 +69,9 @@ use crate::duration;
     printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.action.mode"}"#,
     printcolumn = r#"{"name":"Starved","type":"integer","jsonPath":".status.starvedCount"}"#,
     printcolumn = r#"{"name":"Migrations","type":"integer","jsonPath":".status.migrationCount"}"#,
+    printcolumn = r#"{"name":"InFlight","type":"integer","jsonPath":".status.movesInFlight","description":"EdgeWorkload moves and pod evictions in flight"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Degraded","type":"string","jsonPath":".status.conditions[?(@.type==\"Degraded\")].reason","description":"every Degraded reason, comma-separated (AsExpected when none)"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = kube::core::Rule::new(
@@ -60,10 +105,10 @@ pub struct EnergyPolicySpec {
 pub struct Targets {
     /// Kubernetes nodes. `{}` selects every node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_selector: Option<LabelSelector>,
+    pub node_selector: Option<Selector>,
     /// Flotta EdgeDevices in any namespace. `{}` selects every device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub edge_device_selector: Option<LabelSelector>,
+    pub edge_device_selector: Option<Selector>,
 }
 
 /// Which pods and EdgeWorkloads may be moved. Objects annotated `edgewatt.io/pinned=true` never move.
@@ -72,10 +117,10 @@ pub struct Targets {
 pub struct WorkloadSelector {
     /// Namespaces whose workloads may move. Unset: all namespaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace_selector: Option<LabelSelector>,
+    pub namespace_selector: Option<Selector>,
     /// Labels of movable pods/EdgeWorkloads. Unset: all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub selector: Option<LabelSelector>,
+    pub selector: Option<Selector>,
 }
 
 /// Starvation conditions; a target is starved when any set condition has held for `for`.
@@ -100,7 +145,10 @@ pub struct Starvation {
     /// A custom signal: one value per target, compared with `above` or `below`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<CustomQuery>,
-    /// How long a condition must hold before the target counts as starved.
+    /// How long a condition must hold before the target counts as starved. The condition must be
+    /// *seen* holding over the whole window: data that is missing or stale does not count towards
+    /// it, and a gap in the data longer than the controller's tolerance (twice its `--interval`,
+    /// at least 30 s — e.g. a Prometheus outage) restarts the window from the next reading.
     #[serde(rename = "for", default = "default_starvation_for")]
     #[schemars(regex(pattern = duration::PATTERN))]
     pub for_: String,
@@ -131,7 +179,8 @@ pub struct Recovery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub battery_above_percent: Option<f64>,
-    /// How long the recovery condition must hold.
+    /// How long the recovery condition must hold, seen over the whole window like
+    /// `starvation.for` (a gap in the data restarts it).
     #[serde(rename = "for", default = "default_recovery_for")]
     #[schemars(regex(pattern = duration::PATTERN))]
     pub for_: String,
@@ -164,7 +213,11 @@ pub struct Action {
     pub mode: Mode,
     #[serde(default)]
     pub strategy: Strategy,
-    /// Taint starved nodes `edgewatt.io/energy-starved:NoSchedule` while starved.
+    /// Taint starved nodes `edgewatt.io/energy-starved:NoSchedule` and label starved EdgeDevices
+    /// `edgewatt.io/energy-starved=true` while starved. Pods are only evicted from a node once the
+    /// taint is in place (an evicted pod would otherwise be scheduled straight back), so with
+    /// `false` pods are reported, never evicted. Selector-placed EdgeWorkloads leave a device
+    /// through the label (their deviceSelector must exclude it), so with `false` they stay.
     #[serde(default = "default_true")]
     pub taint_nodes: bool,
     /// Evict pods that have no controller (they will not come back anywhere).
@@ -174,15 +227,18 @@ pub struct Action {
     #[serde(default = "default_max_concurrent")]
     #[schemars(range(min = 1))]
     pub max_concurrent: u32,
-    /// Moves started per rolling hour, per policy.
+    /// Moves started per rolling hour, per policy (and per owner of the pods moved).
     #[serde(default = "default_max_per_hour")]
     #[schemars(range(min = 1))]
     pub max_per_hour: u32,
-    /// The same workload is not moved twice within this window.
+    /// The same workload — and the same owner (Deployment, ReplicaSet, StatefulSet, Job) of a
+    /// pod — is not moved twice within this window.
     #[serde(default = "default_cooldown")]
     #[schemars(regex(pattern = duration::PATTERN))]
     pub cooldown: String,
-    /// A make-before-break move that does not reach Running on the target by then is undone.
+    /// A move whose workload is not Running on the target by then is undone: the workload is
+    /// re-pointed to its source and the copy removed once it runs there again. Annotating the
+    /// EdgeWorkload `edgewatt.io/abort-migration=true` undoes an in-flight move at once.
     #[serde(default = "default_migration_timeout")]
     #[schemars(regex(pattern = duration::PATTERN))]
     pub migration_timeout: String,
@@ -284,6 +340,9 @@ pub struct EnergyPolicyStatus {
     /// Migrations recorded since the policy was created (for the printer column).
     #[serde(default)]
     pub migration_count: u64,
+    /// EdgeWorkload moves and pod evictions (until the pod is gone) in flight now.
+    #[serde(default)]
+    pub moves_in_flight: u32,
     #[serde(default)]
     pub starved: Vec<StarvedTarget>,
     /// The last [`MAX_MIGRATIONS_IN_STATUS`] migrations, newest last.
@@ -321,6 +380,8 @@ pub enum MigrationResult {
     Failed,
     /// Refused by the cluster (e.g. a PodDisruptionBudget); will be retried.
     Blocked,
+    /// Ended by the `edgewatt.io/abort-migration` annotation and undone.
+    Aborted,
     /// Observe mode: what would have been done.
     DryRun,
 }
@@ -335,6 +396,10 @@ pub struct MigrationRecord {
     pub from: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
+    /// The pod's owner (`Deployment/web`, `StatefulSet/db`…), so cooldown and `maxPerHour` per
+    /// owner survive a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     pub started_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,

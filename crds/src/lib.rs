@@ -25,6 +25,18 @@ pub mod keys {
     pub const STARVED_TAINT: &str = "edgewatt.io/energy-starved";
     /// Migration intent, written before any change so a restarted controller can resume or undo.
     pub const MIGRATION_INTENT: &str = "edgewatt.io/migration";
+    /// Any value on an EdgeWorkload with a move in flight: undo the move now (safely: the copy
+    /// stays until the original runs on its source again).
+    pub const ABORT_MIGRATION: &str = "edgewatt.io/abort-migration";
+    /// Label on starved EdgeDevices (value `true`), the device counterpart of the node taint:
+    /// selector-placed EdgeWorkloads whose deviceSelector says `DoesNotExist` on it leave.
+    pub const STARVED_LABEL: &str = "edgewatt.io/energy-starved";
+    /// Annotation naming the EnergyPolicy that put the starvation taint (node) or label (device),
+    /// so only that policy removes it and deleting the policy removes its own.
+    pub const STARVED_BY: &str = "edgewatt.io/energy-starved-by";
+    /// Finalizer on EnergyPolicies: removes the policy's taints and labels, ends its moves and
+    /// withdraws its metrics before the policy goes.
+    pub const POLICY_FINALIZER: &str = "edgewatt.io/cleanup";
 }
 
 /// The generated CRD manifests as `(relative path, YAML)`. The EnergyPolicy CRD is what the chart

@@ -188,3 +188,40 @@ fn openapi_rejects_malformed_duration_and_mode() {
         "must be of type object",
     );
 }
+
+/// kube-apiserver's `ValidateLabelSelectorRequirement` (apimachinery
+/// `pkg/apis/meta/v1/validation/validation.go`): the four operators only, values for In/NotIn and
+/// none for Exists/DoesNotExist. An unknown operator used to be stored and read as `In`.
+#[test]
+fn cel_rejects_unknown_selector_operators_and_misplaced_values() {
+    let expr = |op: &str, values: Value| json!({"matchExpressions": [{"key": "k", "operator": op, "values": values}]});
+    for path in ["nodeSelector", "edgeDeviceSelector"] {
+        rejected_with(
+            |o| o["spec"]["targets"][path] = expr("in", json!(["a"])),
+            "Unsupported value: \"in\"",
+        );
+        rejected_with(
+            |o| o["spec"]["targets"][path] = expr("In", json!([])),
+            "values must be non-empty for In and NotIn",
+        );
+        rejected_with(
+            |o| o["spec"]["targets"][path] = expr("Exists", json!(["a"])),
+            "empty for Exists and DoesNotExist",
+        );
+    }
+    for path in ["namespaceSelector", "selector"] {
+        rejected_with(
+            |o| o["spec"]["workloads"] = json!({path: expr("Gt", json!(["1"]))}),
+            "Unsupported value: \"Gt\"",
+        );
+    }
+    let mut ok = valid();
+    ok["spec"]["targets"]["edgeDeviceSelector"] = json!({"matchExpressions": [
+        {"key": "a", "operator": "In", "values": ["x"]},
+        {"key": "b", "operator": "DoesNotExist"},
+        {"key": "c", "operator": "NotIn", "values": ["y"]},
+        {"key": "d", "operator": "Exists"}
+    ]});
+    ok["spec"]["workloads"] = json!({"selector": {"matchLabels": {"app": "x"}}});
+    admit(&ok).unwrap_or_else(|e| panic!("valid selectors rejected: {e:?}"));
+}

@@ -7,6 +7,9 @@ pub(crate) fn t0() -> Time {
     Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap()
 }
 
+/// Generous: these tests step minutes apart and are not about gaps.
+const MAX_GAP: std::time::Duration = std::time::Duration::from_secs(7200);
+
 fn secs(n: i64) -> chrono::Duration {
     chrono::Duration::seconds(n)
 }
@@ -44,6 +47,7 @@ fn device(name: &str, battery: Option<f64>) -> TargetSnapshot {
         alive: true,
         taints: vec![],
         tainted: false,
+        taint_ours: false,
         signals: TargetSignals {
             battery_ratio: battery,
             ..Default::default()
@@ -73,6 +77,11 @@ fn ew(name: &str, on: &str) -> WorkloadSnapshot {
         constraints: Constraints::EdgeWorkload {
             device_selector: None,
         },
+        owner: None,
+        placement: Placement::Device,
+        running: true,
+        host_bound: None,
+        tolerates_starvation: false,
     }
 }
 
@@ -123,13 +132,16 @@ impl Sim {
             workloads,
             previous: &self.states,
             history: &self.history,
+            max_gap: MAX_GAP,
         });
         self.states = plan.states.clone();
         for a in &plan.actions {
             match a {
-                Action::Evict { pod, .. } => self.history.record(pod.clone(), now),
+                Action::Evict { pod, owner, .. } => {
+                    self.history.record(pod.clone(), owner.as_deref(), now)
+                }
                 Action::MigrateEdgeWorkload { workload, .. } => {
-                    self.history.record(workload.clone(), now)
+                    self.history.record(workload.clone(), None, now)
                 }
                 _ => {}
             }
@@ -273,10 +285,16 @@ fn migrates_to_most_headroom_taints_and_evicts() {
     assert_eq!(
         p.actions,
         vec![
+            // Starved devices carry the starvation label (nothing selector-placed leaves here).
+            Action::LabelDevice {
+                device: TargetId::device("edge", "a"),
+                leaving: vec![]
+            },
             Action::Taint { node: "n1".into() },
             Action::Evict {
                 pod: workloads[1].id.clone(),
-                node: "n1".into()
+                node: "n1".into(),
+                owner: None,
             },
             Action::MigrateEdgeWorkload {
                 workload: workloads[0].id.clone(),
@@ -296,7 +314,7 @@ fn observe_mode_emits_only_dry_run() {
         &[ew("w1", "a"), pod("p1", "n1")],
     );
     assert!(p.actions.is_empty());
-    assert_eq!(p.dry_run.len(), 3);
+    assert_eq!(p.dry_run.len(), 4);
     assert_eq!(p.starved().count(), 2);
 }
 
@@ -306,7 +324,7 @@ fn device_selector_tie_break_and_no_target() {
     targets[1].signals.battery_ratio = Some(0.8); // b ties with c: name wins
     let mut w = ew("w1", "a");
     let p = sim.step(t0() + secs(120), &targets, std::slice::from_ref(&w));
-    assert!(matches!(&p.actions[..], [_, Action::MigrateEdgeWorkload { to, .. }] if to == "b"));
+    assert!(matches!(&p.actions[..], [_, _, Action::MigrateEdgeWorkload { to, .. }] if to == "b"));
     w.constraints = Constraints::EdgeWorkload {
         device_selector: Some(Selector {
             match_labels: [("gpu".to_string(), "yes".to_string())].into(),
@@ -319,7 +337,7 @@ fn device_selector_tie_break_and_no_target() {
     assert_eq!(p.skipped[0].reason, SkipReason::NoTarget);
     targets[2].labels.insert("gpu".into(), "yes".into());
     let p = sim2.step(t0() + secs(121), &targets, std::slice::from_ref(&w));
-    assert!(matches!(&p.actions[..], [_, Action::MigrateEdgeWorkload { to, .. }] if to == "c"));
+    assert!(matches!(&p.actions[..], [_, _, Action::MigrateEdgeWorkload { to, .. }] if to == "c"));
 }
 
 #[test]
@@ -394,7 +412,7 @@ fn pods_not_evicted_when_no_node_accepts_them() {
 fn untaints_after_recovery() {
     let (mut sim, mut targets) = starved_setup(Mode::Migrate);
     sim.step(t0() + secs(120), &targets, &[]);
-    targets[3].tainted = true;
+    targets[3] = tainted(targets[3].clone());
     targets[3].signals.battery_ratio = Some(0.9);
     sim.step(t0() + secs(200), &targets, &[]);
     let p = sim.step(t0() + secs(500), &targets, &[]);
@@ -530,6 +548,7 @@ fn run_world(w: &World) -> (Plan, EnergyPolicySpec) {
         workloads: &[],
         previous: &BTreeMap::new(),
         history: &MoveHistory::default(),
+        max_gap: MAX_GAP,
     });
     let second = plan(&PlanInput {
         spec: &s,
@@ -539,6 +558,7 @@ fn run_world(w: &World) -> (Plan, EnergyPolicySpec) {
         workloads: &w.workloads,
         previous: &first.states,
         history: &w.history,
+        max_gap: MAX_GAP,
     });
     (second, s)
 }
@@ -590,7 +610,14 @@ proptest! {
                 Action::Taint { node } => {
                     prop_assert!(p.states[&TargetId::node(node)].starved.is_some());
                 }
-                Action::Untaint { .. } => {}
+                Action::Untaint { .. } | Action::LabelDevice { .. } | Action::UnlabelDevice { .. } => {}
+            }
+            if let Action::Evict { pod, node, .. } = a {
+                // Never onto a node that could take it straight back.
+                let src = target(TargetKind::Node, node);
+                let taint = Action::Taint { node: node.clone() };
+                prop_assert!(src.tainted || p.actions.contains(&taint), "evicted from an untainted node");
+                prop_assert!(!by_id[pod].tolerates_starvation);
             }
         }
     }
@@ -603,7 +630,7 @@ proptest! {
         for t in &mut blind { t.signals = TargetSignals::default(); t.tainted = !t.tainted; }
         let q = plan(&PlanInput {
             spec: &s, durations: &durations, now: t0() + secs(7200), targets: &blind,
-            workloads: &w.workloads, previous: &p.states, history: &w.history,
+            workloads: &w.workloads, previous: &p.states, history: &w.history, max_gap: MAX_GAP,
         });
         prop_assert!(q.actions.is_empty() && q.dry_run.is_empty(), "{:?}", q.actions);
         for t in blind.iter().filter(|t| t.in_policy) {
@@ -611,30 +638,292 @@ proptest! {
         }
     }
 
+    /// Hysteresis, for real: a battery that spends sustained stretches low (< 20 %), in
+    /// between and high (> 35 %), with noise that crosses the lines for less than the windows.
+    /// It must starve exactly when it has been low for `for` (2 m) and recover exactly when it has
+    /// been high for `recovery.for` (5 m) — checked against an independent replay — and at least
+    /// once in every case.
     #[test]
-    fn prop_no_flapping(series in prop::collection::vec(0.15f64..0.40, 1..200), step in 10i64..120) {
-        // A battery oscillating between thresholds (20%/35%) plus noise beyond them for less
-        // than `for` can starve and recover at most once per sustained crossing.
-        let mut sim = Sim::new(spec(Mode::Migrate));
-        let mut transitions = 0;
-        let mut now = t0();
-        for b in &series {
-            let p = sim.step(now, &[device("a", Some(*b))], &[]);
-            transitions += p.transitions.len();
-            now += secs(step);
+    fn prop_hysteresis_starves_and_recovers(
+        segments in prop::collection::vec((0u8..3, 1i64..60, any::<bool>()), 1..12),
+    ) {
+        const STEP: i64 = 10;
+        // Always at least one full starve/recover cycle, then the random segments.
+        let mut series: Vec<f64> = Vec::new();
+        let level = |l: u8, k: usize| match l { 0 => 0.10 + (k % 5) as f64 * 0.01, 1 => 0.27, _ => 0.60 };
+        for (l, n) in [(0u8, 15usize), (2, 35)] {
+            for k in 0..n { series.push(level(l, k)); }
         }
-        // At most one starvation per 2m of continuous low, one recovery per 5m of continuous high:
-        // transitions alternate, so count <= 1 + number of recoveries possible.
-        let total = series.len() as i64 * step;
-        prop_assert!(transitions as i64 <= 1 + 2 * (total / (7 * 60)), "{transitions} in {total}s");
-        // Values strictly between thresholds never cause a transition.
+        for (l, n, noisy) in &segments {
+            for k in 0..*n as usize {
+                // A short blip across the other line (1 step, shorter than either window).
+                let v = if *noisy && k == 3 { if *l == 0 { 0.5 } else { 0.1 } } else { level(*l, k) };
+                series.push(v);
+            }
+        }
         let mut sim = Sim::new(spec(Mode::Migrate));
-        let mut now = t0();
-        for b in &series {
-            let b = 0.2 + (b - 0.15) * 0.15 / 0.25 * 0.999; // squeeze into [20%, 35%)
-            let p = sim.step(now, &[device("a", Some(b))], &[]);
+        let (mut starved, mut low_since, mut high_since) = (false, None::<i64>, None::<i64>);
+        let (mut starves, mut recoveries) = (0, 0);
+        for (i, b) in series.iter().enumerate() {
+            let t = i as i64 * STEP;
+            let p = sim.step(t0() + secs(t), &[device("a", Some(*b))], &[]);
+            // The model: low for 120 s starves; recovered once high (> 35 %) for 300 s.
+            if *b < 0.20 { low_since.get_or_insert(t); } else { low_since = None; }
+            if *b > 0.35 { high_since.get_or_insert(t); } else { high_since = None; }
+            let expect = if starved {
+                high_since.is_none_or(|h| t - h < 300)
+            } else {
+                low_since.is_some_and(|l| t - l >= 120)
+            };
+            if expect != starved { if expect { starves += 1 } else { recoveries += 1 } }
+            starved = expect;
+            prop_assert_eq!(p.starved().count() == 1, starved, "t={} battery={}", t, b);
+            for tr in &p.transitions {
+                match tr {
+                    Transition::Starved { .. } => prop_assert!(starved),
+                    Transition::Recovered { .. } => prop_assert!(!starved),
+                }
+            }
+        }
+        prop_assert!(starves >= 1 && recoveries >= 1, "the scenario must really starve and recover");
+        // Values strictly between the lines never cause a transition.
+        let mut sim = Sim::new(spec(Mode::Migrate));
+        for (i, (_, n, _)) in segments.iter().enumerate() {
+            let p = sim.step(t0() + secs(i as i64 * 600), &[device("a", Some(0.2 + (*n as f64 % 15.0) / 100.0))], &[]);
             prop_assert!(p.transitions.is_empty());
-            now += secs(step);
         }
     }
+}
+
+// ---------- no loops, placement, headroom ----------
+
+fn pod_of(name: &str, on: &str, owner: &str) -> WorkloadSnapshot {
+    WorkloadSnapshot {
+        owner: Some(owner.into()),
+        ..pod(name, on)
+    }
+}
+
+fn tainted(mut t: TargetSnapshot) -> TargetSnapshot {
+    t.tainted = true;
+    t.taint_ours = true;
+    t
+}
+
+/// The case: a condition seen for 12 s, then 51 s without data (Prometheus down), must
+/// not count as 63 s of starvation for `for: 20s`.
+#[test]
+fn a_gap_in_the_data_restarts_the_for_window() {
+    let mut s = spec(Mode::Migrate);
+    s.starvation.for_ = "20s".into();
+    let mut sim = Sim::new(s);
+    let gap = std::time::Duration::from_secs(30);
+    let step = |sim: &mut Sim, t: i64| {
+        let p = plan(&PlanInput {
+            spec: &sim.spec,
+            durations: &sim.durations,
+            now: t0() + secs(t),
+            targets: &[device("a", Some(0.1))],
+            workloads: &[],
+            previous: &sim.states,
+            history: &sim.history,
+            max_gap: gap,
+        });
+        sim.states = p.states.clone();
+        p
+    };
+    step(&mut sim, 0);
+    assert_eq!(step(&mut sim, 12).starved().count(), 0);
+    // 51 s outage: no cycle saw data. The first sample back restarts the window.
+    assert_eq!(
+        step(&mut sim, 63).starved().count(),
+        0,
+        "the outage counted towards `for`"
+    );
+    assert_eq!(step(&mut sim, 75).starved().count(), 0);
+    assert_eq!(
+        step(&mut sim, 84).starved().count(),
+        1,
+        "20 s seen after the gap"
+    );
+}
+
+/// A Deployment's pods on a starved node: one eviction per cooldown for the owner, however its
+/// pods are replaced (new names) — not one per pod name.
+#[test]
+fn cooldown_and_hourly_limit_are_per_owner() {
+    let (mut sim, mut targets) = starved_setup(Mode::Migrate);
+    targets[3] = tainted(targets[3].clone());
+    let owner = "Deployment/default/web";
+    let p = sim.step(t0() + secs(120), &targets, &[pod_of("web-1", "n1", owner)]);
+    assert_eq!(
+        p.actions
+            .iter()
+            .filter(|a| matches!(a, Action::Evict { .. }))
+            .count(),
+        1
+    );
+    // The ReplicaSet's replacement lands on n1 again (say it tolerated the old state): new name.
+    let p = sim.step(t0() + secs(150), &targets, &[pod_of("web-2", "n1", owner)]);
+    assert!(
+        p.actions.iter().all(|a| !matches!(a, Action::Evict { .. })),
+        "{:?}",
+        p.actions
+    );
+    assert_eq!(p.skipped[0].reason, SkipReason::Cooldown);
+    // After the cooldown (10 m) it may go.
+    let p = sim.step(
+        t0() + secs(120 + 601),
+        &targets,
+        &[pod_of("web-3", "n1", owner)],
+    );
+    assert!(p.actions.iter().any(|a| matches!(a, Action::Evict { .. })));
+    // maxPerHour per owner.
+    let mut h = MoveHistory::default();
+    for k in 0..20 {
+        h.record(
+            WorkloadId {
+                kind: WorkloadKind::Pod,
+                namespace: "default".into(),
+                name: format!("x{k}"),
+            },
+            Some(owner),
+            t0(),
+        );
+    }
+    assert_eq!(h.owner_moves_last_hour(owner, t0() + secs(60)), 20);
+    assert_eq!(h.owner_moves_last_hour(owner, t0() + secs(3601)), 0);
+}
+
+#[test]
+fn pods_that_tolerate_the_taint_or_without_taint_stay() {
+    let (mut sim, targets) = starved_setup(Mode::Migrate);
+    let mut tol = pod("tol", "n1");
+    tol.tolerates_starvation = true;
+    let p = sim.step(t0() + secs(120), &targets, &[tol, pod("plain", "n1")]);
+    assert!(p.actions.contains(&Action::Taint { node: "n1".into() }));
+    let reasons: Vec<_> = p
+        .skipped
+        .iter()
+        .map(|s| (s.workload.name.as_str(), s.reason.clone()))
+        .collect();
+    assert_eq!(reasons, vec![("tol", SkipReason::ToleratesTaint)]);
+    assert!(
+        p.actions
+            .iter()
+            .any(|a| matches!(a, Action::Evict { pod, .. } if pod.name == "plain")),
+        "evicted in the cycle that places the taint"
+    );
+    // taintNodes: false → never evicted (it would be scheduled straight back).
+    let mut s = spec(Mode::Migrate);
+    s.action.taint_nodes = false;
+    let mut sim = Sim::new(s);
+    sim.step(t0(), &targets, &[]);
+    let p = sim.step(t0() + secs(120), &targets, &[pod("plain", "n1")]);
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert_eq!(p.skipped[0].reason, SkipReason::TaintNotInPlace);
+}
+
+/// Two workloads moved in one cycle do not both land on the best device when a second one is
+/// nearly as good: each assignment lowers the chosen device's headroom.
+#[test]
+fn a_cycles_assignments_spread_over_destinations() {
+    let mut s = spec(Mode::Migrate);
+    s.action.max_concurrent = 4;
+    let mut sim = Sim::new(s);
+    let targets = vec![
+        device("a", Some(0.1)),
+        device("b", Some(0.80)),
+        device("c", Some(0.75)),
+    ];
+    sim.step(t0(), &targets, &[]);
+    let ws = [ew("w1", "a"), ew("w2", "a"), ew("w3", "a")];
+    let p = sim.step(t0() + secs(120), &targets, &ws);
+    let to: Vec<&str> = p
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::MigrateEdgeWorkload { to, .. } => Some(to.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(to.len(), 3);
+    assert!(to.contains(&"b") && to.contains(&"c"), "{to:?}");
+}
+
+#[test]
+fn host_bound_workloads_are_refused_make_before_break_but_recreate_moves_them() {
+    let (mut sim, targets) = starved_setup(Mode::Migrate);
+    let mut w = ew("hp", "a");
+    w.host_bound = Some("hostPort 9090".into());
+    let p = sim.step(t0() + secs(120), &targets, std::slice::from_ref(&w));
+    assert!(
+        matches!(&p.skipped[0].reason, SkipReason::Refused(why) if why.contains("hostPort 9090"))
+    );
+    let mut s = spec(Mode::Migrate);
+    s.action.strategy = edgewatt_crds::Strategy::Recreate;
+    let mut sim = Sim::new(s);
+    sim.step(t0(), &targets, &[]);
+    let p = sim.step(t0() + secs(120), &targets, &[w]);
+    assert!(p
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::MigrateEdgeWorkload { .. })));
+}
+
+/// Selector-placed workloads are never re-pointed: the starved device is labelled (their
+/// selector excludes the label) only while each runs on another healthy device.
+#[test]
+fn selector_placed_workloads_leave_by_label_only_when_running_elsewhere() {
+    let (mut sim, targets) = starved_setup(Mode::Migrate);
+    let sel = |on: &str, running: bool| WorkloadSnapshot {
+        placement: Placement::Selector { opted_in: true },
+        running,
+        ..ew("s", on)
+    };
+    // Only on a (starved): labelling a would stop it.
+    let p = sim.step(t0() + secs(120), &targets, &[sel("a", true)]);
+    assert!(
+        p.actions
+            .iter()
+            .all(|a| !matches!(a, Action::LabelDevice { .. })),
+        "{:?}",
+        p.actions
+    );
+    assert_eq!(p.skipped[0].reason, SkipReason::NoOtherInstance);
+    // Also Running on c: a is labelled, s leaves through it; never a MigrateEdgeWorkload.
+    let p = sim.step(
+        t0() + secs(121),
+        &targets,
+        &[sel("a", true), sel("c", true)],
+    );
+    let label = p.actions.iter().find_map(|a| match a {
+        Action::LabelDevice { device, leaving } => Some((device.name.clone(), leaving.clone())),
+        _ => None,
+    });
+    assert_eq!(label.map(|(d, l)| (d, l.len())), Some(("a".to_string(), 1)));
+    assert!(p
+        .actions
+        .iter()
+        .all(|a| !matches!(a, Action::MigrateEdgeWorkload { .. })));
+    // Deploying (not Running) on c does not count.
+    let mut sim = Sim::new(spec(Mode::Migrate));
+    sim.step(t0(), &targets, &[]);
+    let p = sim.step(
+        t0() + secs(120),
+        &targets,
+        &[sel("a", true), sel("c", false)],
+    );
+    assert!(p
+        .actions
+        .iter()
+        .all(|a| !matches!(a, Action::LabelDevice { .. })));
+    // Recovered: the label this policy put goes.
+    let mut t2 = targets.clone();
+    t2[0] = tainted(device("a", Some(0.9)));
+    let mut sim = Sim::new(spec(Mode::Migrate));
+    let p = sim.step(t0(), &t2, &[]);
+    assert!(p.actions.contains(&Action::UnlabelDevice {
+        device: TargetId::device("edge", "a")
+    }));
 }
