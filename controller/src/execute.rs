@@ -433,7 +433,12 @@ pub async fn execute(
     }
     for a in &plan.actions {
         let done = match a {
-            Action::Evict { pod, node, owner } => {
+            Action::Evict {
+                pod,
+                node,
+                owner,
+                siblings,
+            } => {
                 if untainted.contains(node.as_str()) {
                     continue; // never evict onto a node that could take the pod straight back
                 }
@@ -443,7 +448,7 @@ pub async fn execute(
                     policy,
                     pod,
                     node,
-                    owner.as_deref(),
+                    (owner.as_deref(), siblings),
                     view,
                     now,
                     problems,
@@ -521,7 +526,7 @@ async fn evict(
     policy: &str,
     pod: &WorkloadId,
     node: &str,
-    owner: Option<&str>,
+    (owner, siblings): (Option<&str>, &[WorkloadId]),
     view: &View,
     now: DateTime<Utc>,
     problems: &mut Vec<Problem>,
@@ -539,6 +544,9 @@ async fn evict(
     let (result, reason, message) = match &outcome {
         Eviction::Evicted => {
             rt.history.record(pod.clone(), owner, now);
+            if let Some(o) = owner {
+                rt.history.record_drain(o, pod, siblings);
+            }
             rt.evicting.insert(
                 pod.clone(),
                 Evicting {
@@ -673,7 +681,9 @@ pub async fn dry_run(
 ) {
     for a in &plan.dry_run {
         let moves: Vec<(WorkloadId, String, Option<String>, Option<String>)> = match a {
-            Action::Evict { pod, node, owner } => {
+            Action::Evict {
+                pod, node, owner, ..
+            } => {
                 vec![(pod.clone(), node.clone(), None, owner.clone())]
             }
             Action::MigrateEdgeWorkload { workload, from, to } => {

@@ -378,6 +378,12 @@ pub struct MoveHistory {
     /// The same per owner of the pods moved (`Deployment/ns/web`).
     pub owner_last_moved: HashMap<String, Time>,
     pub owner_recent: HashMap<String, Vec<Time>>,
+    /// Per owner, its other pods that were on the node when one of them was evicted and have not
+    /// been evicted since: they are the rest of that node's drain, not replacements, so the
+    /// owner's cooldown does not hold them back (a starved node with three replicas of one
+    /// Deployment is drained, not left with two for a cooldown). Replacements created later are
+    /// never in it. Not restored after a restart: the rest then waits for the cooldown (safe).
+    pub owner_drain: HashMap<String, HashSet<WorkloadId>>,
     /// Moves in flight: EdgeWorkload moves not yet ended, evicted pods not yet gone.
     pub in_flight: u32,
 }
@@ -411,6 +417,18 @@ impl MoveHistory {
         }
     }
 
+    /// An eviction of `pod` of `owner` whose `siblings` (the owner's other pods on the same
+    /// node) were there at the decision. The first eviction of a drain starts the set; a later
+    /// one from the set keeps only the pods that were in it and are still there.
+    pub fn record_drain(&mut self, owner: &str, pod: &WorkloadId, siblings: &[WorkloadId]) {
+        let drain = self.owner_drain.entry(owner.to_string()).or_default();
+        if drain.remove(pod) {
+            drain.retain(|p| siblings.contains(p));
+        } else {
+            *drain = siblings.iter().cloned().collect();
+        }
+    }
+
     /// A move ended at `at`: the cooldown runs from its end.
     pub fn ended(&mut self, id: WorkloadId, at: Time) {
         let e = self.last_moved.entry(id).or_insert(at);
@@ -420,10 +438,10 @@ impl MoveHistory {
     fn cooling(&self, w: &WorkloadSnapshot, now: Time, cooldown: chrono::Duration) -> bool {
         let within = |at: &Time| now - *at < cooldown;
         self.last_moved.get(&w.id).is_some_and(within)
-            || w.owner
-                .as_ref()
-                .and_then(|o| self.owner_last_moved.get(o))
-                .is_some_and(within)
+            || w.owner.as_ref().is_some_and(|o| {
+                self.owner_last_moved.get(o).is_some_and(within)
+                    && !self.owner_drain.get(o).is_some_and(|d| d.contains(&w.id))
+            })
     }
 }
 
@@ -439,6 +457,8 @@ pub enum Action {
         pod: WorkloadId,
         node: String,
         owner: Option<String>,
+        /// The owner's other pods on the node now (see [`MoveHistory::owner_drain`]).
+        siblings: Vec<WorkloadId>,
     },
     /// Label the starved device `edgewatt.io/energy-starved=true`: the selector-placed
     /// EdgeWorkloads in `leaving` (which exclude the label) leave it; each runs elsewhere too.
@@ -1013,6 +1033,18 @@ impl<'i, 'a> Cycle<'i, 'a> {
         unfit_with(&self.input.targets[i], f.known, f.starved_since.is_some()).is_none()
     }
 
+    /// The other pods of `w`'s owner on `source` (none without an owner).
+    fn siblings(&self, w: &WorkloadSnapshot, source: &'a TargetSnapshot) -> Vec<WorkloadId> {
+        let Some(owner) = &w.owner else {
+            return Vec::new();
+        };
+        self.workloads_on(source)
+            .iter()
+            .filter(|o| o.owner.as_ref() == Some(owner) && o.id != w.id)
+            .map(|o| o.id.clone())
+            .collect()
+    }
+
     fn workloads_on(&self, t: &'a TargetSnapshot) -> &[&'a WorkloadSnapshot] {
         let key = (t.id.kind, t.id.namespace.as_deref(), t.id.name.as_str());
         self.by_target.get(&key).map_or(&[], Vec::as_slice)
@@ -1266,6 +1298,7 @@ impl<'i, 'a> Cycle<'i, 'a> {
                     pod: w.id.clone(),
                     node: source.id.name.clone(),
                     owner: w.owner.clone(),
+                    siblings: self.siblings(w, source),
                 }),
             WorkloadKind::EdgeWorkload => {
                 let i = devices.iter().position(|d| {

@@ -22,7 +22,7 @@ use edgewatt_crds::{
     promql::Signal,
     EnergyPolicy,
 };
-use edgewatt_e2e::apiserver::{builtin_resources, ApiServer};
+use edgewatt_e2e::apiserver::{parse_crd, ApiServer};
 use serde_json::{json, Value};
 
 mod common;
@@ -211,11 +211,11 @@ async fn without_flotta_the_controller_is_ready_runs_node_policies_and_picks_flo
     );
 
     // Flotta's CRDs appear: picked up without a restart.
-    for def in builtin_resources()
-        .into_iter()
-        .filter(|d| d.group == "management.project-flotta.io")
-    {
-        server.register(def);
+    for crd in [
+        include_str!("../../crds/flotta/management.project-flotta.io_edgedevices.yaml"),
+        include_str!("../../crds/flotta/management.project-flotta.io_edgeworkloads.yaml"),
+    ] {
+        server.put(parse_crd(crd).unwrap()).unwrap();
     }
     let t = Instant::now();
     while ctx.stores.health.get(Res::Devices) != StoreState::Synced

@@ -120,13 +120,25 @@ fn flotta(server: Arc<ApiServer>, deploy: Duration) -> tokio::task::JoinHandle<(
 }
 
 /// The move is over: the original on d2 without intent, no copy.
+/// The move has ended: the original runs on d2 without an intent, the copy is gone and the
+/// policy's status records the success (the cycle that sees the end writes it, possibly after
+/// the copy's DELETE).
 fn moved(server: &ApiServer) -> bool {
     let app = server.get("edgeworkloads", Some(NS), "app").unwrap();
+    let recorded = server
+        .get_typed::<EnergyPolicy>(None, "p")
+        .and_then(|p| p.status)
+        .is_some_and(|st| {
+            st.migrations
+                .iter()
+                .any(|r| r.name == "app" && r.result == MigrationResult::Succeeded)
+        });
     app["spec"]["device"] == "d2"
         && app["metadata"]["annotations"][keys::MIGRATION_INTENT].is_null()
         && server
             .get("edgeworkloads", Some(NS), &copy_name("app"))
             .is_none()
+        && recorded
 }
 
 async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {

@@ -327,8 +327,8 @@ async fn observe_mode_only_reports() {
         wls.items[0].data["spec"]["device"], "dev-a",
         "Observe must not move"
     );
-    // the controllers' own requests, told apart by their ServiceAccount: status, Events and the
-    // Lease only
+    // the controllers' own requests, told apart by their ServiceAccount: the policy itself (its
+    // status and its cleanup finalizer), Events and the Lease only
     let controller_writes: Vec<String> = l
         .cluster
         .server
@@ -336,7 +336,7 @@ async fn observe_mode_only_reports() {
         .into_iter()
         .filter(|w| w.user == CONTROLLER_USER)
         .filter(|w| {
-            !w.path.ends_with("/status")
+            !w.path.contains("/energypolicies/watch-only")
                 && !w.path.contains("/events")
                 && !w.path.contains("/leases")
         })
@@ -345,6 +345,12 @@ async fn observe_mode_only_reports() {
     assert!(
         controller_writes.is_empty(),
         "Observe mode wrote: {controller_writes:?}"
+    );
+    let finalizers = api.get("watch-only").await.unwrap().metadata.finalizers;
+    assert_eq!(
+        finalizers,
+        Some(vec!["edgewatt.io/cleanup".to_string()]),
+        "the policy's one write to itself is its cleanup finalizer"
     );
     let reasons = l.cluster.event_reasons().await;
     assert!(reasons.keys().any(|r| r.contains("Starved")), "{reasons:?}");

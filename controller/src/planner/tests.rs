@@ -137,8 +137,16 @@ impl Sim {
         self.states = plan.states.clone();
         for a in &plan.actions {
             match a {
-                Action::Evict { pod, owner, .. } => {
-                    self.history.record(pod.clone(), owner.as_deref(), now)
+                Action::Evict {
+                    pod,
+                    owner,
+                    siblings,
+                    ..
+                } => {
+                    self.history.record(pod.clone(), owner.as_deref(), now);
+                    if let Some(o) = owner {
+                        self.history.record_drain(o, pod, siblings);
+                    }
                 }
                 Action::MigrateEdgeWorkload { workload, .. } => {
                     self.history.record(workload.clone(), None, now)
@@ -295,6 +303,7 @@ fn migrates_to_most_headroom_taints_and_evicts() {
                 pod: workloads[1].id.clone(),
                 node: "n1".into(),
                 owner: None,
+                siblings: vec![],
             },
             Action::MigrateEdgeWorkload {
                 workload: workloads[0].id.clone(),
@@ -793,6 +802,48 @@ fn cooldown_and_hourly_limit_are_per_owner() {
     }
     assert_eq!(h.owner_moves_last_hour(owner, t0() + secs(60)), 20);
     assert_eq!(h.owner_moves_last_hour(owner, t0() + secs(3601)), 0);
+}
+
+/// A starved node with three replicas of one Deployment is drained one pod per cycle (the
+/// owner's cooldown does not hold back pods that were there at its first eviction), while a
+/// replacement that lands on the node afterwards is held back for the cooldown.
+#[test]
+fn an_owners_pods_on_the_node_are_drained_but_replacements_wait() {
+    let (mut sim, mut targets) = starved_setup(Mode::Migrate);
+    targets[3] = tainted(targets[3].clone());
+    let owner = "Deployment/default/web";
+    let evicted = |p: &Plan| -> Vec<String> {
+        p.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Evict { pod, .. } => Some(pod.name.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut on_n1 = vec![
+        pod_of("web-1", "n1", owner),
+        pod_of("web-2", "n1", owner),
+        pod_of("web-3", "n1", owner),
+    ];
+    let mut gone = Vec::new();
+    for t in [120, 150, 180, 210] {
+        let p = sim.step(t0() + secs(t), &targets, &on_n1);
+        let e = evicted(&p);
+        assert!(e.len() <= 1, "one per owner per cycle: {e:?}");
+        on_n1.retain(|w| !e.contains(&w.id.name));
+        gone.extend(e);
+        // The ReplicaSet's replacement lands on n1 again right away.
+        if t == 120 {
+            on_n1.push(pod_of("web-r1", "n1", owner));
+        }
+    }
+    assert_eq!(gone, ["web-1", "web-2", "web-3"]);
+    assert_eq!(
+        on_n1.iter().map(|w| w.id.name.as_str()).collect::<Vec<_>>(),
+        ["web-r1"],
+        "the replacement is held back by the owner's cooldown"
+    );
 }
 
 #[test]
