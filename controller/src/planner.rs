@@ -974,7 +974,8 @@ struct Cycle<'i, 'a> {
 
 impl<'i, 'a> Cycle<'i, 'a> {
     fn new(input: &'i PlanInput<'a>, flags: &'i [Flags]) -> Self {
-        let mut by_target: ByTarget<'a> = FastMap::default();
+        let mut by_target: ByTarget<'a> =
+            FastMap::with_capacity_and_hasher(input.targets.len(), FastHash::default());
         let mut selector_instances: FastMap<&WorkloadId, Vec<&WorkloadSnapshot>> =
             FastMap::default();
         for w in input.workloads {
@@ -1306,14 +1307,16 @@ impl<'i, 'a> Cycle<'i, 'a> {
                         && d.target.id.namespace.as_deref() == Some(w.id.namespace.as_str())
                         && w.constraints.accepts(&d.target.labels, &d.target.taints)
                 })?;
-                let mut d = devices.remove(i);
+                let d = &mut devices[i];
                 let to = d.target.id.name.clone();
                 d.key = after_assignment(d.key, d.carried, per_workload_watts);
                 d.carried += 1;
-                let at = devices
-                    .binary_search_by(|x| rank(x, &d))
-                    .unwrap_or_else(|e| e);
-                devices.insert(at, d);
+                // Its headroom only shrank: it moves back among the next few. Rotating that
+                // range, not removing and inserting, keeps the 10 000-entry list from shifting
+                // twice per move.
+                let rest = &devices[i + 1..];
+                let at = i + rest.partition_point(|x| rank(x, &devices[i]).is_lt());
+                devices[i..=at].rotate_left(1);
                 Some(Action::MigrateEdgeWorkload {
                     workload: w.id.clone(),
                     from: source.id.name.clone(),
