@@ -37,7 +37,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use crate::{
     exempt::{self, Exemption},
-    nodes::{self, NodeView, ViewState},
+    nodes::{self, NodeFacts, NodeView, ViewState},
     protocol::{
         ExtenderArgs, ExtenderFilterResult, HostPriority, Node, MAX_EXTENDER_PRIORITY,
         NEUTRAL_SCORE,
@@ -70,6 +70,8 @@ pub struct NodeState {
     pub readings: [Option<Reading>; SIGNALS.len()],
     /// The controller marked it starved (`edgewatt_target_starved{kind="Node"} == 1`).
     pub starved: bool,
+    /// The Node view's facts for it when the table was published (see [`HeadroomTable::join`]).
+    pub facts: Option<NodeFacts>,
 }
 
 /// Everything a decision needs, built by the refresher once per interval.
@@ -82,6 +84,8 @@ pub struct HeadroomTable {
     pub owner_draw: HashMap<OwnerKey, f64>,
     /// Age (at `fetched_at`) of the newest `NodeWatts` sample of any node; `None` = no data.
     newest_age_secs: Option<f64>,
+    /// The Node view generation whose facts `nodes` carry; `None` = not joined.
+    facts_generation: Option<u64>,
 }
 
 impl HeadroomTable {
@@ -106,6 +110,7 @@ impl HeadroomTable {
                     NodeState {
                         readings,
                         starved: false,
+                        facts: None,
                     },
                 )
             })
@@ -139,7 +144,18 @@ impl HeadroomTable {
             nodes,
             owner_draw,
             newest_age_secs,
+            facts_generation: None,
         }
+    }
+
+    /// Copies the Node view's facts into the table's nodes, so that a decision looks a
+    /// measured node up once, not in both maps (the second lookup was 17 % of a 5 000-name
+    /// prioritize). Valid while the view's generation is unchanged; `annotated` checks.
+    pub fn join(&mut self, view: &NodeView) {
+        for (name, state) in &mut self.nodes {
+            state.facts = view.get(name).copied();
+        }
+        self.facts_generation = Some(view.generation());
     }
 
     /// Age at `now` of the newest node draw sample: how old the freshest thing we know is.
@@ -296,16 +312,26 @@ struct Annotated {
     starved_taint: bool,
 }
 
-/// One hash lookup in the view per node: this runs for each of thousands of candidates.
-fn annotated(view: &NodeView, name: &str, node: Option<&Node>) -> Annotated {
+/// This runs for each of thousands of candidates: a measured node's facts come from its table
+/// entry (`state`) while the table is joined with the view's current generation; only other
+/// nodes cost a lookup in the view.
+fn annotated(
+    view: &NodeView,
+    table: &HeadroomTable,
+    state: Option<&NodeState>,
+    name: &str,
+    node: Option<&Node>,
+) -> Annotated {
     if let Some(n) = node {
         return Annotated {
             budget: Ok(nodes::budget_annotation(n.metadata.annotations.as_ref())),
             starved_taint: nodes::starved_taint(n.spec.as_ref()),
         };
     }
-    let facts = match view.state {
-        ViewState::Disabled => None,
+    let joined = table.facts_generation == Some(view.generation());
+    let facts = match (view.state, state) {
+        (ViewState::Disabled, _) => None,
+        (_, Some(s)) if joined => s.facts.as_ref(),
         _ => view.get(name),
     };
     Annotated {
@@ -326,13 +352,13 @@ pub fn judge(
     pod_draw: f64,
 ) -> Verdict {
     let policy = inputs.policy;
-    let annotated = annotated(inputs.nodes, name, node);
+    let state = table.nodes.get(name);
+    let annotated = annotated(inputs.nodes, table, state, name, node);
     if annotated.starved_taint {
         return Verdict::Rejected {
             reason: format!("node is energy-starved (taint {})", keys::STARVED_TAINT),
         };
     }
-    let state = table.nodes.get(name);
     if state.is_some_and(|s| s.starved) {
         return Verdict::Rejected {
             reason: "node is energy-starved (edgewatt controller, mode Migrate)".to_string(),

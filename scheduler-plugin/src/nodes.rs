@@ -57,6 +57,10 @@ type Map = std::collections::HashMap<String, NodeFacts, foldhash::fast::RandomSt
 pub struct NodeView {
     pub state: ViewState,
     nodes: Map,
+    /// Bumped whenever some node's facts change (not on every Node event: status updates that
+    /// leave the budget and taint alone keep it). A table that copied the facts at this
+    /// generation may answer for the view without a second lookup per candidate.
+    generation: u64,
 }
 
 impl NodeView {
@@ -64,6 +68,7 @@ impl NodeView {
         Self {
             state,
             nodes: Map::default(),
+            generation: 0,
         }
     }
 
@@ -72,6 +77,7 @@ impl NodeView {
         Self {
             state: ViewState::Synced,
             nodes: nodes.into_iter().collect(),
+            generation: 0,
         }
     }
 
@@ -88,11 +94,25 @@ impl NodeView {
     }
 
     pub fn insert(&mut self, name: String, facts: NodeFacts) {
-        self.nodes.insert(name, facts);
+        if self.nodes.insert(name, facts) != Some(facts) {
+            self.generation += 1;
+        }
     }
 
     pub fn remove(&mut self, name: &str) {
-        self.nodes.remove(name);
+        if self.nodes.remove(name).is_some() {
+            self.generation += 1;
+        }
+    }
+
+    /// See the field: changes whenever any node's facts change.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Takes the place of `old`: a generation that never equals one `old` had.
+    pub fn succeed(&mut self, old: &NodeView) {
+        self.generation = old.generation + 1;
     }
 }
 
@@ -157,6 +177,7 @@ pub async fn watch(client: Client, state: Arc<AppState>) {
                 state.replace_nodes(NodeView {
                     state: ViewState::Synced,
                     nodes,
+                    generation: 0, // replace_nodes gives it its successor's
                 });
             }
             watcher::Event::Apply(n) => {

@@ -88,9 +88,11 @@ impl AppState {
     }
 
     /// Replaces the Node view (a complete list).
-    pub fn replace_nodes(&self, view: NodeView) {
+    pub fn replace_nodes(&self, mut view: NodeView) {
         self.node_gauges(&view);
-        *self.nodes.write().unwrap_or_else(|e| e.into_inner()) = view;
+        let mut current = self.nodes.write().unwrap_or_else(|e| e.into_inner());
+        view.succeed(&current);
+        *current = view;
     }
 
     /// Sets (`Some`) or removes (`None`) one node's facts.
@@ -116,7 +118,8 @@ impl AppState {
     }
 
     /// Replaces the table (a successful refresh).
-    pub fn publish(&self, table: HeadroomTable) {
+    pub fn publish(&self, mut table: HeadroomTable) {
+        table.join(&self.nodes.read().unwrap_or_else(|e| e.into_inner()));
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(table));
         self.refresh_gauges();
     }

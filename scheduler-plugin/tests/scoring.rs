@@ -151,3 +151,72 @@ fn budgets_unknown_until_nodes_are_listed() {
     let (r, _) = edgewatt_scheduler::headroom::filter(&inputs, args(&["a"]));
     assert!(r.failed_and_unresolvable_nodes.contains_key("a"), "{r:?}");
 }
+
+/// The published table carries the Node view's facts so a measured node costs one lookup per
+/// candidate; a fact that changes after publication (the controller's taint, an annotation
+/// edited) must still be seen at once, not at the next refresh.
+#[test]
+fn node_facts_changed_after_the_table_was_published_are_seen_at_once() {
+    use edgewatt_scheduler::{nodes::NodeFacts, state::AppState};
+    let t = table(
+        &[
+            (
+                "a",
+                &[(Signal::PowerBudget, 100.0), (Signal::NodeWatts, 40.0)],
+            ),
+            (
+                "b",
+                &[(Signal::PowerBudget, 100.0), (Signal::NodeWatts, 40.0)],
+            ),
+        ],
+        &[],
+        &[],
+    );
+    let budget = |w| NodeFacts {
+        budget_watts: Some(w),
+        starved_taint: false,
+    };
+    let state = AppState::with_view(
+        Policy::default(),
+        t,
+        NodeView::synced([
+            ("a".to_string(), budget(50.0)),
+            ("b".to_string(), budget(200.0)),
+        ]),
+    );
+    let decide = || {
+        state.decide(|inputs| {
+            let (r, _) = edgewatt_scheduler::headroom::filter(inputs, args(&["a", "b"]));
+            let (s, _) = prioritize(inputs, &args(&["a", "b"]));
+            (r, s.into_iter().map(|h| h.score).collect::<Vec<_>>())
+        })
+    };
+    // joined: the annotations (50 W and 200 W), not the metric's 100 W, decide
+    let (r, s) = decide();
+    assert_eq!(
+        r.node_names.as_deref().map(<[String]>::len),
+        Some(2),
+        "{r:?}"
+    );
+    assert!(
+        s[0] < s[1],
+        "a has 10 W of 50 W left, b 160 W of 200 W: {s:?}"
+    );
+    // the controller taints b after the table was published
+    state.update_node(
+        "b".to_string(),
+        Some(NodeFacts {
+            budget_watts: Some(200.0),
+            starved_taint: true,
+        }),
+    );
+    let (r, _) = decide();
+    assert!(
+        r.failed_and_unresolvable_nodes["b"].contains("energy-starved"),
+        "the taint was not seen before the next refresh: {r:?}"
+    );
+    // the annotation of a is raised: seen at once too
+    state.update_node("a".to_string(), Some(budget(1000.0)));
+    let (_, s) = decide();
+    assert!(s[0] >= 9, "a now has 960 W of 1000 W left: {s:?}");
+}
