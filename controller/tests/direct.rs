@@ -566,12 +566,14 @@ async fn a_deployment_is_evicted_at_most_once_per_cooldown_as_its_pods_are_repla
         json!({"targets": {"nodeSelector": {"matchLabels": {"edge": "true"}}}}),
     );
     let prom = nodes(&[("n1", 0.1), ("n2", 0.9)]);
-    let evictions = |h: &H| {
+    // Paths of the accepted Eviction calls, in order.
+    let evicted = |h: &H| -> Vec<String> {
         h.server
             .requests()
             .iter()
             .filter(|r| r.path.ends_with("/eviction") && r.status < 300)
-            .count()
+            .map(|r| r.path.clone())
+            .collect()
     };
     let t0 = Utc::now();
     h.cycle("p", t0, prom.clone()).await;
@@ -591,23 +593,17 @@ async fn a_deployment_is_evicted_at_most_once_per_cooldown_as_its_pods_are_repla
             deployment_pod(&h, &format!("web-r{k}"), "n1");
         }
     }
-    let evicted: Vec<String> = h
-        .server
-        .requests()
-        .iter()
-        .filter(|r| r.path.ends_with("/eviction") && r.status < 300)
-        .map(|r| r.path.clone())
-        .collect();
+    let drained = evicted(&h);
     assert_eq!(
-        evicted.len(),
+        drained.len(),
         2,
-        "web-a and web-b drained, no replacement evicted within the cooldown: {evicted:?}"
+        "web-a and web-b drained, no replacement evicted within the cooldown: {drained:?}"
     );
-    assert!(evicted[0].contains("/web-a/") && evicted[1].contains("/web-b/"));
+    assert!(drained[0].contains("/web-a/") && drained[1].contains("/web-b/"));
     // web-b went in the cycle at 91 s: the owner's cooldown runs 10 minutes from there.
     let p = h.cycle("p", t0 + secs(91 + 601), prom.clone()).await;
     assert_eq!(
-        evictions(&h),
+        evicted(&h).len(),
         3,
         "after the cooldown the owner may move again"
     );

@@ -19,7 +19,7 @@ use edgewatt_crds::{
     keys,
     metrics::MetricNames,
     prom::{PromConfig, PromReader},
-    EnergyPolicy, MigrationResult,
+    EnergyPolicy, MigrationRecord, MigrationResult,
 };
 use edgewatt_e2e::apiserver::ApiServer;
 use serde_json::{json, Value};
@@ -120,19 +120,28 @@ fn flotta(server: Arc<ApiServer>, deploy: Duration) -> tokio::task::JoinHandle<(
 }
 
 /// The move is over: the original on d2 without intent, no copy.
+/// Policy p's migration records of workload "app" (none while it has no status).
+fn records_of_app(server: &ApiServer) -> Vec<MigrationRecord> {
+    server
+        .get_typed::<EnergyPolicy>(None, "p")
+        .and_then(|p| p.status)
+        .map(|st| {
+            st.migrations
+                .into_iter()
+                .filter(|r| r.name == "app")
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The move has ended: the original runs on d2 without an intent, the copy is gone and the
 /// policy's status records the success (the cycle that sees the end writes it, possibly after
 /// the copy's DELETE).
 fn moved(server: &ApiServer) -> bool {
     let app = server.get("edgeworkloads", Some(NS), "app").unwrap();
-    let recorded = server
-        .get_typed::<EnergyPolicy>(None, "p")
-        .and_then(|p| p.status)
-        .is_some_and(|st| {
-            st.migrations
-                .iter()
-                .any(|r| r.name == "app" && r.result == MigrationResult::Succeeded)
-        });
+    let recorded = records_of_app(server)
+        .iter()
+        .any(|r| r.result == MigrationResult::Succeeded);
     app["spec"]["device"] == "d2"
         && app["metadata"]["annotations"][keys::MIGRATION_INTENT].is_null()
         && server
@@ -236,14 +245,7 @@ async fn one_migration_under_watch_lag_is_started_once_and_succeeds_once() {
     assert_eq!(events(&server, "MigrationStarted"), 1);
     assert_eq!(events(&server, "MigrationSucceeded"), 1);
     assert_eq!(events(&server, "MigrationFailed"), 0);
-    let p: EnergyPolicy = server.get_typed(None, "p").unwrap();
-    let recs: Vec<_> = p
-        .status
-        .unwrap()
-        .migrations
-        .into_iter()
-        .filter(|r| r.name == "app")
-        .collect();
+    let recs = records_of_app(&server);
     assert_eq!(recs.len(), 1, "{recs:?}");
     assert_eq!(recs[0].result, MigrationResult::Succeeded);
     // Nothing changed after the move: no status write, no other write at all.
@@ -382,14 +384,7 @@ async fn a_hung_leader_stops_writing_at_its_renew_deadline_and_the_standby_finis
         1,
         "one copy"
     );
-    let p: EnergyPolicy = server.get_typed(None, "p").unwrap();
-    let recs: Vec<_> = p
-        .status
-        .unwrap()
-        .migrations
-        .into_iter()
-        .filter(|r| r.name == "app")
-        .collect();
+    let recs = records_of_app(&server);
     assert_eq!(recs.len(), 1, "{recs:?}");
     assert_eq!(recs[0].result, MigrationResult::Succeeded);
     println!(
