@@ -19,9 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use edgewatt_e2e::apiserver::{ApiServer, ResourceDef};
-use k8s_openapi::api::{apps, core, rbac};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use edgewatt_e2e::{apiserver::ApiServer, chart};
 use serde_json::{json, Value};
 
 const COMPONENTS: [&str; 3] = ["exporter", "controller", "scheduler"];
@@ -443,19 +441,9 @@ impl Rendered {
     }
 }
 
-fn served<K>() -> ResourceDef
-where
-    K: kube::Resource<DynamicType = ()>,
-    K::Scope: 'static,
-{
-    let mut def = ResourceDef::of::<K>(false);
-    def.builtin = true;
-    def
-}
-
-/// `helm install edgewatt charts/edgewatt` (Helm's engine via helm-sdkpy, as
-/// `charts/tests/helm_install.py` and `chart_install.rs` run it) with `values`; Err(Helm's
-/// message) when Helm refuses.
+/// `helm install edgewatt charts/edgewatt` with `values` into the API server double, through
+/// `edgewatt_e2e::chart::install` (Helm's engine via helm-sdkpy, as every chart test runs it);
+/// Err(Helm's message) when Helm refuses.
 fn helm_install(values: Value) -> Result<Rendered, String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -464,34 +452,10 @@ fn helm_install(values: Value) -> Result<Rendered, String> {
         .unwrap();
     rt.block_on(async move {
         let s = ApiServer::start().await.expect("API server double");
-        s.register(served::<core::v1::ServiceAccount>());
-        s.register(served::<core::v1::Service>());
-        s.register(served::<core::v1::ConfigMap>());
-        s.register(served::<apps::v1::DaemonSet>());
-        s.register(served::<apps::v1::Deployment>());
-        s.register(served::<rbac::v1::ClusterRole>());
-        s.register(served::<rbac::v1::ClusterRoleBinding>());
-        s.register(served::<rbac::v1::Role>());
-        s.register(served::<rbac::v1::RoleBinding>());
-        s.register(served::<CustomResourceDefinition>());
         s.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}))
             .unwrap();
-        let python = repo().join(".venv/bin/python");
-        assert!(python.exists(), "{}: run `make deps`", python.display());
-        let mut cmd = Command::new(python);
-        // Helm talks to the double's insecure port (client-go sends no token over plain HTTP),
-        // as `edgewatt_e2e::chart::install` does
-        cmd.arg(repo().join("charts/tests/helm_install.py"))
-            .arg(s.insecure_kubeconfig_path())
-            .args(["edgewatt", NS, &values.to_string()])
-            // the double speaks no protobuf: Helm keeps its release record in memory
-            .env("HELM_DRIVER", "memory");
-        let out = tokio::task::spawn_blocking(move || cmd.output().expect("helm_install.py"))
-            .await
-            .unwrap();
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
+        tokio::task::block_in_place(|| chart::install(&s, "edgewatt", NS, &values))
+            .map_err(|e| format!("{e:#}"))?;
         let mut pods = BTreeMap::new();
         for o in s
             .list("deployments")
