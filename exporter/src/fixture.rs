@@ -11,11 +11,17 @@ pub struct FixtureTree {
     root: PathBuf,
 }
 
+/// Writes through a temporary file and a rename: a reader racing the test sees the old or the
+/// new content, never a truncated file — as with the kernel, whose small sysfs/procfs files are
+/// produced whole on each read. (A torn `/proc/stat` once cost the estimator a cycle in CI.)
 fn write(path: &Path, value: impl std::fmt::Display) {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).expect("create fixture dir");
     }
-    std::fs::write(path, format!("{value}\n")).expect("write fixture file");
+    let name = path.file_name().expect("fixture path names a file");
+    let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
+    std::fs::write(&tmp, format!("{value}\n")).expect("write fixture file");
+    std::fs::rename(&tmp, path).expect("rename fixture file");
 }
 
 /// Battery files; `None` leaves the attribute out (drivers differ in what they offer).

@@ -646,18 +646,19 @@ fn a_down_bmc_falls_back_to_the_estimator() {
         "500ms",
     ];
     let e = start(t.root(), &args);
-    let wait_for = |needle: &str, i0: u64| -> String {
+    let wait_for_all = |needles: &[&str], i0: u64| -> String {
         let mut body = String::new();
         for i in i0..i0 + 20 {
             tick_cpu(&t, i);
             std::thread::sleep(Duration::from_millis(500));
             body = get(e.1, "/metrics").unwrap().1;
-            if body.contains(needle) {
+            if needles.iter().all(|n| body.contains(n)) {
                 return body;
             }
         }
-        panic!("never saw {needle} in\n{body}");
+        panic!("never saw all of {needles:?} in\n{body}");
     };
+    let wait_for = |needle: &str, i0: u64| wait_for_all(&[needle], i0);
     let body = wait_for(
         "edgewatt_node_cpu_watts{node_name=\"fx\",zone=\"package\",source=\"estimator\"}",
         1,
@@ -747,8 +748,13 @@ fn a_down_bmc_falls_back_to_the_estimator() {
     // It stops answering: after three poll intervals the reading is stale and withdrawn.
     let _ = sushy.kill();
     let _ = sushy.wait();
-    let body = wait_for(
-        "edgewatt_exporter_source_up{node_name=\"fx\",source=\"redfish\",state=\"stale\"} 0",
+    // Stale and the estimator back in the same scrape (the collection that marks the BMC stale
+    // is also the one in which the estimator takes over).
+    let body = wait_for_all(
+        &[
+            "edgewatt_exporter_source_up{node_name=\"fx\",source=\"redfish\",state=\"stale\"} 0",
+            "edgewatt_exporter_source_up{node_name=\"fx\",source=\"estimator\",state=\"in_use\"} 1",
+        ],
         60,
     );
     assert!(
