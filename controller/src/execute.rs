@@ -543,10 +543,7 @@ async fn evict(
         .map_err(|_| ())?;
     let (result, reason, message) = match &outcome {
         Eviction::Evicted => {
-            rt.history.record(pod.clone(), owner, now);
-            if let Some(o) = owner {
-                rt.history.record_drain(o, pod, siblings);
-            }
+            rt.history.record_eviction(pod, owner, siblings, now);
             rt.evicting.insert(
                 pod.clone(),
                 Evicting {
@@ -682,21 +679,29 @@ pub async fn dry_run(
     for a in &plan.dry_run {
         let moves: Vec<(WorkloadId, String, Option<String>, Option<String>)> = match a {
             Action::Evict {
-                pod, node, owner, ..
+                pod,
+                node,
+                owner,
+                siblings,
             } => {
+                rt.history
+                    .record_eviction(pod, owner.as_deref(), siblings, now);
                 vec![(pod.clone(), node.clone(), None, owner.clone())]
             }
             Action::MigrateEdgeWorkload { workload, from, to } => {
+                rt.history.record(workload.clone(), None, now);
                 vec![(workload.clone(), from.clone(), Some(to.clone()), None)]
             }
             Action::LabelDevice { device, leaving } => leaving
                 .iter()
-                .map(|w| (w.clone(), device.name.clone(), None, None))
+                .map(|w| {
+                    rt.history.record(w.clone(), None, now);
+                    (w.clone(), device.name.clone(), None, None)
+                })
                 .collect(),
             _ => continue,
         };
         for (id, from, to, owner) in moves {
-            rt.history.record(id.clone(), owner.as_deref(), now);
             ctx.metrics.migration(policy, kind_str(id.kind), "DryRun");
             let message = format!(
                 "Observe mode: would move {} from {from}{}",

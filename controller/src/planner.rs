@@ -417,6 +417,22 @@ impl MoveHistory {
         }
     }
 
+    /// A started eviction: the move itself and, for a pod with an owner, its place in the
+    /// owner's drain. Migrate and Observe (dry run) record the same, so a dry run reports what
+    /// an enforced run would do — the whole drain, not one pod per cooldown.
+    pub fn record_eviction(
+        &mut self,
+        pod: &WorkloadId,
+        owner: Option<&str>,
+        siblings: &[WorkloadId],
+        at: Time,
+    ) {
+        self.record(pod.clone(), owner, at);
+        if let Some(o) = owner {
+            self.record_drain(o, pod, siblings);
+        }
+    }
+
     /// An eviction of `pod` of `owner` whose `siblings` (the owner's other pods on the same
     /// node) were there at the decision. The first eviction of a drain starts the set; a later
     /// one from the set keeps only the pods that were in it and are still there.

@@ -697,3 +697,56 @@ async fn deleting_a_policy_leaves_no_taint_intent_or_copy() {
         .iter()
         .any(|e| e["regarding"]["uid"].is_string()));
 }
+
+/// Observe mode reports what Migrate would do: both pods of the Deployment on the starved node
+/// (the drain) as DryRun records, one per cycle, and nothing more within the cooldown — never
+/// an eviction or a taint. (Before, the dry run recorded the move but not the drain, so it
+/// reported one pod per cooldown where an enforced run drains the node.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observe_mode_reports_the_whole_drain_like_migrate_would() {
+    let h = start().await;
+    node(&h, "n1");
+    node(&h, "n2");
+    deployment_pod(&h, "web-a", "n1");
+    deployment_pod(&h, "web-b", "n1");
+    h.policy(
+        "p",
+        json!({
+            "targets": {"nodeSelector": {"matchLabels": {"edge": "true"}}},
+            "action": {"mode": "Observe", "cooldown": "10m", "migrationTimeout": "5m"}
+        }),
+    );
+    let prom = nodes(&[("n1", 0.1), ("n2", 0.9)]);
+    let t0 = Utc::now();
+    let mut p = h.cycle("p", t0, prom.clone()).await;
+    for i in 0..10 {
+        p = h.cycle("p", t0 + secs(61 + 30 * i), prom.clone()).await;
+    }
+    let reported: Vec<(String, MigrationResult)> = p
+        .status
+        .unwrap()
+        .migrations
+        .iter()
+        .map(|r| (r.name.clone(), r.result.clone()))
+        .collect();
+    assert_eq!(
+        reported,
+        vec![
+            ("web-a".to_string(), MigrationResult::DryRun),
+            ("web-b".to_string(), MigrationResult::DryRun)
+        ],
+        "the whole drain, once each, within the cooldown"
+    );
+    assert!(
+        !h.server
+            .requests()
+            .iter()
+            .any(|r| r.path.ends_with("/eviction")),
+        "a dry run evicts nothing"
+    );
+    let n1 = h.server.get("nodes", None, "n1").unwrap();
+    assert!(
+        n1["spec"]["taints"].is_null(),
+        "a dry run taints nothing: {n1}"
+    );
+}
