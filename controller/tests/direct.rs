@@ -727,7 +727,7 @@ async fn observe_mode_reports_the_whole_drain_like_migrate_would() {
         .unwrap()
         .migrations
         .iter()
-        .map(|r| (r.name.clone(), r.result.clone()))
+        .map(|r| (r.name.clone(), r.result))
         .collect();
     assert_eq!(
         reported,
