@@ -75,7 +75,7 @@ doc:
 
 ## Regenerate crds/*.yaml from the Rust types and copy the EnergyPolicy CRD into the chart.
 crds:
-	$(CARGO) run -q -p edgewatt-crds --bin crdgen
+	$(CARGO) run -q -p edgewatt-crds --features schema --bin crdgen
 	cp crds/edgewatt.io_energypolicies.yaml charts/edgewatt/crds/
 
 ## Clean-build time of the whole workspace (recorded in BENCHMARKS.md).

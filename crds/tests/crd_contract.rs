@@ -21,7 +21,7 @@ fn committed_crds_match_generated() {
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(
             committed == yaml,
-            "{} is stale: run `cargo run -p edgewatt-crds --bin crdgen`",
+            "{} is stale: run `make crds`",
             path.display()
         );
     }

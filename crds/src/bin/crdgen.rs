@@ -1,6 +1,6 @@
 //! Writes the CRD YAML files that `kubectl apply` and the Helm chart use.
 //!
-//! `cargo run -p edgewatt-crds --bin crdgen` rewrites `crds/*.yaml`; `--check` exits non-zero when
+//! `make crds` rewrites `crds/*.yaml`; `--check` exits non-zero when
 //! the committed files differ from what the types generate (the drift test runs the same code).
 
 use std::path::PathBuf;
@@ -37,7 +37,7 @@ fn main() -> anyhow::Result<()> {
     }
     if !stale.is_empty() {
         anyhow::bail!(
-            "out of date (run `cargo run -p edgewatt-crds --bin crdgen`): {}",
+            "out of date (run `make crds`): {}",
             stale.join(", ")
         );
     }
