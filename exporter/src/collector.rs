@@ -784,9 +784,7 @@ impl Collector {
                 .map(|((s, _, z), m)| (z.clone(), *s, m.delta))
                 .collect()
         };
-        let cpu = pick(&|d, z| {
-            *d == Domain::Cpu && !NESTED_ZONES.contains(&z) && node_cpu_zone(z)
-        });
+        let cpu = pick(&|d, z| *d == Domain::Cpu && !NESTED_ZONES.contains(&z) && node_cpu_zone(z));
         if cpu.is_empty() {
             pick(&|d, _| *d == Domain::Platform)
         } else {

@@ -289,7 +289,6 @@ impl FixtureTree {
         }
         self.set(&format!("{dir}/temp1_input"), 41_000);
     }
-
 }
 
 /// Copies a directory tree (tests serve private, editable copies of Redfish mockups).

@@ -150,7 +150,12 @@ fn agx_orin_two_chips_sum_the_top_rails_not_the_nested_one() {
     assert_watts(&s, "vin_sys_5v0", 3.0);
     assert_eq!(
         zones(&s),
-        ["vdd_cpu_cv", "vdd_gpu_soc", "vddq_vdd2_1v8ao", "vin_sys_5v0"],
+        [
+            "vdd_cpu_cv",
+            "vdd_gpu_soc",
+            "vddq_vdd2_1v8ao",
+            "vin_sys_5v0"
+        ],
         "the two NC channels of 0x41 are not rails"
     );
     assert_node_is_input(&s, module);
@@ -165,7 +170,11 @@ fn agx_orin_top_rail_unreadable_withdraws_the_module_total() {
     // the driver answers a failed conversion with an error; a file that does not parse stands in
     t.set("sys/class/hwmon/hwmon1/curr2_input", "");
     let s = run(&mut c, &t, 2);
-    assert_eq!(hwmon(&s, "platform"), None, "a partial sum is not the module");
+    assert_eq!(
+        hwmon(&s, "platform"),
+        None,
+        "a partial sum is not the module"
+    );
     assert_eq!(hwmon(&s, "vdd_cpu_cv"), None);
     assert_watts(&s, "vdd_gpu_soc", 19.936 * 0.2);
     assert_eq!(s.node_watts_source, Some("estimator"), "{:?}", s.node);
@@ -245,12 +254,23 @@ fn ina226_alone_is_the_board_input_from_power1_or_in1_times_curr1() {
 fn ina226_labelled_as_a_load_or_not_alone_is_a_zone_only() {
     // a monitor on a named load is a sub-rail
     let (_d, t) = host();
-    t.ina226("hwmon0", "1-0040", Some("motor"), 12_000, 1_000, Some(12_000_000));
+    t.ina226(
+        "hwmon0",
+        "1-0040",
+        Some("motor"),
+        12_000,
+        1_000,
+        Some(12_000_000),
+    );
     let mut c = collector(&t);
     let s = run(&mut c, &t, 1);
     assert_eq!(hwmon(&s, "platform"), None);
     assert_watts(&s, "motor", 12.0);
-    assert_eq!(s.node_watts_source, Some("estimator"), "a load is not the node");
+    assert_eq!(
+        s.node_watts_source,
+        Some("estimator"),
+        "a load is not the node"
+    );
 
     // two unlabelled monitors: either may sit under the other, so neither is the input
     let (_d2, t2) = host();
@@ -342,12 +362,12 @@ fn served_metrics_and_node_watts_query_read_the_input_only() {
     prom.add_target(ScrapeTarget::new("edgewatt", &format!("127.0.0.1:{port}")))
         .unwrap();
     let wait = |q: &str| prom.wait_for_series(q, Duration::from_secs(60)).unwrap();
-    let value = |r: &serde_json::Value| -> f64 {
-        r[0]["value"][1].as_str().unwrap().parse().unwrap()
-    };
+    let value =
+        |r: &serde_json::Value| -> f64 { r[0]["value"][1].as_str().unwrap().parse().unwrap() };
     let platform = wait("edgewatt_node_platform_watts{node_name=\"jetson\",source=\"hwmon\"}");
     assert_eq!(value(&platform), 6.0, "{platform}");
-    let soc = wait("edgewatt_node_cpu_watts{node_name=\"jetson\",zone=\"vdd_soc\",source=\"hwmon\"}");
+    let soc =
+        wait("edgewatt_node_cpu_watts{node_name=\"jetson\",zone=\"vdd_soc\",source=\"hwmon\"}");
     assert_eq!(value(&soc), 1.5, "{soc}");
     let rails = wait("edgewatt_node_cpu_watts{node_name=\"jetson\",source=\"hwmon\"}");
     assert_eq!(rails.as_array().unwrap().len(), 2, "{rails}");

@@ -49,7 +49,9 @@ pub(super) fn rails(chip: &Chip, rails: &mut Vec<Rail>, ignored: &mut Vec<String
         if suffix == "average" && chip.has(&format!("power{idx}_input")) {
             continue;
         }
-        let label = chip.label(&format!("{kind}{idx}_label")).unwrap_or_default();
+        let label = chip
+            .label(&format!("{kind}{idx}_label"))
+            .unwrap_or_default();
         let Some((domain, zone)) = classify(&chip.name, &label) else {
             ignored.push(format!("{}/{fname} ({label})", chip.name));
             continue;

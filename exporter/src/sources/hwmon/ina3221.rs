@@ -58,7 +58,10 @@ fn channels(chip: &Chip, ignored: &mut Vec<String>) -> Vec<Channel> {
             .is_some_and(|l| l.eq_ignore_ascii_case("NC"));
         if disabled || nc || !chip.has(&mv) || !chip.has(&ma) {
             if label.is_some() && !nc {
-                ignored.push(format!("{} channel {n} (disabled or incomplete)", chip.id()));
+                ignored.push(format!(
+                    "{} channel {n} (disabled or incomplete)",
+                    chip.id()
+                ));
             }
             continue;
         }

@@ -133,9 +133,7 @@ impl Chip {
     }
 
     fn label(&self, attr: &str) -> Option<String> {
-        read_string(&self.attr(attr))
-            .ok()
-            .filter(|l| !l.is_empty())
+        read_string(&self.attr(attr)).ok().filter(|l| !l.is_empty())
     }
 
     fn has(&self, attr: &str) -> bool {
@@ -414,7 +412,11 @@ mod tests {
 
     #[test]
     fn a_group_with_a_missing_member_is_absent() {
-        let v = [Some(MeterValue::Watts(1.0)), None, Some(MeterValue::Watts(2.0))];
+        let v = [
+            Some(MeterValue::Watts(1.0)),
+            None,
+            Some(MeterValue::Watts(2.0)),
+        ];
         assert_eq!(sum(&v, &[0, 2]), Some(MeterValue::Watts(3.0)));
         assert_eq!(sum(&v, &[0, 1]), None);
     }

@@ -44,7 +44,9 @@ fn labelled(chip: &Chip, kind: &str) -> BTreeMap<String, String> {
             (k == kind && suffix == "label").then(|| idx.to_string())
         })
         .filter_map(|idx| {
-            let label = chip.label(&format!("{kind}{idx}_label"))?.to_ascii_lowercase();
+            let label = chip
+                .label(&format!("{kind}{idx}_label"))?
+                .to_ascii_lowercase();
             let whole_page = !label.contains('.');
             (whole_page && chip.has(&format!("{kind}{idx}_input"))).then_some((label, idx))
         })
@@ -58,7 +60,12 @@ pub(super) fn rails(chip: &Chip, rails: &mut Vec<Rail>, ignored: &mut Vec<String
     // (label, reading): power files, else voltage × current of the same page.
     let mut found: Vec<(String, Reading)> = power
         .iter()
-        .map(|(l, i)| (l.clone(), Reading::Power(chip.attr(&format!("power{i}_input")))))
+        .map(|(l, i)| {
+            (
+                l.clone(),
+                Reading::Power(chip.attr(&format!("power{i}_input"))),
+            )
+        })
         .collect();
     for (v, c, p) in volts.iter().filter_map(|(v, vi)| {
         let (c, p) = match v.strip_prefix("vout") {
@@ -77,7 +84,10 @@ pub(super) fn rails(chip: &Chip, rails: &mut Vec<Rail>, ignored: &mut Vec<String
         }
     }
     if found.is_empty() {
-        ignored.push(format!("{} (no pin/pout, no vin×iin or vout×iout)", chip.id()));
+        ignored.push(format!(
+            "{} (no pin/pout, no vin×iin or vout×iout)",
+            chip.id()
+        ));
     }
     let supply = chip.name == SUPPLY;
     for (label, reading) in found {
