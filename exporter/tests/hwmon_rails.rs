@@ -137,28 +137,32 @@ fn xavier_nx_vdd_in_is_platform_and_its_sub_rails_are_zones() {
     assert_node_is_input(&s, 10.0);
 }
 
+/// `FixtureTree::jetson_agx_orin`: VDD_GPU_SOC + VDD_CPU_CV + VIN_SYS_5V0 (not VDDQ_VDD2_1V8AO).
+const AGX_ORIN_MODULE: f64 = 19.936 * 0.2 + 19.936 * 0.1 + 5.0 * 0.6;
+/// Its rails as zones: both chips, without the two NC channels of 0x41.
+const AGX_ORIN_ZONES: [&str; 4] = [
+    "vdd_cpu_cv",
+    "vdd_gpu_soc",
+    "vddq_vdd2_1v8ao",
+    "vin_sys_5v0",
+];
+
 #[test]
 fn agx_orin_two_chips_sum_the_top_rails_not_the_nested_one() {
     let (_d, t) = host();
     t.jetson_agx_orin();
     let mut c = collector(&t);
     let s = run(&mut c, &t, 1);
-    let module = 19.936 * 0.2 + 19.936 * 0.1 + 5.0 * 0.6;
-    assert_watts(&s, "platform", module);
+    assert_watts(&s, "platform", AGX_ORIN_MODULE);
     // VDDQ_VDD2_1V8AO (1 W, fed by VIN_SYS_5V0) is shown but not added: 8.98 W, not 9.98 W
     assert_watts(&s, "vddq_vdd2_1v8ao", 1.0);
     assert_watts(&s, "vin_sys_5v0", 3.0);
     assert_eq!(
         zones(&s),
-        [
-            "vdd_cpu_cv",
-            "vdd_gpu_soc",
-            "vddq_vdd2_1v8ao",
-            "vin_sys_5v0"
-        ],
+        AGX_ORIN_ZONES,
         "the two NC channels of 0x41 are not rails"
     );
-    assert_node_is_input(&s, module);
+    assert_node_is_input(&s, AGX_ORIN_MODULE);
 }
 
 #[test]
@@ -327,6 +331,42 @@ fn pmbus_supply_without_power_files_uses_vin_times_iin() {
     // 230 V × 1 000 mA; 12 V × 17 250 mA
     assert_watts(&s, "platform", 230.0);
     assert_watts(&s, "pmbus_pout1", 207.0);
+}
+
+/// Discovery runs once; each interval reads only the rails' own files: with every other file of
+/// the chips gone (labels, enables, shunt voltages, limits) the figures still come, and a label
+/// changed after discovery renames nothing.
+#[test]
+fn an_interval_reads_only_the_rails_files() {
+    let (_d, t) = host();
+    t.jetson_agx_orin();
+    let mut c = collector(&t);
+    run(&mut c, &t, 1);
+    let used = [
+        "in1_input",
+        "curr1_input",
+        "in2_input",
+        "curr2_input",
+        "in3_input",
+        "curr3_input",
+    ];
+    for (hwmon, keep) in [
+        ("hwmon1", &used[..]),
+        ("hwmon2", &["in2_input", "curr2_input"][..]),
+    ] {
+        for f in std::fs::read_dir(t.path(&format!("sys/class/hwmon/{hwmon}"))).unwrap() {
+            let f = f.unwrap();
+            let name = f.file_name().into_string().unwrap();
+            if name == "in2_label" {
+                t.set(&format!("sys/class/hwmon/{hwmon}/{name}"), "RENAMED");
+            } else if !keep.contains(&name.as_str()) && f.file_type().unwrap().is_file() {
+                std::fs::remove_file(f.path()).unwrap();
+            }
+        }
+    }
+    let s = run(&mut c, &t, 2);
+    assert_eq!(zones(&s), AGX_ORIN_ZONES);
+    assert_node_is_input(&s, AGX_ORIN_MODULE);
 }
 
 /// A child process that is killed with the test.
