@@ -267,7 +267,9 @@ impl Hwmon {
             return Ok(None);
         }
         resolve_inputs(&mut rails);
-        Ok(Some(Self::build(rails, ignored)))
+        let hwmon = Self::build(rails, ignored);
+        tracing::info!(figures = %hwmon.describe(), "hwmon: what each published figure is made of");
+        Ok(Some(hwmon))
     }
 
     fn build(rails: Vec<Rail>, ignored: Vec<String>) -> Self {
