@@ -49,6 +49,14 @@ pub const ESTIMATOR: &str = "estimator";
 /// attributed, so no energy is split twice.
 const NESTED_ZONES: [&str; 3] = ["core", "uncore", "psys"];
 
+/// The CPU zones that make up node power where no platform meter reports (NodeWatts in
+/// `crds/src/promql.rs` sums the same two). Any other CPU-domain zone — `core`/`uncore`/`psys`,
+/// or a board's sub-rail read through hwmon (`vdd_soc`, `vdd_cpu_gpu_cv`) — is shown but never
+/// attributed and never stands for the node, so a rail is not counted on top of its input.
+fn node_cpu_zone(zone: &str) -> bool {
+    zone == "package" || zone == "dram"
+}
+
 /// Rank of `source` for a meter of `domain` (lower wins); `None`: not eligible now.
 /// `real_meter`: some real CPU or platform meter is fresh this interval.
 fn rank(source: &str, domain: &Domain, real_meter: bool) -> Option<usize> {
@@ -614,8 +622,12 @@ impl Collector {
 
     /// Picks one fresh meter per zone (see the module docs and [`rank`]).
     fn select(&mut self) {
-        let real_meter = self.meters.iter().any(|((s, d, _), m)| {
-            m.fresh && *s != ESTIMATOR && matches!(d, Domain::Cpu | Domain::Platform)
+        // A sub-rail alone (hwmon zones of a board whose input is unknown or unreadable) does
+        // not measure the node: the estimator still stands in for it.
+        let real_meter = self.meters.iter().any(|((s, d, z), m)| {
+            m.fresh
+                && *s != ESTIMATOR
+                && (*d == Domain::Platform || (*d == Domain::Cpu && node_cpu_zone(z)))
         });
         let mut best: HashMap<(&Domain, &str), (usize, &'static str)> = HashMap::new();
         for ((source, domain, zone), m) in &self.meters {
@@ -772,7 +784,7 @@ impl Collector {
                 .map(|((s, _, z), m)| (z.clone(), *s, m.delta))
                 .collect()
         };
-        let cpu = pick(&|d, z| *d == Domain::Cpu && !NESTED_ZONES.contains(&z));
+        let cpu = pick(&|d, z| *d == Domain::Cpu && !NESTED_ZONES.contains(&z) && node_cpu_zone(z));
         if cpu.is_empty() {
             pick(&|d, _| *d == Domain::Platform)
         } else {

@@ -143,6 +143,154 @@ impl FixtureTree {
     }
 }
 
+/// One INA3221 channel: the rail's device-tree label, bus voltage (mV) and current (mA); `None`
+/// for a channel that is not connected (disabled, as the driver leaves channels without a DT node).
+pub type Ina3221Channel = Option<(&'static str, u64, i64)>;
+
+/// hwmon rail monitors, in the kernel's layout (`/sys/class/hwmon/hwmonN/`, `name`, and `device`
+/// a link to the I2C device `B-00AA`). Sources: torvalds/linux `Documentation/hwmon/
+/// sysfs-interface.rst`, `ina3221.rst`, `ina2xx.rst`, `pmbus-core.rst`; board rail names from
+/// energymon/energymon `jetson/JetsonPowerRails.md` (NVIDIA Jetson Developer Guide "Platform Power
+/// and Performance" and L4T device trees) and the Alumet Jetson plugin's Xavier NX listing.
+impl FixtureTree {
+    /// A chip directory `sys/class/hwmon/<hwmon>` named `name`, its `device` link pointing at
+    /// `sys/bus/i2c/devices/<i2c>` as on a real system. Returns the directory (relative).
+    pub fn hwmon_chip(&self, hwmon: &str, name: &str, i2c: &str) -> String {
+        let dir = format!("sys/class/hwmon/{hwmon}");
+        self.set(&format!("{dir}/name"), name);
+        let dev = self.path(&format!("sys/bus/i2c/devices/{i2c}"));
+        std::fs::create_dir_all(&dev).expect("create fixture device");
+        let link = self.path(&format!("{dir}/device"));
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(&dev, &link).expect("link fixture device");
+        }
+        dir
+    }
+
+    /// An INA3221 (`ina3221.rst`): per channel `in{n}_label`, `in{n}_enable`, `in{n}_input` (mV),
+    /// `curr{n}_input` (mA), `shunt{n}_resistor` (µΩ; Jetson modules use 5 mΩ), plus the shunt
+    /// voltage channels `in4..6_input` (µV) and `in7` (their sum), which are not rails.
+    pub fn ina3221(&self, hwmon: &str, i2c: &str, channels: [Ina3221Channel; 3]) {
+        let dir = self.hwmon_chip(hwmon, "ina3221", i2c);
+        let mut shunt_sum = 0;
+        for (i, ch) in channels.iter().enumerate() {
+            let n = i + 1;
+            self.set(&format!("{dir}/shunt{n}_resistor"), 5000);
+            self.set(&format!("{dir}/curr{n}_crit"), 32_760);
+            match ch {
+                Some((label, mv, ma)) => {
+                    self.set(&format!("{dir}/in{n}_label"), label);
+                    self.set(&format!("{dir}/in{n}_enable"), 1);
+                    self.ina3221_rail(hwmon, n, *mv, *ma);
+                    shunt_sum += ma * 5;
+                    self.set(&format!("{dir}/in{}_input", n + 3), ma * 5);
+                }
+                None => {
+                    self.set(&format!("{dir}/in{n}_enable"), 0);
+                    self.set(&format!("{dir}/in{n}_input"), 0);
+                    self.set(&format!("{dir}/curr{n}_input"), 0);
+                }
+            }
+        }
+        self.set(&format!("{dir}/in7_label"), "sum of shunt voltages");
+        self.set(&format!("{dir}/in7_input"), shunt_sum);
+        self.set(&format!("{dir}/samples"), 512);
+        self.set(&format!("{dir}/update_interval"), 140);
+    }
+
+    /// Moves one INA3221 channel (`n` 1..=3) to `mv` × `ma`.
+    pub fn ina3221_rail(&self, hwmon: &str, n: usize, mv: u64, ma: i64) {
+        let dir = format!("sys/class/hwmon/{hwmon}");
+        self.set(&format!("{dir}/in{n}_input"), mv);
+        self.set(&format!("{dir}/curr{n}_input"), ma);
+    }
+
+    /// Jetson AGX Orin (JetPack 5+): two INA3221 on I2C bus 1. 0x40: `VDD_GPU_SOC`, `VDD_CPU_CV`,
+    /// `VIN_SYS_5V0`; 0x41: NC, `VDDQ_VDD2_1V8AO` (fed by `VIN_SYS_5V0`), NC. Module total 4.0 +
+    /// 2.0 + 3.0 = 9.0 W; `VDDQ_VDD2_1V8AO` 1.0 W is inside `VIN_SYS_5V0`. hwmon1/hwmon2.
+    pub fn jetson_agx_orin(&self) {
+        self.ina3221(
+            "hwmon1",
+            "1-0040",
+            [
+                Some(("VDD_GPU_SOC", 19_936, 200)), // 3.9872 W
+                Some(("VDD_CPU_CV", 19_936, 100)),  // 1.9936 W
+                Some(("VIN_SYS_5V0", 5_000, 600)),  // 3.0 W
+            ],
+        );
+        self.ina3221(
+            "hwmon2",
+            "1-0041",
+            [None, Some(("VDDQ_VDD2_1V8AO", 5_000, 200)), None], // 1.0 W
+        );
+    }
+
+    /// Jetson Xavier NX (JetPack 5+), one INA3221 at 7-0040 (hwmon6 as in the Alumet listing):
+    /// `VDD_IN` 5.0 V × 1.2 A = 6.0 W, its sub-rails `VDD_CPU_GPU_CV` 5.0 V × 0.4 A = 2.0 W and
+    /// `VDD_SOC` 5.0 V × 0.3 A = 1.5 W.
+    pub fn jetson_xavier_nx(&self) {
+        self.ina3221(
+            "hwmon6",
+            "7-0040",
+            [
+                Some(("VDD_IN", 5_000, 1_200)),
+                Some(("VDD_CPU_GPU_CV", 5_000, 400)),
+                Some(("VDD_SOC", 5_000, 300)),
+            ],
+        );
+    }
+
+    /// An INA226 (`ina2xx.rst`): `in0_input` shunt mV, `in1_input` bus mV, `curr1_input` mA,
+    /// `power1_input` µW (left out when `power_uw` is `None`: the in1×curr1 path), and
+    /// `shunt_resistor` µΩ; `label` is the chip's device-tree label attribute, if any.
+    pub fn ina226(
+        &self,
+        hwmon: &str,
+        i2c: &str,
+        label: Option<&str>,
+        mv: u64,
+        ma: i64,
+        power_uw: Option<u64>,
+    ) {
+        let dir = self.hwmon_chip(hwmon, "ina226", i2c);
+        self.set(&format!("{dir}/shunt_resistor"), 2000);
+        self.set(&format!("{dir}/update_interval"), 35);
+        if let Some(l) = label {
+            self.set(&format!("{dir}/label"), l);
+        }
+        self.set(&format!("{dir}/in0_input"), ma * 2 / 1000);
+        self.set(&format!("{dir}/in1_input"), mv);
+        self.set(&format!("{dir}/curr1_input"), ma);
+        match power_uw {
+            Some(p) => self.set(&format!("{dir}/power1_input"), p),
+            None => {
+                let _ = std::fs::remove_file(self.path(&format!("{dir}/power1_input")));
+            }
+        }
+    }
+
+    /// A PSU on the generic `pmbus` driver (`pmbus-core.rst`): `in1` `vin`, `in2` `vout1`,
+    /// `curr1` `iin`, `curr2` `iout1`, `power1` `pin`, `power2` `pout1` (µW), plus phases of page 1
+    /// `power3` `pout1.0` and `power4` `pout1.1`, which are parts of `pout1`.
+    pub fn pmbus_psu(&self, hwmon: &str, i2c: &str, pin_uw: u64, pout_uw: u64) {
+        let dir = self.hwmon_chip(hwmon, "pmbus", i2c);
+        for (attr, label, value) in [
+            ("in1", "vin", 230_000),
+            ("in2", "vout1", 12_000),
+            ("curr1", "iin", (pin_uw / 230_000) as i64),
+            ("curr2", "iout1", (pout_uw / 12_000) as i64),
+            ("power1", "pin", pin_uw as i64),
+            ("power2", "pout1", pout_uw as i64),
+            ("power3", "pout1.0", (pout_uw / 2) as i64),
+            ("power4", "pout1.1", (pout_uw / 2) as i64),
+        ] {
+            self.set(&format!("{dir}/{attr}_label"), label);
+            self.set(&format!("{dir}/{attr}_input"), value);
+        }
+        self.set(&format!("{dir}/temp1_input"), 41_000);
+    }
+}
+
 /// Copies a directory tree (tests serve private, editable copies of Redfish mockups).
 pub fn copy_tree(src: &Path, dst: &Path) {
     std::fs::create_dir_all(dst).expect("create copy");
