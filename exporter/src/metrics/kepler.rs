@@ -242,6 +242,92 @@ mod tests {
         assert_ne!(arch, "aarch64");
     }
 
+    fn node(source: &'static str, domain: Domain, zone: &str, watts: f64) -> NodeSeries {
+        NodeSeries {
+            source,
+            domain,
+            zone: zone.into(),
+            joules_total: 10.0,
+            watts,
+            active_joules_total: 4.0,
+            idle_joules_total: 6.0,
+            active_watts: 1.0,
+            idle_watts: 2.0,
+        }
+    }
+
+    fn render(s: Snapshot) -> String {
+        let reg = super::super::registry(
+            super::super::MetricsConfig {
+                names: edgewatt_crds::metrics::MetricNames::new(PREFIX),
+                process_metrics: false,
+                version: "9.9.9",
+            },
+            std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(s))),
+        );
+        super::super::to_text_format(&super::super::render(&reg))
+    }
+
+    /// Platform power as Kepler's `kepler_platform_watts` (BMC labels empty: edgewatt reads one
+    /// figure per node) and, for the controller, edgewatt's pair; a zone summed over sockets has
+    /// Kepler's `aggregated-<zone>` path, a zone no RAPL file measures an empty one; a gone pod
+    /// is `terminated` and has no watts.
+    #[test]
+    fn platform_paths_and_terminated_workloads() {
+        let mut host = crate::hostinfo::HostFacts::default();
+        host.rapl_paths
+            .insert("package".into(), "aggregated-package".into());
+        let pod = |running: bool, uid: &str| WorkloadSeries {
+            kind: WorkloadKind::Pod,
+            labels: std::sync::Arc::new(vec![
+                ("pod_id", uid.to_string()),
+                ("pod_name", format!("p-{uid}")),
+                ("pod_namespace", "ns".into()),
+            ]),
+            zone: "package".into(),
+            source: "rapl",
+            joules_total: 3.0,
+            watts: running.then_some(0.5),
+            running,
+            cgroup: None,
+            exe: None,
+        };
+        let text = render(Snapshot {
+            node_name: "n1".into(),
+            node: vec![
+                node("rapl", Domain::Cpu, "package", 40.0),
+                node("hwmon", Domain::Cpu, "dram", 5.0),
+                node("redfish", Domain::Platform, "platform", 120.0),
+            ],
+            cpu_busy_ratio: Some(0.25),
+            workloads: vec![pod(true, "a"), pod(false, "b")],
+            host: std::sync::Arc::new(host),
+            ..Snapshot::default()
+        });
+        for needle in [
+            "kepler_platform_watts{node_name=\"n1\",source=\"redfish\",bmc_id=\"\",chassis_id=\"\",power_control_id=\"\",power_control_name=\"\"} 120",
+            "kepler_node_platform_watts{node_name=\"n1\",source=\"redfish\"} 120",
+            "kepler_node_cpu_watts{node_name=\"n1\",zone=\"package\",path=\"aggregated-package\"} 40",
+            "kepler_node_cpu_watts{node_name=\"n1\",zone=\"dram\",path=\"\"} 5",
+            "kepler_node_cpu_usage_ratio{node_name=\"n1\"} 0.25",
+            "kepler_pod_cpu_watts{node_name=\"n1\",pod_id=\"a\",pod_name=\"p-a\",pod_namespace=\"ns\",state=\"running\",zone=\"package\"} 0.5",
+            "kepler_pod_cpu_joules_total{node_name=\"n1\",pod_id=\"b\",pod_name=\"p-b\",pod_namespace=\"ns\",state=\"terminated\",zone=\"package\"} 3",
+            "kepler_build_info{node_name=\"n1\",arch=",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("kepler_pod_cpu_watts{") && l.contains("pod_id=\"b\"")),
+            "a terminated pod has no watts:\n{text}"
+        );
+        assert!(
+            !text.contains("source=\"rapl\""),
+            "no edgewatt source label on Kepler's series:\n{text}"
+        );
+    }
+
     #[test]
     fn runtimes_use_keplers_names() {
         let w = |rt: Runtime, pod: Option<&str>| WorkloadSeries {
