@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use edgewatt_crds::metrics::MetricNames;
+use edgewatt_crds::promql::{pod_watts_sum, Signal, TargetQuery};
 use edgewatt_e2e::apiserver::ApiServer;
 use edgewatt_e2e::prometheus::{Prometheus, ScrapeTarget};
 use edgewatt_exporter::fixture::{ids, pod_cgroup, FixtureTree};
@@ -582,6 +584,15 @@ fn keplers_dashboard_queries_return_data() {
     for all in [true, false] {
         let vars = resolve_vars(&prom, all);
         assert_panels(&prom, &vars);
+    }
+    // edgewatt's own readers with `metricPrefix: kepler` (controller and extender: node draw;
+    // the chart's recording rule: pod power) still find their data in the Kepler naming.
+    let names = MetricNames::new("kepler");
+    for q in [
+        TargetQuery::nodes(names.clone()).value(Signal::NodeWatts),
+        pod_watts_sum(&names),
+    ] {
+        prom.wait_for_series(&q, Duration::from_secs(10)).unwrap();
     }
 
     // A process that exits: its series turn `state="terminated"` until they expire.
