@@ -130,6 +130,15 @@ pub struct WorkloadSeries {
     /// Power over the last interval; `None` when this zone was not attributed this interval (its
     /// source is not in use now, or the accounting failed).
     pub watts: Option<f64>,
+    /// Seen in the last interval (Kepler's `state="running"`); a workload that has gone keeps its
+    /// series until `expire_intervals` pass (`state="terminated"`).
+    pub running: bool,
+    /// What a process's or container's cgroup path says (container id, runtime), for the labels
+    /// only the Kepler naming shows.
+    pub cgroup: Option<Arc<Workload>>,
+    /// A process's executable (`/proc/<pid>/exe`), read once when the process is first seen;
+    /// empty where the link cannot be read (kernel threads, no ptrace access).
+    pub exe: Option<Arc<str>>,
 }
 
 /// State of one source after the last interval.
@@ -182,6 +191,8 @@ pub struct Snapshot {
     pub fit_error_watts: Option<f64>,
     /// Intervals collected so far.
     pub intervals: u64,
+    /// CPUs and RAPL zone paths, read once (for `kepler_node_cpu_info` and the `path` label).
+    pub host: Arc<crate::hostinfo::HostFacts>,
 }
 
 #[derive(Debug, Default)]
@@ -287,6 +298,8 @@ struct WorkloadState {
     kind: WorkloadKind,
     zones: Vec<ZoneTotal>,
     last_seen: u64,
+    cgroup: Option<Arc<Workload>>,
+    exe: Option<Arc<str>>,
 }
 
 impl WorkloadState {
@@ -296,6 +309,15 @@ impl WorkloadState {
             kind,
             zones: Vec::new(),
             last_seen: gen,
+            cgroup: None,
+            exe: None,
+        }
+    }
+
+    /// Remembers a container's cgroup facts (its runtime) the first time it is charged.
+    fn note_cgroup(&mut self, w: &Arc<Workload>) {
+        if self.kind == WorkloadKind::Container && self.cgroup.is_none() {
+            self.cgroup = Some(w.clone());
         }
     }
 
@@ -403,6 +425,7 @@ pub struct Collector {
     accounting_down: Option<String>,
     node_source: Option<&'static str>,
     rescan: Option<Rescan>,
+    host: Arc<crate::hostinfo::HostFacts>,
 }
 
 /// When to look again for local sources that were absent.
@@ -421,6 +444,7 @@ impl Collector {
     ) -> Self {
         let slots = sources.into_iter().map(Slot::new).collect();
         Self {
+            host: Arc::new(crate::hostinfo::read(&root)),
             cfg,
             root,
             slots,
@@ -548,6 +572,7 @@ impl Collector {
                 .collect(),
             fit_error_watts: self.slots.iter().find_map(|s| s.source.fit_error_watts()),
             intervals: self.intervals,
+            host: self.host.clone(),
         }
     }
 
@@ -891,25 +916,27 @@ impl Collector {
                 add(st, *share);
             }
         }
-        let mut owners: HashMap<(WorkloadKind, &str), (f64, Option<&str>)> = HashMap::new();
+        // (kind, id) → (share, its pod, a cgroup of it)
+        let mut owners: HashMap<(WorkloadKind, &str), Owner> = HashMap::new();
         for (w, share) in by_workload.values() {
             if let Some(uid) = &w.pod_uid {
                 owners
                     .entry((WorkloadKind::Pod, uid.as_str()))
-                    .or_insert((0.0, None))
+                    .or_insert((0.0, None, w))
                     .0 += share;
             }
             if let Some(id) = &w.container_id {
                 let e = owners
                     .entry((WorkloadKind::Container, id.as_str()))
-                    .or_insert((0.0, None));
+                    .or_insert((0.0, None, w));
                 e.0 += share;
                 e.1 = w.pod_uid.as_deref();
             }
         }
         let relabel = self.pods_changed();
-        for ((kind, id), (share, pod)) in owners {
+        for ((kind, id), (share, pod, w)) in owners {
             let st = self.owner_state(kind, id, pod, relabel, gen);
+            st.note_cgroup(w);
             add(st, share);
         }
     }
@@ -917,10 +944,13 @@ impl Collector {
     /// The process's state; a process that exec'd another program (new `comm`) starts a new one.
     fn process_state(&mut self, p: &ProcessDelta, gen: u64) -> &mut WorkloadState {
         let key = (WorkloadKind::Process, p.pid.to_string());
-        let pods = &self.pods;
+        let (pods, root) = (&self.pods, &self.root);
         let fresh = || {
             let labels = workload_labels(pods, WorkloadKind::Process, &key.1, None, &p.comm);
-            WorkloadState::new(WorkloadKind::Process, labels, gen)
+            let mut st = WorkloadState::new(WorkloadKind::Process, labels, gen);
+            st.cgroup = Some(p.workload.clone());
+            st.exe = Some(read_exe(root, p.pid));
+            st
         };
         match self.workloads.entry(key.clone()) {
             std::collections::hash_map::Entry::Occupied(mut e) => {
@@ -1027,8 +1057,9 @@ impl Collector {
                 .add(gen, "gpu", source, j, dt);
         }
         if let Some(id) = &p.workload.container_id {
-            self.owner_state(WorkloadKind::Container, id, pod, false, gen)
-                .add(gen, "gpu", source, j, dt);
+            let st = self.owner_state(WorkloadKind::Container, id, pod, false, gen);
+            st.note_cgroup(&p.workload);
+            st.add(gen, "gpu", source, j, dt);
         }
     }
 
@@ -1074,6 +1105,9 @@ impl Collector {
                     source: z.source,
                     joules_total: z.joules,
                     watts: (z.updated == gen).then_some(z.watts),
+                    running: st.last_seen == gen,
+                    cgroup: st.cgroup.clone(),
+                    exe: st.exe.clone(),
                 });
             }
         }
@@ -1115,6 +1149,18 @@ fn workload_labels(
         }
         WorkloadKind::Process => vec![("pid", id.to_string()), ("comm", comm.to_string())],
     })
+}
+
+/// One pod's or container's share this interval, its pod's UID, and one of its cgroups.
+type Owner<'a> = (f64, Option<&'a str>, &'a Arc<Workload>);
+
+/// `/proc/<pid>/exe` as the kernel resolves it: one `readlink` per process when first seen
+/// (the 2 000-process steady state reads none). Empty for kernel threads and where the exporter
+/// may not trace the process — Kepler's `exe` label is empty there too.
+fn read_exe(root: &HostRoot, pid: u32) -> Arc<str> {
+    std::fs::read_link(root.path(format!("/proc/{pid}/exe")))
+        .map(|p| Arc::from(p.to_string_lossy().as_ref()))
+        .unwrap_or_else(|_| Arc::from(""))
 }
 
 /// Shared handle to the latest snapshot, written by the loop, read by `/metrics`.

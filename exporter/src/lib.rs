@@ -11,6 +11,7 @@ pub mod counter;
 pub mod ebpf;
 pub mod estimator;
 pub mod fixture;
+pub mod hostinfo;
 pub mod metrics;
 pub mod pods;
 pub mod procfs;

@@ -16,8 +16,10 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::collector::{SharedSnapshot, Snapshot, WorkloadKind};
+use crate::collector::{NodeSeries, SharedSnapshot, Snapshot, WorkloadKind, WorkloadSeries};
 use crate::source::Domain;
+
+mod kepler;
 
 /// What the encoder needs besides the snapshot.
 #[derive(Debug, Clone)]
@@ -132,135 +134,145 @@ fn node_families(f: &mut Families, s: &Snapshot) {
         match &ns.domain {
             Domain::Cpu => {
                 let l = vec![("zone", ns.zone.clone()), ("source", src)];
-                f.push(
-                    base::NODE_CPU_JOULES,
-                    "CPU energy by RAPL zone, monotonic across counter wrap-around",
-                    true,
-                    l.clone(),
-                    ns.joules_total,
-                );
-                f.push(
-                    base::NODE_CPU_WATTS,
-                    "CPU power over the last interval",
-                    false,
-                    l.clone(),
-                    ns.watts,
-                );
-                f.push(
-                    base::NODE_CPU_ACTIVE_JOULES,
-                    "CPU energy while busy (busy share of /proc/stat)",
-                    true,
-                    l.clone(),
-                    ns.active_joules_total,
-                );
-                f.push(
-                    base::NODE_CPU_IDLE_JOULES,
-                    "CPU energy while idle",
-                    true,
-                    l.clone(),
-                    ns.idle_joules_total,
-                );
-                f.push(
-                    base::NODE_CPU_ACTIVE_WATTS,
-                    "CPU power while busy",
-                    false,
-                    l.clone(),
-                    ns.active_watts,
-                );
-                f.push(
-                    base::NODE_CPU_IDLE_WATTS,
-                    "CPU power while idle",
-                    false,
-                    l,
-                    ns.idle_watts,
-                );
+                node_cpu_families(f, ns, l, &CPU_HELP);
             }
-            Domain::Platform => {
-                let l = vec![("source", src)];
-                f.push(
-                    base::NODE_PLATFORM_JOULES,
-                    "Whole-node energy (BMC, ACPI power meter)",
-                    true,
-                    l.clone(),
-                    ns.joules_total,
-                );
-                f.push(
-                    base::NODE_PLATFORM_WATTS,
-                    "Whole-node power",
-                    false,
-                    l,
-                    ns.watts,
-                );
-            }
-            Domain::Gpu { index, uuid } => {
-                let l = vec![
-                    ("gpu", index.to_string()),
-                    ("uuid", uuid.clone()),
-                    ("source", src),
-                ];
-                f.push(
-                    base::NODE_GPU_JOULES,
-                    "GPU energy (NVML)",
-                    true,
-                    l.clone(),
-                    ns.joules_total,
-                );
-                f.push(base::NODE_GPU_WATTS, "GPU power (NVML)", false, l, ns.watts);
-            }
+            Domain::Platform => node_platform_families(f, ns),
+            Domain::Gpu { index, uuid } => node_gpu_families(f, ns, *index, uuid),
         }
+    }
+}
+
+/// Help of the six CPU families, in [`node_cpu_families`]' order.
+const CPU_HELP: [&str; 6] = [
+    "CPU energy by RAPL zone, monotonic across counter wrap-around",
+    "CPU power over the last interval",
+    "CPU energy while busy (busy share of /proc/stat)",
+    "CPU energy while idle",
+    "CPU power while busy",
+    "CPU power while idle",
+];
+
+/// The six CPU families of one zone (total, active, idle × joules, watts) with labels `l`.
+fn node_cpu_families(f: &mut Families, ns: &NodeSeries, l: Labels, help: &[&str; 6]) {
+    let series = [
+        (base::NODE_CPU_JOULES, true, ns.joules_total),
+        (base::NODE_CPU_WATTS, false, ns.watts),
+        (base::NODE_CPU_ACTIVE_JOULES, true, ns.active_joules_total),
+        (base::NODE_CPU_IDLE_JOULES, true, ns.idle_joules_total),
+        (base::NODE_CPU_ACTIVE_WATTS, false, ns.active_watts),
+        (base::NODE_CPU_IDLE_WATTS, false, ns.idle_watts),
+    ];
+    for ((name, counter, v), help) in series.into_iter().zip(help) {
+        f.push(name, help, counter, l.clone(), v);
+    }
+}
+
+/// The whole-node meter's families, `{source}`.
+fn node_platform_families(f: &mut Families, ns: &NodeSeries) {
+    let l = vec![("source", ns.source.to_string())];
+    f.push(
+        base::NODE_PLATFORM_JOULES,
+        "Whole-node energy (BMC, ACPI power meter)",
+        true,
+        l.clone(),
+        ns.joules_total,
+    );
+    f.push(
+        base::NODE_PLATFORM_WATTS,
+        "Whole-node power",
+        false,
+        l,
+        ns.watts,
+    );
+}
+
+/// One GPU's families, `{gpu,uuid,source}`.
+fn node_gpu_families(f: &mut Families, ns: &NodeSeries, index: u32, uuid: &str) {
+    let l = vec![
+        ("gpu", index.to_string()),
+        ("uuid", uuid.to_string()),
+        ("source", ns.source.to_string()),
+    ];
+    f.push(
+        base::NODE_GPU_JOULES,
+        "GPU energy (NVML)",
+        true,
+        l.clone(),
+        ns.joules_total,
+    );
+    f.push(base::NODE_GPU_WATTS, "GPU power (NVML)", false, l, ns.watts);
+}
+
+/// Family names (joules, watts) and the noun of a workload series; `None` for process series
+/// without `--process-metrics`.
+fn workload_names(
+    kind: WorkloadKind,
+    gpu: bool,
+    process_metrics: bool,
+) -> Option<(&'static str, &'static str, &'static str)> {
+    Some(match (kind, gpu) {
+        (WorkloadKind::Pod, false) => (base::POD_CPU_JOULES, base::POD_CPU_WATTS, "pod"),
+        (WorkloadKind::Pod, true) => (base::POD_GPU_JOULES, base::POD_GPU_WATTS, "pod"),
+        (WorkloadKind::Container, false) => (
+            base::CONTAINER_CPU_JOULES,
+            base::CONTAINER_CPU_WATTS,
+            "container",
+        ),
+        (WorkloadKind::Container, true) => (
+            base::CONTAINER_GPU_JOULES,
+            base::CONTAINER_GPU_WATTS,
+            "container",
+        ),
+        (WorkloadKind::Process, false) if process_metrics => {
+            (base::PROCESS_CPU_JOULES, base::PROCESS_CPU_WATTS, "process")
+        }
+        (WorkloadKind::Process, true) if process_metrics => {
+            (base::PROCESS_GPU_JOULES, base::PROCESS_GPU_WATTS, "process")
+        }
+        (WorkloadKind::Process, _) => return None,
+    })
+}
+
+/// One workload series: its joules, and its watts when the zone was attributed this interval.
+fn push_workload(f: &mut Families, w: &WorkloadSeries, process_metrics: bool, l: Labels) {
+    let gpu = w.zone == "gpu";
+    let Some((j, wt, help)) = workload_names(w.kind, gpu, process_metrics) else {
+        return;
+    };
+    let by = if gpu {
+        "GPU SM utilisation (NVML)"
+    } else {
+        "CPU time"
+    };
+    f.push(
+        j,
+        &format!("Energy attributed to the {help} by its {by}"),
+        true,
+        l.clone(),
+        w.joules_total,
+    );
+    // Absent when this zone was not attributed this interval (true or absent).
+    if let Some(watts) = w.watts {
+        f.push(
+            wt,
+            &format!("Power attributed to the {help} over the last interval"),
+            false,
+            l,
+            watts,
+        );
     }
 }
 
 /// Pod, container and (with `--process-metrics`) process series.
 fn workload_families(f: &mut Families, s: &Snapshot, process_metrics: bool) {
     for w in &s.workloads {
-        let gpu = w.zone == "gpu";
-        let (j, wt, help) = match (w.kind, gpu) {
-            (WorkloadKind::Pod, false) => (base::POD_CPU_JOULES, base::POD_CPU_WATTS, "pod"),
-            (WorkloadKind::Pod, true) => (base::POD_GPU_JOULES, base::POD_GPU_WATTS, "pod"),
-            (WorkloadKind::Container, false) => (
-                base::CONTAINER_CPU_JOULES,
-                base::CONTAINER_CPU_WATTS,
-                "container",
-            ),
-            (WorkloadKind::Container, true) => (
-                base::CONTAINER_GPU_JOULES,
-                base::CONTAINER_GPU_WATTS,
-                "container",
-            ),
-            (WorkloadKind::Process, false) if process_metrics => {
-                (base::PROCESS_CPU_JOULES, base::PROCESS_CPU_WATTS, "process")
-            }
-            (WorkloadKind::Process, true) if process_metrics => {
-                (base::PROCESS_GPU_JOULES, base::PROCESS_GPU_WATTS, "process")
-            }
-            (WorkloadKind::Process, _) => continue,
-        };
-        let by = if gpu {
-            "GPU SM utilisation (NVML)"
-        } else {
-            "CPU time"
-        };
+        if w.kind == WorkloadKind::Process && !process_metrics {
+            continue;
+        }
         let mut l = (*w.labels).clone();
         l.push(("zone", w.zone.clone()));
         l.push(("source", w.source.to_string()));
-        f.push(
-            j,
-            &format!("Energy attributed to the {help} by its {by}"),
-            true,
-            l.clone(),
-            w.joules_total,
-        );
-        // Absent when this zone was not attributed this interval (true or absent).
-        if let Some(watts) = w.watts {
-            f.push(
-                wt,
-                &format!("Power attributed to the {help} over the last interval"),
-                false,
-                l,
-                watts,
-            );
-        }
+        push_workload(f, w, process_metrics, l);
     }
 }
 
@@ -424,8 +436,12 @@ impl Collector for SnapshotCollector {
             node: &s.node_name,
             groups: Vec::new(),
         };
-        node_families(&mut f, &s);
-        workload_families(&mut f, &s, self.cfg.process_metrics);
+        if self.cfg.names.prefix() == kepler::PREFIX {
+            kepler::families(&mut f, &s, self.cfg.process_metrics, self.cfg.version);
+        } else {
+            node_families(&mut f, &s);
+            workload_families(&mut f, &s, self.cfg.process_metrics);
+        }
         books_families(&mut f, &s);
         supply_families(&mut f, &s);
         self_families(&mut f, &s, self.cfg.version);

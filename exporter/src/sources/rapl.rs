@@ -25,7 +25,7 @@ pub struct Rapl {
 
 /// `intel-rapl:0`, `intel-rapl:0:1`, `amd-rapl:0`; not `intel-rapl-mmio:*` (the same package
 /// counter again through MMIO: counting it would double the package).
-fn is_zone_dir(name: &str) -> bool {
+pub(crate) fn is_zone_dir(name: &str) -> bool {
     let Some((driver, idx)) = name.split_once(':') else {
         return false;
     };
@@ -36,7 +36,7 @@ fn is_zone_dir(name: &str) -> bool {
 }
 
 /// `package-0` → `package`; other names as the kernel writes them.
-fn zone_name(raw: &str) -> String {
+pub(crate) fn zone_name(raw: &str) -> String {
     raw.split_once('-')
         .filter(|(head, tail)| *head == "package" && tail.bytes().all(|b| b.is_ascii_digit()))
         .map(|(head, _)| head.to_string())
