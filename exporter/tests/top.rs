@@ -296,6 +296,23 @@ fn tui_rows_keys_and_escaping() {
     tmux.wait_for("top gone", |s| !s.contains("PROCESSES"));
 }
 
+/// A small terminal: the zone columns give way, `[idle]` and `[system]` stay; a resize is
+/// redrawn at the new size.
+#[test]
+fn tui_small_terminal() {
+    let m = machine();
+    let mut cmd = vec![BIN.to_string()];
+    cmd.extend(args(m.t.root()));
+    let tmux = Tmux::start(&cmd, 60, 12);
+    let s = tmux.wait_for("a frame", |s| s.contains("[system]"));
+    assert!(s.contains("[idle]") && !s.contains("package"), "{s}");
+    assert!(s.lines().all(|l| l.chars().count() <= 60), "{s}");
+    tmux.tmux(&["resize-window", "-t", "t", "-x", "140", "-y", "40"]);
+    let s = tmux.wait_for("the zone columns back", |s| s.contains("package"));
+    assert!(s.contains("[idle]"), "{s}");
+    tmux.keys(&["q"]);
+}
+
 /// Without root on a machine with RAPL (energy_uj root-only since Linux 5.10): the UI says so
 /// and how to fix it rather than "no meter", and the warning stays on screen refresh after
 /// refresh. The reader meets the kernel's refusal for real: the file is mode 000 and top runs

@@ -124,10 +124,8 @@ fn tui_loop(
         let wait = due.saturating_duration_since(Instant::now());
         if event::poll(wait)? {
             match event::read()? {
-                Event::Key(k) if k.kind != KeyEventKind::Release => {
-                    if !on_key(&mut ui, k) {
-                        return Ok(());
-                    }
+                Event::Key(k) if k.kind != KeyEventKind::Release && !on_key(&mut ui, k) => {
+                    return Ok(());
                 }
                 _ => {} // a resize: redrawn at the new size right away
             }

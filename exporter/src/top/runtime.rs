@@ -41,7 +41,7 @@ impl RuntimeNames {
         }
         let path = self
             .root
-            .path(&format!("/var/lib/docker/containers/{id}/config.v2.json"));
+            .path(format!("/var/lib/docker/containers/{id}/config.v2.json"));
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
         let name = v.get("Name")?.as_str()?.trim_start_matches('/');
         (!name.is_empty()).then(|| name.to_string())

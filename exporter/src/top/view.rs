@@ -271,3 +271,50 @@ fn draw_table(f: &mut Frame, m: &Model, ui: &UiState, area: Rect) {
         area,
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(zones: &[&str]) -> Model {
+        Model {
+            node_name: "n".into(),
+            interval_seconds: 2.0,
+            node_watts: Some(10.0),
+            node_source: Some("rapl".into()),
+            power_note: String::new(),
+            node_wh: 0.0,
+            cpu_busy: None,
+            attribution: "procfs".into(),
+            sources_up: vec![],
+            warnings: vec![],
+            battery: None,
+            budget_watts: None,
+            zones: zones.iter().map(|z| z.to_string()).collect(),
+            pods: vec![],
+            containers: vec![],
+            processes: vec![],
+        }
+    }
+
+    #[test]
+    fn columns_follow_the_hardware_and_the_width() {
+        let m = model(&["dram", "gpu", "package"]);
+        assert_eq!(
+            columns(&m, 200),
+            ["power", "share", "cpu", "dram", "package", "gpu", "Wh"]
+        );
+        // Zones go first, then Wh, then CPU; power, share and the GPU stay.
+        assert_eq!(columns(&m, 89).len(), 7);
+        assert_eq!(
+            columns(&m, 80),
+            ["power", "share", "cpu", "package", "gpu", "Wh"]
+        );
+        assert_eq!(columns(&m, 70), ["power", "share", "cpu", "gpu"]);
+        assert_eq!(columns(&m, 60), ["power", "share", "gpu"]);
+        assert_eq!(
+            columns(&model(&["package"]), 200),
+            ["power", "share", "cpu", "package", "Wh"]
+        );
+    }
+}
