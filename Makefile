@@ -13,7 +13,7 @@ APT_PROBES += tmux:tmux
 	images image-bins image-toolchain images-test docker-images
 
 ## `top` on this machine. Profile `local` (opt-level 1, no LTO) and no `kubernetes` feature (no
-## kube/k8s-openapi): a fresh clone shows its first frame in minutes, not 8 (BENCHMARKS.md).
+## kube/k8s-openapi): a fresh clone shows its first frame sooner (BENCHMARKS.md "make run").
 ## Reading RAPL needs root (Linux >= 5.10): `sudo make run`; `top` says so when it is not.
 run:
 	$(CARGO) run --profile local --no-default-features -p edgewatt-exporter -- top
