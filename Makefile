@@ -6,12 +6,17 @@ CARGO ?= cargo
 APT_PACKAGES := prometheus clang llvm bpftool libbpf-dev python3-venv
 # binary each apt package provides, to tell whether it is installed
 APT_PROBES := prometheus:prometheus promtool:prometheus clang:clang llvm-strip:llvm bpftool:bpftool
+# tmux: the terminal `top`'s tests run it in (exporter/tests/top.rs)
+APT_PROBES += tmux:tmux
 
 .PHONY: run test deps lint unit doc crds ebpf ebpf-check bench build-time chart-test \
 	images image-bins image-toolchain images-test docker-images
 
+## `top` on this machine. Profile `local` (opt-level 1, no LTO) and no `kubernetes` feature (no
+## kube/k8s-openapi): a fresh clone shows its first frame sooner (BENCHMARKS.md "make run").
+## Reading RAPL needs root (Linux >= 5.10): `sudo make run`; `top` says so when it is not.
 run:
-	$(CARGO) run --release -p edgewatt-exporter -- top
+	$(CARGO) run --profile local --no-default-features -p edgewatt-exporter -- top
 
 test: deps lint ebpf-check unit doc chart-test images-test
 
@@ -62,6 +67,8 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p edgewatt-exporter --all-targets --features gpu -- -D warnings
+	@# what `make run` builds: the exporter without the `kubernetes` feature (crds without `api`)
+	$(CARGO) clippy -p edgewatt-exporter --no-default-features --lib --bins -- -D warnings
 
 unit:
 	@# the end-to-end tests start the project's binaries: build them all first

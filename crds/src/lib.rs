@@ -4,7 +4,9 @@
 //! instead of a silent mismatch: the CRD types, the metric names, and every PromQL string.
 
 pub mod duration;
+#[cfg(feature = "api")]
 pub mod energy_policy;
+#[cfg(feature = "api")]
 pub mod flotta;
 pub mod metrics;
 #[cfg(feature = "prom")]
@@ -13,7 +15,9 @@ pub mod promql;
 #[cfg(feature = "schema")]
 pub mod validation;
 
+#[cfg(feature = "api")]
 pub use energy_policy::*;
+#[cfg(feature = "api")]
 pub use flotta::{EdgeDevice, EdgeWorkload};
 
 /// Annotation/label/taint keys that several components read or write.

@@ -151,6 +151,19 @@ fn start_pod_watch(mode: Toggle, node_name: &str, pods: &PodDirectory) {
         }
         _ => {}
     }
+    #[cfg(not(feature = "kubernetes"))]
+    return tracing::warn!(
+        ?mode,
+        node_name,
+        pods = pods.len(),
+        "built without the `kubernetes` feature (as `make run` builds it): pods are labelled by UID only"
+    );
+    #[cfg(feature = "kubernetes")]
+    spawn_pod_watch(node_name, pods);
+}
+
+#[cfg(feature = "kubernetes")]
+fn spawn_pod_watch(node_name: &str, pods: &PodDirectory) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let (node, dir) = (node_name.to_string(), pods.clone());
     let spawned = std::thread::Builder::new().name("pod-watch".into()).spawn(move || {
@@ -207,28 +220,9 @@ pub async fn serve(common: Common, serve: Serve) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `edgewatt-exporter top`: see [`crate::top::run`].
 pub fn top(common: Common, top: Top) -> anyhow::Result<()> {
-    use std::io::{IsTerminal, Write};
     let interval = common.interval.unwrap_or(Duration::from_secs(2));
-    let mut collector = build(&common, true, interval)?;
-    let plain = top.plain || !std::io::stdout().is_terminal();
-    // The first interval only establishes baselines.
-    collector.collect();
-    let mut shown = 0;
-    loop {
-        std::thread::sleep(interval);
-        let snap = collector.collect();
-        let text = crate::top::render(&snap, top.limit);
-        let mut out = std::io::stdout().lock();
-        if plain {
-            writeln!(out, "{text}")?;
-        } else {
-            write!(out, "\x1b[2J\x1b[H{text}")?;
-        }
-        out.flush()?;
-        shown += 1;
-        if top.count > 0 && shown >= top.count {
-            return Ok(());
-        }
-    }
+    let collector = build(&common, true, interval)?;
+    crate::top::run(collector, HostRoot::new(&common.host_root), interval, top)
 }

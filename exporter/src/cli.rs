@@ -175,9 +175,25 @@ pub struct Top {
     /// Rows per table.
     #[arg(long, default_value_t = 10)]
     pub limit: usize,
-    /// Plain output (no screen clearing), also used when stdout is not a terminal.
+    /// Plain text output (same as `--output text`).
     #[arg(long)]
     pub plain: bool,
+    /// One measurement, then exit (same as `-n 1`).
+    #[arg(long)]
+    pub once: bool,
+    /// `tui`: full-screen table with sort and filter keys; `text`: plain lines per refresh;
+    /// `json`: one JSON object per refresh (every level's rows, `[idle]` and `[system]`
+    /// included, shares of node power), for scripts. `auto`: `tui` on a terminal, else `text`.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub output: TopOutput,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TopOutput {
+    Auto,
+    Tui,
+    Text,
+    Json,
 }
 
 /// Applies `EDGEWATT_KEY=value` lines from the config file to the environment where unset, before

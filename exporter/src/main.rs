@@ -18,12 +18,16 @@ fn main() -> std::process::ExitCode {
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // stderr, except under `top`'s full-screen UI, whose warnings pane keeps WARN/ERROR lines.
+    use edgewatt_exporter::top::log::{Pane, StderrUnlessTui};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(StderrUnlessTui);
     match parsed.common.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().finish().with(Pane).init(),
+        LogFormat::Text => builder.finish().with(Pane).init(),
     }
     let result = match parsed.command {
         Some(Command::Top(top)) => edgewatt_exporter::app::top(parsed.common, top),

@@ -80,9 +80,11 @@ pub fn strip_runtime_scheme(container_id: &str) -> &str {
 /// its manifest, 32 hex digits), which is what its cgroups are named after — the mirror pod's
 /// `metadata.uid` is a different, API-assigned UUID (kubernetes/kubernetes
 /// `pkg/kubelet/types/pod_update.go` `ConfigMirrorAnnotationKey`, `pkg/kubelet/config/common.go`).
+#[cfg(feature = "kubernetes")]
 pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
 
 /// The UIDs a pod's cgroups may carry: `metadata.uid`, and for a mirror pod the static pod's UID.
+#[cfg(feature = "kubernetes")]
 pub fn cgroup_uids(pod: &k8s_openapi::api::core::v1::Pod) -> Vec<String> {
     let mut uids: Vec<String> = pod.metadata.uid.iter().cloned().collect();
     if let Some(hash) = pod
@@ -99,6 +101,7 @@ pub fn cgroup_uids(pod: &k8s_openapi::api::core::v1::Pod) -> Vec<String> {
 
 /// Pod info from a Pod object: name, namespace and container id → name for every container
 /// status (init and ephemeral containers included).
+#[cfg(feature = "kubernetes")]
 pub fn info_of(pod: &k8s_openapi::api::core::v1::Pod) -> Option<(String, PodInfo)> {
     let uid = pod.metadata.uid.clone()?;
     let mut containers = HashMap::new();
@@ -127,6 +130,7 @@ pub fn info_of(pod: &k8s_openapi::api::core::v1::Pod) -> Option<(String, PodInfo
 
 /// Keeps `dir` in sync with the pods scheduled to `node_name` until the client's server goes
 /// away for good. Watch errors are retried with backoff by `kube-runtime`'s watcher.
+#[cfg(feature = "kubernetes")]
 pub async fn watch(client: kube::Client, node_name: String, dir: PodDirectory) {
     use futures::StreamExt;
     use k8s_openapi::api::core::v1::Pod;
