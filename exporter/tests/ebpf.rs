@@ -28,11 +28,46 @@ fn load_or_skip(root: &HostRoot, opts: edgewatt_exporter::ebpf::LoadOptions) -> 
     }
 }
 
-fn burn() -> Child {
-    Command::new("sh")
-        .args(["-c", "while :; do :; done"])
-        .spawn()
-        .unwrap()
+/// A CPU burner that is killed when dropped: a failing assertion (these tests are timing-
+/// sensitive under load) must not leave an orphaned busy loop that slows everything after it.
+struct Burner(Option<Child>);
+
+impl Burner {
+    /// The child, handed to a guard that kills it.
+    fn into_child(mut self) -> Child {
+        self.0.take().expect("burner child")
+    }
+}
+
+impl std::ops::Deref for Burner {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("burner child")
+    }
+}
+
+impl std::ops::DerefMut for Burner {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("burner child")
+    }
+}
+
+impl Drop for Burner {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn burn() -> Burner {
+    Burner(Some(
+        Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .unwrap(),
+    ))
 }
 
 fn schedstat_seconds(pid: u32) -> f64 {
@@ -272,7 +307,7 @@ fn maps_cgroup_v2_ids_by_directory_inode() {
     let (dir, mut guard) = pod_cgroup_dir(std::path::Path::new(v2_root), "test", uid, &id);
     let child = burn();
     let pid = child.id();
-    guard.child = Some(child);
+    guard.child = Some(child.into_child());
     std::fs::write(dir.join("cgroup.procs"), pid.to_string()).unwrap();
     let v2_line = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     eprintln!("v2 root {v2_root}; /proc/{pid}/cgroup:\n{v2_line}");
@@ -507,7 +542,7 @@ fn a_full_map_counts_what_it_drops() {
     let Some(mut e) = load_or_skip(&HostRoot::new("/"), opts) else {
         return;
     };
-    let mut burners: Vec<Child> = (0..6).map(|_| burn()).collect();
+    let mut burners: Vec<Burner> = (0..6).map(|_| burn()).collect();
     let mut lost = 0.0;
     for _ in 0..10 {
         std::thread::sleep(Duration::from_millis(300));
@@ -580,7 +615,7 @@ fn a_busy_process_moved_into_a_pod_is_reattributed() {
     let (dir, mut guard) = pod_cgroup_dir(&cpu_cgroup_root(), "move", uid, &id);
     let child = burn();
     let pid = child.id();
-    guard.child = Some(child);
+    guard.child = Some(child.into_child());
     let mut placed = None;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while placed.is_none() && std::time::Instant::now() < deadline {

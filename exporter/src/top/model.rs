@@ -511,6 +511,9 @@ mod tests {
             source: "rapl",
             joules_total: watts * 36.0,
             watts: Some(watts),
+            running: true,
+            cgroup: None,
+            exe: None,
         }
     }
 
@@ -670,6 +673,9 @@ mod tests {
             source: "rapl",
             joules_total: 1.0,
             watts: Some(1.0),
+            running: true,
+            cgroup: None,
+            exe: None,
         });
         let m = build(&s, 0.0, &[], &|_| None);
         assert_eq!(m.containers[0].name, "abababababab");
