@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 APT_PACKAGES := prometheus clang llvm bpftool libbpf-dev python3-venv
 # binary each apt package provides, to tell whether it is installed
-APT_PROBES := prometheus:prometheus promtool:prometheus clang:clang llvm-strip:llvm bpftool:bpftool
+APT_PROBES := prometheus:prometheus promtool:prometheus clang:clang llvm-strip:llvm bpftool:bpftool ipmi_sim:openipmi ipmitool:ipmitool
 
 .PHONY: run test deps lint unit doc crds ebpf ebpf-check bench build-time chart-test \
 	images image-bins image-toolchain images-test docker-images
