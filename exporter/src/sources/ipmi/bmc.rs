@@ -9,7 +9,7 @@ use std::time::Duration;
 use ipmi_rs::connection::{
     IpmiCommand, IpmiConnection, LogicalUnit, Message, Request, RequestTargetAddress,
 };
-use ipmi_rs::rmcp::Rmcp;
+use ipmi_rs::rmcp::{ActivationError, Rmcp};
 use ipmi_rs::sensor_event::{GetSensorReading, ThresholdReading};
 use ipmi_rs::storage::sdr::record::{
     DataFormat, IdentifiableSensor, Linearization, RecordContents, SensorKey,
@@ -81,7 +81,8 @@ pub struct PowerSensor {
 
 pub enum Link {
     Device(Ipmi<File>),
-    Lan(Ipmi<Rmcp>),
+    /// Boxed: a LAN session carries its crypto state (over a kilobyte).
+    Lan(Box<Ipmi<Rmcp>>),
 }
 
 impl Link {
@@ -96,8 +97,8 @@ impl Link {
     pub fn lan(addr: &str, user: &str, password: &str, timeout: Duration) -> Result<Self, String> {
         let mut rmcp = Rmcp::new(addr, timeout).map_err(|e| format!("BMC {addr}: {e}"))?;
         rmcp.activate(true, Some(user), Some(password.as_bytes()))
-            .map_err(|e| format!("BMC {addr}: cannot open a session as {user:?} (wrong user or password, or the BMC does not answer): {e:?}"))?;
-        Ok(Link::Lan(Ipmi::new(rmcp)))
+            .map_err(|e| format!("BMC {addr}: {}", activation_error(&e, user, timeout)))?;
+        Ok(Link::Lan(Box::new(Ipmi::new(rmcp))))
     }
 
     fn call<C>(&mut self, cmd: C) -> Result<C::Output, CallError>
@@ -264,6 +265,34 @@ impl Link {
             return Ok(None);
         }
         Ok(r.reading.map(|x| s.conversion.apply(x)))
+    }
+}
+
+/// Says why a LAN session could not be opened, in the operator's words.
+fn activation_error(e: &ActivationError, user: &str, timeout: Duration) -> String {
+    use ipmi_rs::rmcp::{V1_5ActivationError as V1, V2_0ActivationError as V2};
+    match e {
+        ActivationError::PingSend(io) | ActivationError::PongReceive(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            format!("no answer within {timeout:?} (BMC down, or UDP blocked on the way)")
+        }
+        ActivationError::PingSend(io) | ActivationError::PongReceive(io) => {
+            format!("no IPMI service: {io}")
+        }
+        ActivationError::V2_0(
+            V2::ServerAuthenticationFailed
+            | V2::RakpMessage2Validate(_)
+            | V2::RakpMessage4Validate(_)
+            | V2::RakpMessage4InvalidIntegrityCheckValue,
+        ) => format!("RMCP+ authentication failed for user {user:?} (wrong user or password)"),
+        ActivationError::V1_5(V1::GetSessionChallenge(_) | V1::ActivateSession(_)) => format!(
+            "IPMI 1.5 session refused for user {user:?} (wrong user or password, or not allowed on this channel): {e:?}"
+        ),
+        _ => format!("cannot open a session as {user:?}: {e:?}"),
     }
 }
 
