@@ -94,11 +94,11 @@ pub fn decode_power_limit(data: &[u8]) -> Result<u16, DecodeError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// A BMC measuring 245 W now, 180..310 W and 240 W on average over the last 60 s.
-    const READING: [u8; 18] = [
+    pub(crate) const READING: [u8; 18] = [
         0xDC, // group extension id
         0xF5, 0x00, // current 245 W
         0xB4, 0x00, // minimum 180 W
@@ -151,16 +151,19 @@ mod tests {
         assert_eq!(decode_power_reading(&[]), Err(DecodeError::Short(0, 18)));
     }
 
+    /// A 450 W limit, hard power off when exceeded for over a second.
+    pub(crate) const LIMIT: [u8; 14] = [
+        0xDC, 0x00, 0x00, // id, reserved
+        0x01, // exception action: hard power off
+        0xC2, 0x01, // 450 W
+        0xE8, 0x03, 0x00, 0x00, // correction time 1000 ms
+        0x00, 0x00, // reserved
+        0x0A, 0x00, // sampling period 10 s
+    ];
+
     #[test]
     fn a_power_limit_decodes() {
-        let d = [
-            0xDC, 0x00, 0x00, // id, reserved
-            0x01, // exception action: hard power off
-            0xC2, 0x01, // 450 W
-            0xE8, 0x03, 0x00, 0x00, // correction time 1000 ms
-            0x00, 0x00, // reserved
-            0x0A, 0x00, // sampling period 10 s
-        ];
+        let d = LIMIT;
         assert_eq!(decode_power_limit(&d), Ok(450));
         assert_eq!(
             decode_power_limit(&d[..13]),

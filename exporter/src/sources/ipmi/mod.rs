@@ -203,47 +203,7 @@ impl Poller {
         let link = self.link().map_err(|e| match e {
             PollError::Unreachable(e) | PollError::NoPower(e) => DcmiError::Link(e),
         })?;
-        let data = link
-            .raw(
-                dcmi::NETFN_GROUP_EXTENSION,
-                dcmi::CMD_GET_POWER_READING,
-                dcmi::power_reading_request(),
-            )
-            .map_err(|e| match e {
-                CallError::Link(e) => DcmiError::Link(e),
-                other => DcmiError::Unsupported(format!("DCMI Get Power Reading: {other}")),
-            })?;
-        let r = dcmi::decode_power_reading(&data)
-            .map_err(|e| DcmiError::Unsupported(format!("DCMI Get Power Reading: {e}")))?;
-        if !r.active {
-            return Err(DcmiError::Unsupported(
-                "DCMI Get Power Reading: the BMC is not measuring power (state bit 6 clear)".into(),
-            ));
-        }
-        let limit = match link.raw(
-            dcmi::NETFN_GROUP_EXTENSION,
-            dcmi::CMD_GET_POWER_LIMIT,
-            dcmi::power_limit_request(),
-        ) {
-            Ok(d) => dcmi::decode_power_limit(&d).ok().filter(|&w| w > 0),
-            Err(CallError::Link(e)) => return Err(DcmiError::Link(e)),
-            // 80h: no active limit; anything else: the BMC has no power capping.
-            Err(_) => None,
-        };
-        Ok(Reading {
-            watts: r.current_watts as f64,
-            budget_watts: limit.map(f64::from),
-            method: Method::Dcmi,
-            detail: format!(
-                "DCMI power reading (now {} W, average {} W over {} s{})",
-                r.current_watts,
-                r.average_watts,
-                r.period_ms / 1000,
-                limit
-                    .map(|l| format!("; active power limit {l} W"))
-                    .unwrap_or_default()
-            ),
-        })
+        dcmi_power(|cmd, data| link.raw(dcmi::NETFN_GROUP_EXTENSION, cmd, data))
     }
 
     fn sdr(&mut self) -> Result<Reading, PollError> {
@@ -290,9 +250,50 @@ impl Poller {
     }
 }
 
+#[derive(Debug, PartialEq)]
 enum DcmiError {
     Link(String),
     Unsupported(String),
+}
+
+/// The node's power and budget from DCMI, asking through `ask` (a DCMI command and its request
+/// data → the response data after a 00h completion code). Any refusal or an inactive
+/// measurement means this BMC has no DCMI power (the SDR is used); a link error is the link's.
+fn dcmi_power(
+    mut ask: impl FnMut(u8, Vec<u8>) -> Result<Vec<u8>, CallError>,
+) -> Result<Reading, DcmiError> {
+    let data =
+        ask(dcmi::CMD_GET_POWER_READING, dcmi::power_reading_request()).map_err(|e| match e {
+            CallError::Link(e) => DcmiError::Link(e),
+            other => DcmiError::Unsupported(format!("DCMI Get Power Reading: {other}")),
+        })?;
+    let r = dcmi::decode_power_reading(&data)
+        .map_err(|e| DcmiError::Unsupported(format!("DCMI Get Power Reading: {e}")))?;
+    if !r.active {
+        return Err(DcmiError::Unsupported(
+            "DCMI Get Power Reading: the BMC is not measuring power (state bit 6 clear)".into(),
+        ));
+    }
+    let limit = match ask(dcmi::CMD_GET_POWER_LIMIT, dcmi::power_limit_request()) {
+        Ok(d) => dcmi::decode_power_limit(&d).ok().filter(|&w| w > 0),
+        Err(CallError::Link(e)) => return Err(DcmiError::Link(e)),
+        // 80h: no active limit; anything else: the BMC has no power capping.
+        Err(_) => None,
+    };
+    Ok(Reading {
+        watts: r.current_watts as f64,
+        budget_watts: limit.map(f64::from),
+        method: Method::Dcmi,
+        detail: format!(
+            "DCMI power reading (now {} W, average {} W over {} s{})",
+            r.current_watts,
+            r.average_watts,
+            r.period_ms / 1000,
+            limit
+                .map(|l| format!("; active power limit {l} W"))
+                .unwrap_or_default()
+        ),
+    })
 }
 
 fn link_or_no_power(e: CallError) -> PollError {
@@ -433,6 +434,83 @@ impl Source for IpmiSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use super::dcmi::tests::{LIMIT, READING};
+
+    fn refused(cc: u8) -> CallError {
+        CallError::Refused(Some(cc), format!("completion code {cc:#04x}"))
+    }
+
+    /// A BMC answering the two DCMI commands with `reading` and `limit`; checks the requests.
+    fn bmc(
+        reading: Result<Vec<u8>, CallError>,
+        limit: Result<Vec<u8>, CallError>,
+    ) -> impl FnMut(u8, Vec<u8>) -> Result<Vec<u8>, CallError> {
+        move |cmd, data| match cmd {
+            0x02 => {
+                assert_eq!(data, [0xDC, 0x01, 0x00, 0x00]);
+                reading.clone()
+            }
+            0x03 => {
+                assert_eq!(data, [0xDC, 0x00, 0x00]);
+                limit.clone()
+            }
+            other => panic!("unexpected DCMI command {other:#04x}"),
+        }
+    }
+
+    #[test]
+    fn dcmi_power_with_an_active_limit_is_power_and_budget() {
+        let r = dcmi_power(bmc(Ok(READING.to_vec()), Ok(LIMIT.to_vec()))).unwrap();
+        assert_eq!(r.watts, 245.0);
+        assert_eq!(r.budget_watts, Some(450.0));
+        assert_eq!(r.method, Method::Dcmi);
+        assert!(r.detail.contains("average 240 W over 60 s"), "{}", r.detail);
+    }
+
+    #[test]
+    fn no_active_limit_is_no_budget() {
+        // 80h "No Active Set Power Limit"; C1h: a BMC without power capping.
+        for cc in [0x80, 0xC1] {
+            let r = dcmi_power(bmc(Ok(READING.to_vec()), Err(refused(cc)))).unwrap();
+            assert_eq!((r.watts, r.budget_watts), (245.0, None));
+        }
+        let mut zero = LIMIT;
+        zero[4] = 0;
+        zero[5] = 0;
+        let r = dcmi_power(bmc(Ok(READING.to_vec()), Ok(zero.to_vec()))).unwrap();
+        assert_eq!(r.budget_watts, None);
+    }
+
+    #[test]
+    fn no_dcmi_or_no_measurement_falls_back_but_a_link_error_does_not() {
+        // C1h invalid command (ipmi_sim, BMCs without DCMI), D4h insufficient privilege
+        for cc in [0xC1, 0xD4] {
+            let e = dcmi_power(bmc(Err(refused(cc)), Ok(LIMIT.to_vec()))).unwrap_err();
+            assert!(matches!(e, DcmiError::Unsupported(_)), "{e:?}");
+        }
+        let mut inactive = READING;
+        inactive[17] = 0;
+        let e = dcmi_power(bmc(Ok(inactive.to_vec()), Ok(LIMIT.to_vec()))).unwrap_err();
+        assert!(
+            matches!(&e, DcmiError::Unsupported(w) if w.contains("not measuring")),
+            "{e:?}"
+        );
+        let e = dcmi_power(bmc(Ok(READING[..10].to_vec()), Ok(LIMIT.to_vec()))).unwrap_err();
+        assert!(matches!(e, DcmiError::Unsupported(_)), "{e:?}");
+        let e = dcmi_power(bmc(
+            Err(CallError::Link("timeout".into())),
+            Ok(LIMIT.to_vec()),
+        ))
+        .unwrap_err();
+        assert_eq!(e, DcmiError::Link("timeout".into()));
+        let e = dcmi_power(bmc(
+            Ok(READING.to_vec()),
+            Err(CallError::Link("gone".into())),
+        ))
+        .unwrap_err();
+        assert_eq!(e, DcmiError::Link("gone".into()));
+    }
 
     #[test]
     fn the_default_port_is_623() {
