@@ -351,6 +351,7 @@ impl IpmiSource {
                 loop {
                     let started = Instant::now();
                     let r = poller.poll();
+                    tracing::debug!(ms = started.elapsed().as_secs_f64() * 1e3, ok = r.is_ok(), "IPMI poll");
                     if let Ok(r) = &r {
                         if last_method != Some(r.method) {
                             tracing::info!(method = r.method.as_str(), detail = %r.detail, "IPMI: platform power");
