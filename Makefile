@@ -8,6 +8,8 @@ APT_PACKAGES := prometheus clang llvm bpftool libbpf-dev python3-venv
 APT_PROBES := prometheus:prometheus promtool:prometheus clang:clang llvm-strip:llvm bpftool:bpftool
 # tmux: the terminal `top`'s tests run it in (exporter/tests/top.rs)
 APT_PROBES += tmux:tmux
+# openipmi (ipmi_sim), ipmitool: a simulated BMC and its client for the IPMI tests (exporter/tests/ipmi.rs)
+APT_PROBES += ipmi_sim:openipmi ipmitool:ipmitool
 
 .PHONY: run test deps lint unit doc crds ebpf ebpf-check bench build-time chart-test \
 	images image-bins image-toolchain images-test docker-images

@@ -745,3 +745,76 @@ async fn second_scheduler_zones_and_options() {
     check_restricted(ext);
     check_least_privilege(&inst);
 }
+
+/// IPMI out of band (host, credentials Secret, a named sensor) keeps the exporter unprivileged;
+/// in band, a container reaches /dev/ipmi0 only where its device cgroup allows it: privileged
+/// without a device plugin, else the plugin's resource as a limit and no privilege. Every
+/// rendered flag is accepted by the exporter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipmi_out_of_band_and_in_band() {
+    let ds_of = |inst: &Installed| inst.get("DaemonSet", "edgewatt-exporter").clone();
+    let s = server(false).await;
+    let inst = install(
+        &s,
+        json!({"exporter": {"ipmi": {"host": "10.0.0.9", "credentialsSecret": "bmc-ipmi", "sensor": "Pwr Consumption"}}}),
+        false,
+    )
+    .await;
+    let ds = ds_of(&inst);
+    check_exporter(&ds, false);
+    let a = args(&ds);
+    for want in [
+        "--ipmi-host=10.0.0.9",
+        "--ipmi-credentials-file=/etc/edgewatt/ipmi/credentials",
+        "--ipmi-sensor=Pwr Consumption",
+    ] {
+        assert!(a.contains(&want.to_string()), "{want} not in {a:?}");
+    }
+    let spec = pod_spec(&ds);
+    let vol = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "ipmi")
+        .expect("the credentials Secret is a volume");
+    assert_eq!(vol["secret"]["secretName"], "bmc-ipmi");
+    assert_eq!(vol["secret"]["defaultMode"], 0o400);
+    check_flags_accepted("edgewatt-exporter", &a, &[("NODE_NAME", "n1")]);
+
+    let s = server(false).await;
+    let ds = ds_of(
+        &install(
+            &s,
+            json!({"exporter": {"ipmi": {"device": "/dev/ipmi0"}}}),
+            false,
+        )
+        .await,
+    );
+    let sc = &pod_spec(&ds)["containers"][0]["securityContext"];
+    assert_eq!(sc["privileged"], true, "{sc}");
+    assert_eq!(sc["allowPrivilegeEscalation"], true, "{sc}");
+    assert!(args(&ds).contains(&"--ipmi-device=/dev/ipmi0".to_string()));
+    check_flags_accepted("edgewatt-exporter", &args(&ds), &[("NODE_NAME", "n1")]);
+
+    let s = server(false).await;
+    let ds = ds_of(
+        &install(
+            &s,
+            json!({"exporter": {"ipmi": {"device": "/dev/ipmi0", "deviceResource": "squat.ai/ipmi"}}}),
+            false,
+        )
+        .await,
+    );
+    check_exporter(&ds, false);
+    let c = &pod_spec(&ds)["containers"][0];
+    assert_eq!(
+        c["resources"]["limits"]["squat.ai/ipmi"], 1,
+        "{}",
+        c["resources"]
+    );
+    assert!(
+        !c["resources"]["limits"]["memory"].is_null(),
+        "other limits kept: {}",
+        c["resources"]
+    );
+}

@@ -86,9 +86,19 @@ pub fn sources(
             },
         )?));
     }
+    if let Some(target) = ipmi_target(common) {
+        found.push(Box::new(crate::sources::ipmi::IpmiSource::start(
+            crate::sources::ipmi::IpmiConfig {
+                target,
+                interval: common.ipmi_interval,
+                timeout: common.ipmi_timeout,
+                sensor: common.ipmi_sensor.clone(),
+            },
+        )?));
+    }
     let has_meter = found
         .iter()
-        .any(|s| matches!(s.name(), "rapl" | "hwmon" | "redfish"));
+        .any(|s| matches!(s.name(), "rapl" | "hwmon" | "redfish" | "ipmi"));
     if !common.no_estimator {
         match crate::estimator::Estimator::for_host(root, common.calibration_file.clone()) {
             Ok(est) => {
@@ -107,6 +117,19 @@ pub fn sources(
     let names: Vec<&str> = found.iter().map(|s| s.name()).collect();
     tracing::info!(sources = ?names, "energy sources");
     Ok(found)
+}
+
+/// The IPMI BMC the flags name, if any (`--ipmi-device` and `--ipmi-host` exclude each other).
+fn ipmi_target(common: &Common) -> Option<crate::sources::ipmi::Target> {
+    use crate::sources::ipmi::Target;
+    match (&common.ipmi_device, &common.ipmi_host) {
+        (Some(dev), _) => Some(Target::Device(dev.clone())),
+        (None, Some(host)) => Some(Target::Lan {
+            host: host.clone(),
+            credentials_file: common.ipmi_credentials_file.clone(),
+        }),
+        (None, None) => None,
+    }
 }
 
 /// `process_detail`: keep per-process series (top, `--process-metrics`); `interval`: the

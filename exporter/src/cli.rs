@@ -17,7 +17,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     name = "edgewatt-exporter",
     version,
     about = "Measures node, pod, container and process energy and serves it as Prometheus metrics",
-    long_about = "Measures node, pod, container and process energy and serves it as Prometheus metrics.\n\nSources (all that exist are read): RAPL powercap, hwmon power/energy sensors, batteries and mains in /sys/class/power_supply, a Redfish BMC (--redfish-url), NVIDIA GPUs (build feature `gpu`), and a CPU power estimator. One source per zone is published: RAPL before hwmon for CPU zones, hwmon's ACPI power meter before Redfish for the platform, the estimator only while no real meter reports. A source that is down, stale or reports no power has its series withdrawn (never 0 W) and node power falls back to the next; `exporter_source_up{source,state}` and `top` say which is in use and why. Energy is attributed to processes, containers and pods by CPU time (procfs, or eBPF with --attribution ebpf); node = idle + pods + system + unattributed per zone (`node_{idle,pods,system,unattributed}_joules_total`).\n\nRun `edgewatt-exporter top` for a live table on this machine, `edgewatt-exporter serve` for /metrics (/healthz fails after 3 intervals without a finished collection)."
+    long_about = "Measures node, pod, container and process energy and serves it as Prometheus metrics.\n\nSources (all that exist are read): RAPL powercap, hwmon power/energy sensors, batteries and mains in /sys/class/power_supply, a Redfish BMC (--redfish-url), an IPMI BMC (--ipmi-device or --ipmi-host), NVIDIA GPUs (build feature `gpu`), and a CPU power estimator. One source per zone is published: RAPL before hwmon for CPU zones, hwmon's ACPI power meter before Redfish before IPMI for the platform, the estimator only while no real meter reports. A source that is down, stale or reports no power has its series withdrawn (never 0 W) and node power falls back to the next; `exporter_source_up{source,state}` and `top` say which is in use and why. Energy is attributed to processes, containers and pods by CPU time (procfs, or eBPF with --attribution ebpf); node = idle + pods + system + unattributed per zone (`node_{idle,pods,system,unattributed}_joules_total`).\n\nRun `edgewatt-exporter top` for a live table on this machine, `edgewatt-exporter serve` for /metrics (/healthz fails after 3 intervals without a finished collection)."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -124,6 +124,34 @@ pub struct Common {
     /// (/sys/class/dmi/id); an enclosure powering several systems is never taken as this node's.
     #[arg(long, env = "EDGEWATT_REDFISH_CHASSIS", global = true)]
     pub redfish_chassis: Option<String>,
+    /// In-band IPMI: the kernel's IPMI device of this node's BMC, e.g. `/dev/ipmi0` (modules
+    /// ipmi_devintf and ipmi_si; root). Platform power from DCMI, else the SDR's power sensors.
+    #[arg(
+        long,
+        env = "EDGEWATT_IPMI_DEVICE",
+        global = true,
+        conflicts_with = "ipmi_host"
+    )]
+    pub ipmi_device: Option<PathBuf>,
+    /// Out-of-band IPMI: this node's BMC on the network, `host` or `host:port` (UDP 623 by
+    /// default); RMCP+ where the BMC offers it, else an IPMI 1.5 session.
+    #[arg(long, env = "EDGEWATT_IPMI_HOST", global = true)]
+    pub ipmi_host: Option<String>,
+    /// File with `user:password` for --ipmi-host (a mounted Secret); else EDGEWATT_IPMI_USERNAME
+    /// and EDGEWATT_IPMI_PASSWORD.
+    #[arg(long, env = "EDGEWATT_IPMI_CREDENTIALS_FILE", global = true)]
+    pub ipmi_credentials_file: Option<PathBuf>,
+    /// How often the BMC is polled over IPMI (in the background; collection never waits for it).
+    /// A reading older than three intervals is stale and its series are withdrawn.
+    #[arg(long, env = "EDGEWATT_IPMI_INTERVAL", value_parser = parse_duration, default_value = "15s", global = true)]
+    pub ipmi_interval: Duration,
+    /// Timeout of one IPMI request.
+    #[arg(long, env = "EDGEWATT_IPMI_TIMEOUT", value_parser = parse_duration, default_value = "3s", global = true)]
+    pub ipmi_timeout: Duration,
+    /// Read this SDR sensor (by name, e.g. `Pwr Consumption`) as the node's power instead of
+    /// DCMI or the automatic choice (a whole-node sensor, else the supplies' input power summed).
+    #[arg(long, env = "EDGEWATT_IPMI_SENSOR", global = true)]
+    pub ipmi_sensor: Option<String>,
     /// Watch this node's pods in Kubernetes for pod names: auto (when in a cluster or KUBECONFIG is set), on, off.
     #[arg(
         long,

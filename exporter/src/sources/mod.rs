@@ -4,6 +4,7 @@ pub mod battery;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod hwmon;
+pub mod ipmi;
 pub mod rapl;
 pub mod redfish;
 
