@@ -7,6 +7,7 @@ pub mod duration;
 pub mod energy_policy;
 pub mod flotta;
 pub mod metrics;
+pub mod power_model;
 #[cfg(feature = "prom")]
 pub mod prom;
 pub mod promql;
@@ -14,6 +15,7 @@ pub mod validation;
 
 pub use energy_policy::*;
 pub use flotta::{EdgeDevice, EdgeWorkload};
+pub use power_model::{PowerModel, PowerModelSpec, PowerModelStatus};
 
 /// Annotation/label/taint keys that several components read or write.
 pub mod keys {
@@ -49,6 +51,10 @@ pub fn generated_yaml() -> Result<Vec<(&'static str, String)>, serde_saphyr::ser
         (
             "edgewatt.io_energypolicies.yaml",
             format!("{header}{}", serde_saphyr::to_string(&EnergyPolicy::crd())?),
+        ),
+        (
+            "edgewatt.io_powermodels.yaml",
+            format!("{header}{}", serde_saphyr::to_string(&PowerModel::crd())?),
         ),
         (
             "flotta/management.project-flotta.io_edgedevices.yaml",
