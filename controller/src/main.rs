@@ -80,7 +80,11 @@ struct Args {
     power_model_min_samples: u64,
     /// A model whose error against any contributing meter exceeds this (percent of that node's
     /// full-load watts) is not shared; its status says why.
-    #[arg(long, env = "EDGEWATT_POWER_MODEL_MAX_ERROR_PERCENT", default_value_t = 10.0)]
+    #[arg(
+        long,
+        env = "EDGEWATT_POWER_MODEL_MAX_ERROR_PERCENT",
+        default_value_t = 10.0
+    )]
     power_model_max_error_percent: f64,
 }
 

@@ -176,7 +176,9 @@ impl Metrics {
             model: model.into(),
             cpu_model: cpu_model.into(),
         };
-        self.power_model_shared.get_or_create(&l).set(i64::from(shared));
+        self.power_model_shared
+            .get_or_create(&l)
+            .set(i64::from(shared));
         match error {
             Some(e) => {
                 self.power_model_error.get_or_create(&l).set(e);

@@ -175,8 +175,7 @@ pub fn judge(
                 status: PowerModelStatus {
                     shared: false,
                     reason: reason::NO_FRESH_DATA.into(),
-                    message: "no metered node with this CPU model publishes a calibration"
-                        .into(),
+                    message: "no metered node with this CPU model publishes a calibration".into(),
                     ..Default::default()
                 },
             });
@@ -230,7 +229,10 @@ pub async fn read_contributions(
     Ok(n.iter()
         .filter_map(|s| {
             let (node, key) = key_of(s)?;
-            let get = |c: &str| coef.get(&(node.clone(), key.clone(), c.to_string())).copied();
+            let get = |c: &str| {
+                coef.get(&(node.clone(), key.clone(), c.to_string()))
+                    .copied()
+            };
             Some(Contribution {
                 idle_watts: get("idle")?,
                 dynamic_watts: get("dynamic")?,
@@ -440,10 +442,7 @@ mod tests {
         assert!(judge(&[c("a", 20.0, 60.0, 500, 0.1)], &BTreeMap::new(), &two).is_empty());
         // …but a model that exists is withdrawn, saying why
         let existing = judge(&[c("a", 20.0, 60.0, 500, 0.1)], &BTreeMap::new(), &th());
-        let existing: BTreeMap<_, _> = existing
-            .into_iter()
-            .map(|j| (j.name, j.spec))
-            .collect();
+        let existing: BTreeMap<_, _> = existing.into_iter().map(|j| (j.name, j.spec)).collect();
         let j = judge(&[c("a", 20.0, 60.0, 500, 0.1)], &existing, &two);
         assert_eq!(j.len(), 1);
         assert!(!j[0].status.shared);

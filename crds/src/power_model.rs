@@ -219,7 +219,11 @@ mod tests {
     #[test]
     fn object_names_are_dns_subdomains_and_distinct() {
         let re = regex::Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$").unwrap();
-        let a = key("Intel(R) Xeon(R) CPU E5-2680 v4 @ 2.40GHz", "PowerEdge R630").object_name();
+        let a = key(
+            "Intel(R) Xeon(R) CPU E5-2680 v4 @ 2.40GHz",
+            "PowerEdge R630",
+        )
+        .object_name();
         let b = key("Intel(R) Xeon(R) CPU E5-2680 v4 @ 2.40GHz", "").object_name();
         let c = key("Intel(R) Xeon(R) CPU E5-2680 v4 @ 2.40GHZ", "").object_name();
         for n in [&a, &b, &c] {

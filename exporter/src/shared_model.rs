@@ -68,11 +68,16 @@ impl ModelBook {
         now: chrono::DateTime<chrono::Utc>,
         max_age: Duration,
     ) -> Result<(f64, f64, String), String> {
-        let models = self.0.read().map_err(|_| "model book poisoned".to_string())?;
+        let models = self
+            .0
+            .read()
+            .map_err(|_| "model book poisoned".to_string())?;
         let m = models
             .iter()
             .find(|m| m.spec.key() == *key)
-            .ok_or_else(|| "no PowerModel for this CPU model, board and thread count".to_string())?;
+            .ok_or_else(|| {
+                "no PowerModel for this CPU model, board and thread count".to_string()
+            })?;
         m.usable(now, max_age)
             .map_err(|e| format!("PowerModel {}: {e}", kube::ResourceExt::name_any(m)))?;
         Ok((
@@ -159,7 +164,11 @@ impl SharedEstimator {
     }
 
     /// Watts at busy ratio `u` at `now`, and where they came from.
-    pub fn estimate_at(&mut self, u: f64, now: chrono::DateTime<chrono::Utc>) -> (f64, ModelSource) {
+    pub fn estimate_at(
+        &mut self,
+        u: f64,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> (f64, ModelSource) {
         if self.inner.fit().is_usable() {
             return (self.inner.estimate(u), ModelSource::Node);
         }
@@ -173,7 +182,10 @@ impl SharedEstimator {
                     tracing::info!(model = %name, idle_watts = idle, dynamic_watts = dynamic, "estimator: using the cluster's PowerModel for this CPU instead of the reference curve");
                 }
                 self.last_reason = None;
-                ((idle + dynamic * self.curve.shape(u)).max(0.0), ModelSource::Cluster)
+                (
+                    (idle + dynamic * self.curve.shape(u)).max(0.0),
+                    ModelSource::Cluster,
+                )
             }
             Err(why) => {
                 if self.last_reason.as_deref() != Some(why.as_str()) {
@@ -319,7 +331,11 @@ mod tests {
 
     fn estimator() -> Estimator {
         let text: String = (0..8)
-            .map(|i| format!("processor\t: {i}\nmodel name\t: {CPU}\nphysical id\t: 0\ncore id\t: {i}\n\n"))
+            .map(|i| {
+                format!(
+                    "processor\t: {i}\nmodel name\t: {CPU}\nphysical id\t: 0\ncore id\t: {i}\n\n"
+                )
+            })
             .collect();
         Estimator::new(parse_cpuinfo(&text), &TdpTable::bundled(), None)
     }
@@ -339,7 +355,12 @@ mod tests {
         );
         m.status = Some(PowerModelStatus {
             shared,
-            reason: if shared { "Shared" } else { "ErrorAboveThreshold" }.into(),
+            reason: if shared {
+                "Shared"
+            } else {
+                "ErrorAboveThreshold"
+            }
+            .into(),
             last_update: Some(updated.to_rfc3339()),
             ..Default::default()
         });
@@ -360,7 +381,10 @@ mod tests {
         let (w, src) = e.estimate_at(1.0, now);
         assert_eq!(src, ModelSource::Cluster);
         assert!((w - 80.0).abs() < 1e-9, "{w}");
-        assert!((w - reference).abs() > 1.0, "the test must tell the two apart");
+        assert!(
+            (w - reference).abs() > 1.0,
+            "the test must tell the two apart"
+        );
         assert!((e.estimate_at(0.0, now).0 - 30.0).abs() < 1e-9);
     }
 

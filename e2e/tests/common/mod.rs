@@ -740,7 +740,10 @@ impl Loop {
             .sims
             .iter()
             .map(|(n, s)| {
-                let metered = s.tree.path("sys/class/hwmon/hwmon0/power1_average").exists();
+                let metered = s
+                    .tree
+                    .path("sys/class/hwmon/hwmon0/power1_average")
+                    .exists();
                 (n.clone(), metered)
             })
             .collect();
