@@ -263,3 +263,87 @@ async fn meterless_node_uses_the_shared_model_and_its_error_drops_within_5_perce
     stop.store(true, Ordering::Relaxed);
     l.timeline.print("power model");
 }
+
+/// An upgrade from a release without the CRD (Helm installs `crds/` only on first install): the
+/// controller and the exporters run on — the meterless node keeps the reference curve, nothing
+/// crashes — and once the operator applies the CRD the model is built and used without a
+/// restart (the exporters' watch retries with backoff, the controller lists every cycle).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn power_model_crd_missing_then_applied_is_picked_up_without_restart() {
+    let mut install = Install::defaults().without_flotta();
+    install.values = json!({"powerModels": {"interval": "2s", "minSamples": 30, "maxAge": "1m"}});
+    install.tamper = Some(|s| s.unregister("powermodels.edgewatt.io"));
+    let mut l = Loop::start_with(
+        &[("metered", Kind::Node), ("bare", Kind::Node)],
+        install,
+        |name, tree| {
+            tree.cpuinfo(CPU, THREADS, false);
+            tree.proc_stat(1000, 1000);
+            if name == "metered" {
+                tree.rapl_zone("0", "package-0", 0, 262_143_328_850);
+            } else {
+                let _ = std::fs::remove_dir_all(tree.path("sys/class/hwmon"));
+            }
+        },
+    )
+    .await;
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    drive_load(
+        vec![
+            (l.sims["metered"].dir.path().to_path_buf(), true),
+            (l.sims["bare"].dir.path().to_path_buf(), false),
+        ],
+        start,
+        stop.clone(),
+    );
+    let bare = l.sims["bare"].exporter_addr();
+    // Long enough for the metered node's fit to be published (the e2e above shares by ~45 s).
+    wait_for(
+        "the metered node's calibration in Prometheus",
+        Duration::from_secs(120),
+        || async {
+            l.query_value(r#"edgewatt_estimator_calibration_samples{node_name="metered"} >= 30"#)
+                .await
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (_, source) = estimate(&bare).await.expect("the bare exporter estimates");
+    assert_eq!(source, "reference", "no CRD, no model");
+    for c in &mut l.controllers {
+        assert!(c.main().running(), "a controller died without the CRD");
+    }
+    for s in ["metered", "bare"] {
+        let pod = l.sims.get_mut(s).unwrap().exporter.as_mut().unwrap();
+        let said = pod
+            .main()
+            .log_lines(|line| line.contains("PowerModel watch failed"), 3);
+        assert!(
+            !said.is_empty(),
+            "{s}: the exporter says why there is no model"
+        );
+    }
+    let text = std::fs::read_to_string(
+        edgewatt_e2e::chart::repo().join("charts/edgewatt/crds/edgewatt.io_powermodels.yaml"),
+    )
+    .unwrap();
+    l.cluster
+        .server
+        .put(edgewatt_e2e::apiserver::parse_crd(&text).unwrap())
+        .unwrap();
+    l.timeline.mark("PowerModel CRD applied");
+    wait_for(
+        "the bare exporter on the cluster model",
+        Duration::from_secs(120),
+        || {
+            let bare = bare.clone();
+            async move { (estimate(&bare).await?.1 == "cluster").then_some(()) }
+        },
+    )
+    .await;
+    l.timeline.mark("bare node on the cluster model");
+    stop.store(true, Ordering::Relaxed);
+    l.assert_no_request_refused();
+    l.timeline.print("power model CRD applied late");
+}
