@@ -134,11 +134,16 @@ async fn cycle_error(addr: &str, start: Instant, source: &str) -> (f64, usize) {
     (100.0 * errors.iter().sum::<f64>() / n.max(1) as f64, n)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn meterless_node_uses_the_shared_model_and_its_error_drops_within_5_percent() {
+/// The chart installed with short power-model settings (`tamper` as in [`Install`]), the two
+/// nodes (`metered`: RAPL package meter; `bare`: no meter) with the same CPU, and the load
+/// driver running. Returns the loop, the load's start, its stop flag and the bare exporter.
+async fn start_pair(
+    tamper: Option<fn(&edgewatt_e2e::apiserver::ApiServer)>,
+) -> (Loop, Instant, Arc<AtomicBool>, String) {
     let mut install = Install::defaults().without_flotta();
     install.values = json!({"powerModels": {"interval": "2s", "minSamples": 30, "maxAge": "1m"}});
-    let mut l = Loop::start_with(
+    install.tamper = tamper;
+    let l = Loop::start_with(
         &[("metered", Kind::Node), ("bare", Kind::Node)],
         install,
         |name, tree| {
@@ -164,6 +169,12 @@ async fn meterless_node_uses_the_shared_model_and_its_error_drops_within_5_perce
         stop.clone(),
     );
     let bare = l.sims["bare"].exporter_addr();
+    (l, start, stop, bare)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn meterless_node_uses_the_shared_model_and_its_error_drops_within_5_percent() {
+    let (mut l, start, stop, bare) = start_pair(None).await;
 
     // Before any model: the reference curve (TDP table × median SPECpower shape).
     let (reference_error, n) = cycle_error(&bare, start, "reference").await;
@@ -270,34 +281,8 @@ async fn meterless_node_uses_the_shared_model_and_its_error_drops_within_5_perce
 /// restart (the exporters' watch retries with backoff, the controller lists every cycle).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn power_model_crd_missing_then_applied_is_picked_up_without_restart() {
-    let mut install = Install::defaults().without_flotta();
-    install.values = json!({"powerModels": {"interval": "2s", "minSamples": 30, "maxAge": "1m"}});
-    install.tamper = Some(|s| s.unregister("powermodels.edgewatt.io"));
-    let mut l = Loop::start_with(
-        &[("metered", Kind::Node), ("bare", Kind::Node)],
-        install,
-        |name, tree| {
-            tree.cpuinfo(CPU, THREADS, false);
-            tree.proc_stat(1000, 1000);
-            if name == "metered" {
-                tree.rapl_zone("0", "package-0", 0, 262_143_328_850);
-            } else {
-                let _ = std::fs::remove_dir_all(tree.path("sys/class/hwmon"));
-            }
-        },
-    )
-    .await;
-    let start = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
-    drive_load(
-        vec![
-            (l.sims["metered"].dir.path().to_path_buf(), true),
-            (l.sims["bare"].dir.path().to_path_buf(), false),
-        ],
-        start,
-        stop.clone(),
-    );
-    let bare = l.sims["bare"].exporter_addr();
+    let (mut l, _, stop, bare) =
+        start_pair(Some(|s| s.unregister("powermodels.edgewatt.io"))).await;
     // Long enough for the metered node's fit to be published (the e2e above shares by ~45 s).
     wait_for(
         "the metered node's calibration in Prometheus",
