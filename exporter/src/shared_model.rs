@@ -173,6 +173,11 @@ impl SharedEstimator {
             return (self.inner.estimate(u), ModelSource::Node);
         }
         let found = match &self.book {
+            // A VM's vCPUs are a share of a host it cannot see: a bare-metal model of the same
+            // CPU would count the whole part.
+            _ if self.inner.cpu().hypervisor => {
+                Err("a VM does not use bare-metal power models".to_string())
+            }
             Some(book) => book.find(&self.key, now, self.max_age),
             None => Err("shared power models are off".to_string()),
         };
@@ -330,11 +335,14 @@ mod tests {
     const CPU: &str = "Intel(R) Xeon(R) CPU E5-2680 v4 @ 2.40GHz";
 
     fn estimator() -> Estimator {
+        estimator_on(false)
+    }
+
+    fn estimator_on(vm: bool) -> Estimator {
+        let flags = if vm { "fpu hypervisor" } else { "fpu" };
         let text: String = (0..8)
             .map(|i| {
-                format!(
-                    "processor\t: {i}\nmodel name\t: {CPU}\nphysical id\t: 0\ncore id\t: {i}\n\n"
-                )
+                format!("processor\t: {i}\nmodel name\t: {CPU}\nphysical id\t: 0\ncore id\t: {i}\nflags\t: {flags}\n\n")
             })
             .collect();
         Estimator::new(parse_cpuinfo(&text), &TdpTable::bundled(), None)
@@ -413,6 +421,16 @@ mod tests {
         assert_eq!(e.estimate_at(0.5, now).1, ModelSource::Reference);
         let mut e = SharedEstimator::new(estimator(), "R630", None, Duration::from_secs(600));
         assert_eq!(e.estimate_at(0.5, now).1, ModelSource::Reference);
+        // a VM with the same CPU string and vCPU count: its host's size is unknown
+        let book = ModelBook::default();
+        book.replace(vec![model(true, now)]);
+        let mut vm = SharedEstimator::new(
+            estimator_on(true),
+            "R630",
+            Some(book),
+            Duration::from_secs(600),
+        );
+        assert_eq!(vm.estimate_at(0.5, now).1, ModelSource::Reference);
     }
 
     #[test]
