@@ -86,6 +86,7 @@ doc:
 crds:
 	$(CARGO) run -q -p edgewatt-crds --features schema --bin crdgen
 	cp crds/edgewatt.io_energypolicies.yaml charts/edgewatt/crds/
+	cp crds/edgewatt.io_powermodels.yaml charts/edgewatt/crds/
 
 ## Clean-build time of the whole workspace (recorded in BENCHMARKS.md).
 build-time:

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod migration;
 pub mod mover;
 pub mod planner;
+pub mod power_models;
 pub mod reconciler;
 pub mod signals;
 pub mod snapshot;

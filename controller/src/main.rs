@@ -65,6 +65,27 @@ struct Args {
     /// Overrides every policy's `spec.action.migrationTimeout`.
     #[arg(long, env = "EDGEWATT_MIGRATION_TIMEOUT", value_parser = duration)]
     migration_timeout: Option<Duration>,
+    /// Build PowerModels from metered nodes' calibrations and share them with meterless nodes
+    /// of the same CPU model, board and thread count.
+    #[arg(long, env = "EDGEWATT_POWER_MODELS", default_value_t = true, action = clap::ArgAction::Set)]
+    power_models: bool,
+    /// How often PowerModels are rebuilt (each write refreshes `status.lastUpdate`).
+    #[arg(long, env = "EDGEWATT_POWER_MODEL_INTERVAL", default_value = "1m", value_parser = duration)]
+    power_model_interval: Duration,
+    /// A model is shared only when built from at least this many metered nodes…
+    #[arg(long, env = "EDGEWATT_POWER_MODEL_MIN_NODES", default_value_t = 1)]
+    power_model_min_nodes: u32,
+    /// …and at least this many meter samples, all nodes together.
+    #[arg(long, env = "EDGEWATT_POWER_MODEL_MIN_SAMPLES", default_value_t = 60)]
+    power_model_min_samples: u64,
+    /// A model whose error against any contributing meter exceeds this (percent of that node's
+    /// full-load watts) is not shared; its status says why.
+    #[arg(
+        long,
+        env = "EDGEWATT_POWER_MODEL_MAX_ERROR_PERCENT",
+        default_value_t = 10.0
+    )]
+    power_model_max_error_percent: f64,
 }
 
 #[tokio::main]
@@ -110,6 +131,19 @@ async fn main() -> anyhow::Result<()> {
         fence.clone(),
         &identity,
     ));
+    if args.power_models {
+        let th = edgewatt_controller::power_models::Thresholds {
+            min_nodes: args.power_model_min_nodes,
+            min_samples: args.power_model_min_samples,
+            max_error_percent: args.power_model_max_error_percent,
+            max_data_age: args.node_max_age,
+        };
+        tokio::spawn(edgewatt_controller::power_models::run(
+            ctx.clone(),
+            th,
+            args.power_model_interval,
+        ));
+    }
     let router = ctx.metrics.router();
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await

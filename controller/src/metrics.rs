@@ -48,6 +48,12 @@ pub struct TargetLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PowerModelLabels {
+    pub model: String,
+    pub cpu_model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
 }
@@ -70,6 +76,9 @@ pub struct Metrics {
     pub target_starved: Family<TargetLabels, Gauge>,
     pub prometheus_errors: Counter,
     pub data_age: Family<KindLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Shared power models (Lease holder only, like the decision gauges).
+    pub power_model_shared: Family<PowerModelLabels, Gauge>,
+    pub power_model_error: Family<PowerModelLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Set once the stores have synced; `/readyz` answers 200 after that.
     pub ready: Arc<AtomicBool>,
 }
@@ -102,6 +111,18 @@ impl Metrics {
         let target_starved = Family::<TargetLabels, Gauge>::default();
         let prometheus_errors = Counter::default();
         let data_age = Family::default();
+        let power_model_shared = Family::<PowerModelLabels, Gauge>::default();
+        let power_model_error = Family::default();
+        d.register(
+            control::POWER_MODEL_SHARED,
+            "1 while a PowerModel is shared with meterless nodes (Lease holder only)",
+            power_model_shared.clone(),
+        );
+        d.register(
+            control::POWER_MODEL_ERROR_PERCENT,
+            "A PowerModel's error against its meters, percent of full-load watts (Lease holder only)",
+            power_model_error.clone(),
+        );
         r.register(
             strip_total(control::MIGRATIONS_TOTAL),
             "Workload moves by policy, kind and result",
@@ -143,7 +164,28 @@ impl Metrics {
             target_starved,
             prometheus_errors,
             data_age,
+            power_model_shared,
+            power_model_error,
             ready: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Sets a PowerModel's gauges.
+    pub fn set_power_model(&self, model: &str, cpu_model: &str, shared: bool, error: Option<f64>) {
+        let l = PowerModelLabels {
+            model: model.into(),
+            cpu_model: cpu_model.into(),
+        };
+        self.power_model_shared
+            .get_or_create(&l)
+            .set(i64::from(shared));
+        match error {
+            Some(e) => {
+                self.power_model_error.get_or_create(&l).set(e);
+            }
+            None => {
+                self.power_model_error.remove(&l);
+            }
         }
     }
 

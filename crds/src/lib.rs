@@ -9,6 +9,8 @@ pub mod energy_policy;
 #[cfg(feature = "api")]
 pub mod flotta;
 pub mod metrics;
+#[cfg(feature = "api")]
+pub mod power_model;
 #[cfg(feature = "prom")]
 pub mod prom;
 pub mod promql;
@@ -19,6 +21,8 @@ pub mod validation;
 pub use energy_policy::*;
 #[cfg(feature = "api")]
 pub use flotta::{EdgeDevice, EdgeWorkload};
+#[cfg(feature = "api")]
+pub use power_model::{PowerModel, PowerModelSpec, PowerModelStatus};
 
 /// Annotation/label/taint keys that several components read or write.
 pub mod keys {
@@ -55,6 +59,10 @@ pub fn generated_yaml() -> Result<Vec<(&'static str, String)>, serde_saphyr::ser
         (
             "edgewatt.io_energypolicies.yaml",
             format!("{header}{}", serde_saphyr::to_string(&EnergyPolicy::crd())?),
+        ),
+        (
+            "edgewatt.io_powermodels.yaml",
+            format!("{header}{}", serde_saphyr::to_string(&PowerModel::crd())?),
         ),
         (
             "flotta/management.project-flotta.io_edgedevices.yaml",

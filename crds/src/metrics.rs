@@ -44,6 +44,11 @@ pub mod base {
     pub const ESTIMATOR_INFO: &str = "estimator_info";
     /// RMS error of the estimator's self-calibration against a real meter, watts.
     pub const ESTIMATOR_FIT_ERROR_WATTS: &str = "estimator_fit_error_watts";
+    /// A metered node's fitted estimator coefficients, `{cpu_model,board,threads,curve,
+    /// coefficient="idle"|"dynamic"}`, watts: what the controller builds PowerModels from.
+    pub const ESTIMATOR_CALIBRATION_WATTS: &str = "estimator_calibration_watts";
+    /// Meter samples behind that fit (same labels, no `coefficient`).
+    pub const ESTIMATOR_CALIBRATION_SAMPLES: &str = "estimator_calibration_samples";
     /// Where each attributed zone's energy went, `{zone,source}`: for every zone and source,
     /// `node_{cpu,platform,gpu}_joules_total` = idle + pods + system + unattributed.
     pub const NODE_IDLE_JOULES: &str = "node_idle_joules_total";
@@ -92,6 +97,11 @@ pub mod control {
     pub const SCHEDULER_REQUESTS_TOTAL: &str = "edgewatt_scheduler_requests_total";
     pub const SCHEDULER_REQUEST_DURATION_SECONDS: &str =
         "edgewatt_scheduler_request_duration_seconds";
+    /// 1 while a PowerModel is shared with meterless nodes, else 0, `{model,cpu_model}` (Lease
+    /// holder only).
+    pub const POWER_MODEL_SHARED: &str = "edgewatt_power_model_shared";
+    /// A PowerModel's error against its meters, percent of full-load watts, `{model,cpu_model}`.
+    pub const POWER_MODEL_ERROR_PERCENT: &str = "edgewatt_power_model_error_percent";
     /// Flotta operator's per-device heartbeat counter: liveness of an EdgeDevice.
     pub const FLOTTA_HEARTBEAT: &str = "flotta_api_edge_devices_heartbeat";
 }

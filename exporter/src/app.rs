@@ -107,6 +107,15 @@ pub fn sources(
                 } else {
                     tracing::info!(model = %est.describe(), "no energy meter found (no RAPL, hwmon or Redfish): node power is ESTIMATED");
                 }
+                #[cfg(feature = "kubernetes")]
+                found.push(Box::new(crate::shared_model::SharedEstimator::new(
+                    est,
+                    &crate::shared_model::board_name(root),
+                    crate::shared_model::start_watch(power_models_on(common)),
+                    common.power_model_max_age,
+                )));
+                // Without the Kubernetes API there are no shared models to use.
+                #[cfg(not(feature = "kubernetes"))]
                 found.push(Box::new(est));
             }
             Err(e) => tracing::warn!(error = %e, "estimator unavailable"),
@@ -159,6 +168,19 @@ pub fn build(
         pods,
     )
     .rescan_sources(common.source_rescan))
+}
+
+/// Whether to watch the cluster's PowerModels: `--power-models` on, or auto with `--kubernetes`
+/// on (or auto in a cluster); never with `--kubernetes off`.
+#[cfg(feature = "kubernetes")]
+fn power_models_on(common: &Common) -> bool {
+    let configured = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+        || std::env::var_os("KUBECONFIG").is_some();
+    match (common.kubernetes, common.power_models) {
+        (Toggle::Off, _) | (_, Toggle::Off) => false,
+        (Toggle::On, _) | (_, Toggle::On) => true,
+        (Toggle::Auto, Toggle::Auto) => configured,
+    }
 }
 
 /// Starts the pod-name watch on its own thread when a cluster is configured (see `pods.rs` for why

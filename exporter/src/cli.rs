@@ -161,6 +161,21 @@ pub struct Common {
         global = true
     )]
     pub kubernetes: Toggle,
+    /// Estimate with the cluster's PowerModel for this CPU (edgewatt.io, fitted on metered
+    /// siblings) when this node has no meter: auto/on follow --kubernetes, off keeps the
+    /// reference curve. The node's own meter and its own saved calibration always win.
+    #[arg(
+        long,
+        env = "EDGEWATT_POWER_MODELS",
+        value_enum,
+        default_value = "auto",
+        global = true
+    )]
+    pub power_models: Toggle,
+    /// A PowerModel the controller has not re-judged for this long is ignored (the reference
+    /// curve is used again).
+    #[arg(long, env = "EDGEWATT_POWER_MODEL_MAX_AGE", value_parser = parse_duration, default_value = "10m", global = true)]
+    pub power_model_max_age: Duration,
     /// Log format.
     #[arg(
         long,

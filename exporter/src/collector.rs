@@ -189,6 +189,8 @@ pub struct Snapshot {
     pub source_info: Vec<(&'static str, Vec<(&'static str, String)>)>,
     /// The estimator's calibration error, once it has seen a meter.
     pub fit_error_watts: Option<f64>,
+    /// The estimator's fit against this node's meter, for the cluster's PowerModels.
+    pub calibration: Option<crate::shared_model::CalibrationReport>,
     /// Intervals collected so far.
     pub intervals: u64,
     /// CPUs and RAPL zone paths, read once (for `kepler_node_cpu_info` and the `path` label).
@@ -571,6 +573,7 @@ impl Collector {
                 .filter_map(|s| s.source.info().map(|i| (s.source.name(), i)))
                 .collect(),
             fit_error_watts: self.slots.iter().find_map(|s| s.source.fit_error_watts()),
+            calibration: self.slots.iter().find_map(|s| s.source.calibration()),
             intervals: self.intervals,
             host: self.host.clone(),
         }

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod pods;
 pub mod procfs;
 pub mod server;
+pub mod shared_model;
 pub mod source;
 pub mod sources;
 pub mod sysfs;

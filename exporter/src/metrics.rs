@@ -419,12 +419,43 @@ fn self_families(f: &mut Families, s: &Snapshot, version: &str) {
             );
         }
     }
+    calibration_families(f, s);
     f.push(
         base::EXPORTER_COLLECTION_SECONDS,
         "Time the last collection took",
         false,
         vec![],
         s.collection_seconds,
+    );
+}
+
+/// A metered node's estimator fit, what the controller builds PowerModels from (issue 21 §2).
+fn calibration_families(f: &mut Families, s: &Snapshot) {
+    let Some(c) = &s.calibration else { return };
+    for (coefficient, v) in [("idle", c.idle_watts), ("dynamic", c.dynamic_watts)] {
+        let mut l = c.labels.clone();
+        l.push(("coefficient", coefficient.to_string()));
+        f.push(
+            base::ESTIMATOR_CALIBRATION_WATTS,
+            "The estimator's fit against this node's meter: watts at idle and added at full load (on the reference load curve)",
+            false,
+            l,
+            v,
+        );
+    }
+    f.push(
+        base::ESTIMATOR_CALIBRATION_SAMPLES,
+        "Meter samples behind the estimator's fit",
+        false,
+        c.labels.clone(),
+        c.samples as f64,
+    );
+    f.push(
+        base::ESTIMATOR_FIT_ERROR_WATTS,
+        "RMS error of the estimator's fit against this node's meter, watts",
+        false,
+        c.labels.clone(),
+        c.fit_error_watts,
     );
 }
 

@@ -162,4 +162,8 @@ pub trait Source: Send {
     fn fit_error_watts(&self) -> Option<f64> {
         None
     }
+    /// A model's fit against this node's own meter, published for the cluster's PowerModels.
+    fn calibration(&self) -> Option<crate::shared_model::CalibrationReport> {
+        None
+    }
 }

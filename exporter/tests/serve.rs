@@ -182,7 +182,7 @@ fn metrics_pass_promtool_and_reach_prometheus() {
             .any(|l| l.starts_with("edgewatt_node_cpu") && l.contains("source=\"estimator\"")),
         "{body}"
     );
-    assert!(body.contains("edgewatt_estimator_info{node_name=\"fx\",cpu_model=\"Intel(R) Core(TM) i7-8650U CPU @ 1.90GHz\",reference=\"Intel Core i7-8650U\",confidence=\"medium\"}"), "{body}");
+    assert!(body.contains("edgewatt_estimator_info{node_name=\"fx\",cpu_model=\"Intel(R) Core(TM) i7-8650U CPU @ 1.90GHz\",reference=\"Intel Core i7-8650U\",confidence=\"medium\",model_source=\"reference\"}"), "{body}");
 
     promtool_check(&body);
 

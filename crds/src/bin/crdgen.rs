@@ -36,10 +36,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     if !stale.is_empty() {
-        anyhow::bail!(
-            "out of date (run `make crds`): {}",
-            stale.join(", ")
-        );
+        anyhow::bail!("out of date (run `make crds`): {}", stale.join(", "));
     }
     Ok(())
 }

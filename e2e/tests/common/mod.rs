@@ -735,7 +735,18 @@ impl Loop {
                 })
                 .collect();
         let n = scrape.len();
-        let names: Vec<String> = self.sims.keys().cloned().collect();
+        // A node without a platform meter (shared power models' meterless node) serves none.
+        let names: Vec<(String, bool)> = self
+            .sims
+            .iter()
+            .map(|(n, s)| {
+                let metered = s
+                    .tree
+                    .path("sys/class/hwmon/hwmon0/power1_average")
+                    .exists();
+                (n.clone(), metered)
+            })
+            .collect();
         let prom = &mut self.prom;
         tokio::task::block_in_place(|| {
             prom.add_targets(scrape).unwrap();
@@ -744,11 +755,14 @@ impl Loop {
             }
             // Every simulated target serves its battery and meter before a scenario starts: a
             // target without them can never be starved, nor chosen as a destination.
-            for name in names {
+            for (name, metered) in names {
                 for metric in [
                     "edgewatt_node_battery_charge_ratio",
                     "edgewatt_node_platform_watts",
                 ] {
+                    if !metered && metric == "edgewatt_node_platform_watts" {
+                        continue;
+                    }
                     prom.wait_for_series(
                         &format!("{metric}{{node_name=\"{name}\"}}"),
                         Duration::from_secs(40),
