@@ -40,6 +40,8 @@ pub mod base {
     pub const CO2_GRAMS: &str = "node_co2_grams_total";
     pub const EXPORTER_INFO: &str = "exporter_info";
     pub const EXPORTER_SOURCE_UP: &str = "exporter_source_up";
+    /// How a source reads its meter, `{source,method}` (IPMI: `dcmi`, `sdr` or `none` yet).
+    pub const EXPORTER_SOURCE_INFO: &str = "exporter_source_info";
     pub const EXPORTER_COLLECTION_SECONDS: &str = "exporter_collection_duration_seconds";
     pub const ESTIMATOR_INFO: &str = "estimator_info";
     /// RMS error of the estimator's self-calibration against a real meter, watts.

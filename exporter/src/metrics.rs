@@ -417,6 +417,16 @@ fn self_families(f: &mut Families, s: &Snapshot, version: &str) {
                 labels.clone(),
                 1.0,
             );
+        } else {
+            let mut l = vec![("source", src.to_string())];
+            l.extend(labels.iter().cloned());
+            f.push(
+                base::EXPORTER_SOURCE_INFO,
+                "How a source reads its meter (IPMI: method dcmi, sdr, or none before the first reading)",
+                false,
+                l,
+                1.0,
+            );
         }
     }
     calibration_families(f, s);

@@ -344,6 +344,8 @@ fn sdr_power_over_lan_is_the_nodes_platform_power() {
         &[
             "edgewatt_node_platform_watts{node_name=\"fx\",source=\"ipmi\"} 240",
             UP_IPMI,
+            // ipmi_sim answers DCMI with D4h: the SDR is what was used, and /metrics says so.
+            "edgewatt_exporter_source_info{node_name=\"fx\",source=\"ipmi\",method=\"sdr\"} 1",
         ],
         1,
     );

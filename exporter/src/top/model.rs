@@ -103,6 +103,9 @@ pub struct Model {
     pub cpu_busy: Option<f64>,
     pub attribution: String,
     pub sources_up: Vec<String>,
+    /// What each source that is up reads (`ipmi`: DCMI or which SDR sensor; `hwmon`: which rails
+    /// and files make each figure), one line per source.
+    pub source_details: Vec<(String, String)>,
     /// Warnings that stay on screen: sources down and why, discovery and log warnings.
     pub warnings: Vec<String>,
     pub battery: Option<BatteryView>,
@@ -237,6 +240,12 @@ pub fn build(s: &Snapshot, node_wh: f64, warnings: &[String], names: ContainerNa
                 "standby" => format!("{} (standby)", x.name),
                 _ => x.name.to_string(),
             })
+            .collect(),
+        source_details: s
+            .sources
+            .iter()
+            .filter(|x| x.up)
+            .filter_map(|x| Some((x.name.to_string(), x.detail.clone()?)))
             .collect(),
         warnings: all_warnings(s, warnings),
         battery: battery(s),

@@ -96,7 +96,22 @@ fn header(m: &Model) -> Vec<String> {
         },
         m.attribution
     ));
+    for (name, detail) in &m.source_details {
+        out.push(format!("  {name:<10}{}", one_line(detail)));
+    }
     out
+}
+
+/// A source's detail on one line: its own line breaks (hwmon lists one figure per line) as `; `,
+/// control characters escaped (sensor names come from the BMC or the driver).
+fn one_line(s: &str) -> String {
+    let joined = s
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    super::model::escape(&joined)
 }
 
 /// The table's columns for a width: zones and GPU only where present, dropped (zones, then Wh,
@@ -287,6 +302,7 @@ mod tests {
             cpu_busy: None,
             attribution: "procfs".into(),
             sources_up: vec![],
+            source_details: vec![],
             warnings: vec![],
             battery: None,
             budget_watts: None,
