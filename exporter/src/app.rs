@@ -71,6 +71,12 @@ pub fn sources(
     for w in warnings {
         tracing::warn!("{w}");
     }
+    #[cfg(not(feature = "redfish"))]
+    if common.redfish_url.is_some() {
+        let _ = interval; // the Redfish poller's collection interval
+        anyhow::bail!("--redfish-url: this binary was built without the `redfish` feature (as `make run` builds it, to show its first frame sooner); build with default features (`cargo run --release -p edgewatt-exporter -- top …`) or use the container image");
+    }
+    #[cfg(feature = "redfish")]
     if let Some(url) = &common.redfish_url {
         found.push(Box::new(crate::sources::redfish::Redfish::start(
             crate::sources::redfish::RedfishConfig {

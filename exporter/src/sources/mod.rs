@@ -6,6 +6,7 @@ pub mod gpu;
 pub mod hwmon;
 pub mod ipmi;
 pub mod rapl;
+#[cfg(feature = "redfish")]
 pub mod redfish;
 
 use crate::source::Source;
