@@ -920,10 +920,24 @@ fn headroom(t: &TargetSnapshot) -> Option<(u8, f64)> {
 /// Runs one planning cycle. Pure: the same input always gives the same plan.
 pub fn plan(input: &PlanInput<'_>) -> Plan {
     let mut out = Plan::default();
-    let (states, flags, transitions) = step_targets(input, &mut out.unknown);
-    // Built from a list already in key order: the map's own sort finds one run.
+    let mut flags = Vec::with_capacity(input.targets.len());
+    let mut states = Vec::with_capacity(input.targets.len());
+    for t in input.targets {
+        let (state, known, tr) = step_target(input, t, input.previous.get(&t.id));
+        if !known {
+            out.unknown.insert(t.id.clone());
+        }
+        if let Some(tr) = tr {
+            out.transitions.push(tr);
+        }
+        flags.push(Flags {
+            known,
+            starved_since: state.starved.as_ref().map(|i| i.since),
+        });
+        states.push((t.id.clone(), state));
+    }
+    // Bulk-built from a sorted list: cheaper than 10 000 single inserts.
     out.states = states.into_iter().collect();
-    out.transitions = transitions;
     let mut skipped = Vec::new();
     let mut cycle = Cycle::new(input, &flags);
     let mut actions = cycle.taints();
@@ -934,54 +948,6 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         Mode::Observe => out.dry_run = actions,
     }
     out
-}
-
-/// Every target's step, visited in id order so the previous states are read by one merge walk
-/// (not 10 000 ordered-map lookups) and the new states come out sorted (the map is built without
-/// moving its large entries around in a sort). Flags are by input index; transitions in input
-/// order.
-#[allow(clippy::type_complexity)]
-fn step_targets(
-    input: &PlanInput<'_>,
-    unknown: &mut HashSet<TargetId, FastHash>,
-) -> (Vec<(TargetId, TargetState)>, Vec<Flags>, Vec<Transition>) {
-    let targets = input.targets;
-    let mut order: Vec<u32> = (0..targets.len() as u32).collect();
-    order.sort_unstable_by(|a, b| targets[*a as usize].id.cmp(&targets[*b as usize].id));
-    let mut flags = vec![
-        Flags {
-            known: false,
-            starved_since: None,
-        };
-        targets.len()
-    ];
-    let mut states = Vec::with_capacity(targets.len());
-    let mut transitions = Vec::new();
-    let mut previous = input.previous.iter().peekable();
-    for i in order {
-        let t = &targets[i as usize];
-        while previous.next_if(|(id, _)| **id < t.id).is_some() {}
-        // Peeked, not taken: a target listed twice reads the same previous state both times.
-        let prev = previous
-            .peek()
-            .filter(|(id, _)| **id == t.id)
-            .map(|(_, s)| *s);
-        let (state, known, tr) = step_target(input, t, prev);
-        if !known {
-            unknown.insert(t.id.clone());
-        }
-        if let Some(tr) = tr {
-            transitions.push((i, tr));
-        }
-        flags[i as usize] = Flags {
-            known,
-            starved_since: state.starved.as_ref().map(|i| i.since),
-        };
-        states.push((t.id.clone(), state));
-    }
-    transitions.sort_by_key(|(i, _)| *i);
-    let transitions = transitions.into_iter().map(|(_, tr)| tr).collect();
-    (states, flags, transitions)
 }
 
 /// One target's verdict this cycle, by its index in `PlanInput::targets`.
@@ -999,83 +965,8 @@ struct Destination<'a> {
     carried: usize,
 }
 
-/// (kind, namespace-for-devices, name): how a workload names its target.
-type TargetKey<'a> = (TargetKind, Option<&'a str>, &'a str);
-
-/// Workloads by target, in one flat list grouped by target (input order within a group):
-/// building it costs one hash lookup per workload and no per-target allocation (a `Vec` per
-/// target grew by reallocation 40 000 times at fleet scale).
-struct ByTarget<'a> {
-    /// The first target of each key (a target listed twice shares its workloads).
-    slot: FastMap<TargetKey<'a>, u32>,
-    /// `items[start[s]..start[s + 1]]` are the workloads of slot `s`.
-    start: Vec<u32>,
-    items: Vec<&'a WorkloadSnapshot>,
-}
-
-impl<'a> ByTarget<'a> {
-    fn new(targets: &'a [TargetSnapshot], workloads: &'a [WorkloadSnapshot]) -> Self {
-        let mut slot: FastMap<TargetKey<'a>, u32> =
-            FastMap::with_capacity_and_hasher(targets.len(), FastHash::default());
-        for (i, t) in targets.iter().enumerate() {
-            let key = (t.id.kind, t.id.namespace.as_deref(), t.id.name.as_str());
-            slot.entry(key).or_insert(i as u32);
-        }
-        // Counting sort: which slot each workload belongs to, then each slot's range.
-        let of: Vec<u32> = workloads
-            .iter()
-            .map(|w| {
-                Self::key_of(w)
-                    .and_then(|k| slot.get(&k).copied())
-                    .unwrap_or(u32::MAX)
-            })
-            .collect();
-        let mut start = vec![0u32; targets.len() + 1];
-        for s in of.iter().filter(|s| **s != u32::MAX) {
-            start[*s as usize + 1] += 1;
-        }
-        for i in 1..start.len() {
-            start[i] += start[i - 1];
-        }
-        let mut next = start.clone();
-        let mut items: Vec<Option<&'a WorkloadSnapshot>> =
-            vec![None; start[targets.len()] as usize];
-        for (w, s) in workloads.iter().zip(&of) {
-            if *s != u32::MAX {
-                items[next[*s as usize] as usize] = Some(w);
-                next[*s as usize] += 1;
-            }
-        }
-        Self {
-            slot,
-            start,
-            items: items.into_iter().flatten().collect(),
-        }
-    }
-
-    fn key_of(w: &'a WorkloadSnapshot) -> Option<TargetKey<'a>> {
-        let target = w.target.as_deref()?;
-        Some(match w.id.kind {
-            WorkloadKind::Pod => (TargetKind::Node, None, target),
-            WorkloadKind::EdgeWorkload => (
-                TargetKind::EdgeDevice,
-                Some(w.id.namespace.as_str()),
-                target,
-            ),
-        })
-    }
-
-    fn on(&self, t: &TargetSnapshot) -> &[&'a WorkloadSnapshot] {
-        let key = (t.id.kind, t.id.namespace.as_deref(), t.id.name.as_str());
-        match self.slot.get(&key) {
-            Some(s) => {
-                let s = *s as usize;
-                &self.items[self.start[s] as usize..self.start[s + 1] as usize]
-            }
-            None => &[],
-        }
-    }
-}
+/// Workloads by (kind, namespace-for-devices, target name).
+type ByTarget<'a> = FastMap<(TargetKind, Option<&'a str>, &'a str), Vec<&'a WorkloadSnapshot>>;
 
 /// The moving part of a plan: limits left, destinations, workloads by target.
 struct Cycle<'i, 'a> {
@@ -1099,13 +990,26 @@ struct Cycle<'i, 'a> {
 
 impl<'i, 'a> Cycle<'i, 'a> {
     fn new(input: &'i PlanInput<'a>, flags: &'i [Flags]) -> Self {
-        let by_target = ByTarget::new(input.targets, input.workloads);
+        let mut by_target: ByTarget<'a> =
+            FastMap::with_capacity_and_hasher(input.targets.len(), FastHash::default());
         let mut selector_instances: FastMap<&WorkloadId, Vec<&WorkloadSnapshot>> =
             FastMap::default();
         for w in input.workloads {
             if let Placement::Selector { .. } = w.placement {
                 selector_instances.entry(&w.id).or_default().push(w);
             }
+            let Some(target) = w.target.as_deref() else {
+                continue;
+            };
+            let key = match w.id.kind {
+                WorkloadKind::Pod => (TargetKind::Node, None, target),
+                WorkloadKind::EdgeWorkload => (
+                    TargetKind::EdgeDevice,
+                    Some(w.id.namespace.as_str()),
+                    target,
+                ),
+            };
+            by_target.entry(key).or_default().push(w);
         }
         let action = &input.spec.action;
         Self {
@@ -1159,7 +1063,8 @@ impl<'i, 'a> Cycle<'i, 'a> {
     }
 
     fn workloads_on(&self, t: &'a TargetSnapshot) -> &[&'a WorkloadSnapshot] {
-        self.by_target.on(t)
+        let key = (t.id.kind, t.id.namespace.as_deref(), t.id.name.as_str());
+        self.by_target.get(&key).map_or(&[], Vec::as_slice)
     }
 
     /// Node taints and device labels follow starvation of targets whose data is known.
