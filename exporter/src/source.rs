@@ -1,7 +1,7 @@
 //! The one interface every energy source implements, so RAPL, hwmon, batteries, Redfish, NVML and
 //! the estimator can be active together and the collector treats them alike.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What part of the machine a meter covers; decides the metric family it lands in.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -166,4 +166,31 @@ pub trait Source: Send {
     fn calibration(&self) -> Option<crate::shared_model::CalibrationReport> {
         None
     }
+}
+
+/// The latest reading a BMC poller thread left (Redfish, IPMI), if it is fresh enough for the
+/// collector, with when it was taken: none yet ⇒ the poller's last error; older than `max_age` ⇒ stale (its series are
+/// withdrawn, never kept at their last value), naming the poller's last error.
+pub fn fresh_reading<'a, T>(
+    latest: &'a Option<(Instant, T)>,
+    error: Option<&String>,
+    now: Instant,
+    max_age: Duration,
+) -> Result<(Instant, &'a T), SourceError> {
+    let Some((at, r)) = latest else {
+        return Err(SourceError::Other(
+            error
+                .cloned()
+                .unwrap_or_else(|| "no reading from the BMC yet".into()),
+        ));
+    };
+    let age = now.saturating_duration_since(*at);
+    if age > max_age {
+        return Err(SourceError::Stale(format!(
+            "last BMC reading is {}s old{}",
+            age.as_secs(),
+            error.map(|e| format!(": {e}")).unwrap_or_default()
+        )));
+    }
+    Ok((*at, r))
 }

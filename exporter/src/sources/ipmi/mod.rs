@@ -391,24 +391,8 @@ impl Source for IpmiSource {
             .shared
             .lock()
             .map_err(|_| SourceError::Other("IPMI poller panicked".into()))?;
-        let Some((at, r)) = &s.latest else {
-            return Err(SourceError::Other(
-                s.error
-                    .clone()
-                    .unwrap_or_else(|| "no reading from the BMC yet".into()),
-            ));
-        };
-        let age = ctx.now.saturating_duration_since(*at);
-        if age > self.max_age {
-            return Err(SourceError::Stale(format!(
-                "last BMC reading is {}s old{}",
-                age.as_secs(),
-                s.error
-                    .as_ref()
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default()
-            )));
-        }
+        let (_, r) =
+            crate::source::fresh_reading(&s.latest, s.error.as_ref(), ctx.now, self.max_age)?;
         let r = r.as_ref().map_err(|e| SourceError::NoPower(e.clone()))?;
         Ok(Sample {
             meters: vec![Meter {

@@ -398,24 +398,8 @@ impl Source for Redfish {
             .shared
             .lock()
             .map_err(|_| SourceError::Other("redfish poller panicked".into()))?;
-        let Some((at, r)) = &s.latest else {
-            return Err(SourceError::Other(
-                s.error
-                    .clone()
-                    .unwrap_or_else(|| "no reading from the BMC yet".into()),
-            ));
-        };
-        let age = ctx.now.saturating_duration_since(*at);
-        if age > self.max_age {
-            return Err(SourceError::Stale(format!(
-                "last BMC reading is {}s old{}",
-                age.as_secs(),
-                s.error
-                    .as_ref()
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default()
-            )));
-        }
+        let (at, r) =
+            crate::source::fresh_reading(&s.latest, s.error.as_ref(), ctx.now, self.max_age)?;
         let shared: Vec<SharedMeter> = r
             .shared
             .iter()
@@ -441,7 +425,7 @@ impl Source for Redfish {
             }
         };
         let value = match (power.energy_kwh, power.watts) {
-            (Some(kwh), _) if self.use_energy => MeterValue::JoulesAt(kwh * 3.6e6, *at),
+            (Some(kwh), _) if self.use_energy => MeterValue::JoulesAt(kwh * 3.6e6, at),
             (_, Some(w)) => MeterValue::Watts(w),
             (Some(_), None) => {
                 return Err(SourceError::NoPower(format!(
