@@ -14,8 +14,9 @@ APT_PROBES += ipmi_sim:openipmi ipmitool:ipmitool
 .PHONY: run test deps lint unit doc crds ebpf ebpf-check bench build-time chart-test \
 	images image-bins image-toolchain images-test docker-images
 
-## `top` on this machine. Profile `local` (opt-level 1, no LTO) and no `kubernetes` feature (no
-## kube/k8s-openapi): a fresh clone shows its first frame sooner (BENCHMARKS.md "make run").
+## `top` on this machine. Profile `local` (opt-level 1, no LTO) without the default features
+## kubernetes/redfish/ipmi/serve (no kube, HTTP, TLS or tokio): a fresh clone shows its first
+## frame in about 2 min on 2 cores (BENCHMARKS.md "make run").
 ## Reading RAPL needs root (Linux >= 5.10): `sudo make run`; `top` says so when it is not.
 run:
 	$(CARGO) run --profile local --no-default-features -p edgewatt-exporter -- top
@@ -69,7 +70,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p edgewatt-exporter --all-targets --features gpu -- -D warnings
-	@# what `make run` builds: the exporter without the `kubernetes` feature (crds without `api`)
+	@# what `make run` builds: the exporter without its default features (crds without `api`)
 	$(CARGO) clippy -p edgewatt-exporter --no-default-features --lib --bins -- -D warnings
 
 unit:

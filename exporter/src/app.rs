@@ -1,13 +1,10 @@
 //! Wiring: builds the collector from the command line and runs `serve` or `top`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use edgewatt_crds::metrics::MetricNames;
-
 use crate::accounting::CpuAccounting;
-use crate::cli::{AttributionMode, Common, Serve, Toggle, Top};
-use crate::collector::{Collector, CollectorConfig, SharedSnapshot, Snapshot};
+use crate::cli::{AttributionMode, Common, Toggle, Top};
+use crate::collector::{Collector, CollectorConfig};
 use crate::pods::PodDirectory;
 use crate::procfs::Procfs;
 use crate::source::Source;
@@ -92,6 +89,11 @@ pub fn sources(
             },
         )?));
     }
+    #[cfg(not(feature = "ipmi"))]
+    if common.ipmi_device.is_some() || common.ipmi_host.is_some() {
+        anyhow::bail!("--ipmi-device/--ipmi-host: this binary was built without the `ipmi` feature (as `make run` builds it, to show its first frame sooner); build with default features (`cargo run --release -p edgewatt-exporter -- top …`) or use the container image");
+    }
+    #[cfg(feature = "ipmi")]
     if let Some(target) = ipmi_target(common) {
         found.push(Box::new(crate::sources::ipmi::IpmiSource::start(
             crate::sources::ipmi::IpmiConfig {
@@ -135,6 +137,7 @@ pub fn sources(
 }
 
 /// The IPMI BMC the flags name, if any (`--ipmi-device` and `--ipmi-host` exclude each other).
+#[cfg(feature = "ipmi")]
 fn ipmi_target(common: &Common) -> Option<crate::sources::ipmi::Target> {
     use crate::sources::ipmi::Target;
     match (&common.ipmi_device, &common.ipmi_host) {
@@ -234,7 +237,12 @@ fn spawn_pod_watch(node_name: &str, pods: &PodDirectory) {
     }
 }
 
-pub async fn serve(common: Common, serve: Serve) -> anyhow::Result<()> {
+/// `edgewatt-exporter serve`: collects on its own thread and serves `/metrics` and `/healthz`.
+#[cfg(feature = "serve")]
+pub async fn serve(common: Common, serve: crate::cli::Serve) -> anyhow::Result<()> {
+    use crate::collector::{SharedSnapshot, Snapshot};
+    use edgewatt_crds::metrics::MetricNames;
+    use std::sync::Arc;
     let interval = common.interval.unwrap_or(Duration::from_secs(10));
     let mut collector = build(&common, serve.process_metrics, interval)?;
     let snapshot: SharedSnapshot = Arc::new(std::sync::RwLock::new(Arc::new(Snapshot::default())));

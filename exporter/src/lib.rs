@@ -15,6 +15,7 @@ pub mod hostinfo;
 pub mod metrics;
 pub mod pods;
 pub mod procfs;
+#[cfg(feature = "serve")]
 pub mod server;
 pub mod shared_model;
 pub mod source;

@@ -16,27 +16,34 @@ fn main() -> std::process::ExitCode {
         with_serve.push("serve".into());
         parsed = Cli::parse_from(&with_serve);
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (filter, bad_filter) = cli::log_filter(std::env::var("RUST_LOG").ok().as_deref());
     // stderr, except under `top`'s full-screen UI, whose warnings pane keeps WARN/ERROR lines.
     use edgewatt_exporter::top::log::{Pane, StderrUnlessTui};
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(tracing::level_filters::LevelFilter::TRACE)
         .with_writer(StderrUnlessTui);
     match parsed.common.log_format {
-        LogFormat::Json => builder.json().finish().with(Pane).init(),
-        LogFormat::Text => builder.finish().with(Pane).init(),
+        LogFormat::Json => builder.json().finish().with(Pane).with(filter).init(),
+        LogFormat::Text => builder.finish().with(Pane).with(filter).init(),
+    }
+    if let Some(e) = bad_filter {
+        tracing::warn!("RUST_LOG: {e}; logging at info");
     }
     let result = match parsed.command {
         Some(Command::Top(top)) => edgewatt_exporter::app::top(parsed.common, top),
+        #[cfg(feature = "serve")]
         Some(Command::Serve(serve)) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(edgewatt_exporter::app::serve(parsed.common, serve))),
+        #[cfg(not(feature = "serve"))]
+        Some(Command::Serve(_)) => Err(anyhow::anyhow!(
+            "serve: this binary was built without the `serve` feature (as `make run` builds it, for `top` only); build with default features (`cargo build --release -p edgewatt-exporter`) or use the container image"
+        )),
         None => unreachable!("serve is inserted above"),
     };
     match result {

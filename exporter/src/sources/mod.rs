@@ -4,6 +4,7 @@ pub mod battery;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod hwmon;
+#[cfg(feature = "ipmi")]
 pub mod ipmi;
 pub mod rapl;
 #[cfg(feature = "redfish")]
