@@ -121,7 +121,7 @@ fn main() {
         now: t0,
         targets: &targets,
         workloads: &workloads,
-        previous: &BTreeMap::new(),
+        previous: &TargetStates::default(),
         history: &history,
         max_gap: std::time::Duration::from_secs(600),
     });

@@ -23,8 +23,8 @@ use crate::{
     metrics::{KindLabels, TargetLabels},
     mover::MoveKey,
     planner::{
-        self, MoveHistory, PlanInput, TargetId, TargetSnapshot, TargetState, Transition,
-        WorkloadId, WorkloadSnapshot,
+        self, MoveHistory, PlanInput, TargetSnapshot, TargetStates, Transition, WorkloadId,
+        WorkloadSnapshot,
     },
     reconciler::{Context, Error},
     signals::{self, MaxAges, ReadError},
@@ -47,7 +47,7 @@ pub struct PolicyRuntime {
     pub(crate) term: u64,
     /// When the last cycle ran, for which generation and whether the policy was being deleted.
     last_run: Option<(std::time::Instant, Option<i64>, bool)>,
-    pub states: BTreeMap<TargetId, TargetState>,
+    pub states: TargetStates,
     pub history: MoveHistory,
     pub migrations: Vec<MigrationRecord>,
     pub migration_count: u64,

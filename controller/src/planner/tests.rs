@@ -104,7 +104,7 @@ fn pod(name: &str, on: &str) -> WorkloadSnapshot {
 struct Sim {
     spec: EnergyPolicySpec,
     durations: PolicyDurations,
-    states: BTreeMap<TargetId, TargetState>,
+    states: TargetStates,
     history: MoveHistory,
 }
 
@@ -114,7 +114,7 @@ impl Sim {
         Self {
             spec,
             durations,
-            states: BTreeMap::new(),
+            states: TargetStates::default(),
             history: MoveHistory::default(),
         }
     }
@@ -555,7 +555,7 @@ fn run_world(w: &World) -> (Plan, EnergyPolicySpec) {
         now: t0(),
         targets: &w.targets,
         workloads: &[],
-        previous: &BTreeMap::new(),
+        previous: &TargetStates::default(),
         history: &MoveHistory::default(),
         max_gap: MAX_GAP,
     });
