@@ -528,7 +528,10 @@ pub fn filter(inputs: &Inputs, args: ExtenderArgs) -> (ExtenderFilterResult, Out
 /// Prioritize scores on an absolute scale: the share of each node's budget left after the pod
 /// (capped by its battery charge on battery), 0..=10; nodes without data per [`Unmeasured`];
 /// rejected nodes 0; every node [`NEUTRAL_SCORE`] when failing open or for an exempt pod.
-pub fn prioritize(inputs: &Inputs, args: &ExtenderArgs) -> (Vec<HostPriority>, Outcome) {
+pub fn prioritize<'a>(
+    inputs: &Inputs,
+    args: &'a ExtenderArgs,
+) -> (Vec<HostPriority<&'a str>>, Outcome) {
     let verdicts = match judge_all(inputs, args) {
         Ok(v) => v,
         Err(o) => {
@@ -536,7 +539,7 @@ pub fn prioritize(inputs: &Inputs, args: &ExtenderArgs) -> (Vec<HostPriority>, O
                 .candidate_names()
                 .into_iter()
                 .map(|host| HostPriority {
-                    host: host.to_string(),
+                    host,
                     score: NEUTRAL_SCORE,
                 })
                 .collect();
@@ -546,7 +549,7 @@ pub fn prioritize(inputs: &Inputs, args: &ExtenderArgs) -> (Vec<HostPriority>, O
     let scores = verdicts
         .into_iter()
         .map(|(host, v)| HostPriority {
-            host: host.to_string(),
+            host,
             score: score(&v, inputs.policy),
         })
         .collect();

@@ -67,11 +67,12 @@ pub struct ExtenderFilterResult {
     pub error: String,
 }
 
-/// Upstream `HostPriority`; the prioritize reply is a JSON array of these.
+/// Upstream `HostPriority`; the prioritize reply is a JSON array of these. The reply borrows the
+/// request's names (`HostPriority<&str>`): 5 000 copied names were 5 000 allocations per request.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct HostPriority {
+pub struct HostPriority<H = String> {
     #[serde(rename = "Host", alias = "host")]
-    pub host: String,
+    pub host: H,
     /// 0..=[`MAX_EXTENDER_PRIORITY`].
     #[serde(rename = "Score", alias = "score")]
     pub score: i64,

@@ -43,7 +43,8 @@ fn scores(policy: &Policy, nodes: &[(&str, f64, f64)]) -> Vec<i64> {
         policy,
         now: SystemTime::now(),
     };
-    let (out, _) = prioritize(&inputs, &args(&names));
+    let request = args(&names);
+    let (out, _) = prioritize(&inputs, &request);
     out.into_iter().map(|h| h.score).collect()
 }
 
@@ -140,7 +141,8 @@ fn budgets_unknown_until_nodes_are_listed() {
     let (r, _) = edgewatt_scheduler::headroom::filter(&inputs, args(&["a", "b"]));
     assert_eq!(r.node_names, Some(vec!["a".to_string()]), "{r:?}");
     assert!(r.failed_and_unresolvable_nodes["b"].contains("battery"));
-    let (s, _) = prioritize(&inputs, &args(&["a"]));
+    let request = args(&["a"]);
+    let (s, _) = prioritize(&inputs, &request);
     assert_eq!(s[0].score, 3);
     // synced, without an annotation: the budget metric applies and a is full
     let view = NodeView::synced([]);
@@ -187,7 +189,8 @@ fn node_facts_changed_after_the_table_was_published_are_seen_at_once() {
     let decide = || {
         state.decide(|inputs| {
             let (r, _) = edgewatt_scheduler::headroom::filter(inputs, args(&["a", "b"]));
-            let (s, _) = prioritize(inputs, &args(&["a", "b"]));
+            let request = args(&["a", "b"]);
+            let (s, _) = prioritize(inputs, &request);
             (r, s.into_iter().map(|h| h.score).collect::<Vec<_>>())
         })
     };
