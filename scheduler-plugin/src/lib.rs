@@ -4,6 +4,7 @@
 //!
 //! - [`protocol`]: the extender wire types (upstream Go field names);
 //! - [`headroom`]: the pure headroom model and decisions;
+//! - [`node_table`]: its per-node states, by name;
 //! - [`exempt`]: pods that are never filtered;
 //! - [`nodes`]: the Node watcher (budget annotations);
 //! - [`tls`]: HTTPS with certificate reload;
@@ -17,6 +18,7 @@ pub mod config;
 pub mod exempt;
 pub mod headroom;
 pub mod metrics;
+pub mod node_table;
 pub mod nodes;
 pub mod protocol;
 pub mod refresh;

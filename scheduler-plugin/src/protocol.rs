@@ -31,7 +31,86 @@ pub struct ExtenderArgs {
         alias = "node_names",
         default
     )]
-    pub node_names: Option<Vec<String>>,
+    pub node_names: Option<NodeNames>,
+}
+
+/// The request's candidate names, in request order, in one buffer: as a `Vec<String>` a
+/// 5 000-name request was 5 000 allocations (and as many frees), a tenth of a prioritize call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeNames {
+    text: String,
+    /// Where each name ends in `text`.
+    ends: Vec<usize>,
+}
+
+impl NodeNames {
+    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let name = &self.text[start..end];
+            start = end;
+            name
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn push(&mut self, name: &str) {
+        self.text.push_str(name);
+        self.ends.push(self.text.len());
+    }
+}
+
+impl<'a> FromIterator<&'a str> for NodeNames {
+    fn from_iter<I: IntoIterator<Item = &'a str>>(names: I) -> Self {
+        let mut out = Self::default();
+        names.into_iter().for_each(|n| out.push(n));
+        out
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeNames {
+    /// A JSON array of strings (anything else is the usual serde error), each appended to the
+    /// buffer straight from the request (`visit_borrowed_str`) or serde's unescaping scratch.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{DeserializeSeed, SeqAccess, Visitor};
+        struct Names;
+        struct Name<'n>(&'n mut NodeNames);
+        impl<'de> DeserializeSeed<'de> for Name<'_> {
+            type Value = ();
+            fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+                d.deserialize_str(self)
+            }
+        }
+        impl<'de> Visitor<'de> for Name<'_> {
+            type Value = ();
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a node name")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<(), E> {
+                self.0.push(name);
+                Ok(())
+            }
+        }
+        impl<'de> Visitor<'de> for Names {
+            type Value = NodeNames;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of node names")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<NodeNames, A::Error> {
+                let mut names = NodeNames::default();
+                while seq.next_element_seed(Name(&mut names))?.is_some() {}
+                Ok(names)
+            }
+        }
+        deserializer.deserialize_seq(Names)
+    }
 }
 
 /// Upstream `ExtenderFilterResult`. `Nodes`/`NodeNames` mirror the request's form; a name not in
@@ -92,12 +171,50 @@ impl ExtenderArgs {
     /// `nodeCacheCapable`), else the names of `Nodes.items`.
     pub fn candidate_names(&self) -> Vec<&str> {
         if let Some(names) = &self.node_names {
-            return names.iter().map(String::as_str).collect();
+            return names.iter().collect();
         }
         self.nodes
             .iter()
             .flat_map(|l| l.items.iter())
             .filter_map(|n| n.metadata.name.as_deref())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(json: &str) -> Result<Option<Vec<String>>, serde_json::Error> {
+        let body = format!(r#"{{"Pod": {{}}, "NodeNames": {json}}}"#);
+        let args: ExtenderArgs = serde_json::from_str(&body)?;
+        Ok(args
+            .node_names
+            .map(|n| n.iter().map(str::to_string).collect()))
+    }
+
+    #[test]
+    fn node_names_keep_order_escapes_and_empty_names() {
+        assert_eq!(
+            names(r#"["b", "a\"x", "n\u00e9", "", "a"]"#).unwrap(),
+            Some(
+                vec!["b", "a\"x", "né", "", "a"]
+                    .into_iter()
+                    .map(String::from)
+                    .collect()
+            )
+        );
+        assert_eq!(names("[]").unwrap(), Some(vec![]));
+        assert_eq!(names("null").unwrap(), None);
+        let args: ExtenderArgs = serde_json::from_str(r#"{"Pod": {}}"#).unwrap();
+        assert!(args.node_names.is_none());
+    }
+
+    #[test]
+    fn node_names_that_are_not_strings_are_a_clear_error() {
+        let e = names("[1]").unwrap_err().to_string();
+        assert!(e.contains("a node name"), "{e}");
+        let e = names(r#""node-a""#).unwrap_err().to_string();
+        assert!(e.contains("an array of node names"), "{e}");
     }
 }
