@@ -10,13 +10,12 @@ use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 use std::hash::BuildHasher;
 
-use crate::headroom::NodeState;
+use crate::{headroom::NodeState, protocol::NodeNames};
 
 #[derive(Debug, Clone, Default)]
 pub struct NodeTable {
-    /// Every name, back to back; name `i` ends at `ends[i]`.
-    names: String,
-    ends: Vec<usize>,
+    /// Name `i` is the name of `states[i]`.
+    names: NodeNames,
     states: Vec<NodeState>,
     /// Indexes into `states`, hashed by name.
     index: HashTable<u32>,
@@ -38,16 +37,11 @@ impl NodeTable {
         self.states.is_empty()
     }
 
-    fn name(&self, i: usize) -> &str {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.names[start..self.ends[i]]
-    }
-
     /// Where `name`'s state is, if the table has one.
     pub fn find(&self, name: &str) -> Option<usize> {
         let hash = self.hasher.hash_one(name);
         self.index
-            .find(hash, |&i| self.name(i as usize) == name)
+            .find(hash, |&i| self.names.get(i as usize) == Some(name))
             .map(|&i| i as usize)
     }
 
@@ -83,27 +77,21 @@ impl NodeTable {
 
     fn push(&mut self, name: &str, state: NodeState) -> usize {
         let i = self.states.len();
-        self.names.push_str(name);
-        self.ends.push(self.names.len());
+        self.names.push(name);
         self.states.push(state);
-        let (index, names, ends, hasher) = (&mut self.index, &self.names, &self.ends, &self.hasher);
-        let name_of = |i: usize| &names[if i == 0 { 0 } else { ends[i - 1] }..ends[i]];
+        let (index, names, hasher) = (&mut self.index, &self.names, &self.hasher);
         index.insert_unique(hasher.hash_one(name), i as u32, |&j| {
-            hasher.hash_one(name_of(j as usize))
+            hasher.hash_one(names.get(j as usize).unwrap_or_default())
         });
         i
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &NodeState)> {
-        (0..self.len()).map(|i| (self.name(i), &self.states[i]))
+        self.names.iter().zip(&self.states)
     }
 
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (&str, &mut NodeState)> {
-        let (names, ends) = (&self.names, &self.ends);
-        self.states.iter_mut().enumerate().map(move |(i, s)| {
-            let start = if i == 0 { 0 } else { ends[i - 1] };
-            (&names[start..ends[i]], s)
-        })
+        self.names.iter().zip(&mut self.states)
     }
 
     pub fn values(&self) -> impl Iterator<Item = &NodeState> {
