@@ -977,6 +977,13 @@ struct Flags {
     starved_since: Option<Time>,
 }
 
+impl Flags {
+    /// Starved with known data: the targets whose workloads are moved (and so listed).
+    fn walked(self) -> bool {
+        self.known && self.starved_since.is_some()
+    }
+}
+
 /// One destination device and what it looks like after this cycle's assignments.
 struct Destination<'a> {
     target: &'a TargetSnapshot,
@@ -989,6 +996,8 @@ struct Destination<'a> {
 /// the workloads themselves only on starved targets (the only ones whose workloads are walked).
 /// Counting instead of listing everywhere keeps 100 000 workloads from growing 10 000 lists.
 struct ByTarget<'a> {
+    /// (kind, namespace for devices, name) → index: what a workload's `target` names.
+    index: FastMap<(TargetKind, Option<&'a str>, &'a str), usize>,
     carried: Vec<usize>,
     listed: Vec<Vec<&'a WorkloadSnapshot>>,
     /// Every instance (one per device) of each selector-placed workload.
@@ -998,18 +1007,17 @@ struct ByTarget<'a> {
 impl<'a> ByTarget<'a> {
     fn new(input: &PlanInput<'a>, flags: &[Flags]) -> Self {
         let targets = input.targets;
-        // (kind, namespace for devices, name) → index: what a workload's `target` names.
-        let index: FastMap<(TargetKind, Option<&str>, &str), usize> = targets
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                (
-                    (t.id.kind, t.id.namespace.as_deref(), t.id.name.as_str()),
-                    i,
-                )
-            })
-            .collect();
         let mut by = Self {
+            index: targets
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    (
+                        (t.id.kind, t.id.namespace.as_deref(), t.id.name.as_str()),
+                        i,
+                    )
+                })
+                .collect(),
             carried: vec![0; targets.len()],
             listed: vec![Vec::new(); targets.len()],
             selector_instances: FastMap::default(),
@@ -1026,25 +1034,28 @@ impl<'a> ByTarget<'a> {
             if let Placement::Selector { .. } = w.placement {
                 by.selector_instances.entry(&w.id).or_default().push(w);
             }
-            let Some(target) = w.target.as_deref() else {
-                continue;
-            };
-            let key = match w.id.kind {
-                WorkloadKind::Pod => (TargetKind::Node, None, target),
-                WorkloadKind::EdgeWorkload => (
-                    TargetKind::EdgeDevice,
-                    Some(w.id.namespace.as_str()),
-                    target,
-                ),
-            };
-            if let Some(&i) = index.get(&key) {
+            if let Some(i) = by.target_of(w) {
                 by.carried[i] += 1;
-                if flags[i].known && flags[i].starved_since.is_some() {
+                if flags[i].walked() {
                     by.listed[i].push(w);
                 }
             }
         }
         by
+    }
+
+    /// The index of the target `w` runs on, if it is one of this cycle's targets.
+    fn target_of(&self, w: &WorkloadSnapshot) -> Option<usize> {
+        let target = w.target.as_deref()?;
+        let key = match w.id.kind {
+            WorkloadKind::Pod => (TargetKind::Node, None, target),
+            WorkloadKind::EdgeWorkload => (
+                TargetKind::EdgeDevice,
+                Some(w.id.namespace.as_str()),
+                target,
+            ),
+        };
+        self.index.get(&key).copied()
     }
 }
 
@@ -1078,9 +1089,6 @@ struct Cycle<'i, 'a> {
     labelled_now: FastSet<&'a TargetId>,
     /// Owners with a workload moved this cycle: one per owner per cooldown.
     owners_now: FastSet<&'a str>,
-    /// The devices by (namespace, name) → target index: built only when there are
-    /// selector-placed workloads.
-    device_index: FastMap<(&'a str, &'a str), usize>,
     cooldown: chrono::Duration,
 }
 
@@ -1100,20 +1108,6 @@ impl<'i, 'a> Cycle<'i, 'a> {
             tainted_now: FastSet::default(),
             labelled_now: FastSet::default(),
             owners_now: FastSet::default(),
-            device_index: if by_target.selector_instances.is_empty() {
-                FastMap::default()
-            } else {
-                input
-                    .targets
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, t)| t.id.kind == TargetKind::EdgeDevice)
-                    .map(|(i, t)| {
-                        let ns = t.id.namespace.as_deref().unwrap_or_default();
-                        ((ns, t.id.name.as_str()), i)
-                    })
-                    .collect()
-            },
             by_target,
             cooldown: chrono::Duration::from_std(input.durations.cooldown)
                 .unwrap_or(chrono::Duration::MAX),
@@ -1140,7 +1134,7 @@ impl<'i, 'a> Cycle<'i, 'a> {
     /// The workloads on target `i`, which must be starved with known data (others are only
     /// counted: [`ByTarget`]).
     fn workloads_on(&self, i: usize) -> &[&'a WorkloadSnapshot] {
-        debug_assert!(self.flags[i].known && self.flags[i].starved_since.is_some());
+        debug_assert!(self.flags[i].walked());
         &self.by_target.listed[i]
     }
 
@@ -1213,13 +1207,9 @@ impl<'i, 'a> Cycle<'i, 'a> {
                 .into_iter()
                 .flatten()
                 .any(|o| {
-                    let on = o.target.as_deref().unwrap_or_default();
                     o.running
-                        && on != t.id.name
-                        && self
-                            .device_index
-                            .get(&(w.id.namespace.as_str(), on))
-                            .is_some_and(|d| self.healthy(*d))
+                        && o.target.as_deref() != Some(t.id.name.as_str())
+                        && self.by_target.target_of(o).is_some_and(|d| self.healthy(d))
                 })
         };
         if leaving.iter().all(|w| runs_elsewhere(w))
