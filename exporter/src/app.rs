@@ -10,6 +10,18 @@ use crate::procfs::Procfs;
 use crate::source::Source;
 use crate::sysfs::HostRoot;
 
+/// The error for asking a binary built without `feature` (as `make run` builds `top`, to show its
+/// first frame sooner) for `what`, which needs it.
+#[cfg_attr(
+    all(feature = "redfish", feature = "ipmi", feature = "serve"),
+    allow(dead_code)
+)]
+pub fn not_built(what: &str, feature: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{what}: this binary was built without the `{feature}` feature (as `make run` builds it, to show its first frame sooner); build with default features (`cargo build --release -p edgewatt-exporter`) or use the container image"
+    )
+}
+
 fn hostname(root: &HostRoot) -> String {
     crate::sysfs::read_string(&root.path("/proc/sys/kernel/hostname"))
         .or_else(|_| crate::sysfs::read_string(std::path::Path::new("/proc/sys/kernel/hostname")))
@@ -71,7 +83,7 @@ pub fn sources(
     #[cfg(not(feature = "redfish"))]
     if common.redfish_url.is_some() {
         let _ = interval; // the Redfish poller's collection interval
-        anyhow::bail!("--redfish-url: this binary was built without the `redfish` feature (as `make run` builds it, to show its first frame sooner); build with default features (`cargo run --release -p edgewatt-exporter -- top …`) or use the container image");
+        return Err(not_built("--redfish-url", "redfish"));
     }
     #[cfg(feature = "redfish")]
     if let Some(url) = &common.redfish_url {
@@ -91,7 +103,7 @@ pub fn sources(
     }
     #[cfg(not(feature = "ipmi"))]
     if common.ipmi_device.is_some() || common.ipmi_host.is_some() {
-        anyhow::bail!("--ipmi-device/--ipmi-host: this binary was built without the `ipmi` feature (as `make run` builds it, to show its first frame sooner); build with default features (`cargo run --release -p edgewatt-exporter -- top …`) or use the container image");
+        return Err(not_built("--ipmi-device/--ipmi-host", "ipmi"));
     }
     #[cfg(feature = "ipmi")]
     if let Some(target) = ipmi_target(common) {

@@ -41,9 +41,7 @@ fn main() -> std::process::ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(edgewatt_exporter::app::serve(parsed.common, serve))),
         #[cfg(not(feature = "serve"))]
-        Some(Command::Serve(_)) => Err(anyhow::anyhow!(
-            "serve: this binary was built without the `serve` feature (as `make run` builds it, for `top` only); build with default features (`cargo build --release -p edgewatt-exporter`) or use the container image"
-        )),
+        Some(Command::Serve(_)) => Err(edgewatt_exporter::app::not_built("serve", "serve")),
         None => unreachable!("serve is inserted above"),
     };
     match result {
