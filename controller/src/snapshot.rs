@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use edgewatt_crds::{
-    flotta::WORKLOAD_LABEL_PREFIX, keys, prom::SignalTable, promql::Signal, EdgeDevice,
-    EdgeWorkload, EnergyPolicySpec, WorkloadKind,
+    budget_annotation, flotta::WORKLOAD_LABEL_PREFIX, keys, prom::SignalTable, promql::Signal,
+    EdgeDevice, EdgeWorkload, EnergyPolicySpec, WorkloadKind,
 };
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -131,13 +131,6 @@ fn signals(
         external_power: get(Signal::ExternalPower).map(|v| v >= 0.5),
         custom,
     }
-}
-
-fn budget_annotation(annotations: &BTreeMap<String, String>) -> Option<f64> {
-    annotations
-        .get(keys::POWER_BUDGET_WATTS)
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|v| v.is_finite() && *v >= 0.0)
 }
 
 /// Every node as a target (policy-selected ones can starve; all can receive pods).

@@ -48,6 +48,17 @@ pub mod keys {
     pub const POLICY_FINALIZER: &str = "edgewatt.io/cleanup";
 }
 
+/// The budget a Node's or EdgeDevice's [`keys::POWER_BUDGET_WATTS`] annotation sets: a finite
+/// number of watts ≥ 0, surrounding spaces allowed; anything else (`-1`, `NaN`, `60W`, empty) is
+/// no budget. One parser for the controller and the scheduler extender, so they never disagree
+/// on a node's budget.
+pub fn budget_annotation(annotations: &std::collections::BTreeMap<String, String>) -> Option<f64> {
+    annotations
+        .get(keys::POWER_BUDGET_WATTS)
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|b| b.is_finite() && *b >= 0.0)
+}
+
 /// The generated CRD manifests as `(relative path, YAML)`. The EnergyPolicy CRD is what the chart
 /// installs; the Flotta CRDs are edgewatt's subset of Flotta's, for test clusters only (a real
 /// cluster gets Flotta's own from the Flotta operator).
@@ -73,4 +84,22 @@ pub fn generated_yaml() -> Result<Vec<(&'static str, String)>, serde_saphyr::ser
             format!("{header}{}", serde_saphyr::to_string(&EdgeWorkload::crd())?),
         ),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn budget_annotation_is_a_finite_non_negative_number_of_watts() {
+        let a = |v: &str| BTreeMap::from([(keys::POWER_BUDGET_WATTS.to_string(), v.to_string())]);
+        assert_eq!(budget_annotation(&a(" 45.5 ")), Some(45.5));
+        assert_eq!(budget_annotation(&a("0")), Some(0.0));
+        for bad in ["-1", "NaN", "inf", "60W", ""] {
+            assert_eq!(budget_annotation(&a(bad)), None, "{bad:?}");
+        }
+        assert_eq!(budget_annotation(&BTreeMap::new()), None);
+    }
 }
