@@ -29,7 +29,7 @@ use std::{
 };
 
 use edgewatt_crds::{
-    keys,
+    budget_annotation, keys,
     prom::{Reading, SignalTable},
     promql::Signal,
 };
@@ -37,43 +37,20 @@ use k8s_openapi::api::core::v1::Pod;
 
 use crate::{
     exempt::{self, Exemption},
-    node_table::NodeTable,
-    nodes::{self, NodeFacts, NodeView, ViewState},
+    node_table::{signal_index, NodeState, NodeTable, SIGNALS},
+    nodes::{self, NodeView, ViewState},
     protocol::{
         ExtenderArgs, ExtenderFilterResult, HostPriority, Node, MAX_EXTENDER_PRIORITY,
         NEUTRAL_SCORE,
     },
 };
 
-/// Signals the refresher reads for every node.
-pub const SIGNALS: [Signal; 6] = Signal::ALL;
-
 /// Below this discharge rate a battery's runtime is treated as unbounded noise, not a division by
 /// ~zero.
 const MIN_BATTERY_DRAW_WATTS: f64 = 0.1;
 
-/// Position of `signal` in [`NodeState::readings`].
-pub fn signal_index(signal: Signal) -> usize {
-    SIGNALS
-        .iter()
-        .position(|s| *s == signal)
-        .expect("SIGNALS is Signal::ALL")
-}
-
 /// Namespace and owner name: the key under which pods of one workload share a draw estimate.
 pub type OwnerKey = (String, String);
-
-/// What the extender knows about one node, with sample ages as of the table's fetch.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct NodeState {
-    /// Indexed by [`signal_index`]: a fixed array, since every request looks up six signals for
-    /// each of up to thousands of nodes (a hash map per node cost ~1 ms per 5 000-node request).
-    pub readings: [Option<Reading>; SIGNALS.len()],
-    /// The controller marked it starved (`edgewatt_target_starved{kind="Node"} == 1`).
-    pub starved: bool,
-    /// The Node view's facts for it when the table was published (see [`HeadroomTable::join`]).
-    pub facts: Option<NodeFacts>,
-}
 
 /// Everything a decision needs, built by the refresher once per interval.
 #[derive(Debug, Clone, PartialEq)]
@@ -325,7 +302,7 @@ fn annotated(
 ) -> Annotated {
     if let Some(n) = node {
         return Annotated {
-            budget: Ok(nodes::budget_annotation(n.metadata.annotations.as_ref())),
+            budget: Ok(n.metadata.annotations.as_ref().and_then(budget_annotation)),
             starved_taint: nodes::starved_taint(n.spec.as_ref()),
         };
     }

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use edgewatt_crds::{metrics::MetricNames, prom::PromReader};
 use edgewatt_scheduler::{
-    config::Config, nodes, nodes::ViewState, refresh::Refresher, server, state::AppState,
+    config::Config, node_watch, nodes::ViewState, refresh::Refresher, server, state::AppState,
     tls::ReloadingCert,
 };
 
@@ -49,8 +49,8 @@ async fn main() -> anyhow::Result<()> {
     if config.watch_nodes {
         let state = state.clone();
         tokio::spawn(async move {
-            let client = nodes::client_with_retry(KUBE_CONFIG_RETRY).await;
-            nodes::watch(client, state).await;
+            let client = node_watch::client_with_retry(KUBE_CONFIG_RETRY).await;
+            node_watch::watch(client, state).await;
         });
     }
 

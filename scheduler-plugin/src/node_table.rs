@@ -1,4 +1,5 @@
-//! The headroom table's per-node states, looked up by name on every request for every candidate.
+//! The headroom table's per-node states ([`NodeState`]: one reading per signal in [`SIGNALS`]),
+//! looked up by name on every request for every candidate.
 //!
 //! A `HashMap<String, NodeState>` kept each ~200-byte state next to its key: 5 000 of them are a
 //! megabyte, past a core's L2, and half of a decision's time was the first read of the entry
@@ -10,7 +11,33 @@ use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 use std::hash::BuildHasher;
 
-use crate::{headroom::NodeState, protocol::NodeNames};
+use edgewatt_crds::{prom::Reading, promql::Signal};
+
+use crate::{nodes::NodeFacts, protocol::NodeNames};
+
+/// Signals the refresher reads for every node.
+pub const SIGNALS: [Signal; 6] = Signal::ALL;
+
+/// Position of `signal` in [`NodeState::readings`].
+pub fn signal_index(signal: Signal) -> usize {
+    SIGNALS
+        .iter()
+        .position(|s| *s == signal)
+        .expect("SIGNALS is Signal::ALL")
+}
+
+/// What the extender knows about one node, with sample ages as of the table's fetch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeState {
+    /// Indexed by [`signal_index`]: a fixed array, since every request looks up six signals for
+    /// each of up to thousands of nodes (a hash map per node cost ~1 ms per 5 000-node request).
+    pub readings: [Option<Reading>; SIGNALS.len()],
+    /// The controller marked it starved (`edgewatt_target_starved{kind="Node"} == 1`).
+    pub starved: bool,
+    /// The Node view's facts for it when the table was published (see
+    /// [`crate::headroom::HeadroomTable::join`]).
+    pub facts: Option<NodeFacts>,
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct NodeTable {

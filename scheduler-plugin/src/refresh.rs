@@ -17,10 +17,7 @@ use edgewatt_crds::{
     promql::{self, TargetQuery},
 };
 
-use crate::{
-    headroom::{HeadroomTable, SIGNALS},
-    state::AppState,
-};
+use crate::{headroom::HeadroomTable, node_table::SIGNALS, state::AppState};
 
 /// How far back the expected draw of a pod's owner looks.
 pub const POD_HISTORY: Duration = Duration::from_secs(3600);

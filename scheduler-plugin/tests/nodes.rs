@@ -8,11 +8,7 @@ use std::{sync::Arc, time::Duration};
 
 use edgewatt_crds::{keys, promql::Signal};
 use edgewatt_e2e::apiserver::ApiServer;
-use edgewatt_scheduler::{
-    headroom::Policy,
-    nodes::{self, ViewState},
-    state::AppState,
-};
+use edgewatt_scheduler::{headroom::Policy, node_watch, nodes::ViewState, state::AppState};
 use serde_json::{json, Value};
 
 fn node(name: &str, budget: Option<&str>, tainted: bool) -> Value {
@@ -69,7 +65,7 @@ async fn watcher_follows_nodes() {
     // before the list: no budget is trusted
     assert_eq!(prioritize(&state, &["a", "b"]).await, [3, 3]);
 
-    let task = tokio::spawn(nodes::watch(api.client().unwrap(), state.clone()));
+    let task = tokio::spawn(node_watch::watch(api.client().unwrap(), state.clone()));
     let synced = || state.decide(|i| i.nodes.state == ViewState::Synced);
     until("first list", synced).await;
     // a: 150/200 → 8 (annotation wins); b: 50/100 → 5 (metric); c: malformed → metric → 5
