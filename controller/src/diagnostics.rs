@@ -36,8 +36,8 @@ pub fn kind_name(k: TargetKind) -> &'static str {
 
 pub fn target_str(t: &TargetId) -> String {
     match &t.namespace {
-        Some(ns) => format!("{} {ns}/{}", kind_name(t.kind), t.name),
-        None => format!("{} {}", kind_name(t.kind), t.name),
+        Some(ns) => format!("{} {ns}/{}", t.kind, t.name),
+        None => format!("{} {}", t.kind, t.name),
     }
 }
 

@@ -325,6 +325,34 @@ pub enum WorkloadKind {
     EdgeWorkload,
 }
 
+/// `as_str` (a `const fn`, for metric label values and Events) and `Display` for unit enums whose
+/// serde form is the variant name; `tests::enum_strings_are_the_api_values` holds them to it.
+macro_rules! api_strings {
+    ($($ty:ident { $($variant:ident),+ $(,)? })+) => {$(
+        impl $ty {
+            /// The value as the API writes it (its serde form).
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => stringify!($variant),)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )+};
+}
+
+api_strings! {
+    Mode { Migrate, Observe }
+    TargetKind { Node, EdgeDevice }
+    WorkloadKind { Pod, EdgeWorkload }
+    MigrationResult { InProgress, Succeeded, Failed, Blocked, Aborted, DryRun }
+}
+
 /// Observed state, written by the controller through the status subresource.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -434,5 +462,62 @@ impl EnergyPolicySpec {
                 &self.action.migration_timeout,
             )?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::de::DeserializeOwned;
+    use serde_json::Value;
+
+    use super::*;
+
+    /// Every string the API schema allows for `T` (its `enum`/`const` values).
+    fn api_values<T: JsonSchema>() -> Vec<String> {
+        fn walk(v: &Value, out: &mut Vec<String>) {
+            match v {
+                Value::Object(m) => {
+                    if let Some(Value::Array(vals)) = m.get("enum") {
+                        out.extend(vals.iter().filter_map(|x| x.as_str().map(String::from)));
+                    }
+                    if let Some(Value::String(c)) = m.get("const") {
+                        out.push(c.clone());
+                    }
+                    m.values().for_each(|x| walk(x, out));
+                }
+                Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        walk(&schemars::schema_for!(T).to_value(), &mut out);
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// `variants`: how many the schema must list (a walk that missed some would pass vacuously).
+    fn check<T>(as_str: fn(T) -> &'static str, variants: usize)
+    where
+        T: JsonSchema + DeserializeOwned + Serialize + Copy + std::fmt::Display,
+    {
+        let values = api_values::<T>();
+        assert_eq!(values.len(), variants, "{values:?}");
+        for s in values {
+            let v: T = serde_json::from_value(Value::String(s.clone())).unwrap();
+            assert_eq!(as_str(v), s);
+            assert_eq!(v.to_string(), s);
+            assert_eq!(serde_json::to_value(v).unwrap(), Value::String(s));
+        }
+    }
+
+    /// Label values and Event texts use `as_str`; they must be what the API stores, or a
+    /// dashboard filtering on `result="DryRun"` would silently match nothing.
+    #[test]
+    fn enum_strings_are_the_api_values() {
+        check(Mode::as_str, 2);
+        check(TargetKind::as_str, 2);
+        check(WorkloadKind::as_str, 2);
+        check(MigrationResult::as_str, 6);
     }
 }
