@@ -77,6 +77,7 @@ pub enum SelectorOperator {
 #[x_kube(validation = kube::core::Rule::new(
     "!has(self.recovery) || !has(self.recovery.batteryAbovePercent) || !has(self.starvation.batteryBelowPercent) || self.recovery.batteryAbovePercent > self.starvation.batteryBelowPercent"
 ).message("recovery.batteryAbovePercent must be greater than starvation.batteryBelowPercent (hysteresis)").field_path(".recovery.batteryAbovePercent"))]
+#[schemars(transform = crate::openapi::k8s_integer_formats)]
 #[serde(rename_all = "camelCase")]
 pub struct EnergyPolicySpec {
     /// What can be energy-starved.
@@ -355,6 +356,7 @@ api_strings! {
 
 /// Observed state, written by the controller through the status subresource.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[schemars(transform = crate::openapi::k8s_integer_formats)]
 #[serde(rename_all = "camelCase")]
 pub struct EnergyPolicyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -10,6 +10,8 @@ pub mod energy_policy;
 pub mod flotta;
 pub mod metrics;
 #[cfg(feature = "api")]
+pub mod openapi;
+#[cfg(feature = "api")]
 pub mod power_model;
 #[cfg(feature = "prom")]
 pub mod prom;

@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.reason"}"#,
     printcolumn = r#"{"name":"Updated","type":"date","jsonPath":".status.lastUpdate"}"#
 )]
+#[schemars(transform = crate::openapi::k8s_integer_formats)]
 #[serde(rename_all = "camelCase")]
 pub struct PowerModelSpec {
     /// `model name` from /proc/cpuinfo, exactly as the nodes report it.
@@ -61,6 +62,7 @@ pub struct PowerModelSpec {
 
 /// What the model was built from and whether it is shared.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[schemars(transform = crate::openapi::k8s_integer_formats)]
 #[serde(rename_all = "camelCase")]
 pub struct PowerModelStatus {
     /// True when meterless nodes may use the model: enough data, error within the threshold.
