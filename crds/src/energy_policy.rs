@@ -61,7 +61,7 @@ pub enum SelectorOperator {
     version = "v1alpha1",
     kind = "EnergyPolicy",
     plural = "energypolicies",
-    shortname = "ep",
+    shortname = "enpol",
     category = "edgewatt",
     status = "EnergyPolicyStatus",
     doc = "EnergyPolicy says which nodes and Flotta edge devices can become energy-starved, when, and which workloads edgewatt may move away from them.",
