@@ -17,6 +17,18 @@ use kube::{
 use crate::leader::{Fence, NotLeader};
 use crate::planner::Plan;
 
+/// A time as the status writes it: RFC 3339, whole seconds, UTC (`2026-01-01T00:00:00Z`).
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A status time read back ([`rfc3339`], or any RFC 3339 offset).
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
 /// A reason the policy is `Degraded`: (reason, message). Reasons are CamelCase tokens.
 pub type Problem = (String, String);
 
@@ -158,9 +170,7 @@ pub fn starved(plan: &Plan) -> Vec<StarvedTarget> {
             kind: id.kind,
             name: id.name.clone(),
             namespace: id.namespace.clone(),
-            since: info
-                .since
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            since: rfc3339(info.since),
             reason: info.reason.clone(),
             battery_percent: st.battery_percent,
             watts: st.watts,
