@@ -21,6 +21,7 @@ pub mod planner;
 pub mod power_models;
 pub mod reconciler;
 pub mod signals;
+pub mod sim;
 pub mod snapshot;
 pub mod status;
 pub mod stores;
