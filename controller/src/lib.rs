@@ -28,6 +28,7 @@ pub mod power_models;
 pub mod reconciler;
 pub mod runtime;
 pub mod signals;
+pub mod sim;
 pub mod snapshot;
 pub mod status;
 pub mod stores;
