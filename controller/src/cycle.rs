@@ -309,6 +309,8 @@ impl<'a> Cycle<'a> {
             migration_count: rt.migration_count(),
             moves_in_flight: rt.in_flight(),
             problems,
+            degraded: Vec::new(),
+            left_alone: Vec::new(),
         };
         let prev = rt.last_status(policy);
         let st = status::build_status(&prev, &outcome, now);

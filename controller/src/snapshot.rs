@@ -130,6 +130,9 @@ fn signals(
             .or(default_budget),
         external_power: get(Signal::ExternalPower).map(|v| v >= 0.5),
         custom,
+        battery_capacity_joules: None,
+        charge_watts: None,
+        runway_below_recharge: None,
     }
 }
 
@@ -453,6 +456,7 @@ pub fn pod_workloads(
                 running: true,
                 host_bound: None,
                 tolerates_starvation: tolerations.iter().any(|t| t.tolerates(&taint)),
+                ladder: Default::default(),
                 id: WorkloadId {
                     kind: WorkloadKind::Pod,
                     namespace: ns,
@@ -580,6 +584,7 @@ pub fn edge_workloads(
             running: false,
             host_bound: w.spec.pod.as_ref().and_then(|p| host_bound(&p.spec)),
             tolerates_starvation: false,
+            ladder: Default::default(),
         };
         match &w.spec.device {
             Some(d) => out.push(WorkloadSnapshot {

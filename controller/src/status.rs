@@ -56,6 +56,10 @@ pub struct Outcome {
     pub moves_in_flight: u32,
     /// Every reason for `Degraded`, in the order found.
     pub problems: Vec<Problem>,
+    /// The ladder's ledger: what it holds throttled or suspended (Observe: would).
+    pub degraded: Vec<edgewatt_crds::DegradedWorkload>,
+    /// Workloads on starved targets left alone, by reason.
+    pub left_alone: Vec<edgewatt_crds::LeftAlone>,
 }
 
 /// A condition to set: (type, status `True|False|Unknown`, reason, message).
@@ -160,6 +164,13 @@ pub fn build_status(
         moves_in_flight: o.moves_in_flight,
         starved,
         migrations: o.migrations.clone(),
+        degraded_count: o
+            .degraded
+            .iter()
+            .filter(|d| d.state != edgewatt_crds::DegradeState::DryRun)
+            .count() as u32,
+        degraded: o.degraded.clone(),
+        left_alone: o.left_alone.clone(),
     }
 }
 
@@ -174,6 +185,8 @@ pub fn starved(plan: &Plan) -> Vec<StarvedTarget> {
             reason: info.reason.clone(),
             battery_percent: st.battery_percent,
             watts: st.watts,
+            runway_minutes: None,
+            recharge_minutes: None,
         })
         .collect()
 }
@@ -243,6 +256,8 @@ mod tests {
             migration_count: 0,
             moves_in_flight: 0,
             problems: vec![],
+            degraded: vec![],
+            left_alone: vec![],
         }
     }
 

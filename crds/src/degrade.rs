@@ -193,7 +193,9 @@ impl LadderDurations {
 }
 
 /// What was degraded.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 pub enum DegradedKind {
     /// A throttled pod.
     Pod,

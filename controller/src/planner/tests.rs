@@ -23,6 +23,7 @@ pub(crate) fn spec(mode: Mode) -> EnergyPolicySpec {
             min_runtime_minutes: None,
             power_above_watts: None,
             query: None,
+            runway_below_recharge: None,
             for_: "2m".into(),
         },
         recovery: Some(Recovery {
@@ -36,6 +37,8 @@ pub(crate) fn spec(mode: Mode) -> EnergyPolicySpec {
             ..Default::default()
         },
         scheduling: Default::default(),
+        criticality: None,
+        forecast: Default::default(),
     }
 }
 
@@ -82,6 +85,7 @@ fn ew(name: &str, on: &str) -> WorkloadSnapshot {
         running: true,
         host_bound: None,
         tolerates_starvation: false,
+        ladder: Default::default(),
     }
 }
 
