@@ -92,6 +92,7 @@ impl Args {
             node_max_age: self.node_max_age,
             device_max_age: self.device_max_age,
             migration_timeout: self.migration_timeout,
+            own_namespace: self.lease_namespace.clone(),
         }
     }
 }

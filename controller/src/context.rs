@@ -29,6 +29,8 @@ pub struct Settings {
     pub device_max_age: Duration,
     /// Overrides every policy's `migrationTimeout` when set.
     pub migration_timeout: Option<Duration>,
+    /// The controller's own namespace: edgewatt never acts on the pods there.
+    pub own_namespace: String,
 }
 
 impl Settings {

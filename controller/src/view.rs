@@ -2,6 +2,7 @@
 //! workloads (pods, EdgeWorkloads) the policy covers, and what it needs that the cluster does not
 //! have (a store missing, forbidden or not synced yet), as problems. Pure over the stores.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use edgewatt_crds::{EdgeDevice, EnergyPolicySpec};
@@ -98,6 +99,13 @@ impl View {
         };
         let ns_labels =
             snapshot::namespace_labels(&stores.synced(Res::Namespaces, &stores.namespaces));
+        let no_pdbs = HashMap::new();
+        let around = snapshot::Around {
+            ns_labels: &ns_labels,
+            exhausted: &no_pdbs,
+            own_namespace: &settings.own_namespace,
+            watts: &prom.workload_watts,
+        };
         let mut edge_workloads = Vec::new();
         if spec.targets.node_selector.is_some() {
             match store_problem(stores, &[Res::Nodes, Res::Pods]) {
@@ -115,9 +123,12 @@ impl View {
                     v.targets.extend(t);
                     let exhausted =
                         snapshot::exhausted_pdbs(&stores.synced(Res::Pdbs, &stores.pdbs));
-                    v.workloads.extend(snapshot::pod_workloads(
-                        spec, &v.pods, &ns_labels, &exhausted,
-                    ));
+                    let around = snapshot::Around {
+                        exhausted: &exhausted,
+                        ..around
+                    };
+                    v.workloads
+                        .extend(snapshot::pod_workloads(spec, &v.pods, around));
                 }
             }
         }
@@ -140,7 +151,7 @@ impl View {
                         spec,
                         &edge_workloads,
                         &v.devices,
-                        &ns_labels,
+                        around,
                     ));
                 }
             }
