@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use edgewatt_crds::{EnergyPolicy, EnergyPolicySpec, Mode};
+use edgewatt_crds::{EnergyPolicy, EnergyPolicySpec, LeftAlone, Mode};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::ResourceExt;
 
@@ -21,7 +21,7 @@ use crate::{
     actuator::reference,
     context::{Context, Error},
     diagnostics::{self, kind_name},
-    metrics::{KindLabels, TargetLabels},
+    metrics::{KindLabels, ReasonLabels, TargetLabels},
     planner::{self, PlanInput, Transition},
     runtime::PolicyRuntime,
     signals::{self, MaxAges, ReadError},
@@ -42,6 +42,8 @@ pub struct Cycle<'a> {
     pub(crate) timeout: Duration,
     /// Every reason for `Degraded` found so far, in order.
     pub(crate) problems: Vec<Problem>,
+    /// Workloads on starved targets left alone, by reason (`None`: not evaluated this cycle).
+    pub(crate) left_alone: Option<Vec<LeftAlone>>,
 }
 
 /// One control cycle for one policy at `now`: reads Prometheus, then [`cycle_with`].
@@ -103,6 +105,7 @@ impl<'a> Cycle<'a> {
             now,
             timeout: ctx.settings.migration_timeout.unwrap_or_default(),
             problems: Vec::new(),
+            left_alone: None,
         }
     }
 
@@ -166,6 +169,7 @@ impl<'a> Cycle<'a> {
         let policy_ref = reference(self.policy);
         self.transitions(&policy_ref, &plan).await;
         self.export_starved(&plan);
+        self.left_alone(&plan);
         self.skipped_events(&plan, &view.pods).await;
         self.execute(&plan, &view).await;
         self.dry_run(&policy_ref, &plan).await;
@@ -252,6 +256,38 @@ impl<'a> Cycle<'a> {
         self.ctx.metrics.set_starved(&self.name, mode, series);
     }
 
+    /// What stays on starved targets and why, counted: the status and a gauge per reason. Most
+    /// reasons say why not *now* (cooldown, limits); the protected ones (system pods,
+    /// edgewatt's own) say *never*.
+    fn left_alone(&mut self, plan: &planner::Plan) {
+        let mut counts: std::collections::BTreeMap<String, u32> = Default::default();
+        for s in &plan.skipped {
+            let reason = match &s.reason {
+                planner::SkipReason::Ineligible(why) => why.clone(),
+                r => r.to_string(),
+            };
+            *counts.entry(reason).or_default() += 1;
+        }
+        self.ctx.metrics.left_alone.set(
+            &self.name,
+            counts.iter().map(|(reason, n)| {
+                (
+                    ReasonLabels {
+                        policy: self.name.clone(),
+                        reason: reason.clone(),
+                    },
+                    f64::from(*n),
+                )
+            }),
+        );
+        self.left_alone = Some(
+            counts
+                .into_iter()
+                .map(|(reason, count)| LeftAlone { reason, count })
+                .collect(),
+        );
+    }
+
     /// Events for starvation transitions, on the policy.
     async fn transitions(&self, policy_ref: &ObjectReference, plan: &planner::Plan) {
         for tr in &plan.transitions {
@@ -289,6 +325,7 @@ impl<'a> Cycle<'a> {
             name,
             now,
             problems,
+            left_alone,
             ..
         } = self;
         let policy_ref = reference(policy);
@@ -310,7 +347,7 @@ impl<'a> Cycle<'a> {
             moves_in_flight: rt.in_flight(),
             problems,
             degraded: Vec::new(),
-            left_alone: Vec::new(),
+            left_alone,
         };
         let prev = rt.last_status(policy);
         let st = status::build_status(&prev, &outcome, now);

@@ -58,8 +58,9 @@ pub struct Outcome {
     pub problems: Vec<Problem>,
     /// The ladder's ledger: what it holds throttled or suspended (Observe: would).
     pub degraded: Vec<edgewatt_crds::DegradedWorkload>,
-    /// Workloads on starved targets left alone, by reason.
-    pub left_alone: Vec<edgewatt_crds::LeftAlone>,
+    /// Workloads on starved targets left alone, by reason; `None` when not evaluated (the last
+    /// known counts stay).
+    pub left_alone: Option<Vec<edgewatt_crds::LeftAlone>>,
 }
 
 /// A condition to set: (type, status `True|False|Unknown`, reason, message).
@@ -170,7 +171,10 @@ pub fn build_status(
             .filter(|d| d.state != edgewatt_crds::DegradeState::DryRun)
             .count() as u32,
         degraded: o.degraded.clone(),
-        left_alone: o.left_alone.clone(),
+        left_alone: o
+            .left_alone
+            .clone()
+            .unwrap_or_else(|| prev.left_alone.clone()),
     }
 }
 
@@ -257,7 +261,7 @@ mod tests {
             moves_in_flight: 0,
             problems: vec![],
             degraded: vec![],
-            left_alone: vec![],
+            left_alone: None,
         }
     }
 
