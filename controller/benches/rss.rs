@@ -152,7 +152,7 @@ fn main() {
     let wl_state = workloads.state();
     let targets =
         snapshot::device_targets("fleet", &spec, &dev_state, &prom, Duration::from_secs(900));
-    let (ns_labels, no_pdbs, no_watts) = (HashMap::new(), HashMap::new(), HashMap::new());
+    let (ns_labels, no_pdbs, no_watts) = (HashMap::new(), HashMap::new(), Default::default());
     let around = snapshot::Around {
         ns_labels: &ns_labels,
         exhausted: &no_pdbs,

@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 
 use crate::{
     actuator::Actuator, clock::Clock, leader::Fence, metrics::Metrics, mover::KubeMoves,
-    runtime::PolicyRuntime, stores::Stores,
+    runtime::PolicyRuntime, signals::SupplyCache, stores::Stores,
 };
 
 /// Runtime settings (from the command line: [`crate::cli`]).
@@ -55,6 +55,8 @@ pub struct Context {
     pub fence: Fence,
     /// Where decisions take `now` from.
     pub clock: Clock,
+    /// Supply history reads, shared by the policies' forecasts.
+    pub supply: SupplyCache,
     /// Per-policy memory, each behind its own lock.
     pub runtime: Mutex<HashMap<String, Arc<Mutex<PolicyRuntime>>>>,
 }
@@ -113,6 +115,7 @@ impl Context {
             settings,
             fence,
             clock: Clock::Real,
+            supply: SupplyCache::default(),
             runtime: Default::default(),
         }
     }

@@ -49,17 +49,17 @@ pub struct Cycle<'a> {
 /// One control cycle for one policy at `now`: reads Prometheus, then [`cycle_with`].
 pub async fn cycle(policy: &EnergyPolicy, ctx: &Context, now: DateTime<Utc>) -> Result<(), Error> {
     let s = &ctx.settings;
-    let prom = signals::read(
-        &ctx.reader,
-        &s.metric_names,
-        &policy.spec,
-        &s.device_label,
-        MaxAges {
+    let src = signals::Source {
+        reader: &ctx.reader,
+        names: &s.metric_names,
+        device_label: &s.device_label,
+        ages: MaxAges {
             node: s.node_max_age,
             device: s.device_max_age,
         },
-    )
-    .await;
+        supply: &ctx.supply,
+    };
+    let prom = signals::read(&src, &policy.spec, now).await;
     cycle_with(policy, ctx, now, prom).await
 }
 

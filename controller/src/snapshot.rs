@@ -36,8 +36,20 @@ pub struct PromData {
     /// Custom query value per node / device.
     pub custom_nodes: HashMap<String, f64>,
     pub custom_devices: HashMap<String, f64>,
-    /// Each workload's own draw, watts: pods and EdgeWorkloads by (namespace, name).
-    pub workload_watts: HashMap<(String, String), f64>,
+    /// Each workload's own draw, watts (policies that use the forecast).
+    pub workload_watts: WorkloadWatts,
+    /// Hourly supply history per node / device (policies that use the forecast).
+    pub supply_nodes: std::sync::Arc<crate::signals::SupplyHistory>,
+    pub supply_devices: std::sync::Arc<crate::signals::SupplyHistory>,
+}
+
+/// Each workload's own draw, watts.
+#[derive(Debug, Clone, Default)]
+pub struct WorkloadWatts {
+    /// Pods by (namespace, name).
+    pub pods: HashMap<(String, String), f64>,
+    /// EdgeWorkload instances by (device, workload name): device series carry no namespace.
+    pub edge: HashMap<(String, String), f64>,
 }
 
 /// Freshness windows: older readings count as unknown.
@@ -574,8 +586,8 @@ pub struct Around<'a> {
     pub exhausted: &'a HashMap<String, Vec<Selector>>,
     /// The controller's own namespace: its pods are edgewatt's own, never touched.
     pub own_namespace: &'a str,
-    /// Each workload's own draw (pods by namespace/name, EdgeWorkloads by namespace/name), watts.
-    pub watts: &'a HashMap<(String, String), f64>,
+    /// Each workload's own draw, watts.
+    pub watts: &'a WorkloadWatts,
 }
 
 /// Running pods bound to a node, as workloads. Finished and terminating pods are left out.
@@ -609,7 +621,7 @@ pub fn pod_workloads(
                 .clone()
                 .or_else(|| pod_ineligible(spec, p))
                 .or(unselected.clone());
-            let ladder = pod_ladder_facts(spec, p, protected.or(unselected), around.watts);
+            let ladder = pod_ladder_facts(spec, p, protected.or(unselected), &around.watts.pods);
             let affinity_terms = ps
                 .affinity
                 .as_ref()
@@ -760,7 +772,7 @@ pub fn edge_workloads(
         let ladder = LadderFacts {
             criticality,
             criticality_error,
-            watts: around.watts.get(&(ns.clone(), name.clone())).copied(),
+            watts: None, // per instance, below
             throttle: Err(protected.clone().unwrap_or_else(|| {
                 "an EdgeWorkload has no in-place resize (Flotta restarts it)".into()
             })),
@@ -812,20 +824,31 @@ pub fn edge_workloads(
             ladder,
         };
         match &w.spec.device {
-            Some(d) => out.push(WorkloadSnapshot {
-                target: Some(d.clone()),
-                ..base
-            }),
+            Some(d) => {
+                let watts = around.watts.edge.get(&(d.clone(), base.id.name.clone()));
+                let mut w = WorkloadSnapshot {
+                    target: Some(d.clone()),
+                    ..base
+                };
+                w.ladder.watts = watts.copied();
+                out.push(w)
+            }
             None => {
                 let devices = labelled
                     .get_or_insert_with(index)
                     .get(&(base.id.namespace.as_str(), base.id.name.as_str()));
                 for d in devices.into_iter().flatten() {
-                    out.push(WorkloadSnapshot {
+                    let mut w = WorkloadSnapshot {
                         target: Some(d.name_any()),
                         running: d.workload(&base.id.name).is_some_and(|dw| dw.is_running()),
                         ..base.clone()
-                    });
+                    };
+                    w.ladder.watts = around
+                        .watts
+                        .edge
+                        .get(&(d.name_any(), base.id.name.clone()))
+                        .copied();
+                    out.push(w);
                 }
             }
         }
@@ -843,13 +866,12 @@ mod tests {
         ns_labels: &'a HashMap<String, BTreeMap<String, String>>,
         exhausted: &'a HashMap<String, Vec<Selector>>,
     ) -> Around<'a> {
-        static NO_WATTS: std::sync::OnceLock<HashMap<(String, String), f64>> =
-            std::sync::OnceLock::new();
+        static NO_WATTS: std::sync::OnceLock<WorkloadWatts> = std::sync::OnceLock::new();
         Around {
             ns_labels,
             exhausted,
             own_namespace: "edgewatt-system",
-            watts: NO_WATTS.get_or_init(HashMap::new),
+            watts: NO_WATTS.get_or_init(WorkloadWatts::default),
         }
     }
 

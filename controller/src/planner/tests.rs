@@ -1024,7 +1024,7 @@ fn system_and_own_pods_are_never_evicted() {
         ),
         pod("apps", "web", serde_json::json!({})),
     ];
-    let (ns, pdbs, watts) = (HashMap::new(), HashMap::new(), HashMap::new());
+    let (ns, pdbs, watts) = (HashMap::new(), HashMap::new(), Default::default());
     let around = crate::snapshot::Around {
         ns_labels: &ns,
         exhausted: &pdbs,
