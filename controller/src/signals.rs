@@ -113,7 +113,10 @@ pub type SupplyHistory = HashMap<String, Vec<(DateTime<Utc>, f64)>>;
 /// The supply history reads of every policy, by query and window (policies with the same
 /// forecast settings share one read).
 #[derive(Debug, Default)]
-pub struct SupplyCache(Mutex<HashMap<String, (DateTime<Utc>, Arc<SupplyHistory>)>>);
+pub struct SupplyCache(Mutex<HashMap<String, Fetched>>);
+
+/// A supply history read and when it was made.
+type Fetched = (DateTime<Utc>, Arc<SupplyHistory>);
 
 impl SupplyCache {
     fn fresh(&self, key: &str, now: DateTime<Utc>) -> Option<Arc<SupplyHistory>> {
