@@ -19,6 +19,7 @@ pub mod cycle;
 pub mod diagnostics;
 pub mod execute;
 pub mod forecast;
+pub mod ladder;
 pub mod leader;
 pub mod lifecycle;
 pub mod metrics;
