@@ -18,6 +18,8 @@ pub mod context;
 pub mod cycle;
 pub mod diagnostics;
 pub mod execute;
+pub mod forecast;
+pub mod ladder;
 pub mod leader;
 pub mod lifecycle;
 pub mod metrics;
