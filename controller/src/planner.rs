@@ -824,6 +824,16 @@ fn starvation(spec: &EnergyPolicySpec, s: &TargetSignals) -> Eval {
             )
         });
     }
+    if st.runway_below_recharge == Some(true) {
+        let v = if on_mains {
+            Some(false)
+        } else {
+            s.runway_below_recharge
+        };
+        check(v, &|| {
+            "the forecast runway ends before the forecast recharge".to_string()
+        });
+    }
     if let Some(q) = &st.query {
         let v = s.custom.and_then(|c| match (q.above, q.below) {
             (Some(a), _) => Some(c > a),

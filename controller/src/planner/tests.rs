@@ -1072,3 +1072,34 @@ fn system_and_own_pods_are_never_evicted() {
         ]
     );
 }
+
+/// Issue 27 §3: `starvation.runwayBelowRecharge` — starved when the runway forecast's verdict
+/// says so, unknown (no action) without a verdict, and never on mains.
+#[test]
+fn the_forecast_condition_starves_on_its_verdict_only() {
+    let mut s = spec(Mode::Migrate);
+    s.starvation.battery_below_percent = None;
+    s.recovery = None;
+    s.starvation.runway_below_recharge = Some(true);
+    let with = |v: Option<bool>| TargetSignals {
+        runway_below_recharge: v,
+        ..Default::default()
+    };
+    assert!(matches!(
+        starvation(&s, &with(Some(true))),
+        Eval::Holds(r) if r.contains("runway ends before the forecast recharge")
+    ));
+    assert_eq!(starvation(&s, &with(Some(false))), Eval::Clear);
+    assert_eq!(starvation(&s, &with(None)), Eval::Unknown);
+    let mains = TargetSignals {
+        external_power: Some(true),
+        ..with(Some(true))
+    };
+    assert_eq!(starvation(&s, &mains), Eval::Clear);
+    s.starvation.runway_below_recharge = Some(false);
+    assert_eq!(
+        starvation(&s, &with(Some(true))),
+        Eval::Clear,
+        "off: not a condition"
+    );
+}
