@@ -45,7 +45,8 @@ deps:
 	@# sushy-static: a real Redfish server for the exporter's Redfish tests (PyPI sushy-tools).
 	@[ -x .venv/bin/sushy-static ] || { echo "deps: installing sushy-tools into .venv"; python3 -m venv .venv && .venv/bin/pip install -q sushy-tools; }
 	@# helm-sdkpy: Helm's own engine (Go library) for the chart tests; it declares Python >= 3.12 but works on 3.11.
-	@.venv/bin/python -c 'import helm_sdkpy, yaml' 2>/dev/null || { echo "deps: installing helm-sdkpy, pyyaml into .venv"; .venv/bin/pip install -q --ignore-requires-python helm-sdkpy pyyaml; }
+	@# kubernetes-validate: Kubernetes' OpenAPI schemas per release, offline (charts/tests/k8s_schemas.py).
+	@.venv/bin/python -c 'import helm_sdkpy, yaml, kubernetes_validate' 2>/dev/null || { echo "deps: installing helm-sdkpy, pyyaml, kubernetes-validate into .venv"; .venv/bin/pip install -q --ignore-requires-python helm-sdkpy pyyaml 'kubernetes-validate==1.37.0'; }
 	@# `make images`: buildah, musl-gcc (Debian musl-tools, for crates with C such as ring), the CA
 	@# bundle the images carry, rustup's musl target. Optional: without them the image tests skip loudly.
 	@missing=""; \

@@ -208,6 +208,20 @@ def migrations():
             [ts("histogram_quantile(0.5, sum by (le) (rate(edgewatt_migration_duration_seconds_bucket[$__rate_interval])))", "p50"),
              ts("histogram_quantile(0.9, sum by (le) (rate(edgewatt_migration_duration_seconds_bucket[$__rate_interval])))", "p90")],
             unit="s")
+    b.panel("timeseries", "Degraded workloads (ladder)",
+            [ts(f"sum by (policy, action, criticality) (edgewatt_degraded_workloads{{{P}, mode=\"Migrate\"}})",
+                "{{policy}} {{action}} {{criticality}}"),
+             ts(f"sum by (policy, action, criticality) (edgewatt_degraded_workloads{{{P}, mode=\"Observe\"}})",
+                "{{policy}} would {{action}} {{criticality}}")],
+            description="Workloads the degradation ladder holds throttled or suspended so critical work outlives the shortage (Observe: would).")
+    b.panel("timeseries", "Runway vs recharge (forecast)",
+            [ts(f"min by (kind, name) (edgewatt_runway_forecast_seconds{{{P}}})", "runway {{name}}"),
+             ts(f"min by (kind, name) (edgewatt_recharge_forecast_seconds{{{P}}})", "recharge {{name}}")],
+            unit="s", description="Forecast time to the battery's reserve and to the next recharge; runway below recharge means the target runs out before it charges.")
+    b.panel("timeseries", "Ladder shortfall and flaps",
+            [ts(f"max by (kind, name) (edgewatt_ladder_shortfall_watts{{{P}}})", "short {{name}} (W)"),
+             ts(f"sum by (policy) (increase(edgewatt_ladder_flaps_total{{{P}}}[$__rate_interval]))", "flaps {{policy}}")],
+            description="Watts still missing after shedding all the ladder may (EdgewattLadderExhausted), and restores undone within the flap window.")
     b.panel("timeseries", "Prometheus errors (controller)", [ts("sum(increase(edgewatt_prometheus_errors_total[$__rate_interval]))", "errors")])
     b.panel("timeseries", "Extender requests",
             [ts("sum by (verb, code) (rate(edgewatt_scheduler_requests_total[$__rate_interval]))", "{{verb}} {{code}}")],

@@ -44,6 +44,7 @@ fn main() {
             min_runtime_minutes: Some(30.0),
             power_above_watts: None,
             query: None,
+            runway_below_recharge: None,
             for_: "2m".into(),
         },
         recovery: Some(Recovery {
@@ -57,6 +58,8 @@ fn main() {
             ..Default::default()
         },
         scheduling: Default::default(),
+        criticality: None,
+        forecast: Default::default(),
     };
     let durations = spec.durations().unwrap();
     let targets: Vec<TargetSnapshot> = (0..DEVICES)
@@ -110,6 +113,7 @@ fn main() {
                 running: true,
                 host_bound: None,
                 tolerates_starvation: false,
+                ladder: Default::default(),
             }
         })
         .collect();

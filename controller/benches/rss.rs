@@ -152,7 +152,14 @@ fn main() {
     let wl_state = workloads.state();
     let targets =
         snapshot::device_targets("fleet", &spec, &dev_state, &prom, Duration::from_secs(900));
-    let wl = snapshot::edge_workloads(&spec, &wl_state, &dev_state, &HashMap::new());
+    let (ns_labels, no_pdbs, no_watts) = (HashMap::new(), HashMap::new(), Default::default());
+    let around = snapshot::Around {
+        ns_labels: &ns_labels,
+        exhausted: &no_pdbs,
+        own_namespace: "edgewatt-system",
+        watts: &no_watts,
+    };
+    let wl = snapshot::edge_workloads(&spec, &wl_state, &dev_state, around);
     let durations = spec.durations().unwrap();
     let now = Utc::now();
     let first = planner::plan(&planner::PlanInput {

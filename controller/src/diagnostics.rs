@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Node;
 
 use crate::planner::{self, TargetId, TargetState};
 use crate::snapshot::{self, PromData};
-use crate::status::Problem;
+use crate::status::{rfc3339, Problem};
 
 /// What diagnostics remember between cycles, per policy.
 #[derive(Debug, Default)]
@@ -21,10 +21,6 @@ pub struct Memory {
     views: HashMap<TargetId, String>,
     /// Since when each live, selected target's data has been unknown (for `TargetDataMissing`).
     unknown_since: HashMap<TargetId, DateTime<Utc>>,
-}
-
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 pub fn kind_name(k: TargetKind) -> &'static str {

@@ -1,92 +1,17 @@
 //! edgewatt-controller: watches EnergyPolicies, finds energy-starved nodes and Flotta devices
 //! from Prometheus, and moves work away (see DESIGN.md "EnergyPolicy" and "Failure rules").
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::Parser;
 use edgewatt_controller::{
+    cli::Args,
+    context::Context,
     leader::{Elector, Fence, LeaseConfig},
-    reconciler::{self, Context, Settings},
+    reconciler,
 };
-use edgewatt_crds::{
-    metrics::MetricNames,
-    prom::{PromConfig, PromReader},
-};
-
-fn duration(s: &str) -> Result<Duration, String> {
-    edgewatt_crds::duration::parse(s).map_err(|e| e.to_string())
-}
-
-/// Command line. Every flag also reads an environment variable (for the chart).
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Args {
-    #[command(flatten)]
-    prometheus: PromConfig,
-    /// How often each policy is re-evaluated.
-    #[arg(long, env = "EDGEWATT_INTERVAL", default_value = "30s", value_parser = duration)]
-    interval: Duration,
-    /// Namespace of the leader-election Lease (default: the pod's namespace).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "edgewatt-system")]
-    lease_namespace: String,
-    #[arg(
-        long,
-        env = "EDGEWATT_LEASE_NAME",
-        default_value = "edgewatt-controller"
-    )]
-    lease_name: String,
-    /// How long a standby waits, after it last saw the Lease change, before taking it over
-    /// (client-go's LeaseDuration). Must exceed --renew-deadline.
-    #[arg(long, env = "EDGEWATT_LEASE_DURATION", default_value = "15s", value_parser = duration)]
-    lease_duration: Duration,
-    /// The leader stops every write when it has not renewed the Lease for this long
-    /// (client-go's RenewDeadline). Must exceed 1.2 × --retry-period.
-    #[arg(long, env = "EDGEWATT_RENEW_DEADLINE", default_value = "10s", value_parser = duration)]
-    renew_deadline: Duration,
-    /// How often the Lease is renewed or tried (client-go's RetryPeriod).
-    #[arg(long, env = "EDGEWATT_RETRY_PERIOD", default_value = "2s", value_parser = duration)]
-    retry_period: Duration,
-    /// Where /metrics, /healthz and /readyz are served.
-    #[arg(long, env = "EDGEWATT_METRICS_ADDR", default_value = "0.0.0.0:8080")]
-    metrics_addr: SocketAddr,
-    /// Prefix of the exporter's metrics (`kepler` when the exporter runs in Kepler mode).
-    #[arg(long, env = "EDGEWATT_METRIC_PREFIX", default_value = "edgewatt")]
-    metric_prefix: String,
-    /// Label carrying the device id on remote-written Flotta series.
-    #[arg(long, env = "EDGEWATT_DEVICE_LABEL", default_value = "edgedeviceid")]
-    device_label: String,
-    /// Readings older than this count as unknown for EdgeDevices (remote write batches ~5 min).
-    #[arg(long, env = "EDGEWATT_DEVICE_MAX_AGE", default_value = "15m", value_parser = duration)]
-    device_max_age: Duration,
-    /// Readings older than this count as unknown for nodes.
-    #[arg(long, env = "EDGEWATT_NODE_MAX_AGE", default_value = "2m", value_parser = duration)]
-    node_max_age: Duration,
-    /// Overrides every policy's `spec.action.migrationTimeout`.
-    #[arg(long, env = "EDGEWATT_MIGRATION_TIMEOUT", value_parser = duration)]
-    migration_timeout: Option<Duration>,
-    /// Build PowerModels from metered nodes' calibrations and share them with meterless nodes
-    /// of the same CPU model, board and thread count.
-    #[arg(long, env = "EDGEWATT_POWER_MODELS", default_value_t = true, action = clap::ArgAction::Set)]
-    power_models: bool,
-    /// How often PowerModels are rebuilt (each write refreshes `status.lastUpdate`).
-    #[arg(long, env = "EDGEWATT_POWER_MODEL_INTERVAL", default_value = "1m", value_parser = duration)]
-    power_model_interval: Duration,
-    /// A model is shared only when built from at least this many metered nodes…
-    #[arg(long, env = "EDGEWATT_POWER_MODEL_MIN_NODES", default_value_t = 1)]
-    power_model_min_nodes: u32,
-    /// …and at least this many meter samples, all nodes together.
-    #[arg(long, env = "EDGEWATT_POWER_MODEL_MIN_SAMPLES", default_value_t = 60)]
-    power_model_min_samples: u64,
-    /// A model whose error against any contributing meter exceeds this (percent of that node's
-    /// full-load watts) is not shared; its status says why.
-    #[arg(
-        long,
-        env = "EDGEWATT_POWER_MODEL_MAX_ERROR_PERCENT",
-        default_value_t = 10.0
-    )]
-    power_model_max_error_percent: f64,
-}
+use edgewatt_crds::prom::PromReader;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -120,14 +45,7 @@ async fn main() -> anyhow::Result<()> {
         client.clone(),
         evict_client,
         reader,
-        Settings {
-            interval: args.interval,
-            metric_names: MetricNames::new(args.metric_prefix),
-            device_label: args.device_label,
-            node_max_age: args.node_max_age,
-            device_max_age: args.device_max_age,
-            migration_timeout: args.migration_timeout,
-        },
+        args.settings(),
         fence.clone(),
         &identity,
     ));

@@ -58,6 +58,103 @@ pub struct KindLabels {
     pub kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub policy: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct DegradedLabels {
+    pub policy: String,
+    pub mode: String,
+    pub action: String,
+    pub criticality: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct ForecastLabels {
+    pub policy: String,
+    pub kind: String,
+    pub name: String,
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabels {
+    pub policy: String,
+    pub action: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OnePolicy {
+    pub policy: String,
+}
+
+type F64Gauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// A gauge family whose series belong to policies: a cycle sets a policy's series to exactly
+/// the given ones and the rest of that policy's go, so a figure never outlives what it
+/// describes (a restored workload, a vanished target, a deleted policy).
+#[derive(Clone)]
+pub struct PolicyGauges<L> {
+    pub family: Family<L, F64Gauge>,
+    owned: Arc<Mutex<BTreeMap<String, BTreeSet<L>>>>,
+}
+
+impl<L> Default for PolicyGauges<L>
+where
+    L: Clone + std::hash::Hash + Eq,
+{
+    fn default() -> Self {
+        Self {
+            family: Family::default(),
+            owned: Arc::default(),
+        }
+    }
+}
+
+impl<L> PolicyGauges<L>
+where
+    L: Clone + std::hash::Hash + Eq + Ord,
+{
+    /// `policy`'s series are now exactly `series`.
+    pub fn set(&self, policy: &str, series: impl IntoIterator<Item = (L, f64)>) {
+        let mut owned = self.owned.lock().expect("policy gauges lock");
+        let mut now = BTreeSet::new();
+        for (l, v) in series {
+            self.family.get_or_create(&l).set(v);
+            now.insert(l);
+        }
+        if let Some(old) = owned.get(policy) {
+            for l in old.difference(&now) {
+                self.family.remove(l);
+            }
+        }
+        owned.insert(policy.to_string(), now);
+    }
+
+    /// Every series of `policy` goes.
+    pub fn withdraw(&self, policy: &str) {
+        if let Some(old) = self
+            .owned
+            .lock()
+            .expect("policy gauges lock")
+            .remove(policy)
+        {
+            for l in &old {
+                self.family.remove(l);
+            }
+        }
+    }
+
+    pub fn clear(&self) {
+        self.owned.lock().expect("policy gauges lock").clear();
+        self.family.clear();
+    }
+}
+
 /// The decision series set per policy.
 type Exported = BTreeMap<String, (PolicyLabels, BTreeSet<TargetLabels>)>;
 
@@ -81,6 +178,14 @@ pub struct Metrics {
     pub power_model_error: Family<PowerModelLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Set once the stores have synced; `/readyz` answers 200 after that.
     pub ready: Arc<AtomicBool>,
+    // The continuity series: decisions too, exported by the Lease holder only.
+    pub left_alone: PolicyGauges<ReasonLabels>,
+    pub degraded: PolicyGauges<DegradedLabels>,
+    pub runway: PolicyGauges<ForecastLabels>,
+    pub recharge: PolicyGauges<ForecastLabels>,
+    pub shortfall: PolicyGauges<ForecastLabels>,
+    pub ladder_steps: Family<StepLabels, Counter>,
+    pub flaps: Family<OnePolicy, Counter>,
 }
 
 fn strip_total(name: &str) -> &str {
@@ -153,7 +258,56 @@ impl Metrics {
             "Age of the oldest sample used in the last cycle, per target kind",
             data_age.clone(),
         );
+        let left_alone = PolicyGauges::default();
+        let degraded = PolicyGauges::default();
+        let runway = PolicyGauges::default();
+        let recharge = PolicyGauges::default();
+        let shortfall = PolicyGauges::default();
+        let ladder_steps = Family::<StepLabels, Counter>::default();
+        let flaps = Family::<OnePolicy, Counter>::default();
+        d.register(
+            control::LEFT_ALONE_WORKLOADS,
+            "Workloads on starved targets left alone, by reason (Lease holder only)",
+            left_alone.family.clone(),
+        );
+        d.register(
+            control::DEGRADED_WORKLOADS,
+            "Workloads the degradation ladder holds throttled or suspended (Observe: would hold)",
+            degraded.family.clone(),
+        );
+        d.register(
+            control::RUNWAY_FORECAST_SECONDS,
+            "Forecast time until the target's battery reaches its reserve (absent beyond the horizon)",
+            runway.family.clone(),
+        );
+        d.register(
+            control::RECHARGE_FORECAST_SECONDS,
+            "Forecast time until the target charges again (absent beyond the horizon)",
+            recharge.family.clone(),
+        );
+        d.register(
+            control::LADDER_SHORTFALL_WATTS,
+            "Watts the ladder cannot save on a starved target even shedding all it may",
+            shortfall.family.clone(),
+        );
+        r.register(
+            strip_total(control::LADDER_STEPS_TOTAL),
+            "Degradation ladder steps by policy, action and result",
+            ladder_steps.clone(),
+        );
+        r.register(
+            strip_total(control::LADDER_FLAPS_TOTAL),
+            "Restores followed by a shed of the same workload within the flap window",
+            flaps.clone(),
+        );
         Self {
+            left_alone,
+            degraded,
+            runway,
+            recharge,
+            shortfall,
+            ladder_steps,
+            flaps,
             registry: Arc::new(r),
             decisions: Arc::new(d),
             fence,
@@ -234,6 +388,12 @@ impl Metrics {
             }
             self.starved_targets.remove(&p);
         }
+        drop(ex);
+        self.left_alone.withdraw(policy);
+        self.degraded.withdraw(policy);
+        self.runway.withdraw(policy);
+        self.recharge.withdraw(policy);
+        self.shortfall.withdraw(policy);
     }
 
     /// Withdraws every decision series (leadership lost).
@@ -241,6 +401,11 @@ impl Metrics {
         self.exported.lock().expect("exported lock").clear();
         self.target_starved.clear();
         self.starved_targets.clear();
+        self.left_alone.clear();
+        self.degraded.clear();
+        self.runway.clear();
+        self.recharge.clear();
+        self.shortfall.clear();
     }
 
     /// The text exposition format; the decision gauges only while leading.

@@ -27,6 +27,7 @@ use serde_json::{json, Value};
 
 use crate::leader::{Fence, NotLeader};
 use crate::migration::{self, copy_label_value, CopyState, Intent, Observed, Step};
+use crate::status::rfc3339;
 
 /// Label on a make-before-break copy; its value is the original's name (or a prefix and hash,
 /// see [`copy_label_value`]). Copies are never moved themselves.
@@ -178,10 +179,6 @@ async fn observe<A: MoveApi>(
         original_running,
         abort: w.is_some_and(|w| w.annotations().contains_key(keys::ABORT_MIGRATION)),
     })
-}
-
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// The record of a move of `key` as `intent` describes it.

@@ -34,7 +34,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use edgewatt_crds::{EnergyPolicySpec, Mode, PolicyDurations, TargetKind, WorkloadKind};
+use edgewatt_crds::{
+    Criticality, DegradedKind, EnergyPolicySpec, Mode, PolicyDurations, TargetKind, WorkloadKind,
+};
 
 /// Wall-clock time as the planner sees it (passed in, never read).
 pub type Time = DateTime<Utc>;
@@ -149,6 +151,13 @@ pub struct TargetSignals {
     pub external_power: Option<bool>,
     /// Value of the policy's custom query for this target.
     pub custom: Option<f64>,
+    /// Full battery energy, joules.
+    pub battery_capacity_joules: Option<f64>,
+    /// Power flowing into the battery now, watts (0 when it is not charging).
+    pub charge_watts: Option<f64>,
+    /// The runway forecast's verdict (`starvation.runwayBelowRecharge`): the battery reaches its
+    /// reserve before the forecast recharge. `None`: unknown (no battery data or no history).
+    pub runway_below_recharge: Option<bool>,
 }
 
 /// A taint on a node, as far as scheduling checks need it.
@@ -349,6 +358,46 @@ pub struct WorkloadSnapshot {
     pub host_bound: Option<String>,
     /// A pod that tolerates the starvation taint: evicted, it could come straight back.
     pub tolerates_starvation: bool,
+    /// What the degradation ladder may do to it.
+    pub ladder: LadderFacts,
+}
+
+/// What the degradation ladder needs to know of a workload ([`crate::ladder`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LadderFacts {
+    /// From `edgewatt.io/criticality` on it (a pod's comes from its owner's pod template), else
+    /// its priority against the policy's thresholds, else `normal`. An annotation that cannot be
+    /// read makes it `critical` (never degraded) and is reported with `criticality_error`.
+    pub criticality: Criticality,
+    pub criticality_error: Option<String>,
+    /// Its own draw in watts (the exporter's pod or EdgeWorkload power), when known.
+    pub watts: Option<f64>,
+    /// `Ok` when its CPU limit can be lowered in place (`pods/resize`), else why not.
+    pub throttle: Result<(), String>,
+    /// What a suspend scales to zero or removes (its owner, or the EdgeWorkload), else why it
+    /// cannot be suspended.
+    pub suspend: Result<SuspendUnit, String>,
+}
+
+impl Default for LadderFacts {
+    fn default() -> Self {
+        Self {
+            criticality: Criticality::Normal,
+            criticality_error: None,
+            watts: None,
+            throttle: Err("not a pod with a CPU limit".into()),
+            suspend: Err("no owner to scale".into()),
+        }
+    }
+}
+
+/// What a suspend acts on: a pod's owner (scaled to zero) or an EdgeWorkload (removed, its
+/// object kept). Several workloads (replicas, instances on several devices) share one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SuspendUnit {
+    pub kind: DegradedKind,
+    pub namespace: String,
+    pub name: String,
 }
 
 /// How a workload is placed on its target.
@@ -773,6 +822,16 @@ fn starvation(spec: &EnergyPolicySpec, s: &TargetSignals) -> Eval {
                 s.watts.unwrap_or(0.0),
                 s.budget_watts.unwrap_or(0.0)
             )
+        });
+    }
+    if st.runway_below_recharge == Some(true) {
+        let v = if on_mains {
+            Some(false)
+        } else {
+            s.runway_below_recharge
+        };
+        check(v, &|| {
+            "the forecast runway ends before the forecast recharge".to_string()
         });
     }
     if let Some(q) = &st.query {

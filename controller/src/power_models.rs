@@ -23,7 +23,7 @@ use kube::{
     Api, Resource, ResourceExt,
 };
 
-use crate::reconciler::Context;
+use crate::context::Context;
 
 /// When a model may be shared (chart values `powerModels.*`).
 #[derive(Debug, Clone)]
@@ -245,10 +245,6 @@ pub async fn read_contributions(
         .collect())
 }
 
-fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 /// Writes one judged model: the spec by server-side apply (creates it if missing), then the
 /// status. Both fenced. Returns the status the model had before (for transition Events).
 async fn write(
@@ -274,7 +270,7 @@ async fn write(
             .map_err(|e| e.to_string())?;
     }
     let mut status = j.status.clone();
-    status.last_update = Some(now_rfc3339());
+    status.last_update = Some(crate::status::rfc3339(ctx.clock.now()));
     ctx.fence
         .guard(api.patch_status(
             &j.name,

@@ -1,5 +1,8 @@
 //! Reading the policy's signals from Prometheus: one batched query pair per signal per target
-//! kind (never one per target), Flotta's heartbeat counter, and the policy's custom query.
+//! kind (never one per target), Flotta's heartbeat counter, and the policy's custom query. A
+//! policy that uses the runway forecast also gets battery capacity and charge power, each
+//! workload's own draw (one query per kind), and the targets' hourly supply history (one range
+//! query per kind, kept for [`SUPPLY_REFRESH`]: it changes by the hour).
 //! Any failure fails the whole read: a partial picture could make a healthy target look starved.
 //!
 //! The look-back windows are the configured freshness ages (`--node-max-age`,
@@ -10,7 +13,10 @@
 //! number that satisfies a threshold (NaN used to become −∞, which is `below` anything).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use edgewatt_crds::{
     metrics::{label, MetricNames},
@@ -88,16 +94,133 @@ pub fn custom_values(
         .collect()
 }
 
-/// Reads everything `spec` needs. Target kinds the policy does not select are not queried,
-/// except that device heartbeats are read whenever devices are selected. `device_label` is the
-/// label carrying the device id on device series (`edgedeviceid` for Flotta remote write).
-pub async fn read(
-    reader: &PromReader,
-    names: &MetricNames,
+/// Whether `spec` uses the runway forecast (its starvation condition or the ladder).
+pub fn needs_forecast(spec: &EnergyPolicySpec) -> bool {
+    spec.starvation.runway_below_recharge == Some(true)
+        || spec
+            .action
+            .degrade
+            .as_ref()
+            .is_some_and(|d| !d.steps.is_empty())
+}
+
+/// How long a supply history read stays in use: the forecast works by the hour.
+pub const SUPPLY_REFRESH: Duration = Duration::from_secs(15 * 60);
+
+/// Hourly supply samples per target name: `(time, watts)`, oldest first.
+pub type SupplyHistory = HashMap<String, Vec<(DateTime<Utc>, f64)>>;
+
+/// The supply history reads of every policy, by query and window (policies with the same
+/// forecast settings share one read).
+#[derive(Debug, Default)]
+pub struct SupplyCache(Mutex<HashMap<String, Fetched>>);
+
+/// A supply history read and when it was made.
+type Fetched = (DateTime<Utc>, Arc<SupplyHistory>);
+
+impl SupplyCache {
+    fn fresh(&self, key: &str, now: DateTime<Utc>) -> Option<Arc<SupplyHistory>> {
+        let m = self.0.lock().expect("supply cache lock");
+        let (at, h) = m.get(key)?;
+        ((now - *at).to_std().is_ok_and(|age| age < SUPPLY_REFRESH)).then(|| h.clone())
+    }
+    fn store(&self, key: String, now: DateTime<Utc>, h: Arc<SupplyHistory>) {
+        self.0
+            .lock()
+            .expect("supply cache lock")
+            .insert(key, (now, h));
+    }
+}
+
+/// Where and how signals are read.
+pub struct Source<'a> {
+    pub reader: &'a PromReader,
+    pub names: &'a MetricNames,
+    /// The label carrying the device id on device series (`edgedeviceid` for Flotta).
+    pub device_label: &'a str,
+    pub ages: MaxAges,
+    pub supply: &'a SupplyCache,
+}
+
+/// The supply history of one target kind for `spec`'s forecast, from the cache or one range
+/// query: the last `periods × period` hours, one sample an hour.
+async fn supply_history(
+    src: &Source<'_>,
+    q: &TargetQuery,
     spec: &EnergyPolicySpec,
-    device_label: &str,
-    ages: MaxAges,
+    now: DateTime<Utc>,
+) -> Result<Arc<SupplyHistory>, PromError> {
+    let period = edgewatt_crds::duration::parse(&spec.forecast.period)
+        .map(|d| d.as_secs())
+        .unwrap_or(86_400)
+        .max(3600);
+    let span = period.saturating_mul(u64::from(spec.forecast.periods.max(1))) + 3600;
+    let expr = q.supply_hourly(promql::SUPPLY_RESOLUTION);
+    let key = format!("{expr}|{span}");
+    if let Some(h) = src.supply.fresh(&key, now) {
+        return Ok(h);
+    }
+    let end = now.timestamp();
+    let series = src
+        .reader
+        .matrix(&expr, end - span as i64, end, 3600.0)
+        .await?;
+    let mut out = SupplyHistory::new();
+    for s in series {
+        let Some(target) = s.labels.get(&q.join_label) else {
+            continue;
+        };
+        let samples = out.entry(target.clone()).or_default();
+        samples.extend(
+            s.samples
+                .iter()
+                .filter(|(_, v)| v.is_finite())
+                .filter_map(|(t, v)| DateTime::from_timestamp(*t as i64, 0).map(|t| (t, *v))),
+        );
+    }
+    let h = Arc::new(out);
+    src.supply.store(key, now, h.clone());
+    Ok(h)
+}
+
+/// Each workload's own draw, keyed `(namespace, pod)` for nodes and `(device, workload)` for
+/// devices (a device's series carry no namespace).
+async fn workload_watts(
+    src: &Source<'_>,
+    q: &TargetQuery,
+    devices: bool,
+) -> Result<HashMap<(String, String), f64>, PromError> {
+    use edgewatt_crds::metrics::label as l;
+    let mut out = HashMap::new();
+    for s in src.reader.vector(&q.workload_watts()).await? {
+        let first = if devices {
+            s.labels.get(&q.join_label)
+        } else {
+            s.labels.get(l::POD_NAMESPACE)
+        };
+        if let (Some(a), Some(name)) = (first, s.labels.get(l::POD_NAME)) {
+            if s.value.is_finite() && s.value >= 0.0 {
+                out.insert((a.clone(), name.clone()), s.value);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads everything `spec` needs at `now`. Target kinds the policy does not select are not
+/// queried, except that device heartbeats are read whenever devices are selected.
+pub async fn read(
+    src: &Source<'_>,
+    spec: &EnergyPolicySpec,
+    now: DateTime<Utc>,
 ) -> Result<PromData, ReadError> {
+    let (reader, names, device_label, ages) = (src.reader, src.names, src.device_label, src.ages);
+    let signals: Vec<Signal> = if needs_forecast(spec) {
+        SIGNALS.iter().chain(&Signal::FORECAST).copied().collect()
+    } else {
+        SIGNALS.to_vec()
+    };
+    let signals = &signals[..];
     let mut out = PromData::default();
     let mut nodes_q = TargetQuery::nodes(names.clone());
     nodes_q.window = ages.node;
@@ -124,7 +247,7 @@ pub async fn read(
     };
     let nodes = async {
         if want_nodes {
-            reader.signals(&nodes_q, &SIGNALS).await.map(Some)
+            reader.signals(&nodes_q, signals).await.map(Some)
         } else {
             Ok(None)
         }
@@ -133,7 +256,7 @@ pub async fn read(
         if want_devices {
             let hb_q = devices_q.heartbeat_increase();
             let (table, heartbeats) = futures::try_join!(
-                reader.signals(&devices_q, &SIGNALS),
+                reader.signals(&devices_q, signals),
                 reader.by_label(&hb_q, label::FLOTTA_DEVICE_ID)
             )?;
             Ok(Some((table, heartbeats)))
@@ -185,6 +308,43 @@ pub async fn read(
     }
     out.custom_nodes = cn;
     out.custom_devices = cd;
+    if needs_forecast(spec) {
+        let forecast = async {
+            futures::try_join!(
+                async {
+                    if want_nodes {
+                        let (h, w) = futures::try_join!(
+                            supply_history(src, &nodes_q, spec, now),
+                            workload_watts(src, &nodes_q, false)
+                        )?;
+                        Ok::<_, PromError>(Some((h, w)))
+                    } else {
+                        Ok(None)
+                    }
+                },
+                async {
+                    if want_devices {
+                        let (h, w) = futures::try_join!(
+                            supply_history(src, &devices_q, spec, now),
+                            workload_watts(src, &devices_q, true)
+                        )?;
+                        Ok::<_, PromError>(Some((h, w)))
+                    } else {
+                        Ok(None)
+                    }
+                }
+            )
+        };
+        let (n, d) = forecast.await?;
+        if let Some((h, w)) = n {
+            out.supply_nodes = h;
+            out.workload_watts.pods = w;
+        }
+        if let Some((h, w)) = d {
+            out.supply_devices = h;
+            out.workload_watts.edge = w;
+        }
+    }
     Ok(out)
 }
 

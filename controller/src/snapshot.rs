@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use edgewatt_crds::{
     budget_annotation, flotta::WORKLOAD_LABEL_PREFIX, keys, prom::SignalTable, promql::Signal,
-    EdgeDevice, EdgeWorkload, EnergyPolicySpec, WorkloadKind,
+    Criticality, DegradedKind, EdgeDevice, EdgeWorkload, EnergyPolicySpec, WorkloadKind,
 };
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -17,8 +17,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
 
 use crate::planner::{
-    Constraints, LabelOp, LabelRequirement, Placement, Selector, TaintSpec, TargetId,
-    TargetSignals, TargetSnapshot, TolerationSpec, WorkloadId, WorkloadSnapshot,
+    Constraints, LabelOp, LabelRequirement, LadderFacts, Placement, Selector, SuspendUnit,
+    TaintSpec, TargetId, TargetSignals, TargetSnapshot, TolerationSpec, WorkloadId,
+    WorkloadSnapshot,
 };
 
 /// Label put on the temporary copy of an EdgeWorkload during a make-before-break move; its value
@@ -35,6 +36,20 @@ pub struct PromData {
     /// Custom query value per node / device.
     pub custom_nodes: HashMap<String, f64>,
     pub custom_devices: HashMap<String, f64>,
+    /// Each workload's own draw, watts (policies that use the forecast).
+    pub workload_watts: WorkloadWatts,
+    /// Hourly supply history per node / device (policies that use the forecast).
+    pub supply_nodes: std::sync::Arc<crate::signals::SupplyHistory>,
+    pub supply_devices: std::sync::Arc<crate::signals::SupplyHistory>,
+}
+
+/// Each workload's own draw, watts.
+#[derive(Debug, Clone, Default)]
+pub struct WorkloadWatts {
+    /// Pods by (namespace, name).
+    pub pods: HashMap<(String, String), f64>,
+    /// EdgeWorkload instances by (device, workload name): device series carry no namespace.
+    pub edge: HashMap<(String, String), f64>,
 }
 
 /// Freshness windows: older readings count as unknown.
@@ -130,6 +145,9 @@ fn signals(
             .or(default_budget),
         external_power: get(Signal::ExternalPower).map(|v| v >= 0.5),
         custom,
+        battery_capacity_joules: None,
+        charge_watts: None,
+        runway_below_recharge: None,
     }
 }
 
@@ -301,6 +319,183 @@ pub fn namespace_labels(
         .collect()
 }
 
+/// `SystemCriticalPriority` (kubernetes/kubernetes `pkg/apis/scheduling/types.go`): pods at or
+/// above it (`system-cluster-critical`, `system-node-critical`) keep the cluster itself running.
+pub const SYSTEM_CRITICAL_PRIORITY: i32 = 2_000_000_000;
+
+/// The PriorityClasses Kubernetes ships at [`SYSTEM_CRITICAL_PRIORITY`] and above.
+const SYSTEM_CRITICAL_CLASSES: [&str; 2] = ["system-cluster-critical", "system-node-critical"];
+
+/// The namespaces `spec` never touches: its `workloads.excludeNamespaces`, `[kube-system]` by
+/// default.
+pub fn excluded_namespaces(spec: &EnergyPolicySpec) -> std::borrow::Cow<'_, [String]> {
+    match &spec.workloads {
+        Some(w) => std::borrow::Cow::Borrowed(&w.exclude_namespaces),
+        None => std::borrow::Cow::Owned(edgewatt_crds::degrade::default_exclude_namespaces()),
+    }
+}
+
+/// Why no action (move, evict, throttle, suspend) may ever touch this object, if so: an excluded
+/// namespace, or edgewatt's own (its namespace, or the chart's `part-of` label).
+fn protected_object(
+    spec: &EnergyPolicySpec,
+    own_namespace: &str,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> Option<String> {
+    if excluded_namespaces(spec).iter().any(|n| n == namespace) {
+        return Some(format!(
+            "namespace {namespace} is excluded (workloads.excludeNamespaces)"
+        ));
+    }
+    let (k, v) = keys::PART_OF;
+    if namespace == own_namespace || labels.get(k).map(String::as_str) == Some(v) {
+        return Some("edgewatt's own pod".into());
+    }
+    None
+}
+
+/// Why no action may ever touch this pod, if so: [`protected_object`], or a system-critical
+/// priority — the descheduler's default evictor never evicts those either
+/// (kubernetes-sigs/descheduler `IsCriticalPriorityPod`: `spec.priority >= SystemCriticalPriority`);
+/// the class name counts too where the priority was not resolved.
+pub fn protected_pod(spec: &EnergyPolicySpec, own_namespace: &str, pod: &Pod) -> Option<String> {
+    let ns = pod.namespace().unwrap_or_default();
+    if let Some(why) = protected_object(spec, own_namespace, &ns, pod.labels()) {
+        return Some(why);
+    }
+    let ps = pod.spec.as_ref();
+    let class = ps.and_then(|s| s.priority_class_name.as_deref());
+    let priority = ps.and_then(|s| s.priority);
+    if priority.is_some_and(|p| p >= SYSTEM_CRITICAL_PRIORITY)
+        || class.is_some_and(|c| SYSTEM_CRITICAL_CLASSES.contains(&c))
+    {
+        return Some(format!(
+            "system-critical priority ({})",
+            class
+                .map(String::from)
+                .or(priority.map(|p| p.to_string()))
+                .unwrap_or_default()
+        ));
+    }
+    None
+}
+
+/// A workload's criticality: its `edgewatt.io/criticality` annotation, else its priority against
+/// the policy's thresholds, else `normal`. An annotation that cannot be read makes it `critical`
+/// (never degraded) and says why: a typo must never make a critical workload sheddable.
+pub fn criticality(
+    spec: &EnergyPolicySpec,
+    annotations: &BTreeMap<String, String>,
+    priority: Option<i32>,
+) -> (Criticality, Option<String>) {
+    if let Some(v) = annotations.get(keys::CRITICALITY) {
+        return match Criticality::parse(v) {
+            Ok(c) => (c, None),
+            Err(e) => (Criticality::Critical, Some(e)),
+        };
+    }
+    let t = spec.criticality.as_ref();
+    match (priority, t) {
+        (Some(p), Some(t)) if t.critical_priority_at_least.is_some_and(|at| p >= at) => {
+            (Criticality::Critical, None)
+        }
+        (Some(p), Some(t)) if t.sheddable_priority_below.is_some_and(|b| p < b) => {
+            (Criticality::Sheddable, None)
+        }
+        _ => (Criticality::Normal, None),
+    }
+}
+
+/// What the ladder may do to a pod. `protected`: why nothing may touch it (then nothing may).
+fn pod_ladder_facts(
+    spec: &EnergyPolicySpec,
+    pod: &Pod,
+    protected: Option<String>,
+    watts: &HashMap<(String, String), f64>,
+) -> LadderFacts {
+    let ps = pod.spec.as_ref();
+    let (criticality, criticality_error) =
+        criticality(spec, pod.annotations(), ps.and_then(|s| s.priority));
+    let key = (pod.namespace().unwrap_or_default(), pod.name_any());
+    let watts = watts.get(&key).copied();
+    if let Some(why) = protected {
+        return LadderFacts {
+            criticality,
+            criticality_error,
+            watts,
+            throttle: Err(why.clone()),
+            suspend: Err(why),
+        };
+    }
+    LadderFacts {
+        criticality,
+        criticality_error,
+        watts,
+        throttle: throttleable(pod),
+        suspend: suspend_unit(pod),
+    }
+}
+
+/// Whether the pod's CPU limit can be lowered in place (`pods/resize`, KEP-1287): it needs a
+/// container with a CPU limit (a BestEffort pod has none, and lowering a limit it lacks is
+/// not a resize), and a mirror pod belongs to its kubelet.
+fn throttleable(pod: &Pod) -> Result<(), String> {
+    if pod
+        .annotations()
+        .contains_key("kubernetes.io/config.mirror")
+    {
+        return Err("mirror pod: the kubelet owns its spec".into());
+    }
+    let has_limit = pod.spec.as_ref().is_some_and(|s| {
+        s.containers.iter().any(|c| {
+            c.resources
+                .as_ref()
+                .and_then(|r| r.limits.as_ref())
+                .is_some_and(|l| l.contains_key("cpu"))
+        })
+    });
+    if has_limit {
+        Ok(())
+    } else {
+        Err("no CPU limit to lower".into())
+    }
+}
+
+/// What a suspend of this pod scales to zero: its Deployment (a ReplicaSet named
+/// `<deployment>-<pod-template-hash>`), StatefulSet, or a ReplicaSet without a Deployment.
+fn suspend_unit(pod: &Pod) -> Result<SuspendUnit, String> {
+    let Some(o) = pod
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true))
+    else {
+        return Err("no controller to scale (it would not come back)".into());
+    };
+    let namespace = pod.namespace().unwrap_or_default();
+    let unit = |kind, name: &str| {
+        Ok(SuspendUnit {
+            kind,
+            namespace: namespace.clone(),
+            name: name.to_string(),
+        })
+    };
+    match o.kind.as_str() {
+        "ReplicaSet" => {
+            let deployment = pod
+                .labels()
+                .get("pod-template-hash")
+                .and_then(|h| o.name.strip_suffix(&format!("-{h}")));
+            match deployment {
+                Some(d) => unit(DegradedKind::Deployment, d),
+                None => unit(DegradedKind::ReplicaSet, &o.name),
+            }
+        }
+        "StatefulSet" => unit(DegradedKind::StatefulSet, &o.name),
+        other => Err(format!("owned by a {other}, which has no scale to suspend")),
+    }
+}
+
 /// Why a pod may never be evicted, if so. DaemonSet pods come straight back, mirror pods cannot
 /// be evicted, and pods without a controller would simply be gone.
 pub fn pod_ineligible(spec: &EnergyPolicySpec, pod: &Pod) -> Option<String> {
@@ -375,14 +570,30 @@ pub fn starvation_taint() -> TaintSpec {
     }
 }
 
+/// What the planner inputs need besides the objects themselves.
+#[derive(Debug, Clone, Copy)]
+pub struct Around<'a> {
+    /// Namespace name → labels, for namespace selectors.
+    pub ns_labels: &'a HashMap<String, BTreeMap<String, String>>,
+    /// [`exhausted_pdbs`]: pods they select are marked `pdb_blocked`.
+    pub exhausted: &'a HashMap<String, Vec<Selector>>,
+    /// The controller's own namespace: its pods are edgewatt's own, never touched.
+    pub own_namespace: &'a str,
+    /// Each workload's own draw, watts.
+    pub watts: &'a WorkloadWatts,
+}
+
 /// Running pods bound to a node, as workloads. Finished and terminating pods are left out.
-/// `exhausted` is [`exhausted_pdbs`]: pods they select are marked `pdb_blocked`.
 pub fn pod_workloads(
     spec: &EnergyPolicySpec,
     pods: &[impl Borrow<Pod>],
-    ns_labels: &HashMap<String, BTreeMap<String, String>>,
-    exhausted: &HashMap<String, Vec<Selector>>,
+    around: Around<'_>,
 ) -> Vec<WorkloadSnapshot> {
+    let Around {
+        ns_labels,
+        exhausted,
+        ..
+    } = around;
     pods.iter()
         .filter_map(|p| {
             let p: &_ = p.borrow();
@@ -396,10 +607,14 @@ pub fn pod_workloads(
             let ps = p.spec.as_ref()?;
             let node = ps.node_name.clone()?;
             let ns = p.namespace().unwrap_or_default();
-            let ineligible = pod_ineligible(spec, p).or_else(|| {
-                (!selected(spec, &ns, p.labels(), ns_labels))
-                    .then(|| "not selected by the policy".to_string())
-            });
+            let protected = protected_pod(spec, around.own_namespace, p);
+            let unselected = (!selected(spec, &ns, p.labels(), ns_labels))
+                .then(|| "not selected by the policy".to_string());
+            let ineligible = protected
+                .clone()
+                .or_else(|| pod_ineligible(spec, p))
+                .or(unselected.clone());
+            let ladder = pod_ladder_facts(spec, p, protected.or(unselected), &around.watts.pods);
             let affinity_terms = ps
                 .affinity
                 .as_ref()
@@ -446,6 +661,7 @@ pub fn pod_workloads(
                 running: true,
                 host_bound: None,
                 tolerates_starvation: tolerations.iter().any(|t| t.tolerates(&taint)),
+                ladder,
                 id: WorkloadId {
                     kind: WorkloadKind::Pod,
                     namespace: ns,
@@ -502,8 +718,9 @@ pub fn edge_workloads(
     spec: &EnergyPolicySpec,
     workloads: &[impl Borrow<EdgeWorkload>],
     devices: &[impl Borrow<EdgeDevice>],
-    ns_labels: &HashMap<String, BTreeMap<String, String>>,
+    around: Around<'_>,
 ) -> Vec<WorkloadSnapshot> {
+    let ns_labels = around.ns_labels;
     // (namespace, workload name) -> the devices labelled `workload/<name>`; borrowed from the
     // store and built only when a selector-placed workload needs it (at 100 000 workloads an
     // owned index was ~20 MB of the cycle's peak).
@@ -535,10 +752,34 @@ pub fn edge_workloads(
             .device_selector
             .as_ref()
             .is_some_and(excludes_starved);
-        let ineligible = if w.labels().contains_key(COPY_OF_LABEL) {
+        let protected = if w.labels().contains_key(COPY_OF_LABEL) {
             Some("edgewatt migration copy".to_string())
+        } else if let Some(why) = protected_object(spec, around.own_namespace, &ns, w.labels()) {
+            Some(why)
         } else if !selected(spec, &ns, w.labels(), ns_labels) {
             Some("not selected by the policy".to_string())
+        } else {
+            None
+        };
+        let (criticality, criticality_error) = criticality(spec, w.annotations(), None);
+        let ladder = LadderFacts {
+            criticality,
+            criticality_error,
+            watts: None, // per instance, below
+            throttle: Err(protected.clone().unwrap_or_else(|| {
+                "an EdgeWorkload has no in-place resize (Flotta restarts it)".into()
+            })),
+            suspend: match &protected {
+                Some(why) => Err(why.clone()),
+                None => Ok(SuspendUnit {
+                    kind: DegradedKind::EdgeWorkload,
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                }),
+            },
+        };
+        let ineligible = if let Some(why) = protected {
+            Some(why)
         } else if by_selector && !opted_in {
             Some(format!(
                 "placed by deviceSelector, which does not exclude devices labelled {}: \
@@ -573,22 +814,34 @@ pub fn edge_workloads(
             running: false,
             host_bound: w.spec.pod.as_ref().and_then(|p| host_bound(&p.spec)),
             tolerates_starvation: false,
+            ladder,
         };
         match &w.spec.device {
-            Some(d) => out.push(WorkloadSnapshot {
-                target: Some(d.clone()),
-                ..base
-            }),
+            Some(d) => {
+                let watts = around.watts.edge.get(&(d.clone(), base.id.name.clone()));
+                let mut w = WorkloadSnapshot {
+                    target: Some(d.clone()),
+                    ..base
+                };
+                w.ladder.watts = watts.copied();
+                out.push(w)
+            }
             None => {
                 let devices = labelled
                     .get_or_insert_with(index)
                     .get(&(base.id.namespace.as_str(), base.id.name.as_str()));
                 for d in devices.into_iter().flatten() {
-                    out.push(WorkloadSnapshot {
+                    let mut w = WorkloadSnapshot {
                         target: Some(d.name_any()),
                         running: d.workload(&base.id.name).is_some_and(|dw| dw.is_running()),
                         ..base.clone()
-                    });
+                    };
+                    w.ladder.watts = around
+                        .watts
+                        .edge
+                        .get(&(d.name_any(), base.id.name.clone()))
+                        .copied();
+                    out.push(w);
                 }
             }
         }
@@ -600,6 +853,20 @@ pub fn edge_workloads(
 mod tests {
     use super::*;
     use edgewatt_crds::prom::Reading;
+
+    /// Planner inputs around the objects: no own namespace among the tests', no draws known.
+    fn around<'a>(
+        ns_labels: &'a HashMap<String, BTreeMap<String, String>>,
+        exhausted: &'a HashMap<String, Vec<Selector>>,
+    ) -> Around<'a> {
+        static NO_WATTS: std::sync::OnceLock<WorkloadWatts> = std::sync::OnceLock::new();
+        Around {
+            ns_labels,
+            exhausted,
+            own_namespace: "edgewatt-system",
+            watts: NO_WATTS.get_or_init(WorkloadWatts::default),
+        }
+    }
 
     fn spec() -> EnergyPolicySpec {
         serde_json::from_value(serde_json::json!({
@@ -697,7 +964,11 @@ mod tests {
         let s = spec();
         let ns = HashMap::new();
         let no_pdb = HashMap::new();
-        let w = pod_workloads(&s, &[pod(rs.clone(), serde_json::json!({}))], &ns, &no_pdb);
+        let w = pod_workloads(
+            &s,
+            &[pod(rs.clone(), serde_json::json!({}))],
+            around(&ns, &no_pdb),
+        );
         assert_eq!(w[0].ineligible, None);
         assert_eq!(w[0].target.as_deref(), Some("n1"));
         let Constraints::Pod {
@@ -710,13 +981,12 @@ mod tests {
         };
         assert_eq!(node_selector.get("a").map(String::as_str), Some("b"));
         assert_eq!(tolerations.len(), 1);
-        let w = pod_workloads(&s, &[pod(ds, serde_json::json!({}))], &ns, &no_pdb);
+        let w = pod_workloads(&s, &[pod(ds, serde_json::json!({}))], around(&ns, &no_pdb));
         assert_eq!(w[0].ineligible.as_deref(), Some("DaemonSet pod"));
         let w = pod_workloads(
             &s,
             &[pod(serde_json::json!([]), serde_json::json!({}))],
-            &ns,
-            &no_pdb,
+            around(&ns, &no_pdb),
         );
         assert_eq!(w[0].ineligible.as_deref(), Some("no controller"));
         let w = pod_workloads(
@@ -725,15 +995,13 @@ mod tests {
                 rs.clone(),
                 serde_json::json!({"kubernetes.io/config.mirror": "x"}),
             )],
-            &ns,
-            &no_pdb,
+            around(&ns, &no_pdb),
         );
         assert_eq!(w[0].ineligible.as_deref(), Some("mirror pod"));
         let w = pod_workloads(
             &s,
             &[pod(rs, serde_json::json!({"edgewatt.io/pinned": "true"}))],
-            &ns,
-            &no_pdb,
+            around(&ns, &no_pdb),
         );
         assert!(w[0].pinned);
     }
@@ -778,7 +1046,7 @@ mod tests {
             ),
             pdb("new", serde_json::json!({}), None),
         ]);
-        let w = pod_workloads(&spec(), &pods, &HashMap::new(), &exhausted);
+        let w = pod_workloads(&spec(), &pods, around(&HashMap::new(), &exhausted));
         assert!(w[0].pdb_blocked, "web: its PDB allows 0");
         assert!(
             !w[1].pdb_blocked,
@@ -807,7 +1075,12 @@ mod tests {
             "spec": {"device": "d1", "type": "pod"}
         }))
         .unwrap();
-        let out = edge_workloads(&spec(), &[w1, w2, w3], &[dev], &HashMap::new());
+        let out = edge_workloads(
+            &spec(),
+            &[w1, w2, w3],
+            &[dev],
+            around(&HashMap::new(), &HashMap::new()),
+        );
         assert_eq!(out.len(), 3);
         assert!(out[0].pinned && out[0].in_flight && out[0].target.as_deref() == Some("d1"));
         assert_eq!(out[1].target.as_deref(), Some("d2"));
@@ -848,8 +1121,7 @@ mod tests {
         let w = pod_workloads(
             &spec(),
             &[pod(sts.clone(), serde_json::json!({}), tol)],
-            &HashMap::new(),
-            &HashMap::new(),
+            around(&HashMap::new(), &HashMap::new()),
         );
         assert!(w[0].tolerates_starvation);
         assert_eq!(w[0].owner.as_deref(), Some("StatefulSet/default/db"));
@@ -857,8 +1129,7 @@ mod tests {
         let w = pod_workloads(
             &spec(),
             &[pod(sts, serde_json::json!({}), other)],
-            &HashMap::new(),
-            &HashMap::new(),
+            around(&HashMap::new(), &HashMap::new()),
         );
         assert!(!w[0].tolerates_starvation);
 
@@ -915,14 +1186,14 @@ mod tests {
             &spec(),
             std::slice::from_ref(&plain),
             &no_devices,
-            &HashMap::new()
+            around(&HashMap::new(), &HashMap::new())
         )
         .is_empty());
         let out = edge_workloads(
             &spec(),
             &[plain],
             std::slice::from_ref(&dev),
-            &HashMap::new(),
+            around(&HashMap::new(), &HashMap::new()),
         );
         assert!(
             out[0]
@@ -932,7 +1203,12 @@ mod tests {
             "{:?}",
             out[0].ineligible
         );
-        let out = edge_workloads(&spec(), &[opted], &[dev], &HashMap::new());
+        let out = edge_workloads(
+            &spec(),
+            &[opted],
+            &[dev],
+            around(&HashMap::new(), &HashMap::new()),
+        );
         assert_eq!(out[0].ineligible, None);
         assert_eq!(out[0].placement, Placement::Selector { opted_in: true });
         assert!(out[0].running);
@@ -948,5 +1224,214 @@ mod tests {
         let labels: BTreeMap<String, String> = [("zone".to_string(), "a".to_string())].into();
         assert!(!selector(&sel).matches(&labels));
         assert!(!selector(&sel).matches(&BTreeMap::new()));
+    }
+
+    /// A pod of `owner` (a ReplicaSet `web-5d4f8` of Deployment `web` unless told) in `ns`.
+    fn system_pod(ns: &str, name: &str, extra: serde_json::Value) -> Pod {
+        let mut v = serde_json::json!({
+            "metadata": {"name": name, "namespace": ns,
+                "labels": {"pod-template-hash": "5d4f8"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "name": format!("{name}-5d4f8"), "uid": "1", "controller": true}]},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c",
+                "resources": {"limits": {"cpu": "500m"}}}]},
+            "status": {"phase": "Running"}
+        });
+        json_merge(&mut v, extra);
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn json_merge(a: &mut serde_json::Value, b: serde_json::Value) {
+        match (a, b) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                for (k, v) in b {
+                    json_merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (a, b) => *a = b,
+        }
+    }
+
+    /// Issue 29 §1: on a node over budget a policy without a workload selector evicted
+    /// `kube-system/coredns` (priorityClassName `system-cluster-critical`),
+    /// `kube-system/metrics-server` and `edgewatt-system/edgewatt-controller`. Rules: pods at or
+    /// above `SystemCriticalPriority` are never evicted (kubernetes-sigs/descheduler
+    /// `pkg/utils/pod.go` `IsCriticalPriorityPod`; the value from kubernetes/kubernetes
+    /// `pkg/apis/scheduling/types.go`), `kube-system` pods are not movable by default
+    /// (kubernetes/autoscaler `cluster-autoscaler/simulator/drain`), and edgewatt never acts on
+    /// its own pods. Nothing may touch them: no move, no throttle, no suspend.
+    #[test]
+    fn system_pods_and_edgewatts_own_are_never_touched() {
+        let everything = spec(); // no workloads selector: every namespace
+        let pods = [
+            system_pod(
+                "kube-system",
+                "coredns",
+                serde_json::json!({"spec": {"priorityClassName": "system-cluster-critical",
+                    "priority": 2_000_000_000}}),
+            ),
+            system_pod("kube-system", "metrics-server", serde_json::json!({})),
+            system_pod(
+                "edgewatt-system",
+                "edgewatt-controller",
+                serde_json::json!({"metadata": {"labels": {"app.kubernetes.io/part-of": "edgewatt"}}}),
+            ),
+            system_pod(
+                "apps",
+                "node-critical-agent",
+                serde_json::json!({"spec": {"priority": 2_000_001_000}}),
+            ),
+            system_pod(
+                "apps",
+                "edgewatt-extender-elsewhere",
+                serde_json::json!({"metadata": {"labels": {"app.kubernetes.io/part-of": "edgewatt"}}}),
+            ),
+            system_pod("apps", "web", serde_json::json!({})),
+        ];
+        let w = pod_workloads(&everything, &pods, around(&HashMap::new(), &HashMap::new()));
+        let why: Vec<(&str, Option<&str>)> = w
+            .iter()
+            .map(|w| (w.id.name.as_str(), w.ineligible.as_deref()))
+            .collect();
+        assert_eq!(
+            why,
+            [
+                (
+                    "coredns",
+                    Some("namespace kube-system is excluded (workloads.excludeNamespaces)")
+                ),
+                (
+                    "metrics-server",
+                    Some("namespace kube-system is excluded (workloads.excludeNamespaces)")
+                ),
+                ("edgewatt-controller", Some("edgewatt's own pod")),
+                (
+                    "node-critical-agent",
+                    Some("system-critical priority (2000001000)")
+                ),
+                ("edgewatt-extender-elsewhere", Some("edgewatt's own pod")),
+                ("web", None),
+            ]
+        );
+        for w in &w[..5] {
+            assert_eq!(
+                w.ladder.throttle.as_ref().err(),
+                w.ineligible.as_ref(),
+                "{:?}",
+                w.id
+            );
+            assert_eq!(
+                w.ladder.suspend.as_ref().err(),
+                w.ineligible.as_ref(),
+                "{:?}",
+                w.id
+            );
+        }
+        assert_eq!(w[5].ladder.throttle, Ok(()));
+        // The exclusion is a default the policy may override: coredns stays protected by its
+        // priority, metrics-server becomes movable.
+        let mut opened = everything.clone();
+        opened.workloads = Some(edgewatt_crds::WorkloadSelector {
+            exclude_namespaces: vec![],
+            ..Default::default()
+        });
+        let w = pod_workloads(
+            &opened,
+            &pods[..2],
+            around(&HashMap::new(), &HashMap::new()),
+        );
+        assert_eq!(
+            w[0].ineligible.as_deref(),
+            Some("system-critical priority (system-cluster-critical)")
+        );
+        assert_eq!(w[1].ineligible, None);
+    }
+
+    /// Issue 27 §1: criticality from the annotation, else the priority against the policy's
+    /// thresholds, else `normal`; an unreadable annotation is critical and said so.
+    #[test]
+    fn criticality_from_annotation_then_priority_then_normal() {
+        let mut s = spec();
+        let ann = |v: &str| BTreeMap::from([(keys::CRITICALITY.to_string(), v.to_string())]);
+        assert_eq!(
+            criticality(&s, &ann("sheddable"), Some(5_000)),
+            (Criticality::Sheddable, None)
+        );
+        assert_eq!(
+            criticality(&s, &BTreeMap::new(), Some(5_000)).0,
+            Criticality::Normal
+        );
+        s.criticality = Some(edgewatt_crds::CriticalityThresholds {
+            critical_priority_at_least: Some(1_000),
+            sheddable_priority_below: Some(0),
+        });
+        assert_eq!(
+            criticality(&s, &BTreeMap::new(), Some(1_000)).0,
+            Criticality::Critical
+        );
+        assert_eq!(
+            criticality(&s, &BTreeMap::new(), Some(999)).0,
+            Criticality::Normal
+        );
+        assert_eq!(
+            criticality(&s, &BTreeMap::new(), Some(-1)).0,
+            Criticality::Sheddable
+        );
+        assert_eq!(
+            criticality(&s, &BTreeMap::new(), None).0,
+            Criticality::Normal
+        );
+        let (c, e) = criticality(&s, &ann("low"), Some(-5));
+        assert_eq!(
+            c,
+            Criticality::Critical,
+            "a typo never makes anything sheddable"
+        );
+        assert!(e.unwrap().contains("edgewatt.io/criticality=\"low\""));
+    }
+
+    /// Issue 27 §2: what a throttle and a suspend can act on.
+    #[test]
+    fn throttle_needs_a_cpu_limit_and_suspend_an_owner_with_a_scale() {
+        let s = spec();
+        let (ns, pdbs) = (HashMap::new(), HashMap::new());
+        let a = around(&ns, &pdbs);
+        let best_effort = system_pod(
+            "apps",
+            "be",
+            serde_json::json!({"spec": {"containers": [{"name": "c"}]}}),
+        );
+        let sts = system_pod(
+            "apps",
+            "db-0",
+            serde_json::json!({"metadata": {"labels": {}, "ownerReferences": [{"apiVersion": "apps/v1",
+                "kind": "StatefulSet", "name": "db", "uid": "2", "controller": true}]}}),
+        );
+        let bare_rs = system_pod(
+            "apps",
+            "solo",
+            serde_json::json!({"metadata": {"labels": {"pod-template-hash": "zzz"}}}),
+        );
+        let job = system_pod(
+            "apps",
+            "batch",
+            serde_json::json!({"metadata": {"ownerReferences": [{"apiVersion": "batch/v1",
+                "kind": "Job", "name": "batch", "uid": "3", "controller": true}]}}),
+        );
+        let w = pod_workloads(&s, &[best_effort, sts, bare_rs, job], a);
+        assert_eq!(w[0].ladder.throttle, Err("no CPU limit to lower".into()));
+        assert_eq!(
+            w[0].ladder.suspend.as_ref().unwrap().kind,
+            DegradedKind::Deployment
+        );
+        assert_eq!(w[0].ladder.suspend.as_ref().unwrap().name, "be");
+        let u = w[1].ladder.suspend.as_ref().unwrap();
+        assert_eq!((u.kind, u.name.as_str()), (DegradedKind::StatefulSet, "db"));
+        let u = w[2].ladder.suspend.as_ref().unwrap();
+        assert_eq!(
+            (u.kind, u.name.as_str()),
+            (DegradedKind::ReplicaSet, "solo-5d4f8")
+        );
+        assert!(w[3].ladder.suspend.as_ref().unwrap_err().contains("Job"));
     }
 }

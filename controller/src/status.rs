@@ -17,6 +17,18 @@ use kube::{
 use crate::leader::{Fence, NotLeader};
 use crate::planner::Plan;
 
+/// A time as the status writes it: RFC 3339, whole seconds, UTC (`2026-01-01T00:00:00Z`).
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A status time read back ([`rfc3339`], or any RFC 3339 offset).
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
 /// A reason the policy is `Degraded`: (reason, message). Reasons are CamelCase tokens.
 pub type Problem = (String, String);
 
@@ -44,6 +56,11 @@ pub struct Outcome {
     pub moves_in_flight: u32,
     /// Every reason for `Degraded`, in the order found.
     pub problems: Vec<Problem>,
+    /// The ladder's ledger: what it holds throttled or suspended (Observe: would).
+    pub degraded: Vec<edgewatt_crds::DegradedWorkload>,
+    /// Workloads on starved targets left alone, by reason; `None` when not evaluated (the last
+    /// known counts stay).
+    pub left_alone: Option<Vec<edgewatt_crds::LeftAlone>>,
 }
 
 /// A condition to set: (type, status `True|False|Unknown`, reason, message).
@@ -148,6 +165,16 @@ pub fn build_status(
         moves_in_flight: o.moves_in_flight,
         starved,
         migrations: o.migrations.clone(),
+        degraded_count: o
+            .degraded
+            .iter()
+            .filter(|d| d.state != edgewatt_crds::DegradeState::DryRun)
+            .count() as u32,
+        degraded: o.degraded.clone(),
+        left_alone: o
+            .left_alone
+            .clone()
+            .unwrap_or_else(|| prev.left_alone.clone()),
     }
 }
 
@@ -158,12 +185,12 @@ pub fn starved(plan: &Plan) -> Vec<StarvedTarget> {
             kind: id.kind,
             name: id.name.clone(),
             namespace: id.namespace.clone(),
-            since: info
-                .since
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            since: rfc3339(info.since),
             reason: info.reason.clone(),
             battery_percent: st.battery_percent,
             watts: st.watts,
+            runway_minutes: None,
+            recharge_minutes: None,
         })
         .collect()
 }
@@ -233,6 +260,8 @@ mod tests {
             migration_count: 0,
             moves_in_flight: 0,
             problems: vec![],
+            degraded: vec![],
+            left_alone: None,
         }
     }
 

@@ -7,15 +7,14 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use edgewatt_controller::{
     actuator::{copy_name, Intent},
+    context::Context,
     cycle_with,
     leader::Fence,
-    reconciler::{Context, Settings},
     snapshot::PromData,
 };
 use edgewatt_crds::{
     keys,
-    metrics::MetricNames,
-    prom::{PromConfig, PromReader, Reading, SignalTable},
+    prom::{Reading, SignalTable},
     promql::Signal,
     EdgeWorkload, EnergyPolicy, MigrationResult,
 };
@@ -64,23 +63,14 @@ async fn start() -> H {
     let mut cfg = server.config().unwrap();
     cfg.default_retry = false;
     let client = kube::Client::try_from(cfg).unwrap();
-    let ctx = Arc::new(Context::new(
+    // Cycles are driven by hand, up to a minute of `now` apart: see `common::settings`.
+    let ctx = common::context(
         client.clone(),
-        client.clone(),
-        PromReader::new(&PromConfig::new("http://127.0.0.1:9")).unwrap(),
-        Settings {
-            // Cycles are driven by hand, up to a minute of `now` apart: an interval of a minute
-            // keeps such steps within the data-gap tolerance (2 × interval) of `for` windows.
-            interval: Duration::from_secs(60),
-            metric_names: MetricNames::default(),
-            device_label: "edgedeviceid".into(),
-            node_max_age: Duration::from_secs(120),
-            device_max_age: Duration::from_secs(900),
-            migration_timeout: None,
-        },
+        common::no_prometheus(),
+        Duration::from_secs(60),
         Fence::always(),
         "test",
-    ));
+    );
     ctx.stores.ready().await;
     server
         .put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "edge"}}))

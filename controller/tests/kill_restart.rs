@@ -16,6 +16,8 @@
 //! (never zero copies). At the end: exactly one EdgeWorkload, the original, re-pointed to and
 //! running on the target; no copy, no intent annotation.
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{
@@ -26,16 +28,11 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use edgewatt_controller::{
-    actuator::copy_name,
-    cycle_with,
-    leader::Fence,
-    reconciler::{Context, Settings},
-    snapshot::PromData,
+    actuator::copy_name, context::Context, cycle_with, leader::Fence, snapshot::PromData,
 };
 use edgewatt_crds::{
     keys,
-    metrics::MetricNames,
-    prom::{PromConfig, PromReader, Reading, SignalTable},
+    prom::{Reading, SignalTable},
     promql::Signal,
     EdgeWorkload, EnergyPolicy, MigrationResult,
 };
@@ -226,17 +223,8 @@ async fn start_controller(
         stores,
         client.clone(),
         client,
-        PromReader::new(&PromConfig::new("http://127.0.0.1:9")).unwrap(),
-        Settings {
-            // Cycles are driven by hand, up to a minute of `now` apart: an interval of a minute
-            // keeps such steps within the data-gap tolerance (2 × interval) of `for` windows.
-            interval: Duration::from_secs(60),
-            metric_names: MetricNames::default(),
-            device_label: "edgedeviceid".into(),
-            node_max_age: Duration::from_secs(120),
-            device_max_age: Duration::from_secs(900),
-            migration_timeout: None,
-        },
+        common::no_prometheus(),
+        common::settings(Duration::from_secs(60)),
         Fence::always(),
         "kill-test",
     ));

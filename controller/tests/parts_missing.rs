@@ -10,15 +10,15 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use edgewatt_controller::{
+    context::Context,
     cycle_with,
     leader::Fence,
-    reconciler::{self, Context, Settings},
+    reconciler,
     snapshot::PromData,
     stores::{Res, StoreState},
 };
 use edgewatt_crds::{
-    metrics::MetricNames,
-    prom::{PromConfig, PromReader, Reading, SignalTable},
+    prom::{Reading, SignalTable},
     promql::Signal,
     EnergyPolicy,
 };
@@ -41,27 +41,15 @@ fn table(rows: &[(&str, f64)]) -> SignalTable {
     t
 }
 
-fn settings() -> Settings {
-    Settings {
-        // Cycles are driven by hand a minute apart (see direct.rs).
-        interval: Duration::from_secs(60),
-        metric_names: MetricNames::default(),
-        device_label: "edgedeviceid".into(),
-        node_max_age: Duration::from_secs(120),
-        device_max_age: Duration::from_secs(900),
-        migration_timeout: None,
-    }
-}
-
 fn context(client: kube::Client, fence: Fence) -> Arc<Context> {
-    Arc::new(Context::new(
-        client.clone(),
+    // Cycles are driven by hand a minute apart (see direct.rs).
+    common::context(
         client,
-        PromReader::new(&PromConfig::new("http://127.0.0.1:9")).unwrap(),
-        settings(),
+        common::no_prometheus(),
+        Duration::from_secs(60),
         fence,
         "test",
-    ))
+    )
 }
 
 fn cluster(server: &ApiServer) {

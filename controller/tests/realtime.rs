@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edgewatt_controller::{
+    context::Context,
     leader::{Elector, Fence, LeaseConfig},
     migration::copy_name,
-    reconciler::{self, Context, Settings},
+    reconciler,
 };
 use edgewatt_crds::{
     keys,
-    metrics::MetricNames,
     prom::{PromConfig, PromReader},
     EnergyPolicy, MigrationRecord, MigrationResult,
 };
@@ -27,17 +27,6 @@ use serde_json::{json, Value};
 mod common;
 
 const NS: &str = "edge";
-
-fn settings(interval: Duration) -> Settings {
-    Settings {
-        interval,
-        metric_names: MetricNames::default(),
-        device_label: "edgedeviceid".into(),
-        node_max_age: Duration::from_secs(120),
-        device_max_age: Duration::from_secs(900),
-        migration_timeout: None,
-    }
-}
 
 fn setup(server: &ApiServer) {
     server
@@ -192,14 +181,13 @@ async fn one_migration_under_watch_lag_is_started_once_and_succeeds_once() {
         common::scripted::prometheus(common::scripted::body(&[("d1", 0.1), ("d2", 0.9)], &[]))
             .await;
     let client = server.client().unwrap();
-    let ctx = Arc::new(Context::new(
-        client.clone(),
+    let ctx = common::context(
         client,
         PromReader::new(&PromConfig::new(prom.url())).unwrap(),
-        settings(Duration::from_secs(1)),
+        Duration::from_secs(1),
         Fence::always(),
         "lag-test",
-    ));
+    );
     let agent = flotta(server.clone(), Duration::from_millis(1500));
     let run = tokio::spawn(reconciler::run(ctx.clone()));
     wait_for("the move", Duration::from_secs(90), || moved(&server)).await;
@@ -272,14 +260,13 @@ const RENEW: Duration = Duration::from_millis(2500);
 async fn replica(server: &ApiServer, prom: &str, id: &str) -> Replica {
     let proxy = common::proxy(server, common::forward_all, "/leases/").await;
     let fence = Fence::new();
-    let ctx = Arc::new(Context::new(
-        proxy.client.clone(),
+    let ctx = common::context(
         proxy.client.clone(),
         PromReader::new(&PromConfig::new(prom)).unwrap(),
-        settings(Duration::from_secs(1)),
+        Duration::from_secs(1),
         fence.clone(),
         id,
-    ));
+    );
     let elector = Elector::new(
         proxy.client.clone(),
         LeaseConfig {

@@ -10,13 +10,12 @@ use std::time::Duration;
 use chrono::Utc;
 use edgewatt_controller::{
     actuator::{copy_name, Intent},
+    context::Context,
     cycle,
     leader::Fence,
-    reconciler::{Context, Settings},
 };
 use edgewatt_crds::{
     keys,
-    metrics::MetricNames,
     prom::{PromConfig, PromReader},
     EdgeWorkload, EnergyPolicy, MigrationResult,
 };
@@ -58,14 +57,7 @@ async fn harness_every(
         client.clone(),
         evict_client,
         reader,
-        Settings {
-            interval,
-            metric_names: MetricNames::default(),
-            device_label: "edgedeviceid".into(),
-            node_max_age: Duration::from_secs(120),
-            device_max_age: Duration::from_secs(900),
-            migration_timeout: None,
-        },
+        common::settings(interval),
         Fence::always(),
         "test",
     ));

@@ -70,6 +70,7 @@ pub enum SelectorOperator {
     printcolumn = r#"{"name":"Starved","type":"integer","jsonPath":".status.starvedCount"}"#,
     printcolumn = r#"{"name":"Migrations","type":"integer","jsonPath":".status.migrationCount"}"#,
     printcolumn = r#"{"name":"InFlight","type":"integer","jsonPath":".status.movesInFlight","description":"EdgeWorkload moves and pod evictions in flight"}"#,
+    printcolumn = r#"{"name":"Shed","type":"integer","jsonPath":".status.degradedCount","description":"workloads the degradation ladder holds throttled or suspended"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Degraded","type":"string","jsonPath":".status.conditions[?(@.type==\"Degraded\")].reason","description":"every Degraded reason, comma-separated (AsExpected when none)"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -93,6 +94,13 @@ pub struct EnergyPolicySpec {
     /// What edgewatt does about starved targets.
     #[serde(default)]
     pub action: Action,
+    /// How a workload's criticality follows from its priority when it carries no
+    /// `edgewatt.io/criticality` annotation (else `normal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub criticality: Option<crate::degrade::CriticalityThresholds>,
+    /// The runway forecast (`starvation.runwayBelowRecharge` and `action.degrade` use it).
+    #[serde(default)]
+    pub forecast: crate::degrade::Forecast,
     /// Inputs for the scheduler extender.
     #[serde(default)]
     pub scheduling: Scheduling,
@@ -113,7 +121,7 @@ pub struct Targets {
 }
 
 /// Which pods and EdgeWorkloads may be moved. Objects annotated `edgewatt.io/pinned=true` never move.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadSelector {
     /// Namespaces whose workloads may move. Unset: all namespaces.
@@ -122,13 +130,30 @@ pub struct WorkloadSelector {
     /// Labels of movable pods/EdgeWorkloads. Unset: all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<Selector>,
+    /// Namespaces whose workloads are never acted on (moved, evicted, throttled, suspended),
+    /// whatever the selectors say. Default `[kube-system]`; `[]` turns the default off.
+    /// Independently of it, pods with a system-critical priority and edgewatt's own pods are
+    /// never touched.
+    #[serde(default = "crate::degrade::default_exclude_namespaces")]
+    #[schemars(length(max = 64))]
+    pub exclude_namespaces: Vec<String>,
+}
+
+impl Default for WorkloadSelector {
+    fn default() -> Self {
+        Self {
+            namespace_selector: None,
+            selector: None,
+            exclude_namespaces: crate::degrade::default_exclude_namespaces(),
+        }
+    }
 }
 
 /// Starvation conditions; a target is starved when any set condition has held for `for`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(validation = kube::core::Rule::new(
-    "has(self.batteryBelowPercent) || has(self.minRuntimeMinutes) || has(self.powerAboveWatts) || has(self.query)"
-).message("starvation needs at least one condition: batteryBelowPercent, minRuntimeMinutes, powerAboveWatts or query"))]
+    "has(self.batteryBelowPercent) || has(self.minRuntimeMinutes) || has(self.powerAboveWatts) || has(self.query) || (has(self.runwayBelowRecharge) && self.runwayBelowRecharge)"
+).message("starvation needs at least one condition: batteryBelowPercent, minRuntimeMinutes, powerAboveWatts, query or runwayBelowRecharge"))]
 #[serde(rename_all = "camelCase")]
 pub struct Starvation {
     /// Starved when the battery charge is below this percentage.
@@ -146,6 +171,10 @@ pub struct Starvation {
     /// A custom signal: one value per target, compared with `above` or `below`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<CustomQuery>,
+    /// Starved when the runway forecast (`spec.forecast`) says the battery reaches its reserve
+    /// before the forecast recharge: the whole site on battery at night, a cloudy week.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runway_below_recharge: Option<bool>,
     /// How long a condition must hold before the target counts as starved. The condition must be
     /// *seen* holding over the whole window: data that is missing or stale does not count towards
     /// it, and a gap in the data longer than the controller's tolerance (twice its `--interval`,
@@ -243,6 +272,10 @@ pub struct Action {
     #[serde(default = "default_migration_timeout")]
     #[schemars(regex(pattern = duration::PATTERN))]
     pub migration_timeout: String,
+    /// The degradation ladder: when a starved target's workloads have nowhere to go, throttle
+    /// and suspend the least critical, only as far as the runway forecast needs. Unset: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degrade: Option<crate::degrade::Degrade>,
 }
 
 impl Default for Action {
@@ -256,6 +289,7 @@ impl Default for Action {
             max_per_hour: default_max_per_hour(),
             cooldown: default_cooldown(),
             migration_timeout: default_migration_timeout(),
+            degrade: None,
         }
     }
 }
@@ -378,6 +412,17 @@ pub struct EnergyPolicyStatus {
     /// The last [`MAX_MIGRATIONS_IN_STATUS`] migrations, newest last.
     #[serde(default)]
     pub migrations: Vec<MigrationRecord>,
+    /// Number of workloads the ladder holds throttled or suspended now (for the printer column).
+    #[serde(default)]
+    pub degraded_count: u32,
+    /// Workloads the ladder throttled or suspended (Observe: would have), with what restores
+    /// them: written before each step is taken.
+    #[serde(default)]
+    pub degraded: Vec<crate::degrade::DegradedWorkload>,
+    /// Workloads on starved targets left alone, counted by reason (system pods, edgewatt's own,
+    /// pinned, ineligible…).
+    #[serde(default)]
+    pub left_alone: Vec<crate::degrade::LeftAlone>,
 }
 
 /// How many migrations `status.migrations` keeps.
@@ -398,6 +443,13 @@ pub struct StarvedTarget {
     pub battery_percent: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watts: Option<f64>,
+    /// Forecast minutes until the battery reaches its reserve (absent: beyond the horizon or
+    /// unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runway_minutes: Option<f64>,
+    /// Forecast minutes until it charges again (absent: beyond the horizon or unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recharge_minutes: Option<f64>,
 }
 
 /// Outcome of a migration.

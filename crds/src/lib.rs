@@ -3,6 +3,8 @@
 //! Everything that two components must agree on lives here, so a rename is a compile error
 //! instead of a silent mismatch: the CRD types, the metric names, and every PromQL string.
 
+#[cfg(feature = "api")]
+pub mod degrade;
 pub mod duration;
 #[cfg(feature = "api")]
 pub mod energy_policy;
@@ -19,6 +21,11 @@ pub mod promql;
 #[cfg(feature = "schema")]
 pub mod validation;
 
+#[cfg(feature = "api")]
+pub use degrade::{
+    Criticality, CriticalityThresholds, Degrade, DegradeState, DegradeStep, DegradedKind,
+    DegradedWorkload, Forecast, LadderDurations, LeftAlone, RestoreData,
+};
 #[cfg(feature = "api")]
 pub use energy_policy::*;
 #[cfg(feature = "api")]
@@ -48,6 +55,12 @@ pub mod keys {
     /// Finalizer on EnergyPolicies: removes the policy's taints and labels, ends its moves and
     /// withdraws its metrics before the policy goes.
     pub const POLICY_FINALIZER: &str = "edgewatt.io/cleanup";
+    /// `critical`, `normal` or `sheddable` on a pod (its template) or EdgeWorkload: what the
+    /// degradation ladder may do to it when energy runs short.
+    pub const CRITICALITY: &str = "edgewatt.io/criticality";
+    /// Label every edgewatt component's pods carry (the chart's `edgewatt.labels`): edgewatt
+    /// never acts on its own pods.
+    pub const PART_OF: (&str, &str) = ("app.kubernetes.io/part-of", "edgewatt");
 }
 
 /// The budget a Node's or EdgeDevice's [`keys::POWER_BUDGET_WATTS`] annotation sets: a finite

@@ -35,6 +35,8 @@ pub mod base {
     pub const BATTERY_ENERGY_JOULES: &str = "node_battery_energy_joules";
     pub const BATTERY_CAPACITY_JOULES: &str = "node_battery_capacity_joules";
     pub const BATTERY_POWER_WATTS: &str = "node_battery_power_watts";
+    /// Power flowing into the battery (charging), ≥ 0; absent when the kernel does not say.
+    pub const BATTERY_CHARGE_POWER_WATTS: &str = "node_battery_charge_power_watts";
     pub const EXTERNAL_POWER: &str = "node_external_power";
     pub const POWER_BUDGET_WATTS: &str = "node_power_budget_watts";
     pub const CO2_GRAMS: &str = "node_co2_grams_total";
@@ -104,6 +106,23 @@ pub mod control {
     pub const POWER_MODEL_SHARED: &str = "edgewatt_power_model_shared";
     /// A PowerModel's error against its meters, percent of full-load watts, `{model,cpu_model}`.
     pub const POWER_MODEL_ERROR_PERCENT: &str = "edgewatt_power_model_error_percent";
+    /// Workloads on starved targets left alone, `{policy,reason}` (Lease holder only).
+    pub const LEFT_ALONE_WORKLOADS: &str = "edgewatt_left_alone_workloads";
+    /// Workloads the degradation ladder holds throttled or suspended,
+    /// `{policy,mode,action,criticality}` (Observe: would hold; Lease holder only).
+    pub const DEGRADED_WORKLOADS: &str = "edgewatt_degraded_workloads";
+    /// Forecast seconds until a target's battery reaches its reserve,
+    /// `{policy,kind,name,namespace}`; absent beyond the horizon or when unknown.
+    pub const RUNWAY_FORECAST_SECONDS: &str = "edgewatt_runway_forecast_seconds";
+    /// Forecast seconds until a target charges again (0: now), same labels.
+    pub const RECHARGE_FORECAST_SECONDS: &str = "edgewatt_recharge_forecast_seconds";
+    /// Watts the ladder still cannot save on a starved target after shedding everything it may
+    /// (critical workloads will not outlive the shortage), same labels.
+    pub const LADDER_SHORTFALL_WATTS: &str = "edgewatt_ladder_shortfall_watts";
+    /// Ladder steps taken, `{policy,action,result}` (action Throttle, Suspend, Restore).
+    pub const LADDER_STEPS_TOTAL: &str = "edgewatt_ladder_steps_total";
+    /// A restore followed by a shed of the same workload within the flap window, `{policy}`.
+    pub const LADDER_FLAPS_TOTAL: &str = "edgewatt_ladder_flaps_total";
     /// Flotta operator's per-device heartbeat counter: liveness of an EdgeDevice.
     pub const FLOTTA_HEARTBEAT: &str = "flotta_api_edge_devices_heartbeat";
 }

@@ -76,6 +76,8 @@ pub enum PromError {
     Request(#[from] prometheus_http_query::Error),
     #[error("query {query:?} returned {kind}, expected an instant vector")]
     NotAVector { query: String, kind: &'static str },
+    #[error("range query {query:?} did not return a matrix")]
+    NotAMatrix { query: String },
 }
 
 /// One series of an instant vector.
@@ -83,6 +85,13 @@ pub enum PromError {
 pub struct Series {
     pub labels: BTreeMap<String, String>,
     pub value: f64,
+}
+
+/// One series of a range query: its labels and `(unix seconds, value)` samples, oldest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeSeries {
+    pub labels: BTreeMap<String, String>,
+    pub samples: Vec<(f64, f64)>,
 }
 
 /// A value and the age of the sample it came from.
@@ -215,6 +224,42 @@ impl PromReader {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
                 value: s.sample().value(),
+            })
+            .collect())
+    }
+
+    /// Runs a range query (`start`..=`end`, unix seconds, every `step` seconds) that must return
+    /// a matrix.
+    pub async fn matrix(
+        &self,
+        promql: &str,
+        start: i64,
+        end: i64,
+        step: f64,
+    ) -> Result<Vec<RangeSeries>, PromError> {
+        let result = self
+            .client
+            .query_range(promql, start, end, step)
+            .timeout(self.timeout.as_millis() as i64)
+            .get()
+            .await?;
+        let data = result.data();
+        let matrix = data.as_matrix().ok_or_else(|| PromError::NotAMatrix {
+            query: promql.to_string(),
+        })?;
+        Ok(matrix
+            .iter()
+            .map(|s| RangeSeries {
+                labels: s
+                    .metric()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                samples: s
+                    .samples()
+                    .iter()
+                    .map(|x| (x.timestamp(), x.value()))
+                    .collect(),
             })
             .collect())
     }

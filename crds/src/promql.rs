@@ -9,6 +9,10 @@ use std::time::Duration;
 
 use crate::metrics::{base, control, label, MetricNames};
 
+/// The subquery step of [`TargetQuery::supply_hourly`]: fine enough for an hourly average,
+/// coarse enough for 10 000 targets over days.
+pub const SUPPLY_RESOLUTION: Duration = Duration::from_secs(60);
+
 /// A per-target signal the controller and extender read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Signal {
@@ -25,6 +29,10 @@ pub enum Signal {
     PowerBudget,
     /// 1 when on mains/AC.
     ExternalPower,
+    /// Full battery energy, joules (the runway forecast).
+    BatteryCapacity,
+    /// Power flowing into the battery, watts (the runway forecast).
+    ChargePower,
 }
 
 impl Signal {
@@ -36,6 +44,9 @@ impl Signal {
         Signal::PowerBudget,
         Signal::ExternalPower,
     ];
+
+    /// What the runway forecast reads besides [`Signal::ALL`].
+    pub const FORECAST: [Signal; 2] = [Signal::BatteryCapacity, Signal::ChargePower];
 
     /// The metrics this signal is built from, most preferred first.
     fn metrics(self, names: &MetricNames) -> Vec<String> {
@@ -49,6 +60,8 @@ impl Signal {
             ],
             Signal::PowerBudget => vec![names.name(base::POWER_BUDGET_WATTS)],
             Signal::ExternalPower => vec![names.name(base::EXTERNAL_POWER)],
+            Signal::BatteryCapacity => vec![names.name(base::BATTERY_CAPACITY_JOULES)],
+            Signal::ChargePower => vec![names.name(base::BATTERY_CHARGE_POWER_WATTS)],
         }
     }
 }
@@ -116,6 +129,37 @@ impl TargetQuery {
                 format!("max by ({l}) (last_over_time({m}[{w}]))")
             }
         }
+    }
+
+    /// Hourly average of each target's external supply over the hour before each evaluation
+    /// (a range query, step 1 h, over the forecast's history): what solar or mains delivered,
+    /// i.e. battery charge power − battery discharge power + node draw (what flows in equals
+    /// what is stored plus what is used). A target missing any of the three has no series (the
+    /// forecast is then unknown, never 0 W).
+    /// `resolution` is the subquery step: 1 minute in the controller ([`SUPPLY_RESOLUTION`]).
+    pub fn supply_hourly(&self, resolution: Duration) -> String {
+        let l = &self.join_label;
+        let charge = self.names.name(base::BATTERY_CHARGE_POWER_WATTS);
+        let draw = self.names.name(base::BATTERY_POWER_WATTS);
+        let node = self.value(Signal::NodeWatts);
+        format!(
+            "avg_over_time((max by ({l}) ({charge}) - max by ({l}) ({draw}) + on ({l}) ({node}))[1h:{}s])",
+            resolution.as_secs().max(1)
+        )
+    }
+
+    /// Each workload's own draw now: pods' attributed CPU power by namespace and name, each
+    /// zone counted once (a restarted exporter's old series never doubles it); the join label
+    /// keeps a device's workloads apart (on Flotta devices `pod_name` is the workload's).
+    pub fn workload_watts(&self) -> String {
+        let l = &self.join_label;
+        let w = self.range();
+        let pod = self.names.name(base::POD_CPU_WATTS);
+        format!(
+            "sum by ({l}, {ns}, {name}) (max by ({l}, {ns}, {name}, zone) (last_over_time({pod}[{w}])))",
+            ns = label::POD_NAMESPACE,
+            name = label::POD_NAME
+        )
     }
 
     /// Age in seconds of the newest sample behind `signal`, per target. Missing targets have no

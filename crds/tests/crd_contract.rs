@@ -225,3 +225,57 @@ fn cel_rejects_unknown_selector_operators_and_misplaced_values() {
     ok["spec"]["workloads"] = json!({"selector": {"matchLabels": {"app": "x"}}});
     admit(&ok).unwrap_or_else(|e| panic!("valid selectors rejected: {e:?}"));
 }
+
+/// Issue 27: the ladder's settings are checked at admission, each rule naming its field.
+#[test]
+fn degrade_and_forecast_settings_are_validated() {
+    rejected_with(
+        |v| v["spec"]["action"]["degrade"] = json!({"steps": ["Throttle", "Throttle"]}),
+        "steps must not repeat a step",
+    );
+    rejected_with(
+        |v| v["spec"]["action"]["degrade"] = json!({"steps": ["Shed"]}),
+        "Shed",
+    );
+    rejected_with(
+        |v| v["spec"]["action"]["degrade"] = json!({"throttlePercent": 0}),
+        "throttlePercent",
+    );
+    rejected_with(
+        |v| v["spec"]["action"]["degrade"] = json!({"margin": "an hour"}),
+        "margin",
+    );
+    rejected_with(
+        |v| {
+            v["spec"]["criticality"] =
+                json!({"criticalPriorityAtLeast": 10, "sheddablePriorityBelow": 100})
+        },
+        "sheddablePriorityBelow must not exceed criticalPriorityAtLeast",
+    );
+    rejected_with(
+        |v| v["spec"]["forecast"] = json!({"reservePercent": 95}),
+        "reservePercent",
+    );
+    // The forecast condition alone is a starvation condition; false is none.
+    let mut only_forecast = valid();
+    only_forecast["spec"]["starvation"] = json!({"runwayBelowRecharge": true});
+    admit(&only_forecast).unwrap();
+    rejected_with(
+        |v| v["spec"]["starvation"] = json!({"runwayBelowRecharge": false}),
+        "starvation needs at least one condition",
+    );
+    // Defaults: the ladder's rungs, the forecast, kube-system excluded.
+    let mut on = valid();
+    on["spec"]["action"]["degrade"] = json!({});
+    on["spec"]["workloads"] = json!({});
+    let d = admit(&on).unwrap();
+    assert_eq!(
+        d["spec"]["action"]["degrade"]["steps"],
+        json!(["Throttle", "Suspend"])
+    );
+    assert_eq!(d["spec"]["forecast"]["period"], json!("24h"));
+    assert_eq!(
+        d["spec"]["workloads"]["excludeNamespaces"],
+        json!(["kube-system"])
+    );
+}

@@ -67,6 +67,41 @@ impl Release {
     pub fn notes(&self) -> String {
         find_string(&self.record, "notes").unwrap_or_default()
     }
+
+    /// Every object Helm rendered (its release manifest), as YAML documents.
+    pub fn manifest(&self) -> String {
+        find_string(&self.record, "manifest").unwrap_or_default()
+    }
+}
+
+/// Validates a rendered manifest against Kubernetes' own OpenAPI schemas of the chart's oldest
+/// supported release and the newest one known (`charts/tests/k8s_schemas.py`, PyPI
+/// kubernetes-validate, strict: unknown fields refused). Returns its report; an error names every
+/// refused object and field.
+pub fn validate_kubernetes_schemas(manifest: &str) -> Result<String> {
+    use std::io::Write;
+    let mut child = Command::new(python()?)
+        .arg(repo().join("charts/tests/k8s_schemas.py"))
+        .args(["--manifest", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("run charts/tests/k8s_schemas.py")?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(manifest.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "Kubernetes schemas refuse the chart's objects:\n{}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 fn find_string(v: &Value, key: &str) -> Option<String> {

@@ -4,8 +4,11 @@
 //! `.Capabilities.APIVersions` from the double's discovery). What Helm created is then read back
 //! from the double's store and checked: least-privilege RBAC (no wildcard, exactly the verbs the
 //! code uses), PodSecurity-friendly settings, the exporter's host access, the scheduler config,
-//! monitors and rules only with the operator, and that every rendered flag is one the real
-//! binaries accept.
+//! monitors and rules per `monitoring.monitors`/`prometheusRule`, scrape annotations a plain
+//! Prometheus finds the controller's and extender's metrics by, that every rendered flag is one
+//! the real binaries accept, that values.schema.json refuses typos and wrong types naming the key,
+//! and that every rendered object is valid in Kubernetes' own schemas (the oldest supported and
+//! the newest release, `charts/tests/k8s_schemas.py`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -75,6 +78,15 @@ const MONITORING: &[(&str, &str)] = &[
 ];
 
 async fn server(operator: bool) -> ApiServer {
+    let s = bare_server(operator).await;
+    // `kubectl create ns` (Helm's --create-namespace needs the OpenAPI document)
+    s.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}))
+        .unwrap();
+    s
+}
+
+/// A double without the release namespace (for `namespace.create`, which renders it).
+async fn bare_server(operator: bool) -> ApiServer {
     // No CRDs yet: Helm installs the chart's own (charts/edgewatt/crds).
     let s = ApiServer::start_with(Options {
         crds: false,
@@ -94,16 +106,36 @@ async fn server(operator: bool) -> ApiServer {
             ));
         }
     }
-    // `kubectl create ns` (Helm's --create-namespace needs the OpenAPI document)
-    s.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}))
-        .unwrap();
     s
+}
+
+/// Types the double does not serve by default that optional parts of the chart write: stand-ins
+/// that store what Helm sends (their validation is `validate_kubernetes_schemas`' job).
+fn serve_optional_types(s: &ApiServer) {
+    s.register(ResourceDef::crd(
+        "networking.k8s.io",
+        "v1",
+        "networkpolicies",
+        "NetworkPolicy",
+        true,
+        false,
+    ));
+    s.register(ResourceDef::crd(
+        "cert-manager.io",
+        "v1",
+        "certificates",
+        "Certificate",
+        true,
+        true,
+    ));
 }
 
 struct Installed {
     /// (kind, name) → object, as stored in the double.
     objects: BTreeMap<(String, String), Value>,
     notes: String,
+    /// Helm's release manifest: every rendered object.
+    manifest: String,
 }
 
 impl Installed {
@@ -138,12 +170,15 @@ async fn install(s: &ApiServer, values: Value, operator: bool) -> Installed {
         edgewatt_e2e::chart::install(s, RELEASE, NS, &values).unwrap_or_else(|e| panic!("{e:#}"))
     });
     let notes = release.notes();
+    let manifest = release.manifest();
     let mut objects = BTreeMap::new();
     let mut plurals: Vec<&str> = TYPES.iter().map(|t| t.2).collect();
     plurals.push("namespaces");
     if operator {
         plurals.extend(MONITORING.iter().map(|m| m.0));
     }
+    // served only where a test registered them (serve_optional_types); else empty
+    plurals.extend(["networkpolicies", "certificates"]);
     for p in plurals {
         for o in s.list(p) {
             if !o["metadata"]["labels"]["kubernetes.io/bootstrapping"].is_null() {
@@ -157,7 +192,21 @@ async fn install(s: &ApiServer, values: Value, operator: bool) -> Installed {
             objects.insert((kind, name), o);
         }
     }
-    Installed { objects, notes }
+    Installed {
+        objects,
+        notes,
+        manifest,
+    }
+}
+
+/// `helm install` that is expected to fail: Helm's message.
+fn install_error(s: &ApiServer, values: &Value) -> String {
+    let err = tokio::task::block_in_place(|| {
+        edgewatt_e2e::chart::install(s, RELEASE, NS, values)
+            .map(|_| ())
+            .expect_err("the install should fail")
+    });
+    format!("{err:#}")
 }
 
 fn strs(v: &Value) -> Vec<String> {
@@ -403,6 +452,69 @@ fn data<'a>(cm: &'a Value, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no data.{key} in {}", cm["metadata"]["name"]))
 }
 
+/// The rendered extender entry holds the settings of the snippet the extender's README documents
+/// (scheduler-plugin/kube-scheduler-config.yaml), except `skip`.
+fn check_documented_extender(e: &Value, skip: &[&str]) {
+    let documented = parse_yaml(
+        &std::fs::read_to_string(repo().join("scheduler-plugin/kube-scheduler-config.yaml"))
+            .unwrap(),
+    );
+    let d = &documented["extenders"][0];
+    for k in [
+        "urlPrefix",
+        "filterVerb",
+        "prioritizeVerb",
+        "weight",
+        "nodeCacheCapable",
+        "ignorable",
+        "httpTimeout",
+        "enableHTTPS",
+    ] {
+        if !skip.contains(&k) {
+            assert_eq!(
+                e[k], d[k],
+                "extender {k}: chart vs scheduler-plugin/kube-scheduler-config.yaml"
+            );
+        }
+    }
+}
+
+/// Where a Prometheus that discovers pods by annotation scrapes a workload's pods: (container
+/// port, path, scheme), per the `prometheus.io/*` convention of the prometheus-community
+/// `prometheus` chart (prometheus-community/helm-charts charts/prometheus/values.yaml, job
+/// `kubernetes-pods`: keep `prometheus.io/scrape: "true"`, `__scheme__` from
+/// `prometheus.io/scheme` (http when absent), `__metrics_path__` from `prometheus.io/path`
+/// (/metrics when absent), the pod IP with the port from `prometheus.io/port`). `None` when the
+/// pods are not annotated. The port must be one of the pod's container ports.
+fn scrape_target(workload: &Value) -> Option<(u64, String, String)> {
+    let a = &workload["spec"]["template"]["metadata"]["annotations"];
+    if a["prometheus.io/scrape"] != "true" {
+        return None;
+    }
+    let port: u64 = a["prometheus.io/port"].as_str()?.parse().ok()?;
+    let declared = pod_spec(workload)["containers"]
+        .as_array()?
+        .iter()
+        .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
+        .any(|p| p["containerPort"] == port);
+    assert!(
+        declared,
+        "prometheus.io/port {port} is no container port of {}",
+        workload["metadata"]["name"]
+    );
+    Some((
+        port,
+        a["prometheus.io/path"]
+            .as_str()
+            .unwrap_or("/metrics")
+            .to_string(),
+        a["prometheus.io/scheme"]
+            .as_str()
+            .unwrap_or("http")
+            .to_string(),
+    ))
+}
+
 /// Defaults, no Prometheus operator: the least-privilege, PodSecurity and wiring checks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_install() {
@@ -471,37 +583,54 @@ async fn default_install() {
     assert_eq!(svc["spec"]["ports"][0]["port"], 8888);
 
     // the scheduler config: the extender behind the Service, same settings as the snippet the
-    // extender's README documents (scheduler-plugin/kube-scheduler-config.yaml)
+    // extender's README documents (scheduler-plugin/kube-scheduler-config.yaml; its urlPrefix is
+    // the opt-in node port, extender_reachability_is_opt_in)
     let cm = inst.get("ConfigMap", "edgewatt-scheduler-config");
     let cfg = parse_yaml(data(cm, "extender.yaml"));
     assert_eq!(cfg["kind"], "KubeSchedulerConfiguration");
     let e = &cfg["extenders"][0];
-    // reachable from a hostNetwork static kube-scheduler: the NodePort on localhost
-    assert_eq!(e["urlPrefix"], "http://127.0.0.1:30888");
-    assert_eq!(svc["spec"]["type"], "NodePort");
-    assert_eq!(svc["spec"]["ports"][0]["nodePort"], 30888);
-    let documented = parse_yaml(
-        &std::fs::read_to_string(repo().join("scheduler-plugin/kube-scheduler-config.yaml"))
-            .unwrap(),
+    check_documented_extender(e, &["urlPrefix"]);
+    // nothing opens on the nodes by default (issue #29: an unauthenticated node port on every
+    // node whether or not anyone wires the extender in): a ClusterIP Service, the DNS name
+    assert_eq!(svc["spec"]["type"], "ClusterIP", "{svc}");
+    assert!(svc["spec"]["ports"][0]["nodePort"].is_null(), "{svc}");
+    assert_eq!(
+        e["urlPrefix"],
+        "http://edgewatt-scheduler.edgewatt-system.svc:8888"
     );
-    let d = &documented["extenders"][0];
-    for k in [
-        "urlPrefix",
-        "filterVerb",
-        "prioritizeVerb",
-        "weight",
-        "nodeCacheCapable",
-        "ignorable",
-        "httpTimeout",
-        "enableHTTPS",
+    assert!(inst.of_kind("NetworkPolicy").is_empty());
+    // only what is enabled: no second scheduler, so no configuration for one
+    assert!(
+        cm["data"]["second-scheduler.yaml"].is_null(),
+        "{}",
+        cm["data"]
+    );
+    assert!(
+        inst.notes.contains("cannot resolve"),
+        "NOTES say a host kube-scheduler cannot use the DNS name: {}",
+        inst.notes
+    );
+
+    // a Prometheus without the operator finds all three by their pod annotations
+    for (kind, name) in [
+        ("DaemonSet", "edgewatt-exporter"),
+        ("Deployment", "edgewatt-controller"),
+        ("Deployment", "edgewatt-scheduler"),
     ] {
+        let (port, path, scheme) = scrape_target(inst.get(kind, name))
+            .unwrap_or_else(|| panic!("{kind} {name}: no prometheus.io/scrape annotations"));
         assert_eq!(
-            e[k], d[k],
-            "extender {k}: chart vs scheduler-plugin/kube-scheduler-config.yaml"
+            (path.as_str(), scheme.as_str()),
+            ("/metrics", "http"),
+            "{name}"
         );
+        assert!(port > 0, "{name}");
     }
-    let second = parse_yaml(data(cm, "second-scheduler.yaml"));
-    assert_eq!(second["profiles"][0]["schedulerName"], "edgewatt-scheduler");
+
+    // every object is valid in Kubernetes' own schemas (oldest supported and newest release)
+    let report = edgewatt_e2e::chart::validate_kubernetes_schemas(&inst.manifest)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    eprintln!("{report}");
 
     // no operator: no monitors or rules were attempted (the double does not serve them, so an
     // attempt would have failed the install); the plain rules file is there instead
@@ -513,7 +642,8 @@ async fn default_install() {
         parse_yaml(&file)
     );
     assert!(
-        inst.notes.contains("no Prometheus operator found"),
+        inst.notes
+            .contains("the Prometheus operator's API is not served"),
         "{}",
         inst.notes
     );
@@ -601,11 +731,12 @@ async fn with_prometheus_operator() {
         "EdgewattTargetStarved",
         "EdgewattMetricsStale",
         "EdgewattExporterDown",
+        "EdgewattExporterAbsent",
     ] {
         assert!(alerts.contains(a), "{a} missing from {alerts:?}");
     }
     assert!(
-        inst.notes.contains("Prometheus operator found"),
+        inst.notes.contains("for the Prometheus operator"),
         "{}",
         inst.notes
     );
@@ -634,17 +765,25 @@ fn check_alert_job(inst: &Installed) {
     let endpoint = &pm["spec"]["podMetricsEndpoints"][0];
     let job = edgewatt_e2e::operator::pod_monitor_job(pm, endpoint, &labels);
     let pr = inst.get("PrometheusRule", "edgewatt");
-    let rule = pr["spec"]["groups"][0]["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["alert"] == "EdgewattExporterDown")
-        .expect("EdgewattExporterDown");
-    let expr = rule["expr"].as_str().unwrap();
+    let rules = pr["spec"]["groups"][0]["rules"].as_array().unwrap();
+    let expr = |alert: &str| {
+        rules
+            .iter()
+            .find(|r| r["alert"] == alert)
+            .unwrap_or_else(|| panic!("{alert}"))["expr"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
     assert_eq!(
-        expr,
+        expr("EdgewattExporterDown"),
         format!("up{{job=\"{job}\"}} == 0"),
         "the alert selects the job the PodMonitor produces ({job})"
+    );
+    // …and fires when every target of that job is gone (no `up` series to be 0)
+    assert_eq!(
+        expr("EdgewattExporterAbsent"),
+        format!("absent(up{{job=\"{job}\"}})")
     );
     let test = std::fs::read_to_string(repo().join("charts/tests/alerts.test.yaml")).unwrap();
     assert!(
@@ -817,4 +956,395 @@ async fn ipmi_out_of_band_and_in_band() {
         "other limits kept: {}",
         c["resources"]
     );
+}
+
+/// values.schema.json is complete and strict (issue #29): a misspelt key at any level and a
+/// wrongly typed value are refused by Helm before anything is created, with a message naming the
+/// key — `scheduler.exemptPriority: "high"` once rendered `--exempt-priority=0`, which exempts
+/// every ordinary pod and silently turns the filter off. The shipped values and
+/// `examples/chart-values-edge.yaml` install (default_install, with_prometheus_operator).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_refuses_typos_and_wrong_types_naming_the_key() {
+    // (values, what Helm's message must say: the location and the offending key)
+    let cases = [
+        (
+            json!({"controler": {"enabled": false}}),
+            "additional properties 'controler' not allowed",
+        ),
+        (
+            json!({"scheduler": {"exemptPriority": "high"}}),
+            "at '/scheduler/exemptPriority': got string, want integer",
+        ),
+        (
+            json!({"scheduler": {"watchNodes": "yes"}}),
+            "at '/scheduler/watchNodes'",
+        ),
+        (
+            json!({"scheduler": {"extender": {"adress": "clusterIP"}}}),
+            "at '/scheduler/extender': additional properties 'adress'",
+        ),
+        (
+            json!({"scheduler": {"extender": {"address": "nodeport"}}}),
+            "at '/scheduler/extender/address'",
+        ),
+        (
+            json!({"scheduler": {"service": {"nodePort": "30888/TCP"}}}),
+            "at '/scheduler/service/nodePort'",
+        ),
+        (
+            json!({"exporter": {"redfish": {"urll": "https://bmc"}}}),
+            "at '/exporter/redfish': additional properties 'urll'",
+        ),
+        (
+            json!({"controller": {"resources": {"request": {"cpu": "1"}}}}),
+            "at '/controller/resources': additional properties 'request'",
+        ),
+        (
+            json!({"monitoring": {"monitors": "always"}}),
+            "at '/monitoring/monitors'",
+        ),
+        (
+            json!({"namespace": {"create": "yes"}}),
+            "at '/namespace/create'",
+        ),
+    ];
+    for (values, says) in cases {
+        let s = server(false).await;
+        let msg = install_error(&s, &values);
+        // Helm's own words (the harness' message starts with the values it installed)
+        let helm = msg
+            .split_once("values don't meet the specifications of the schema")
+            .map(|(_, m)| m)
+            .unwrap_or_else(|| panic!("{values}: not refused by values.schema.json: {msg}"));
+        assert!(
+            helm.contains(says),
+            "Helm's refusal of {values} should say {says:?}: {helm}"
+        );
+        assert!(
+            s.list("deployments").is_empty() && s.list("daemonsets").is_empty(),
+            "{values}: nothing installed"
+        );
+    }
+}
+
+/// The extender's reachability is opt-in (issue #29): by default a ClusterIP Service and nothing
+/// on the nodes (default_install). `address: nodePort` opens the documented localhost node port
+/// (the snippet of scheduler-plugin/kube-scheduler-config.yaml, all of it); `address: clusterIP`
+/// needs a fixed address, and says so when it is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extender_reachability_is_opt_in() {
+    let s = server(false).await;
+    let inst = install(
+        &s,
+        json!({"scheduler": {"extender": {"address": "nodePort"}}}),
+        false,
+    )
+    .await;
+    let svc = inst.get("Service", "edgewatt-scheduler");
+    assert_eq!(svc["spec"]["type"], "NodePort");
+    assert_eq!(svc["spec"]["ports"][0]["nodePort"], 30888);
+    let cm = inst.get("ConfigMap", "edgewatt-scheduler-config");
+    let e = &parse_yaml(data(cm, "extender.yaml"))["extenders"][0];
+    check_documented_extender(e, &[]);
+    assert!(inst.notes.contains("on every node"), "{}", inst.notes);
+
+    let s = server(false).await;
+    let inst = install(
+        &s,
+        json!({"scheduler": {"extender": {"address": "clusterIP", "kubeconfig": "/var/lib/rancher/k3s/server/cred/scheduler.kubeconfig"},
+            "service": {"clusterIP": "10.43.200.88"}}}),
+        false,
+    )
+    .await;
+    let svc = inst.get("Service", "edgewatt-scheduler");
+    assert_eq!(svc["spec"]["type"], "ClusterIP");
+    assert_eq!(svc["spec"]["clusterIP"], "10.43.200.88");
+    let cfg = parse_yaml(data(
+        inst.get("ConfigMap", "edgewatt-scheduler-config"),
+        "extender.yaml",
+    ));
+    assert_eq!(cfg["extenders"][0]["urlPrefix"], "http://10.43.200.88:8888");
+    assert_eq!(
+        cfg["clientConnection"]["kubeconfig"],
+        "/var/lib/rancher/k3s/server/cred/scheduler.kubeconfig"
+    );
+
+    let s = server(false).await;
+    let msg = install_error(
+        &s,
+        &json!({"scheduler": {"extender": {"address": "clusterIP"}}}),
+    );
+    assert!(msg.contains("scheduler.service.clusterIP"), "{msg}");
+}
+
+/// Only what is enabled renders (issue #29): without the extender there is no scheduler
+/// configuration and NOTES give no wiring steps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduler_disabled_renders_no_wiring() {
+    let s = server(false).await;
+    let inst = install(&s, json!({"scheduler": {"enabled": false}}), false).await;
+    assert!(
+        !inst.has("ConfigMap", "edgewatt-scheduler-config"),
+        "{:?}",
+        inst.objects.keys()
+    );
+    assert!(!inst.has("Service", "edgewatt-scheduler"));
+    assert!(!inst.has("Deployment", "edgewatt-scheduler"));
+    assert!(!inst.has("PodDisruptionBudget", "edgewatt-scheduler"));
+    for wiring in ["scheduler-config", "kube-scheduler", "extender"] {
+        assert!(
+            !inst.notes.contains(wiring),
+            "NOTES mention {wiring}:\n{}",
+            inst.notes
+        );
+    }
+}
+
+/// `helm upgrade` rolls the second scheduler when its configuration changes (issue #29: the
+/// pod's checksum/config hashed the extender entry without its URL — port and service name —
+/// nor the profile name): the checksum is the SHA-256 of exactly the configuration it mounts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_scheduler_checksum_is_its_configuration() {
+    let mut sums = Vec::new();
+    for values in [
+        json!({"scheduler": {"secondScheduler": {"enabled": true}}}),
+        json!({"scheduler": {"secondScheduler": {"enabled": true}, "port": 9999}}),
+        json!({"scheduler": {"secondScheduler": {"enabled": true, "schedulerName": "solar-first"}}}),
+    ] {
+        let s = server(false).await;
+        let inst = install(&s, values.clone(), false).await;
+        let config = data(
+            inst.get("ConfigMap", "edgewatt-scheduler-config"),
+            "second-scheduler.yaml",
+        )
+        .trim_end_matches('\n')
+        .to_string();
+        let d = inst.get("Deployment", "edgewatt-second-scheduler");
+        let sum = d["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+            .as_str()
+            .expect("checksum/config")
+            .to_string();
+        assert_eq!(sum, sha256_hex(&config), "{values}: checksum of {config}");
+        sums.push(sum);
+    }
+    assert_ne!(sums[0], sums[1], "a new port rolls the second scheduler");
+    assert_ne!(
+        sums[0], sums[2],
+        "a new profile name rolls the second scheduler"
+    );
+}
+
+/// SHA-256 (hex) as Helm's `sha256sum`, through coreutils.
+fn sha256_hex(text: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// `monitoring.monitors`/`prometheusRule` (issue #29: monitors rendered only when the operator's
+/// CRDs exist at install time, so `helm template`, GitOps renderers and same-sync installs got
+/// none): `auto` follows the cluster (default_install, with_prometheus_operator), `false` renders
+/// none even with the operator, `true` renders them even where the API is not (yet) served — here
+/// Helm then fails to map them, which shows they were rendered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitors_switch_is_explicit() {
+    let s = server(true).await;
+    let inst = install(
+        &s,
+        json!({"monitoring": {"monitors": false, "prometheusRule": false}}),
+        true,
+    )
+    .await;
+    for kind in ["PodMonitor", "ServiceMonitor", "PrometheusRule"] {
+        assert!(inst.of_kind(kind).is_empty(), "{kind} rendered");
+    }
+    let s = server(false).await;
+    let msg = install_error(
+        &s,
+        &json!({"monitoring": {"monitors": true, "prometheusRule": true}}),
+    );
+    for kind in ["PodMonitor", "ServiceMonitor", "PrometheusRule"] {
+        assert!(msg.contains(kind), "{kind} not rendered: {msg}");
+    }
+}
+
+/// Every optional part on (`charts/tests/values-everything.yaml`): it installs, the release
+/// namespace is rendered with the Pod Security labels the exporter needs and survives
+/// `helm uninstall` (issue #29: `--create-namespace` makes an unlabelled one), the extender is
+/// reached only through its fixed ClusterIP with a NetworkPolicy in front, and every object is
+/// valid in Kubernetes' own schemas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_on_is_valid_kubernetes() {
+    let s = bare_server(true).await;
+    serve_optional_types(&s);
+    let values = parse_yaml(
+        &std::fs::read_to_string(repo().join("charts/tests/values-everything.yaml")).unwrap(),
+    );
+    let inst = install(&s, values, true).await;
+    let ns = inst.get("Namespace", NS);
+    for mode in ["enforce", "audit", "warn"] {
+        assert_eq!(
+            ns["metadata"]["labels"][format!("pod-security.kubernetes.io/{mode}")],
+            "privileged",
+            "{ns}"
+        );
+    }
+    assert_eq!(ns["metadata"]["labels"]["team"], "energy");
+    assert_eq!(
+        ns["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+    // the extender: fixed ClusterIP, HTTPS (also for Prometheus' annotation scrape), a policy
+    let svc = inst.get("Service", "edgewatt-scheduler");
+    assert_eq!(svc["spec"]["type"], "ClusterIP");
+    let ext = inst.get("Deployment", "edgewatt-scheduler");
+    assert_eq!(
+        scrape_target(ext).map(|t| t.2),
+        Some("https".to_string()),
+        "{}",
+        ext["spec"]["template"]["metadata"]
+    );
+    let np = inst.get("NetworkPolicy", "edgewatt-scheduler");
+    assert_eq!(
+        np["spec"]["podSelector"]["matchLabels"], ext["spec"]["selector"]["matchLabels"],
+        "the policy selects the extender's pods"
+    );
+    let rule = &np["spec"]["ingress"][0];
+    assert_eq!(rule["ports"][0]["port"], "http");
+    let peers = rule["from"].as_array().expect("peers");
+    let second = inst.get("Deployment", "edgewatt-second-scheduler");
+    assert!(
+        peers
+            .iter()
+            .any(|p| p["podSelector"]["matchLabels"]
+                == second["spec"]["template"]["metadata"]["labels"]),
+        "the second scheduler may reach it: {peers:?}"
+    );
+    assert!(peers
+        .iter()
+        .any(|p| p["ipBlock"]["cidr"] == "192.168.1.10/32"));
+    assert!(inst.has("Certificate", "edgewatt-scheduler-tls"));
+    check_least_privilege(&inst);
+    let report = edgewatt_e2e::chart::validate_kubernetes_schemas(&inst.manifest)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    eprintln!("{report}");
+    assert!(report.contains("NetworkPolicy") || report.contains("objects valid"));
+
+    // a policy with no peer at all would shut everyone out (an empty `from` admits everyone)
+    let s = server(false).await;
+    let msg = install_error(
+        &s,
+        &json!({"scheduler": {"networkPolicy": {"enabled": true}}}),
+    );
+    assert!(msg.contains("scheduler.networkPolicy.from"), "{msg}");
+}
+
+/// Without the Prometheus operator a Prometheus finds the controller's and extender's metrics by
+/// their pod annotations (issue #29: only exporter pods were annotated, so four of five alerts
+/// and the migrations dashboard stayed empty). Each annotated endpoint is exactly the one the
+/// component's ServiceMonitor scrapes — port, path, scheme; `chart_promql.rs` proves every alert
+/// and dashboard expression gets data from those after a real migration — and it answers: the
+/// controller and the extender run here as the chart renders them (`edgewatt_e2e::pods`) and
+/// serve their metric families at the annotated port and path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_prometheus_finds_controller_and_extender_metrics_by_annotation() {
+    edgewatt_e2e::install_crypto_provider();
+    let s = server(true).await;
+    let inst = install(&s, json!({}), true).await;
+    let logs = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let mut pods = Vec::new();
+    for (component, families) in [
+        ("controller", ["edgewatt_migration_duration_seconds"]),
+        ("scheduler", ["edgewatt_scheduler_fail_open"]),
+    ] {
+        let name = format!("edgewatt-{component}");
+        let d = inst.get("Deployment", &name);
+        let (port, path, scheme) =
+            scrape_target(d).unwrap_or_else(|| panic!("{name}: pods not annotated for scraping"));
+        // the ServiceMonitor's endpoint, resolved as the operator does: Service port by name →
+        // targetPort (a container port name) → number
+        let sm = inst.get("ServiceMonitor", &name);
+        let ep = &sm["spec"]["endpoints"][0];
+        let svc = inst.get("Service", &name);
+        let svc_port = svc["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == ep["port"])
+            .expect("the monitor's port names a Service port");
+        let container_port = pod_spec(d)["containers"][0]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == svc_port["targetPort"])
+            .expect("the Service's targetPort names a container port")["containerPort"]
+            .as_u64()
+            .unwrap();
+        assert_eq!(
+            (port, path.as_str(), scheme.as_str()),
+            (
+                container_port,
+                ep["path"].as_str().unwrap_or("/metrics"),
+                ep["scheme"].as_str().unwrap_or("http")
+            ),
+            "{name}: the annotations and the ServiceMonitor scrape the same endpoint"
+        );
+        let plan = edgewatt_e2e::pods::PodPlan {
+            name: format!("{name}-0"),
+            namespace: NS.into(),
+            node: "n1".into(),
+            template: &d["spec"]["template"],
+            node_root: root.path().to_path_buf(),
+            api: Some(&s),
+            bin_dir: edgewatt_e2e::pods::binaries_dir(),
+            log_dir: logs.path().to_path_buf(),
+            extra_env: vec![],
+        };
+        let pod = edgewatt_e2e::pods::run_pod(&plan).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let url = format!(
+            "{scheme}://{}{path}",
+            pod.addr(&port.to_string()).expect("the annotated port")
+        );
+        let body = tokio::task::block_in_place(|| fetch(&url, Duration::from_secs(30)))
+            .unwrap_or_else(|| panic!("{name}: nothing at {url}"));
+        for family in families {
+            assert!(
+                body.lines()
+                    .any(|l| l.starts_with(&format!("# TYPE {family} "))),
+                "{name}: {family} not served at {url}:\n{body}"
+            );
+        }
+        pods.push(pod);
+    }
+}
+
+/// GET with retries until `timeout`: the body of the first 200.
+fn fetch(url: &str, timeout: Duration) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    let client = reqwest::blocking::Client::new();
+    while Instant::now() < deadline {
+        if let Ok(r) = client.get(url).send() {
+            if r.status().is_success() {
+                return r.text().ok();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    None
 }

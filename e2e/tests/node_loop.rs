@@ -622,3 +622,156 @@ fn condition(obj: &Value, kind: &str) -> Option<String> {
         .as_str()
         .map(String::from)
 }
+
+/// Issue 29 §1, reproduced as a new user hit it: `examples/power-budget.yaml` (no workload
+/// selector, so every namespace) on a node over budget evicted `kube-system/coredns-…`
+/// (`system-cluster-critical`), `kube-system/metrics-server-…` and edgewatt's own controller.
+/// Now the ordinary pod on the node is evicted and those three stay, counted with their reason
+/// in the policy's status (`leftAlone`) and the `edgewatt_left_alone_workloads` gauge. The
+/// rules' upstream sources are cited in the controller's `snapshot` unit tests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_policy_leaves_system_pods_and_edgewatt_alone() {
+    let l = node_cluster(&["node-x", "node-y"], Install::edge_example()).await;
+    l.sim("node-x").set_power(30.0);
+    l.sim("node-y").set_power(15.0);
+    let pod = |ns: &str, name: &str, labels: Value, extra_spec: Value| {
+        let mut spec = json!({"nodeName": "node-x", "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]});
+        for (k, v) in extra_spec.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("{name}-6d4b75cb6d-x7k2p"), "namespace": ns,
+                "labels": labels,
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "name": format!("{name}-6d4b75cb6d"), "uid": format!("00000000-0000-0000-0000-{:012}", name.len()),
+                    "controller": true}]},
+            "spec": spec})
+    };
+    let chart_labels = json!({"app.kubernetes.io/name": "edgewatt", "app.kubernetes.io/instance": RELEASE,
+        "app.kubernetes.io/component": "controller", "app.kubernetes.io/part-of": "edgewatt",
+        "pod-template-hash": "6d4b75cb6d"});
+    let pods = [
+        pod(
+            "kube-system",
+            "coredns",
+            json!({"k8s-app": "kube-dns", "pod-template-hash": "6d4b75cb6d"}),
+            json!({"priorityClassName": "system-cluster-critical"}),
+        ),
+        pod(
+            "kube-system",
+            "metrics-server",
+            json!({"k8s-app": "metrics-server", "pod-template-hash": "6d4b75cb6d"}),
+            json!({}),
+        ),
+        pod(NS_SYSTEM, "edgewatt-controller", chart_labels, json!({})),
+        pod(
+            NS,
+            "web",
+            json!({"app": "web", "pod-template-hash": "6d4b75cb6d"}),
+            json!({}),
+        ),
+    ];
+    for p in pods {
+        let ns = p["metadata"]["namespace"].as_str().unwrap().to_string();
+        let api = l.cluster.pods(&ns);
+        let name = p["metadata"]["name"].as_str().unwrap().to_string();
+        l.cluster.create(&api, p).await;
+        api.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": {"phase": "Running"}})),
+        )
+        .await
+        .unwrap();
+    }
+    // The example as shipped, with its `for` windows shortened for the test.
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/power-budget.yaml"),
+    )
+    .unwrap();
+    let mut p: Value = serde_saphyr::from_str(&text).unwrap();
+    assert!(
+        p["spec"]["workloads"].is_null(),
+        "the example covers every namespace"
+    );
+    p["spec"]["starvation"]["for"] = json!("3s");
+    p["spec"]["recovery"] = json!({"for": "3s"});
+    let policies = l.cluster.policies();
+    l.cluster.apply(&policies, p).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    l.sim("node-x").set_power(80.0);
+    l.timeline
+        .mark("node-x draws 80 W over its 60 W budget; coredns, metrics-server, the controller and web on it");
+    let shop = l.cluster.pods(NS);
+    wait_for("web evicted", Duration::from_secs(40), || async {
+        let web = shop.get("web-6d4b75cb6d-x7k2p").await;
+        (web.is_err() || web.ok()?.metadata.deletion_timestamp.is_some()).then_some(())
+    })
+    .await;
+    l.timeline.mark("web evicted");
+    // Several more cycles.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    for (ns, name) in [
+        ("kube-system", "coredns"),
+        ("kube-system", "metrics-server"),
+        (NS_SYSTEM, "edgewatt-controller"),
+    ] {
+        let got = l
+            .cluster
+            .pods(ns)
+            .get(&format!("{name}-6d4b75cb6d-x7k2p"))
+            .await
+            .unwrap_or_else(|e| panic!("{ns}/{name} was removed: {e}"));
+        assert!(
+            got.metadata.deletion_timestamp.is_none(),
+            "{ns}/{name} was evicted"
+        );
+    }
+    let evicted: Vec<String> = l
+        .cluster
+        .events()
+        .await
+        .iter()
+        .filter(|e| e["reason"] == "PodEvicted")
+        .map(|e| {
+            let on = if e["regarding"].is_null() {
+                &e["involvedObject"]
+            } else {
+                &e["regarding"]
+            };
+            on["name"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    assert_eq!(evicted, ["web-6d4b75cb6d-x7k2p"], "{evicted:?}");
+    let status = policies.get("power-budget").await.unwrap().data["status"].clone();
+    let left: BTreeMap<String, u64> = status["leftAlone"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["reason"].as_str().unwrap().to_string(),
+                r["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    l.timeline.mark(format!("status.leftAlone: {left:?}"));
+    assert_eq!(
+        left.get("namespace kube-system is excluded (workloads.excludeNamespaces)"),
+        Some(&2),
+        "{left:?}"
+    );
+    // The controller pod and the chart's exporter DaemonSet pod on node-x.
+    assert_eq!(left.get("edgewatt's own pod"), Some(&2), "{left:?}");
+    let gauge = l
+        .query_value(
+            "edgewatt_left_alone_workloads{policy=\"power-budget\",reason=\"edgewatt's own pod\"}",
+        )
+        .await;
+    assert_eq!(gauge, Some(2.0));
+    l.timeline.print("system pods and edgewatt's own stay");
+}
+
+/// The release's namespace (the controller's own).
+const NS_SYSTEM: &str = common::NS;

@@ -139,9 +139,12 @@ async fn chart_defaults_give_real_scores() {
         json!({"prometheus": {"url": prom.url()}, "scheduler": {"port": port}}),
     )
     .await;
+    // nothing opens on the nodes by default: the Service's DNS name, which NOTES say a
+    // kube-scheduler on the host cannot resolve (the chart's scheduler.extender.address)
     assert!(
-        notes.contains("It reaches the extender at http://127.0.0.1:30888")
-            && notes.contains("iptables mode only"),
+        notes.contains(&format!(
+            "It reaches the extender at http://edgewatt-scheduler.{NS}.svc:{port}"
+        )) && notes.contains("cannot resolve"),
         "{notes}"
     );
     let deploy = object(&api, "deployments", "edgewatt-scheduler");
@@ -239,7 +242,7 @@ async fn tls_and_second_scheduler_render() {
     let api = cluster().await;
     let notes = helm_install(
         &api,
-        json!({"scheduler": {"secondScheduler": {"enabled": true},
+        json!({"scheduler": {"secondScheduler": {"enabled": true}, "extender": {"address": "nodePort"},
             "tls": {"enabled": true, "certManager": {"enabled": true, "issuerRef": {"kind": "ClusterIssuer", "name": "cluster-ca"}}}}}),
     )
     .await;

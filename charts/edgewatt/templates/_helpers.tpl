@@ -50,9 +50,28 @@ Call with (dict "root" $ "image" .Values.x.image). */}}
 {{- end -}}
 {{- end -}}
 
-{{/* True ("true") when the Prometheus operator's API is served. */}}
-{{- define "edgewatt.hasMonitoring" -}}
-{{- if .Capabilities.APIVersions.Has "monitoring.coreos.com/v1" }}true{{ end -}}
+{{/* "true" when objects of the Prometheus operator's API are to be rendered; dict: root, value
+(monitoring.monitors or monitoring.prometheusRule: auto | true | false). `auto` asks the cluster
+at install time (.Capabilities), which `helm template` and GitOps renderers cannot: they set true. */}}
+{{- define "edgewatt.withOperator" -}}
+{{- if eq (toString .value) "auto" -}}
+{{- if .root.Capabilities.APIVersions.Has "monitoring.coreos.com/v1" }}true{{ end -}}
+{{- else if eq (toString .value) "true" -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* Pod annotations for Prometheus' annotation-based pod discovery (monitoring.scrapeAnnotations);
+dict: root, port, scheme. Empty when off. */}}
+{{- define "edgewatt.scrapeAnnotations" -}}
+{{- if .root.Values.monitoring.scrapeAnnotations -}}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .port | quote }}
+prometheus.io/path: /metrics
+{{- if eq .scheme "https" }}
+prometheus.io/scheme: https
+{{- end }}
+{{- end -}}
 {{- end -}}
 
 {{/* Restricted-PodSecurity container securityContext (controller, extender, second scheduler). */}}
@@ -125,4 +144,23 @@ podAntiAffinity:
         topologyKey: kubernetes.io/hostname
         labelSelector:
           matchLabels: {{- include "edgewatt.selector" . | nindent 12 }}
+{{- end -}}
+
+{{/* The Pod Security level the release namespace needs: the exporter's host access (hostPID,
+hostPath, capabilities) is `privileged`; without it every pod meets `restricted`. */}}
+{{- define "edgewatt.podSecurityLevel" -}}
+{{ if .Values.exporter.enabled }}privileged{{ else }}restricted{{ end }}
+{{- end -}}
+
+{{/* The enabled components in words ("exporter, controller and extender"). */}}
+{{- define "edgewatt.components" -}}
+{{- $c := list -}}
+{{- if .Values.exporter.enabled }}{{ $c = append $c "exporter" }}{{ end -}}
+{{- if .Values.controller.enabled }}{{ $c = append $c "controller" }}{{ end -}}
+{{- if .Values.scheduler.enabled }}{{ $c = append $c "extender" }}{{ end -}}
+{{- if gt (len $c) 1 -}}
+{{ initial $c | join ", " }} and {{ last $c }}
+{{- else -}}
+{{ join "" $c }}
+{{- end -}}
 {{- end -}}

@@ -23,6 +23,7 @@ pub(crate) fn spec(mode: Mode) -> EnergyPolicySpec {
             min_runtime_minutes: None,
             power_above_watts: None,
             query: None,
+            runway_below_recharge: None,
             for_: "2m".into(),
         },
         recovery: Some(Recovery {
@@ -36,6 +37,8 @@ pub(crate) fn spec(mode: Mode) -> EnergyPolicySpec {
             ..Default::default()
         },
         scheduling: Default::default(),
+        criticality: None,
+        forecast: Default::default(),
     }
 }
 
@@ -82,6 +85,7 @@ fn ew(name: &str, on: &str) -> WorkloadSnapshot {
         running: true,
         host_bound: None,
         tolerates_starvation: false,
+        ladder: Default::default(),
     }
 }
 
@@ -977,4 +981,125 @@ fn selector_placed_workloads_leave_by_label_only_when_running_elsewhere() {
     assert!(p.actions.contains(&Action::UnlabelDevice {
         device: TargetId::device("edge", "a")
     }));
+}
+
+/// Issue 29 §1 through the planner: on a starved node with a healthy node beside it, a policy
+/// without a workload selector evicts the ordinary pod and leaves `kube-system`'s, the
+/// system-critical and edgewatt's own pods where they are, each with its reason (the rules and
+/// their upstream sources: `snapshot::tests::system_pods_and_edgewatts_own_are_never_touched`).
+#[test]
+fn system_and_own_pods_are_never_evicted() {
+    let (mut sim, targets) = starved_setup(Mode::Migrate);
+    let pod = |ns: &str, name: &str, extra: serde_json::Value| -> k8s_openapi::api::core::v1::Pod {
+        let mut v = serde_json::json!({
+            "metadata": {"name": name, "namespace": ns, "labels": {},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "name": format!("{name}-rs"), "uid": "1", "controller": true}]},
+            "spec": {"nodeName": "n1", "containers": []},
+            "status": {"phase": "Running"}
+        });
+        for (k, val) in extra.as_object().unwrap() {
+            for (k2, v2) in val.as_object().unwrap() {
+                v[k][k2] = v2.clone();
+            }
+        }
+        serde_json::from_value(v).unwrap()
+    };
+    let pods = [
+        pod(
+            "kube-system",
+            "coredns",
+            serde_json::json!({"spec": {"priorityClassName": "system-cluster-critical"}}),
+        ),
+        pod("kube-system", "metrics-server", serde_json::json!({})),
+        pod(
+            "edgewatt-system",
+            "edgewatt-controller",
+            serde_json::json!({"metadata": {"labels": {"app.kubernetes.io/part-of": "edgewatt"}}}),
+        ),
+        pod(
+            "monitoring",
+            "node-agent",
+            serde_json::json!({"spec": {"priority": 2_000_001_000}}),
+        ),
+        pod("apps", "web", serde_json::json!({})),
+    ];
+    let (ns, pdbs, watts) = (HashMap::new(), HashMap::new(), Default::default());
+    let around = crate::snapshot::Around {
+        ns_labels: &ns,
+        exhausted: &pdbs,
+        own_namespace: "edgewatt-system",
+        watts: &watts,
+    };
+    let workloads = crate::snapshot::pod_workloads(&sim.spec.clone(), &pods, around);
+    let p = sim.step(t0() + secs(120), &targets, &workloads);
+    let evicted: Vec<&str> = p
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Evict { pod, .. } => Some(pod.name.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(evicted, ["web"]);
+    let left: Vec<(&str, String)> = p
+        .skipped
+        .iter()
+        .map(|s| (s.workload.name.as_str(), s.reason.to_string()))
+        .collect();
+    assert_eq!(
+        left,
+        // By id: namespace, then name.
+        [
+            (
+                "edgewatt-controller",
+                "ineligible: edgewatt's own pod".to_string()
+            ),
+            (
+                "coredns",
+                "ineligible: namespace kube-system is excluded (workloads.excludeNamespaces)"
+                    .to_string()
+            ),
+            (
+                "metrics-server",
+                "ineligible: namespace kube-system is excluded (workloads.excludeNamespaces)"
+                    .to_string()
+            ),
+            (
+                "node-agent",
+                "ineligible: system-critical priority (2000001000)".to_string()
+            ),
+        ]
+    );
+}
+
+/// Issue 27 §3: `starvation.runwayBelowRecharge` — starved when the runway forecast's verdict
+/// says so, unknown (no action) without a verdict, and never on mains.
+#[test]
+fn the_forecast_condition_starves_on_its_verdict_only() {
+    let mut s = spec(Mode::Migrate);
+    s.starvation.battery_below_percent = None;
+    s.recovery = None;
+    s.starvation.runway_below_recharge = Some(true);
+    let with = |v: Option<bool>| TargetSignals {
+        runway_below_recharge: v,
+        ..Default::default()
+    };
+    assert!(matches!(
+        starvation(&s, &with(Some(true))),
+        Eval::Holds(r) if r.contains("runway ends before the forecast recharge")
+    ));
+    assert_eq!(starvation(&s, &with(Some(false))), Eval::Clear);
+    assert_eq!(starvation(&s, &with(None)), Eval::Unknown);
+    let mains = TargetSignals {
+        external_power: Some(true),
+        ..with(Some(true))
+    };
+    assert_eq!(starvation(&s, &mains), Eval::Clear);
+    s.starvation.runway_below_recharge = Some(false);
+    assert_eq!(
+        starvation(&s, &with(Some(true))),
+        Eval::Clear,
+        "off: not a condition"
+    );
 }

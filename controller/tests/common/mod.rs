@@ -1,4 +1,5 @@
-//! TEST PART: a loopback HTTP proxy in front of the API server double, for faults the double
+//! The controller tests' harness: the controller's settings and context as the binary builds
+//! them, a loopback HTTP proxy in front of the API server double, for faults the double
 //! does not have per client: answering some requests itself (a denied permission), holding
 //! others forever (a hung Lease renew of one replica), and logging when each request left its
 //! client.
@@ -165,7 +166,7 @@ pub mod scripted {
 /// Waits until the controller's caches hold exactly what the API server holds (names and
 /// resourceVersions of nodes, pods, PDBs, EdgeDevices and EdgeWorkloads): a test step acts on
 /// a settled view instead of sleeping and hoping.
-pub async fn sync(ctx: &edgewatt_controller::reconciler::Context, server: &ApiServer) {
+pub async fn sync(ctx: &edgewatt_controller::context::Context, server: &ApiServer) {
     use kube::Resource;
     fn want(list: Vec<serde_json::Value>) -> Vec<String> {
         let mut v: Vec<String> = list
@@ -213,4 +214,42 @@ pub async fn sync(ctx: &edgewatt_controller::reconciler::Context, server: &ApiSe
         assert!(Instant::now() < deadline, "stores did not catch up");
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
+}
+
+/// The controller's settings as the binary builds them from its command line with every flag at
+/// its default (what the chart runs, [`edgewatt_controller::cli::Args`]), but for `interval`:
+/// tests that drive cycles by hand step `now` up to a minute at a time, and an interval of a
+/// minute keeps such steps within the data-gap tolerance (2 × interval) of `for` windows.
+pub fn settings(interval: std::time::Duration) -> edgewatt_controller::context::Settings {
+    use clap::Parser;
+    let mut args = edgewatt_controller::cli::Args::try_parse_from(["edgewatt-controller"])
+        .expect("the controller's defaults parse");
+    args.interval = interval;
+    args.settings()
+}
+
+/// A Prometheus reader nobody answers, for cycles driven with their readings given.
+pub fn no_prometheus() -> edgewatt_crds::prom::PromReader {
+    edgewatt_crds::prom::PromReader::new(&edgewatt_crds::prom::PromConfig::new(
+        "http://127.0.0.1:9",
+    ))
+    .unwrap()
+}
+
+/// A controller context on `client` (evictions too) reading `reader`, at `interval`.
+pub fn context(
+    client: kube::Client,
+    reader: edgewatt_crds::prom::PromReader,
+    interval: std::time::Duration,
+    fence: edgewatt_controller::leader::Fence,
+    instance: &str,
+) -> Arc<edgewatt_controller::context::Context> {
+    Arc::new(edgewatt_controller::context::Context::new(
+        client.clone(),
+        client,
+        reader,
+        settings(interval),
+        fence,
+        instance,
+    ))
 }

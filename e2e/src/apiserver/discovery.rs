@@ -69,8 +69,17 @@ pub fn api_group_doc(reg: &[ResourceDef], group: &str) -> Option<Value> {
     Some(g)
 }
 
-/// `/api/v1` or `/apis/{group}/{version}`, or `None` when not served.
-pub fn api_resource_list(reg: &[ResourceDef], group: &str, version: &str) -> Option<Value> {
+/// `/api/v1` or `/apis/{group}/{version}`, or `None` when not served. Subresources follow their
+/// resource sorted by name, as in kube-apiserver's documents: `pods/eviction`, `pods/resize`
+/// (while served, see [`ApiServer::serve_pod_resize`](super::ApiServer::serve_pod_resize)),
+/// `*/scale` of Deployments, ReplicaSets and StatefulSets (kind `autoscaling/v1` Scale), and
+/// `*/status`.
+pub fn api_resource_list(
+    reg: &[ResourceDef],
+    group: &str,
+    version: &str,
+    pod_resize: bool,
+) -> Option<Value> {
     let mut resources = Vec::new();
     for r in reg
         .iter()
@@ -87,26 +96,37 @@ pub fn api_resource_list(reg: &[ResourceDef], group: &str, version: &str) -> Opt
             main["shortNames"] = json!(r.short_names);
         }
         resources.push(main);
-        if r.has_status {
-            resources.push(json!({
-                "name": format!("{}/status", r.plural),
+        let sub = |name: &str, kind: &str, verbs: Value| {
+            json!({
+                "name": format!("{}/{name}", r.plural),
                 "singularName": "",
                 "namespaced": r.namespaced,
-                "kind": r.kind,
-                "verbs": ["get", "patch", "update"],
-            }));
+                "kind": kind,
+                "verbs": verbs,
+            })
+        };
+        let mut subs = Vec::new();
+        if r.has_status {
+            subs.push(sub("status", &r.kind, json!(["get", "patch", "update"])));
         }
-        if r.group.is_empty() && r.plural == "pods" {
-            resources.push(json!({
-                "name": "pods/eviction",
-                "singularName": "",
-                "namespaced": true,
-                "group": "policy",
-                "version": "v1",
-                "kind": "Eviction",
-                "verbs": ["create"],
-            }));
+        let pods = r.group.is_empty() && r.plural == "pods";
+        if pods {
+            let mut eviction = sub("eviction", "Eviction", json!(["create"]));
+            eviction["group"] = "policy".into();
+            eviction["version"] = "v1".into();
+            subs.push(eviction);
         }
+        if pods && pod_resize {
+            subs.push(sub("resize", "Pod", json!(["get", "patch", "update"])));
+        }
+        if super::scale::scalable(r) {
+            let mut scale = sub("scale", "Scale", json!(["get", "patch", "update"]));
+            scale["group"] = "autoscaling".into();
+            scale["version"] = "v1".into();
+            subs.push(scale);
+        }
+        subs.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        resources.extend(subs);
     }
     if resources.is_empty() {
         return None;

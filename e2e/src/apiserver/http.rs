@@ -1,6 +1,7 @@
 //! HTTP routing: the real server's URL layout, verbs and content types.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -13,8 +14,9 @@ use serde_json::{json, Value};
 use super::auth;
 use super::discovery;
 use super::ops::ListQuery;
-use super::patch::{parse_body, PatchType};
+use super::patch::{apply_patch, parse_body, PatchType};
 use super::resources::ResourceDef;
+use super::scale::{scalable, ScaleWrite};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::{bytes_response, json_response, ApiError};
 use super::watch::{self, Filter, WatchParams};
@@ -175,12 +177,12 @@ fn dispatch(
                 .ok_or_else(ApiError::page_not_found)
         }
         ["api", v] | ["apis", "", v] => {
-            return discovery::api_resource_list(&reg(), "", v)
+            return discovery::api_resource_list(&reg(), "", v, app.pod_resize.load(SeqCst))
                 .map(|d| json_response(StatusCode::OK, &d))
                 .ok_or_else(ApiError::page_not_found)
         }
         ["apis", g, v] => {
-            return discovery::api_resource_list(&reg(), g, v)
+            return discovery::api_resource_list(&reg(), g, v, app.pod_resize.load(SeqCst))
                 .map(|d| json_response(StatusCode::OK, &d))
                 .ok_or_else(ApiError::page_not_found)
         }
@@ -215,13 +217,121 @@ fn dispatch(
         .map(|Query(q)| q)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let t = Target { res, ns, name, sub };
+    let pods = t.res.group.is_empty() && t.res.plural == "pods";
     match t.sub.as_deref() {
         None => {}
         Some("status") if t.res.has_status => {}
-        Some("eviction") if t.res.group.is_empty() && t.res.plural == "pods" => {}
+        Some("eviction") if pods => {}
+        Some("resize") if pods && app.pod_resize.load(SeqCst) => {
+            return resize_request(app, method, &t, &q, content_type, body)
+        }
+        Some("scale") if scalable(&t.res) => {
+            return scale_request(app, method, &t, &q, content_type, body)
+        }
         Some(_) => return Err(ApiError::page_not_found()),
     }
     resource_request(app, method, t, &q, content_type, body)
+}
+
+/// The patch type from the Content-Type and the parsed patch (apply needs a field manager).
+fn read_patch(
+    res: &ResourceDef,
+    name: &str,
+    q: &HashMap<String, String>,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<(PatchType, Value), ApiError> {
+    let pt = PatchType::from_content_type(content_type.unwrap_or_default()).ok_or_else(|| {
+        ApiError::unsupported_media(format!(
+            "the body of the request was in an unknown format - accepted media types include: \
+             application/json-patch+json, application/merge-patch+json, \
+             application/apply-patch+yaml (got {content_type:?})"
+        ))
+    })?;
+    if pt == PatchType::Apply && q.get("fieldManager").is_none_or(|m| m.is_empty()) {
+        return Err(ApiError::invalid(
+            res,
+            name,
+            &["fieldManager: Required value: is required for apply patch".into()],
+        ));
+    }
+    let patch = parse_body(body, pt == PatchType::Apply)
+        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    Ok((pt, patch))
+}
+
+/// `pods/{name}/resize`: GET reads the pod; PUT and PATCH go through the resize strategy
+/// (`resize.rs`).
+fn resize_request(
+    app: &Arc<App>,
+    method: &Method,
+    t: &Target,
+    q: &HashMap<String, String>,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let (res, ns) = (&t.res, t.ns.as_deref().unwrap_or_default());
+    let name = t.name.as_deref().unwrap_or_default();
+    let request = match method.as_str() {
+        "GET" => None,
+        "PUT" => {
+            let mut b = json_body(body)?;
+            App::check_body(res, t.ns.as_deref(), &mut b)?;
+            if let Some(n) = b["metadata"]["name"].as_str().filter(|n| *n != name) {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )));
+            }
+            Some((None, b))
+        }
+        "PATCH" => {
+            let (pt, patch) = read_patch(res, name, q, content_type, body)?;
+            Some((Some(pt), patch))
+        }
+        _ => return Err(ApiError::method_not_allowed()),
+    };
+    let mut inner = app.store.lock().expect("store lock");
+    let old = inner
+        .get(&res.key(), ns, name)
+        .ok_or_else(|| ApiError::not_found(res, name))?;
+    let Some((pt, payload)) = request else {
+        drop(inner);
+        return ok_json(&old);
+    };
+    let candidate = match pt {
+        None => payload,
+        Some(pt) => {
+            let mut c = (*old).clone();
+            apply_patch(&mut c, pt, &payload).map_err(|e| ApiError::invalid(res, name, &[e]))?;
+            c
+        }
+    };
+    let obj = app.resize_locked(&mut inner, res, name, &old, candidate, dry_run(q))?;
+    drop(inner);
+    ok_json(&obj)
+}
+
+/// `{deployments,statefulsets,replicasets}/{name}/scale` (`scale.rs`).
+fn scale_request(
+    app: &Arc<App>,
+    method: &Method,
+    t: &Target,
+    q: &HashMap<String, String>,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let (res, ns) = (&t.res, t.ns.as_deref().unwrap_or_default());
+    let name = t.name.as_deref().unwrap_or_default();
+    let write = match method.as_str() {
+        "GET" => return ok_json(&app.get_scale(res, ns, name)?),
+        "PUT" => ScaleWrite::Replace(json_body(body)?),
+        "PATCH" => {
+            let (pt, patch) = read_patch(res, name, q, content_type, body)?;
+            ScaleWrite::Patch(pt, patch)
+        }
+        _ => return Err(ApiError::method_not_allowed()),
+    };
+    ok_json(&app.write_scale(res, ns, name, write, dry_run(q))?)
 }
 
 fn flag(q: &HashMap<String, String>, k: &str) -> bool {
@@ -310,22 +420,7 @@ fn resource_request(
             ok_json(&obj)
         }
         ("PATCH", Some(name)) if t.sub.as_deref() != Some("eviction") => {
-            let pt = PatchType::from_content_type(content_type.unwrap_or_default()).ok_or_else(|| {
-                ApiError::unsupported_media(format!(
-                    "the body of the request was in an unknown format - accepted media types include: \
-                     application/json-patch+json, application/merge-patch+json, \
-                     application/apply-patch+yaml (got {content_type:?})"
-                ))
-            })?;
-            if pt == PatchType::Apply && q.get("fieldManager").is_none_or(|m| m.is_empty()) {
-                return Err(ApiError::invalid(
-                    res,
-                    name,
-                    &["fieldManager: Required value: is required for apply patch".into()],
-                ));
-            }
-            let patch = parse_body(body, pt == PatchType::Apply)
-                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+            let (pt, patch) = read_patch(res, name, q, content_type, body)?;
             let (obj, created) = app.patch(res, ns, name, pt, patch, status, dry_run(q))?;
             let code = if created {
                 StatusCode::CREATED

@@ -22,7 +22,10 @@ mod graceful;
 mod http;
 mod ops;
 pub mod patch;
+mod quantity;
+mod resize;
 mod resources;
+mod scale;
 mod schema;
 pub mod selectors;
 mod status;
@@ -33,6 +36,7 @@ use std::collections::HashMap;
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -40,6 +44,7 @@ use serde_json::Value;
 
 pub use auth::UserInfo;
 pub use crd::parse_manifest as parse_crd;
+pub use resize::ResizeOutcome;
 pub use resources::{builtin_resources, ResourceDef};
 pub use status::ApiError;
 pub use store::EventType;
@@ -129,6 +134,9 @@ pub(crate) struct App {
     pub addr: SocketAddr,
     /// Grace periods for the kubelet stand-in to end (`graceful.rs`).
     pub kubelet: tokio::sync::mpsc::UnboundedSender<graceful::Expiry>,
+    /// Whether `pods/{name}/resize` is served (off: a cluster before 1.33, or with the
+    /// `InPlacePodVerticalScaling` gate off).
+    pub pod_resize: AtomicBool,
 }
 
 impl App {
@@ -224,6 +232,7 @@ impl ApiServer {
             bookmark_interval: opts.bookmark_interval,
             addr,
             kubelet,
+            pod_resize: AtomicBool::new(true),
         });
         let kubelet_task = graceful::spawn_kubelet(Arc::downgrade(&app), expiries);
         let router = http::router(app.clone(), false);
@@ -557,6 +566,43 @@ impl ApiServer {
         }
         self.put(pdb)?;
         Ok(())
+    }
+
+    /// Serves `pods/{name}/resize` (the default, as Kubernetes ≥ 1.33 does) or not: without it
+    /// the double is a cluster before 1.33 or with the `InPlacePodVerticalScaling` feature gate
+    /// off — `pods/x/resize` answers 404 "the server could not find the requested resource" and
+    /// `/api/v1` discovery does not list `pods/resize` (kubernetes/kubernetes
+    /// `pkg/registry/core/rest/storage_core.go` registers it only with the gate on). A plain pod
+    /// update still may not change resources.
+    pub fn serve_pod_resize(&self, served: bool) {
+        self.app.pod_resize.store(served, Ordering::SeqCst);
+    }
+
+    /// Plays the kubelet's answer to the current resize of pod `ns/name` by writing what a
+    /// kubelet ≥ 1.33 writes to its status (a MODIFIED event, a new resourceVersion):
+    /// `Deferred`/`Infeasible` set condition `PodResizePending` with that reason and message;
+    /// `InProgress` replaces it with `PodResizeInProgress` and sets `allocatedResources`;
+    /// `Applied` clears both and sets each container's `status.containerStatuses[].resources`
+    /// to the spec's CPU and memory and `status.observedGeneration` to the pod's generation.
+    /// Conditions carry `observedGeneration` = the pod's generation. The double never actuates a
+    /// resize by itself. Returns the stored pod.
+    pub fn set_resize_outcome(
+        &self,
+        ns: &str,
+        name: &str,
+        outcome: ResizeOutcome,
+    ) -> anyhow::Result<Value> {
+        let res = self
+            .app
+            .resource("", "v1", "pods")
+            .expect("pods are built in");
+        let mut inner = self.app.store.lock().expect("store lock");
+        let mut pod = (*inner
+            .get(&res.key(), ns, name)
+            .ok_or_else(|| anyhow::anyhow!("no pod {ns}/{name}"))?)
+        .clone();
+        resize::apply_outcome(&mut pod, &outcome);
+        Ok((*inner.put(&res.key(), pod)).clone())
     }
 
     /// The current cluster-wide resourceVersion.

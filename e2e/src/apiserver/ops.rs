@@ -9,7 +9,9 @@ use serde_json::{json, Value};
 
 use super::graceful::{default_pod_spec, Graceful};
 use super::patch::{apply_patch, PatchType};
+use super::resize::{compute_qos, default_requests_from_limits, validate_pod_update};
 use super::resources::ResourceDef;
+use super::scale;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::ApiError;
 use super::store::Inner;
@@ -68,6 +70,27 @@ fn has_finalizers(obj: &Value) -> bool {
         .is_some_and(|f| !f.is_empty())
 }
 
+/// Which endpoint writes an existing object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// The object itself (also `scale`, which moves only `spec.replicas` onto it).
+    Main,
+    /// `/status`: only the status changes.
+    Status,
+    /// `pods/{name}/resize`, whose strategy already kept only container resources.
+    Resize,
+}
+
+impl Via {
+    fn from_status(status: bool) -> Self {
+        if status {
+            Via::Status
+        } else {
+            Via::Main
+        }
+    }
+}
+
 /// Stores an object as given (test hook): fills identity fields when missing.
 pub(crate) fn put_direct(inner: &mut Inner, res: &ResourceDef, mut obj: Value) -> Arc<Value> {
     let ns = meta_str(&obj, "namespace").unwrap_or_default().to_string();
@@ -120,7 +143,11 @@ impl App {
     }
 
     /// Checks and completes the type and namespace of a body sent to a collection or object URL.
-    fn check_body(res: &ResourceDef, ns: Option<&str>, body: &mut Value) -> Result<(), ApiError> {
+    pub(crate) fn check_body(
+        res: &ResourceDef,
+        ns: Option<&str>,
+        body: &mut Value,
+    ) -> Result<(), ApiError> {
         if !body.is_object() {
             return Err(ApiError::bad_request(
                 "the request body must be a JSON object",
@@ -199,13 +226,28 @@ impl App {
             meta.insert("creationTimestamp".into(), now().into());
             meta.insert("generation".into(), 1.into());
         }
+        let pods = res.group.is_empty() && res.plural == "pods";
+        if pods {
+            // SetDefaults_Pod, then PrepareForCreate's `qos.GetPodQOS`.
+            default_pod_spec(&mut body["spec"]);
+            default_requests_from_limits(&mut body["spec"]);
+        }
+        if scale::scalable(res) && body["spec"]["replicas"].is_null() {
+            // SetDefaults_Deployment/_StatefulSet/_ReplicaSet: replicas 1.
+            body["spec"]["replicas"] = 1.into();
+        }
         if res.has_status && res.plural != "nodes" {
+            let qos = if pods {
+                compute_qos(&body["spec"])?
+            } else {
+                ""
+            };
             let obj = body.as_object_mut().expect("object");
             match (res.group.as_str(), res.plural.as_str()) {
                 ("", "pods") => {
                     obj.insert(
                         "status".into(),
-                        json!({"phase": "Pending", "qosClass": "BestEffort"}),
+                        json!({"phase": "Pending", "qosClass": qos}),
                     );
                 }
                 ("", "namespaces") => {
@@ -219,9 +261,6 @@ impl App {
                     obj.remove("status");
                 }
             }
-        }
-        if res.group.is_empty() && res.plural == "pods" {
-            default_pod_spec(&mut body["spec"]);
         }
         let display = given.clone().unwrap_or_default();
         let mut body = self.validate(res, &display, body, None)?;
@@ -271,17 +310,18 @@ impl App {
 
     /// Shared by update and patch: rules for turning `candidate` into the stored object.
     #[allow(clippy::too_many_arguments)]
-    fn write_existing(
+    pub(crate) fn write_existing(
         &self,
         inner: &mut Inner,
         res: &ResourceDef,
         name: &str,
         old: &Arc<Value>,
         candidate: Value,
-        status: bool,
+        via: Via,
         require_rv: bool,
         dry_run: bool,
     ) -> Result<Arc<Value>, ApiError> {
+        let status = via == Via::Status;
         let old_rv = meta_str(old, "resourceVersion").unwrap_or_default();
         match meta_str(&candidate, "resourceVersion") {
             Some(rv) if rv != old_rv => return Err(ApiError::conflict(res, name)),
@@ -343,6 +383,12 @@ impl App {
             new
         };
         new["metadata"]["resourceVersion"] = old_rv.into();
+        if via == Via::Main && res.group.is_empty() && res.plural == "pods" {
+            let errs = validate_pod_update(&new, old)?;
+            if !errs.is_empty() {
+                return Err(ApiError::invalid(res, name, &errs));
+            }
+        }
         let mut new = self.validate(res, name, new, Some(old))?;
         if spec_differs(&new, old) {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(0);
@@ -398,7 +444,7 @@ impl App {
             name,
             &old,
             body,
-            status,
+            Via::from_status(status),
             !res.builtin,
             dry_run,
         )
@@ -451,7 +497,14 @@ impl App {
         }
         .map_err(|e| ApiError::invalid(res, name, &[e]))?;
         let obj = self.write_existing(
-            &mut inner, res, name, &old, candidate, status, false, dry_run,
+            &mut inner,
+            res,
+            name,
+            &old,
+            candidate,
+            Via::from_status(status),
+            false,
+            dry_run,
         )?;
         Ok((obj, false))
     }

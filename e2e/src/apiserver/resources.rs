@@ -217,6 +217,8 @@ pub fn builtin_resources() -> Vec<ResourceDef> {
             .with_short_names(&["deploy"]),
         ResourceDef::builtin("apps", "v1", "replicasets", "ReplicaSet", true, true, &[])
             .with_short_names(&["rs"]),
+        ResourceDef::builtin("apps", "v1", "statefulsets", "StatefulSet", true, true, &[])
+            .with_short_names(&["sts"]),
         ResourceDef::builtin(RBAC, "v1", "clusterroles", "ClusterRole", false, false, &[]),
         ResourceDef::builtin(
             RBAC,

@@ -13,6 +13,19 @@ enum Req {
     NotExists(String),
 }
 
+impl Req {
+    fn key(&self) -> &str {
+        match self {
+            Req::Eq(k, _)
+            | Req::NotEq(k, _)
+            | Req::In(k, _)
+            | Req::NotIn(k, _)
+            | Req::Exists(k)
+            | Req::NotExists(k) => k,
+        }
+    }
+}
+
 /// A parsed label selector (`a=b,c!=d,e in (x,y),f notin (z),g,!h`); empty matches everything.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LabelSelector {
@@ -79,15 +92,7 @@ impl LabelSelector {
             } else {
                 Req::Exists(term.clone())
             };
-            let key = match &req {
-                Req::Eq(k, _)
-                | Req::NotEq(k, _)
-                | Req::In(k, _)
-                | Req::NotIn(k, _)
-                | Req::Exists(k)
-                | Req::NotExists(k) => k,
-            };
-            if !valid_key(key) {
+            if !valid_key(req.key()) {
                 return Err(bad());
             }
             reqs.push(req);
@@ -137,6 +142,34 @@ impl LabelSelector {
             reqs,
             nothing: false,
         })
+    }
+
+    /// The query-parameter form of a metav1.LabelSelector JSON value, as
+    /// `metav1.LabelSelectorAsSelector(..).String()` prints it (a Scale's `status.selector`):
+    /// requirements sorted by key, `k=v`, `k in (a,b)`, `k notin (a,b)`, `k`, `!k`; `""` for a
+    /// null or empty selector (kubernetes/kubernetes `staging/src/k8s.io/apimachinery/pkg/apis/
+    /// meta/v1/helpers.go`, `.../pkg/labels/selector.go` `Requirement.String`).
+    pub fn query_string(sel: &Value) -> Result<String, String> {
+        let parsed = Self::from_json(sel)?;
+        let mut reqs = parsed.reqs;
+        reqs.sort_by(|a, b| a.key().cmp(b.key()));
+        let values = |vs: &[String]| {
+            let mut vs = vs.to_vec();
+            vs.sort();
+            vs.join(",")
+        };
+        Ok(reqs
+            .iter()
+            .map(|r| match r {
+                Req::Eq(k, v) => format!("{k}={v}"),
+                Req::NotEq(k, v) => format!("{k}!={v}"),
+                Req::In(k, vs) => format!("{k} in ({})", values(vs)),
+                Req::NotIn(k, vs) => format!("{k} notin ({})", values(vs)),
+                Req::Exists(k) => k.clone(),
+                Req::NotExists(k) => format!("!{k}"),
+            })
+            .collect::<Vec<_>>()
+            .join(","))
     }
 
     /// Whether an object's `metadata.labels` satisfy every requirement.
@@ -250,6 +283,22 @@ mod tests {
         assert!(!LabelSelector::from_json(&Value::Null)
             .unwrap()
             .matches_object(&pod));
+    }
+
+    #[test]
+    fn query_string_is_sorted_like_labels_selector_string() {
+        // selector_test.go: requirements sorted by key, values sorted, `=` for matchLabels
+        let sel = json!({"matchLabels": {"tier": "web", "app": "shop"},
+            "matchExpressions": [{"key": "zone", "operator": "In", "values": ["b", "a"]},
+                                 {"key": "canary", "operator": "DoesNotExist"},
+                                 {"key": "env", "operator": "NotIn", "values": ["dev"]},
+                                 {"key": "owner", "operator": "Exists"}]});
+        assert_eq!(
+            LabelSelector::query_string(&sel).unwrap(),
+            "app=shop,!canary,env notin (dev),owner,tier=web,zone in (a,b)"
+        );
+        assert_eq!(LabelSelector::query_string(&json!({})).unwrap(), "");
+        assert_eq!(LabelSelector::query_string(&Value::Null).unwrap(), "");
     }
 
     #[test]

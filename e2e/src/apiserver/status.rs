@@ -82,7 +82,11 @@ impl ApiError {
         .with_details(Self::res_details(res, name))
     }
 
-    /// 422 with one cause per message (`field: message` strings keep their field).
+    /// 422 with one cause per message, as `apierrors.NewInvalid` builds them from a
+    /// `field.ErrorList`: a `field: body` message is a cause with that field (none when empty, as
+    /// for `field.NewPath("")`), the body as message and the cause type its `ErrorType`
+    /// (`Forbidden: …` → `FieldValueForbidden`, `Required value…` → `FieldValueRequired`, …;
+    /// staging/src/k8s.io/apimachinery/pkg/util/validation/field/errors.go).
     pub fn invalid(res: &ResourceDef, name: &str, messages: &[String]) -> Self {
         let joined = if messages.len() == 1 {
             messages[0].clone()
@@ -93,7 +97,11 @@ impl ApiError {
             .iter()
             .map(|m| match m.split_once(": ") {
                 Some((field, msg)) if !field.contains(' ') => {
-                    json!({"reason": "FieldValueInvalid", "message": msg, "field": field})
+                    let mut c = json!({"reason": cause_type(msg), "message": msg});
+                    if !field.is_empty() {
+                        c["field"] = field.into();
+                    }
+                    c
                 }
                 _ => json!({"reason": "FieldValueInvalid", "message": m}),
             })
@@ -201,6 +209,23 @@ impl ApiError {
         }
         s
     }
+}
+
+/// The `field.ErrorType` whose `String()` starts an error body.
+fn cause_type(body: &str) -> &'static str {
+    [
+        ("Forbidden", "FieldValueForbidden"),
+        ("Required value", "FieldValueRequired"),
+        ("Unsupported value", "FieldValueNotSupported"),
+        ("Duplicate value", "FieldValueDuplicate"),
+        ("Not found", "FieldValueNotFound"),
+        ("Too long", "FieldValueTooLong"),
+        ("Too many", "FieldValueTooMany"),
+        ("Internal error", "InternalError"),
+    ]
+    .iter()
+    .find(|(text, _)| body.starts_with(text))
+    .map_or("FieldValueInvalid", |(_, t)| t)
 }
 
 impl IntoResponse for ApiError {
