@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::collector::{NodeSeries, SharedSnapshot, Snapshot, WorkloadKind, WorkloadSeries};
+use crate::snapshot::{NodeSeries, SharedSnapshot, Snapshot, WorkloadKind, WorkloadSeries};
 use crate::source::Domain;
 
 mod kepler;

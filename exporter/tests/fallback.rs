@@ -3,11 +3,12 @@
 //! source (the estimator last), one source per zone, no energy counted twice across an outage,
 //! and the books (idle + pods + system + unattributed = node) balance every interval.
 
-use edgewatt_exporter::collector::{Collector, CollectorConfig, Snapshot, WorkloadKind};
+use edgewatt_exporter::collector::{Collector, CollectorConfig};
 use edgewatt_exporter::estimator::Estimator;
 use edgewatt_exporter::fixture::{ids, pod_cgroup, FixtureTree};
 use edgewatt_exporter::pods::{PodDirectory, PodInfo};
 use edgewatt_exporter::procfs::Procfs;
+use edgewatt_exporter::snapshot::{Snapshot, WorkloadKind};
 use edgewatt_exporter::source::Source;
 use edgewatt_exporter::sources::discover_local;
 use edgewatt_exporter::sysfs::HostRoot;
@@ -40,7 +41,7 @@ fn node<'a>(
     s: &'a Snapshot,
     source: &str,
     zone: &str,
-) -> Option<&'a edgewatt_exporter::collector::NodeSeries> {
+) -> Option<&'a edgewatt_exporter::snapshot::NodeSeries> {
     s.node.iter().find(|n| n.source == source && n.zone == zone)
 }
 

@@ -1,9 +1,10 @@
 //! Energy sources and attribution against fixture trees in the kernel's exact formats.
 
-use edgewatt_exporter::collector::{Collector, CollectorConfig, Snapshot, WorkloadKind};
+use edgewatt_exporter::collector::{Collector, CollectorConfig};
 use edgewatt_exporter::fixture::{ids, pod_cgroup, BatteryFiles, FixtureTree};
 use edgewatt_exporter::pods::PodDirectory;
 use edgewatt_exporter::procfs::Procfs;
+use edgewatt_exporter::snapshot::{Snapshot, WorkloadKind};
 use edgewatt_exporter::source::Domain;
 use edgewatt_exporter::sources::discover_local;
 use edgewatt_exporter::sysfs::HostRoot;

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use crate::collector::{Snapshot, WorkloadKind};
+use crate::snapshot::{Snapshot, WorkloadKind};
 use crate::source::Domain;
 
 /// Which workloads the table lists. Each level's rows plus `[idle]` and `[system]` add up to the
@@ -495,7 +495,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::collector::{NodeSeries, WorkloadSeries};
+    use crate::snapshot::{NodeSeries, WorkloadSeries};
     use crate::source::Battery;
 
     fn node(zone: &str, watts: f64, busy: f64) -> NodeSeries {
