@@ -23,7 +23,8 @@ pub mod counter;
 pub mod ebpf;
 /// The power model that stands in while no meter reports.
 pub mod estimator;
-/// Fixture trees in the kernel's formats, for tests.
+/// Fixture trees in the kernel's formats, for tests only (`--features fixture`).
+#[cfg(feature = "fixture")]
 pub mod fixture;
 /// CPUs and RAPL paths, read once.
 pub mod hostinfo;
