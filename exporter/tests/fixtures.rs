@@ -1,31 +1,19 @@
 //! Energy sources and attribution against fixture trees in the kernel's exact formats.
 
-use edgewatt_exporter::collector::{Collector, CollectorConfig};
+mod common;
+
+use edgewatt_exporter::collector::Collector;
 use edgewatt_exporter::fixture::{ids, pod_cgroup, BatteryFiles, FixtureTree};
 use edgewatt_exporter::pods::PodDirectory;
 use edgewatt_exporter::procfs::Procfs;
 use edgewatt_exporter::snapshot::{Snapshot, WorkloadKind};
 use edgewatt_exporter::source::Domain;
-use edgewatt_exporter::sources::discover_local;
 use edgewatt_exporter::sysfs::HostRoot;
 
 fn collector(t: &FixtureTree) -> Collector {
-    let root = HostRoot::new(t.root());
-    let (sources, warnings) = discover_local(&root);
-    assert!(warnings.is_empty(), "{warnings:?}");
-    Collector::new(
-        CollectorConfig {
-            node_name: "n1".into(),
-            expire_intervals: 2,
-            power_budget_watts: None,
-            carbon_intensity: Some(400.0),
-            process_detail: true,
-        },
-        root.clone(),
-        sources,
-        Box::new(Procfs::new(&root)),
-        PodDirectory::default(),
-    )
+    let mut cfg = common::config("n1", 2, true);
+    cfg.carbon_intensity = Some(400.0);
+    common::collector(t, cfg, false, PodDirectory::default())
 }
 
 fn cpu_joules(s: &Snapshot, zone: &str) -> f64 {
@@ -41,8 +29,7 @@ const MAX: u64 = 262_143_328_850;
 /// Two sockets, dram only on socket 0, and socket 1's package counter wraps between readings.
 #[test]
 fn rapl_two_sockets_missing_dram_and_wrap() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = FixtureTree::new(dir.path());
+    let (_dir, t) = common::tree();
     t.proc_stat(0, 0);
     t.rapl_zone("0", "package-0", 1_000_000, MAX);
     t.rapl_zone("0:0", "dram", 500_000, MAX);
@@ -95,8 +82,7 @@ fn rapl_two_sockets_missing_dram_and_wrap() {
 /// Garbage in one source marks it down with a reason naming the file; others keep working.
 #[test]
 fn garbage_marks_only_that_source_down() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = FixtureTree::new(dir.path());
+    let (_dir, t) = common::tree();
     t.proc_stat(0, 0);
     t.rapl_zone("0", "package-0", 1_000, MAX);
     t.battery(
@@ -131,8 +117,7 @@ fn garbage_marks_only_that_source_down() {
 
 #[test]
 fn discharging_battery_and_mains() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = FixtureTree::new(dir.path());
+    let (_dir, t) = common::tree();
     t.proc_stat(0, 0);
     // energy_* driver: 20 Wh of 50 Wh, 7.5 W draw
     t.battery(
@@ -183,8 +168,7 @@ fn discharging_battery_and_mains() {
 
 #[test]
 fn hwmon_power_meter_and_amd_energy() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = FixtureTree::new(dir.path());
+    let (_dir, t) = common::tree();
     t.proc_stat(0, 0);
     t.set("sys/class/hwmon/hwmon0/name", "power_meter");
     t.set("sys/class/hwmon/hwmon0/power1_average", 95_000_000);
@@ -222,8 +206,7 @@ fn hwmon_power_meter_and_amd_energy() {
 /// + idle = node; a finished pod's series expire.
 #[test]
 fn attribution_through_the_collector() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = FixtureTree::new(dir.path());
+    let (_dir, t) = common::tree();
     t.proc_stat(0, 0);
     t.rapl_zone("0", "package-0", 0, MAX);
     let (uid_a, c_a) = ids(1);
@@ -382,13 +365,7 @@ fn gpu_collector(
 ) -> Collector {
     let root = HostRoot::new(t.root());
     Collector::new(
-        CollectorConfig {
-            node_name: "g".into(),
-            expire_intervals: 3,
-            power_budget_watts: None,
-            carbon_intensity: None,
-            process_detail: false,
-        },
+        common::config("g", 3, false),
         root.clone(),
         vec![Box::new(gpu)],
         Box::new(Procfs::new(&root)),
@@ -401,8 +378,7 @@ fn gpu_collector(
 /// cannot name stays unattributed, and idle + pods + system + unattributed = the board's counter.
 #[test]
 fn gpu_energy_from_counter_deltas_is_conserved() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = FixtureTree::new(dir.path());
+    let (_dir, t) = common::tree();
     t.proc_stat(0, 0);
     let (uid, cid) = ids(3);
     t.process(100, "trainer", 0, &pod_cgroup(&uid, &cid));
@@ -507,8 +483,7 @@ fn gpu_energy_from_counter_deltas_is_conserved() {
 /// unattributed, not idle and not anyone's.
 #[test]
 fn gpu_without_usage_is_unattributed() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = FixtureTree::new(dir.path());
+    let (_dir, t) = common::tree();
     t.proc_stat(0, 0);
     let gpu = FakeGpu {
         script: vec![(50.0, None, vec![])],
@@ -529,8 +504,7 @@ fn gpu_without_usage_is_unattributed() {
 #[test]
 fn a_source_that_appears_later_is_picked_up_by_the_rescan() {
     for rescan in [true, false] {
-        let dir = tempfile::tempdir().unwrap();
-        let t = FixtureTree::new(dir.path());
+        let (_dir, t) = common::tree();
         t.proc_stat(0, 0);
         let mut c = collector(&t).rescan_sources(if rescan {
             std::time::Duration::from_millis(1)
