@@ -35,6 +35,8 @@ pub mod base {
     pub const BATTERY_ENERGY_JOULES: &str = "node_battery_energy_joules";
     pub const BATTERY_CAPACITY_JOULES: &str = "node_battery_capacity_joules";
     pub const BATTERY_POWER_WATTS: &str = "node_battery_power_watts";
+    /// Power flowing into the battery (charging), ≥ 0; absent when the kernel does not say.
+    pub const BATTERY_CHARGE_POWER_WATTS: &str = "node_battery_charge_power_watts";
     pub const EXTERNAL_POWER: &str = "node_external_power";
     pub const POWER_BUDGET_WATTS: &str = "node_power_budget_watts";
     pub const CO2_GRAMS: &str = "node_co2_grams_total";

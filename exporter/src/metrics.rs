@@ -325,6 +325,11 @@ fn supply_families(f: &mut Families, s: &Snapshot) {
                 "Battery discharge power (0 when charging or full)",
                 b.draw_watts,
             ),
+            (
+                base::BATTERY_CHARGE_POWER_WATTS,
+                "Power flowing into the battery (0 when discharging, full or not charging)",
+                b.charge_watts,
+            ),
         ];
         for (name, help, v) in gauges {
             if let Some(v) = v {

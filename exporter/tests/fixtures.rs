@@ -166,6 +166,121 @@ fn discharging_battery_and_mains() {
     assert_eq!(s.external_power, Some(true));
 }
 
+/// Power into the battery from the kernel's own words (torvalds/linux
+/// `Documentation/ABI/testing/sysfs-class-power`): `status` Charging / Discharging / Not charging /
+/// Full / Unknown, the reading in `power_now` (µW) or `current_now` (µA; "negative values are used
+/// for discharging batteries, positive values for charging batteries") × `voltage_now` (µV). A
+/// laptop's ACPI battery reports magnitudes only, so its status gives the direction.
+#[test]
+fn charging_power_into_a_laptop_battery() {
+    let (_dir, t) = common::tree();
+    t.proc_stat(0, 0);
+    let laptop = |status: &'static str, power_now_uw: Option<u64>| BatteryFiles {
+        status,
+        capacity: Some(60),
+        energy_now_uwh: Some(30_000_000),
+        energy_full_uwh: Some(50_000_000),
+        voltage_now_uv: Some(12_600_000),
+        power_now_uw,
+        ..Default::default()
+    };
+    t.battery("BAT0", &laptop("Charging", Some(12_000_000)));
+    t.mains("AC", true);
+    let mut c = collector(&t);
+    let charge_and_draw = |c: &mut Collector| {
+        let b = c.collect().battery.unwrap();
+        (b.charge_watts, b.draw_watts)
+    };
+    assert_eq!(
+        charge_and_draw(&mut c),
+        (Some(12.0), Some(0.0)),
+        "12 W in, nothing drawn"
+    );
+    for status in ["Full", "Not charging", "Discharging"] {
+        t.battery("BAT0", &laptop(status, Some(12_000_000)));
+        let (charge, _) = charge_and_draw(&mut c);
+        assert_eq!(
+            charge,
+            Some(0.0),
+            "{status}: the kernel says nothing flows in"
+        );
+    }
+    t.battery("BAT0", &laptop("Discharging", Some(12_000_000)));
+    assert_eq!(
+        charge_and_draw(&mut c),
+        (Some(0.0), Some(12.0)),
+        "the draw as before"
+    );
+    // Charging with no power or current reading: unknown, not 0 W.
+    t.battery("BAT0", &laptop("Charging", None));
+    assert_eq!(charge_and_draw(&mut c), (None, None));
+}
+
+/// A UPS whose driver follows the ABI's sign for `current_now`: +2 A at 13.5 V while charging is
+/// 27 W in; -3 A while discharging is 40.5 W drawn and nothing in. A sign that contradicts the
+/// status leaves the charge power unknown; with status `Unknown`, a negative current says nothing
+/// flows in, a positive one (a magnitude-only driver might be discharging) says nothing certain.
+#[test]
+fn charging_power_into_a_ups_from_signed_current() {
+    let (_dir, t) = common::tree();
+    t.proc_stat(0, 0);
+    let ups = |status: &'static str, current_now_ua: i64| BatteryFiles {
+        status,
+        capacity: Some(80),
+        charge_now_uah: Some(7_200_000),
+        charge_full_uah: Some(9_000_000),
+        voltage_now_uv: Some(13_500_000),
+        current_now_ua: Some(current_now_ua),
+        ..Default::default()
+    };
+    t.ups("ups0", &ups("Charging", 2_000_000));
+    let mut c = collector(&t);
+    let charge_and_draw = |c: &mut Collector| {
+        let b = c.collect().battery.unwrap();
+        (b.charge_watts, b.draw_watts)
+    };
+    let close = |got: (Option<f64>, Option<f64>), want: (Option<f64>, Option<f64>)| {
+        let eq = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => (a - b).abs() < 1e-9,
+            (a, b) => a == b,
+        };
+        assert!(
+            eq(got.0, want.0) && eq(got.1, want.1),
+            "{got:?} != {want:?}"
+        );
+    };
+    close(charge_and_draw(&mut c), (Some(27.0), Some(0.0)));
+    t.ups("ups0", &ups("Discharging", -3_000_000));
+    close(charge_and_draw(&mut c), (Some(0.0), Some(40.5)));
+    t.ups("ups0", &ups("Charging", -500_000));
+    close(charge_and_draw(&mut c), (None, Some(0.0)));
+    t.ups("ups0", &ups("Unknown", -500_000));
+    close(charge_and_draw(&mut c), (Some(0.0), Some(0.0)));
+    t.ups("ups0", &ups("Unknown", 500_000));
+    close(charge_and_draw(&mut c), (None, Some(0.0)));
+}
+
+/// Several batteries are one node battery: charge power is their sum, and unknown when any one's
+/// is unknown (a sum over some would be a made-up figure).
+#[test]
+fn charging_power_of_several_batteries_is_summed_or_unknown() {
+    let (_dir, t) = common::tree();
+    t.proc_stat(0, 0);
+    let charging = |power_now_uw: Option<u64>| BatteryFiles {
+        status: "Charging",
+        energy_now_uwh: Some(10_000_000),
+        energy_full_uwh: Some(40_000_000),
+        power_now_uw,
+        ..Default::default()
+    };
+    t.battery("BAT0", &charging(Some(15_000_000)));
+    t.battery("BAT1", &charging(Some(5_000_000)));
+    let mut c = collector(&t);
+    assert_eq!(c.collect().battery.unwrap().charge_watts, Some(20.0));
+    t.battery("BAT1", &charging(None));
+    assert_eq!(c.collect().battery.unwrap().charge_watts, None);
+}
+
 #[test]
 fn hwmon_power_meter_and_amd_energy() {
     let (_dir, t) = common::tree();

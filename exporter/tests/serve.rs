@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{label, parse_samples, promtool_check, Exporter, BIN};
 use edgewatt_e2e::prometheus::{Prometheus, ScrapeTarget};
-use edgewatt_exporter::fixture::{ids, pod_cgroup, FixtureTree};
+use edgewatt_exporter::fixture::{ids, pod_cgroup, BatteryFiles, FixtureTree};
 
 /// The standard laptop ([`common::laptop`]).
 fn fixture() -> (tempfile::TempDir, FixtureTree) {
@@ -99,6 +99,57 @@ fn metrics_pass_promtool_and_reach_prometheus() {
         )
         .unwrap();
     assert!(!rate.to_string().is_empty());
+}
+
+/// Power into the battery is its own gauge beside the draw, in both namings, and is withdrawn
+/// (not 0 W) when the kernel stops saying: a charging battery without a power reading.
+#[test]
+fn charge_power_is_its_own_gauge_and_absent_when_unknown() {
+    let (_dir, t) = fixture();
+    let charging = |power_now_uw| BatteryFiles {
+        status: "Charging",
+        capacity: Some(35),
+        energy_now_uwh: Some(17_500_000),
+        energy_full_uwh: Some(50_000_000),
+        power_now_uw,
+        ..Default::default()
+    };
+    t.battery("BAT0", &charging(Some(12_000_000)));
+    t.mains("AC", true);
+    let e = Exporter::on_fixture(t.root(), &[], &[]);
+    let body = e.wait_for_all(
+        &[
+            "edgewatt_node_battery_charge_power_watts{node_name=\"fx\",status=\"Charging\"} 12",
+            "edgewatt_node_battery_power_watts{node_name=\"fx\",status=\"Charging\"} 0",
+        ],
+        1..10,
+        Duration::from_millis(300),
+        |i| tick(&t, i),
+    );
+    promtool_check(&body);
+    t.battery("BAT0", &charging(None));
+    let mut withdrawn = false;
+    for i in 10..30 {
+        tick(&t, i);
+        std::thread::sleep(Duration::from_millis(300));
+        let body = e.metrics();
+        if body.contains("edgewatt_node_battery_charge_ratio{")
+            && !body.contains("battery_charge_power_watts")
+        {
+            withdrawn = true;
+            break;
+        }
+    }
+    assert!(withdrawn, "unknown charge power is absent, not 0 W");
+    drop(e);
+    t.battery("BAT0", &charging(Some(12_000_000)));
+    let e = Exporter::on_fixture(t.root(), &["--metric-prefix", "kepler"], &[]);
+    e.wait_for_all(
+        &["kepler_node_battery_charge_power_watts{node_name=\"fx\",status=\"Charging\"} 12"],
+        30..40,
+        Duration::from_millis(300),
+        |i| tick(&t, i),
+    );
 }
 
 #[test]
