@@ -1,9 +1,10 @@
 //! edgewatt-exporter: per-node energy from whatever meters the machine has (or an estimate), split
 //! over pods, containers and processes by CPU time, served as Prometheus metrics.
 //!
-//! The flow, one interval: [`sources`] read meters → [`collector`] (the loop, the only I/O of an
-//! interval besides the sources') feeds [`meters`], [`attribution`], [`ledger`] and [`workloads`]
-//! → a [`snapshot::Snapshot`], which [`metrics`], [`top`] and [`server`] read and nothing else.
+//! One interval: [`collector`], the loop, does the reading (`/proc/stat`, every source in
+//! [`sources`], the CPU [`accounting`], `/proc/<pid>/exe`) and feeds the pure parts — [`meters`],
+//! [`attribution`], [`ledger`], [`workloads`] — which make a [`snapshot::Snapshot`]; [`metrics`],
+//! [`top`] and `server` read the snapshot and nothing else.
 
 /// Per-process CPU time: the interface procfs and eBPF accounting share.
 pub mod accounting;
