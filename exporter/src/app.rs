@@ -252,7 +252,7 @@ fn spawn_pod_watch(node_name: &str, pods: &PodDirectory) {
 /// `edgewatt-exporter serve`: collects on its own thread and serves `/metrics` and `/healthz`.
 #[cfg(feature = "serve")]
 pub async fn serve(common: Common, serve: crate::cli::Serve) -> anyhow::Result<()> {
-    use crate::collector::{SharedSnapshot, Snapshot};
+    use crate::snapshot::{SharedSnapshot, Snapshot};
     use edgewatt_crds::metrics::MetricNames;
     use std::sync::Arc;
     let interval = common.interval.unwrap_or(Duration::from_secs(10));
@@ -294,6 +294,11 @@ pub async fn serve(common: Common, serve: crate::cli::Serve) -> anyhow::Result<(
 /// `edgewatt-exporter top`: see [`crate::top::run`].
 pub fn top(common: Common, top: Top) -> anyhow::Result<()> {
     let interval = common.interval.unwrap_or(Duration::from_secs(2));
-    let collector = build(&common, true, interval)?;
-    crate::top::run(collector, HostRoot::new(&common.host_root), interval, top)
+    let mut collector = build(&common, true, interval)?;
+    crate::top::run(
+        move || collector.collect(),
+        HostRoot::new(&common.host_root),
+        interval,
+        top,
+    )
 }

@@ -95,6 +95,12 @@ impl FixtureTree {
         opt("current_now", b.current_now_ua.map(|v| v.to_string()));
     }
 
+    /// A supply of `type` `UPS` (one of the ABI's types), with the same files as a battery.
+    pub fn ups(&self, name: &str, b: &BatteryFiles) {
+        self.battery(name, b);
+        self.set(&format!("sys/class/power_supply/{name}/type"), "UPS");
+    }
+
     /// A mains adapter (`AC`, `ADP1`).
     pub fn mains(&self, name: &str, online: bool) {
         let dir = format!("sys/class/power_supply/{name}");

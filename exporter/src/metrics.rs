@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::collector::{NodeSeries, SharedSnapshot, Snapshot, WorkloadKind, WorkloadSeries};
+use crate::snapshot::{NodeSeries, SharedSnapshot, Snapshot, WorkloadKind, WorkloadSeries};
 use crate::source::Domain;
 
 mod kepler;
@@ -324,6 +324,11 @@ fn supply_families(f: &mut Families, s: &Snapshot) {
                 base::BATTERY_POWER_WATTS,
                 "Battery discharge power (0 when charging or full)",
                 b.draw_watts,
+            ),
+            (
+                base::BATTERY_CHARGE_POWER_WATTS,
+                "Power flowing into the battery (0 when discharging, full or not charging)",
+                b.charge_watts,
             ),
         ];
         for (name, help, v) in gauges {

@@ -10,7 +10,7 @@ use axum::routing::get;
 use axum::Router;
 use prometheus_client::registry::Registry;
 
-use crate::collector::SharedSnapshot;
+use crate::snapshot::SharedSnapshot;
 
 #[derive(Clone)]
 struct AppState {

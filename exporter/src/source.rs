@@ -46,6 +46,9 @@ pub struct Battery {
     pub capacity_joules: Option<f64>,
     /// Discharge power, ≥ 0 (0 while charging or full).
     pub draw_watts: Option<f64>,
+    /// Power flowing into the battery, ≥ 0 (0 when the kernel says it is not charging); `None`
+    /// when unknown ([`crate::sources::battery`]).
+    pub charge_watts: Option<f64>,
     /// `Discharging`, `Charging`, `Full`, `Not charging`, `Unknown`.
     pub status: String,
 }

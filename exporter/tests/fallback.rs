@@ -3,11 +3,13 @@
 //! source (the estimator last), one source per zone, no energy counted twice across an outage,
 //! and the books (idle + pods + system + unattributed = node) balance every interval.
 
-use edgewatt_exporter::collector::{Collector, CollectorConfig, Snapshot, WorkloadKind};
-use edgewatt_exporter::estimator::Estimator;
+mod common;
+
+use edgewatt_exporter::collector::Collector;
 use edgewatt_exporter::fixture::{ids, pod_cgroup, FixtureTree};
 use edgewatt_exporter::pods::{PodDirectory, PodInfo};
 use edgewatt_exporter::procfs::Procfs;
+use edgewatt_exporter::snapshot::{Snapshot, WorkloadKind};
 use edgewatt_exporter::source::Source;
 use edgewatt_exporter::sources::discover_local;
 use edgewatt_exporter::sysfs::HostRoot;
@@ -15,32 +17,14 @@ use edgewatt_exporter::sysfs::HostRoot;
 const MAX: u64 = 262_143_328_850;
 
 fn collector_with(t: &FixtureTree, estimator: bool, pods: PodDirectory) -> Collector {
-    let root = HostRoot::new(t.root());
-    let (mut sources, warnings) = discover_local(&root);
-    assert!(warnings.is_empty(), "{warnings:?}");
-    if estimator {
-        sources.push(Box::new(Estimator::for_host(&root, None).unwrap()) as Box<dyn Source>);
-    }
-    Collector::new(
-        CollectorConfig {
-            node_name: "n".into(),
-            expire_intervals: 5,
-            power_budget_watts: None,
-            carbon_intensity: None,
-            process_detail: true,
-        },
-        root.clone(),
-        sources,
-        Box::new(Procfs::new(&root)),
-        pods,
-    )
+    common::collector(t, common::config("n", 5, true), estimator, pods)
 }
 
 fn node<'a>(
     s: &'a Snapshot,
     source: &str,
     zone: &str,
-) -> Option<&'a edgewatt_exporter::collector::NodeSeries> {
+) -> Option<&'a edgewatt_exporter::snapshot::NodeSeries> {
     s.node.iter().find(|n| n.source == source && n.zone == zone)
 }
 
@@ -90,8 +74,7 @@ fn assert_books_balance(s: &Snapshot) {
 }
 
 fn fixture() -> (tempfile::TempDir, FixtureTree) {
-    let dir = tempfile::tempdir().unwrap();
-    let t = FixtureTree::new(dir.path());
+    let (dir, t) = common::tree();
     t.proc_stat(0, 0);
     t.cpuinfo("Intel(R) Core(TM) i7-8650U CPU @ 1.90GHz", 8, false);
     t.rapl_zone("0", "package-0", 0, MAX);
@@ -332,13 +315,7 @@ fn failed_accounting_leaves_power_absent() {
     let (sources, _) = discover_local(&root);
     let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut c = Collector::new(
-        CollectorConfig {
-            node_name: "n".into(),
-            expire_intervals: 5,
-            power_budget_watts: None,
-            carbon_intensity: None,
-            process_detail: false,
-        },
+        common::config("n", 5, false),
         root.clone(),
         sources,
         Box::new(Flaky(Procfs::new(&root), fail.clone())),
@@ -423,20 +400,13 @@ fn a_polled_energy_counter_is_neither_zero_nor_doubled() {
             })
         }
     }
-    let dir = tempfile::tempdir().unwrap();
-    let t = FixtureTree::new(dir.path());
+    let (_dir, t) = common::tree();
     t.proc_stat(0, 0);
     let root = HostRoot::new(t.root());
     use Poll::*;
     let script = vec![New(0), New(0), Same, New(0), Silent, New(150), New(0)];
     let mut c = Collector::new(
-        CollectorConfig {
-            node_name: "n".into(),
-            expire_intervals: 5,
-            power_budget_watts: None,
-            carbon_intensity: None,
-            process_detail: false,
-        },
+        common::config("n", 5, false),
         root.clone(),
         vec![Box::new(Bmc {
             script,

@@ -1,30 +1,19 @@
 //! Energy sources and attribution against fixture trees in the kernel's exact formats.
 
-use edgewatt_exporter::collector::{Collector, CollectorConfig, Snapshot, WorkloadKind};
+mod common;
+
+use edgewatt_exporter::collector::Collector;
 use edgewatt_exporter::fixture::{ids, pod_cgroup, BatteryFiles, FixtureTree};
 use edgewatt_exporter::pods::PodDirectory;
 use edgewatt_exporter::procfs::Procfs;
+use edgewatt_exporter::snapshot::{Snapshot, WorkloadKind};
 use edgewatt_exporter::source::Domain;
-use edgewatt_exporter::sources::discover_local;
 use edgewatt_exporter::sysfs::HostRoot;
 
 fn collector(t: &FixtureTree) -> Collector {
-    let root = HostRoot::new(t.root());
-    let (sources, warnings) = discover_local(&root);
-    assert!(warnings.is_empty(), "{warnings:?}");
-    Collector::new(
-        CollectorConfig {
-            node_name: "n1".into(),
-            expire_intervals: 2,
-            power_budget_watts: None,
-            carbon_intensity: Some(400.0),
-            process_detail: true,
-        },
-        root.clone(),
-        sources,
-        Box::new(Procfs::new(&root)),
-        PodDirectory::default(),
-    )
+    let mut cfg = common::config("n1", 2, true);
+    cfg.carbon_intensity = Some(400.0);
+    common::collector(t, cfg, false, PodDirectory::default())
 }
 
 fn cpu_joules(s: &Snapshot, zone: &str) -> f64 {
@@ -40,8 +29,7 @@ const MAX: u64 = 262_143_328_850;
 /// Two sockets, dram only on socket 0, and socket 1's package counter wraps between readings.
 #[test]
 fn rapl_two_sockets_missing_dram_and_wrap() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = FixtureTree::new(dir.path());
+    let (_dir, t) = common::tree();
     t.proc_stat(0, 0);
     t.rapl_zone("0", "package-0", 1_000_000, MAX);
     t.rapl_zone("0:0", "dram", 500_000, MAX);
@@ -94,8 +82,7 @@ fn rapl_two_sockets_missing_dram_and_wrap() {
 /// Garbage in one source marks it down with a reason naming the file; others keep working.
 #[test]
 fn garbage_marks_only_that_source_down() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = FixtureTree::new(dir.path());
+    let (_dir, t) = common::tree();
     t.proc_stat(0, 0);
     t.rapl_zone("0", "package-0", 1_000, MAX);
     t.battery(
@@ -130,8 +117,7 @@ fn garbage_marks_only_that_source_down() {
 
 #[test]
 fn discharging_battery_and_mains() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = FixtureTree::new(dir.path());
+    let (_dir, t) = common::tree();
     t.proc_stat(0, 0);
     // energy_* driver: 20 Wh of 50 Wh, 7.5 W draw
     t.battery(
@@ -180,10 +166,124 @@ fn discharging_battery_and_mains() {
     assert_eq!(s.external_power, Some(true));
 }
 
+/// Power into the battery from the kernel's own words (torvalds/linux
+/// `Documentation/ABI/testing/sysfs-class-power`): `status` Charging / Discharging / Not charging /
+/// Full / Unknown, the reading in `power_now` (µW) or `current_now` (µA; "negative values are used
+/// for discharging batteries, positive values for charging batteries") × `voltage_now` (µV). A
+/// laptop's ACPI battery reports magnitudes only, so its status gives the direction.
+#[test]
+fn charging_power_into_a_laptop_battery() {
+    let (_dir, t) = common::tree();
+    t.proc_stat(0, 0);
+    let laptop = |status: &'static str, power_now_uw: Option<u64>| BatteryFiles {
+        status,
+        capacity: Some(60),
+        energy_now_uwh: Some(30_000_000),
+        energy_full_uwh: Some(50_000_000),
+        voltage_now_uv: Some(12_600_000),
+        power_now_uw,
+        ..Default::default()
+    };
+    t.battery("BAT0", &laptop("Charging", Some(12_000_000)));
+    t.mains("AC", true);
+    let mut c = collector(&t);
+    let charge_and_draw = |c: &mut Collector| {
+        let b = c.collect().battery.unwrap();
+        (b.charge_watts, b.draw_watts)
+    };
+    assert_eq!(
+        charge_and_draw(&mut c),
+        (Some(12.0), Some(0.0)),
+        "12 W in, nothing drawn"
+    );
+    for status in ["Full", "Not charging", "Discharging"] {
+        t.battery("BAT0", &laptop(status, Some(12_000_000)));
+        let (charge, _) = charge_and_draw(&mut c);
+        assert_eq!(
+            charge,
+            Some(0.0),
+            "{status}: the kernel says nothing flows in"
+        );
+    }
+    t.battery("BAT0", &laptop("Discharging", Some(12_000_000)));
+    assert_eq!(
+        charge_and_draw(&mut c),
+        (Some(0.0), Some(12.0)),
+        "the draw as before"
+    );
+    // Charging with no power or current reading: unknown, not 0 W.
+    t.battery("BAT0", &laptop("Charging", None));
+    assert_eq!(charge_and_draw(&mut c), (None, None));
+}
+
+/// A UPS whose driver follows the ABI's sign for `current_now`: +2 A at 13.5 V while charging is
+/// 27 W in; -3 A while discharging is 40.5 W drawn and nothing in. A sign that contradicts the
+/// status leaves the charge power unknown; with status `Unknown`, a negative current says nothing
+/// flows in, a positive one (a magnitude-only driver might be discharging) says nothing certain.
+#[test]
+fn charging_power_into_a_ups_from_signed_current() {
+    let (_dir, t) = common::tree();
+    t.proc_stat(0, 0);
+    let ups = |status: &'static str, current_now_ua: i64| BatteryFiles {
+        status,
+        capacity: Some(80),
+        charge_now_uah: Some(7_200_000),
+        charge_full_uah: Some(9_000_000),
+        voltage_now_uv: Some(13_500_000),
+        current_now_ua: Some(current_now_ua),
+        ..Default::default()
+    };
+    t.ups("ups0", &ups("Charging", 2_000_000));
+    let mut c = collector(&t);
+    let charge_and_draw = |c: &mut Collector| {
+        let b = c.collect().battery.unwrap();
+        (b.charge_watts, b.draw_watts)
+    };
+    let close = |got: (Option<f64>, Option<f64>), want: (Option<f64>, Option<f64>)| {
+        let eq = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => (a - b).abs() < 1e-9,
+            (a, b) => a == b,
+        };
+        assert!(
+            eq(got.0, want.0) && eq(got.1, want.1),
+            "{got:?} != {want:?}"
+        );
+    };
+    close(charge_and_draw(&mut c), (Some(27.0), Some(0.0)));
+    t.ups("ups0", &ups("Discharging", -3_000_000));
+    close(charge_and_draw(&mut c), (Some(0.0), Some(40.5)));
+    t.ups("ups0", &ups("Charging", -500_000));
+    close(charge_and_draw(&mut c), (None, Some(0.0)));
+    t.ups("ups0", &ups("Unknown", -500_000));
+    close(charge_and_draw(&mut c), (Some(0.0), Some(0.0)));
+    t.ups("ups0", &ups("Unknown", 500_000));
+    close(charge_and_draw(&mut c), (None, Some(0.0)));
+}
+
+/// Several batteries are one node battery: charge power is their sum, and unknown when any one's
+/// is unknown (a sum over some would be a made-up figure).
+#[test]
+fn charging_power_of_several_batteries_is_summed_or_unknown() {
+    let (_dir, t) = common::tree();
+    t.proc_stat(0, 0);
+    let charging = |power_now_uw: Option<u64>| BatteryFiles {
+        status: "Charging",
+        energy_now_uwh: Some(10_000_000),
+        energy_full_uwh: Some(40_000_000),
+        power_now_uw,
+        ..Default::default()
+    };
+    t.battery("BAT0", &charging(Some(15_000_000)));
+    t.battery("BAT1", &charging(Some(5_000_000)));
+    let mut c = collector(&t);
+    assert_eq!(c.collect().battery.unwrap().charge_watts, Some(20.0));
+    t.battery("BAT1", &charging(None));
+    assert_eq!(c.collect().battery.unwrap().charge_watts, None);
+}
+
 #[test]
 fn hwmon_power_meter_and_amd_energy() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = FixtureTree::new(dir.path());
+    let (_dir, t) = common::tree();
     t.proc_stat(0, 0);
     t.set("sys/class/hwmon/hwmon0/name", "power_meter");
     t.set("sys/class/hwmon/hwmon0/power1_average", 95_000_000);
@@ -221,8 +321,7 @@ fn hwmon_power_meter_and_amd_energy() {
 /// + idle = node; a finished pod's series expire.
 #[test]
 fn attribution_through_the_collector() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = FixtureTree::new(dir.path());
+    let (_dir, t) = common::tree();
     t.proc_stat(0, 0);
     t.rapl_zone("0", "package-0", 0, MAX);
     let (uid_a, c_a) = ids(1);
@@ -381,13 +480,7 @@ fn gpu_collector(
 ) -> Collector {
     let root = HostRoot::new(t.root());
     Collector::new(
-        CollectorConfig {
-            node_name: "g".into(),
-            expire_intervals: 3,
-            power_budget_watts: None,
-            carbon_intensity: None,
-            process_detail: false,
-        },
+        common::config("g", 3, false),
         root.clone(),
         vec![Box::new(gpu)],
         Box::new(Procfs::new(&root)),
@@ -400,8 +493,7 @@ fn gpu_collector(
 /// cannot name stays unattributed, and idle + pods + system + unattributed = the board's counter.
 #[test]
 fn gpu_energy_from_counter_deltas_is_conserved() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = FixtureTree::new(dir.path());
+    let (_dir, t) = common::tree();
     t.proc_stat(0, 0);
     let (uid, cid) = ids(3);
     t.process(100, "trainer", 0, &pod_cgroup(&uid, &cid));
@@ -506,8 +598,7 @@ fn gpu_energy_from_counter_deltas_is_conserved() {
 /// unattributed, not idle and not anyone's.
 #[test]
 fn gpu_without_usage_is_unattributed() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = FixtureTree::new(dir.path());
+    let (_dir, t) = common::tree();
     t.proc_stat(0, 0);
     let gpu = FakeGpu {
         script: vec![(50.0, None, vec![])],
@@ -528,8 +619,7 @@ fn gpu_without_usage_is_unattributed() {
 #[test]
 fn a_source_that_appears_later_is_picked_up_by_the_rescan() {
     for rescan in [true, false] {
-        let dir = tempfile::tempdir().unwrap();
-        let t = FixtureTree::new(dir.path());
+        let (_dir, t) = common::tree();
         t.proc_stat(0, 0);
         let mut c = collector(&t).rescan_sources(if rescan {
             std::time::Duration::from_millis(1)

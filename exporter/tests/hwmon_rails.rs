@@ -8,23 +8,21 @@
 //! added to it (node power = the input alone), and a rail that cannot be read is withdrawn —
 //! together with every figure it is part of — while node power falls back (the estimator last).
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::Duration;
 
+use common::Exporter;
 use edgewatt_crds::metrics::MetricNames;
 use edgewatt_crds::promql::{Signal, TargetQuery};
 use edgewatt_e2e::prometheus::{Prometheus, ScrapeTarget};
-use edgewatt_exporter::collector::{Collector, CollectorConfig, Snapshot};
-use edgewatt_exporter::estimator::Estimator;
+use edgewatt_exporter::collector::Collector;
 use edgewatt_exporter::fixture::FixtureTree;
-use edgewatt_exporter::procfs::Procfs;
-use edgewatt_exporter::source::{Domain, Source};
-use edgewatt_exporter::sources::discover_local;
-use edgewatt_exporter::sysfs::HostRoot;
+use edgewatt_exporter::snapshot::Snapshot;
+use edgewatt_exporter::source::Domain;
 
 fn host() -> (tempfile::TempDir, FixtureTree) {
-    let dir = tempfile::tempdir().unwrap();
-    let t = FixtureTree::new(dir.path());
+    let (dir, t) = common::tree();
     t.proc_stat(10, 10);
     t.cpuinfo("ARMv8 Processor rev 1 (v8l)", 6, false);
     t.process(200, "sshd", 1, "/system.slice/sshd.service");
@@ -33,23 +31,7 @@ fn host() -> (tempfile::TempDir, FixtureTree) {
 
 /// Sources as the exporter finds them (discovery, plus the estimator it always adds).
 fn collector(t: &FixtureTree) -> Collector {
-    let root = HostRoot::new(t.root());
-    let (mut sources, warnings) = discover_local(&root);
-    assert!(warnings.is_empty(), "{warnings:?}");
-    sources.push(Box::new(Estimator::for_host(&root, None).unwrap()) as Box<dyn Source>);
-    Collector::new(
-        CollectorConfig {
-            node_name: "n".into(),
-            expire_intervals: 5,
-            power_budget_watts: None,
-            carbon_intensity: None,
-            process_detail: false,
-        },
-        root.clone(),
-        sources,
-        Box::new(Procfs::new(&root)),
-        Default::default(),
-    )
+    common::collector(t, common::config("n", 5, false), true, Default::default())
 }
 
 /// Two intervals (the second has a time delta), with the CPU moving.
@@ -369,16 +351,6 @@ fn an_interval_reads_only_the_rails_files() {
     assert_node_is_input(&s, AGX_ORIN_MODULE);
 }
 
-/// A child process that is killed with the test.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The exporter binary on a Xavier NX fixture, scraped by a real Prometheus: the served series
 /// say platform 6 W and the rails as zones, and the controller's and extender's NodeWatts query
 /// (crds `TargetQuery::value`) reads 6 W — the input, not input + rails (9.5 W).
@@ -386,17 +358,20 @@ impl Drop for Running {
 fn served_metrics_and_node_watts_query_read_the_input_only() {
     let (_d, t) = host();
     t.jetson_xavier_nx();
-    let port = edgewatt_e2e::free_port();
-    let _exporter = Running(
-        Command::new(env!("CARGO_BIN_EXE_edgewatt-exporter"))
-            .args(["--host-root", t.root().to_str().unwrap()])
-            .args(["--node-name", "jetson", "--interval", "1s"])
-            .args(["--kubernetes", "off", "--attribution", "procfs"])
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start exporter"),
-    );
+    let args = [
+        "--host-root",
+        t.root().to_str().unwrap(),
+        "--node-name",
+        "jetson",
+        "--interval",
+        "1s",
+        "--kubernetes",
+        "off",
+        "--attribution",
+        "procfs",
+    ];
+    let exporter = Exporter::start(args.map(String::from).to_vec(), &[]);
+    let port = exporter.port;
     edgewatt_e2e::apiserver::install_crypto_provider();
     let mut prom = Prometheus::start(Duration::from_secs(1)).unwrap();
     prom.add_target(ScrapeTarget::new("edgewatt", &format!("127.0.0.1:{port}")))

@@ -7,15 +7,17 @@
 //! The SDR records are written byte by byte after IPMI 2.0 Table 43-1 ("Full Sensor Record"); the
 //! simulator's commands after its manual pages ipmi_sim(1), ipmi_sim_cmd(5) and ipmi_lan(5).
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::Exporter;
 use edgewatt_exporter::fixture::FixtureTree;
 
-const BIN: &str = env!("CARGO_BIN_EXE_edgewatt-exporter");
 const USER: &str = "edgewatt";
 const PASSWORD: &str = "s3cret-Pw";
 
@@ -179,36 +181,9 @@ impl Drop for IpmiSim {
     }
 }
 
-struct Exporter {
-    child: Child,
-    port: u16,
-    args: Vec<String>,
-}
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, buf.split_once("\r\n\r\n")?.1.to_string()))
-}
-
 /// A node without local meters (the estimator's input only), so IPMI is its one meter.
 fn node() -> (tempfile::TempDir, FixtureTree) {
-    let dir = tempfile::tempdir().unwrap();
-    let t = FixtureTree::new(dir.path());
+    let (dir, t) = common::tree();
     t.proc_stat(10, 10);
     t.cpuinfo("Intel(R) Xeon(R) CPU E5-2630 v4 @ 2.20GHz", 8, false);
     t.process(200, "sshd", 1, "/system.slice/sshd.service");
@@ -228,78 +203,34 @@ fn credentials(dir: &Path, user: &str, password: &str) -> PathBuf {
 
 /// The exporter against the BMC on `bmc_port`, polled every 300 ms.
 fn start(root: &Path, bmc_port: u16, credentials: &Path, extra: &[&str]) -> Exporter {
-    let port = edgewatt_e2e::free_port();
-    let mut args: Vec<String> = [
-        "--host-root",
-        root.to_str().unwrap(),
-        "--node-name",
-        "fx",
-        "--interval",
-        "1s",
-        "--kubernetes",
-        "off",
-        "--attribution",
-        "procfs",
-        "--ipmi-host",
-        &format!("127.0.0.1:{bmc_port}"),
-        "--ipmi-credentials-file",
-        credentials.to_str().unwrap(),
-        "--ipmi-interval",
-        "300ms",
-        "--ipmi-timeout",
-        "500ms",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args = common::fixture_flags(root);
+    args.extend(
+        [
+            "--ipmi-host",
+            &format!("127.0.0.1:{bmc_port}"),
+            "--ipmi-credentials-file",
+            credentials.to_str().unwrap(),
+            "--ipmi-interval",
+            "300ms",
+            "--ipmi-timeout",
+            "500ms",
+        ]
+        .map(String::from),
+    );
     args.extend(extra.iter().map(|s| s.to_string()));
-    let child = Command::new(BIN)
-        .args(&args)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start exporter");
-    let e = Exporter { child, port, args };
-    for _ in 0..100 {
-        if matches!(http_get(port, "/readyz"), Some((200, _))) {
-            return e;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("exporter not ready on port {port}");
+    Exporter::start(args, &[])
 }
 
-impl Exporter {
-    /// Scrapes until every needle is in one body (CPU time moves meanwhile).
-    fn wait_for_all(&self, t: &FixtureTree, needles: &[&str], i0: u64) -> String {
-        let mut body = String::new();
-        for i in i0..i0 + 30 {
-            tick_cpu(t, i);
-            std::thread::sleep(Duration::from_millis(500));
-            body = http_get(self.port, "/metrics").unwrap().1;
-            if needles.iter().all(|n| body.contains(n)) {
-                return body;
-            }
-        }
-        panic!("never saw all of {needles:?} in\n{body}");
-    }
+/// Scrapes until every needle is in one body, CPU time moving on meanwhile.
+fn wait_for_all(e: &Exporter, t: &FixtureTree, needles: &[&str], i0: u64) -> String {
+    e.wait_for_all(needles, i0..i0 + 30, Duration::from_millis(500), |i| {
+        tick_cpu(t, i)
+    })
+}
 
-    /// One `top` frame with the same flags.
-    fn top(&self, t: &FixtureTree) -> String {
-        let top = Command::new(BIN)
-            .args(&self.args)
-            .args(["top", "-n", "1", "--plain"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        for i in 100..106 {
-            tick_cpu(t, i);
-            std::thread::sleep(Duration::from_millis(400));
-        }
-        String::from_utf8_lossy(&top.wait_with_output().unwrap().stdout).into_owned()
-    }
+/// One `top` frame with the same flags.
+fn top(e: &Exporter, t: &FixtureTree) -> String {
+    e.top(|i| tick_cpu(t, i))
 }
 
 const UP_IPMI: &str =
@@ -339,7 +270,8 @@ fn sdr_power_over_lan_is_the_nodes_platform_power() {
         &credentials(dir.path(), USER, PASSWORD),
         &[],
     );
-    let body = e.wait_for_all(
+    let body = wait_for_all(
+        &e,
         &t,
         &[
             "edgewatt_node_platform_watts{node_name=\"fx\",source=\"ipmi\"} 240",
@@ -356,12 +288,13 @@ fn sdr_power_over_lan_is_the_nodes_platform_power() {
 
     sim.command("sensor_set_value 0x20 0 0x11 130 0");
     assert!(sim.ipmitool_sdr().contains("260 Watts"));
-    e.wait_for_all(
+    wait_for_all(
+        &e,
         &t,
         &["edgewatt_node_platform_watts{node_name=\"fx\",source=\"ipmi\"} 260"],
         40,
     );
-    let top = e.top(&t);
+    let top = top(&e, &t);
     assert!(
         top.contains("sdr: SDR sensor \"Pwr Consumption\""),
         "top names the sensor:\n{top}"
@@ -402,7 +335,8 @@ fn supplies_input_power_is_summed() {
         &credentials(dir.path(), USER, PASSWORD),
         &[],
     );
-    e.wait_for_all(
+    wait_for_all(
+        &e,
         &t,
         &[
             "edgewatt_node_platform_watts{node_name=\"fx\",source=\"ipmi\"} 200",
@@ -430,7 +364,8 @@ fn a_wrong_password_is_an_error_and_the_estimator_reports() {
         &credentials(dir.path(), USER, "not-the-password"),
         &[],
     );
-    let body = e.wait_for_all(
+    let body = wait_for_all(
+        &e,
         &t,
         &[
             "edgewatt_exporter_source_up{node_name=\"fx\",source=\"ipmi\",state=\"error\"} 0",
@@ -439,7 +374,7 @@ fn a_wrong_password_is_an_error_and_the_estimator_reports() {
         1,
     );
     assert!(!body.contains("edgewatt_node_platform"), "{body}");
-    let top = e.top(&t);
+    let top = top(&e, &t);
     assert!(
         top.contains("authentication failed for user \"edgewatt\" (wrong user or password)"),
         "{top}"
@@ -469,7 +404,8 @@ fn a_sensor_without_a_reading_is_no_power() {
         &credentials(dir.path(), USER, PASSWORD),
         &[],
     );
-    let body = e.wait_for_all(
+    let body = wait_for_all(
+        &e,
         &t,
         &[
             "edgewatt_exporter_source_up{node_name=\"fx\",source=\"ipmi\",state=\"no_power\"} 0",
@@ -491,7 +427,8 @@ fn a_bmc_without_power_sensors_is_no_power() {
         &credentials(dir.path(), USER, PASSWORD),
         &[],
     );
-    e.wait_for_all(
+    wait_for_all(
+        &e,
         &t,
         &[
             "edgewatt_exporter_source_up{node_name=\"fx\",source=\"ipmi\",state=\"no_power\"} 0",
@@ -499,7 +436,7 @@ fn a_bmc_without_power_sensors_is_no_power() {
         ],
         1,
     );
-    assert!(e.top(&t).contains("no power sensors"));
+    assert!(top(&e, &t).contains("no power sensors"));
 }
 
 /// The BMC does not answer (a socket that swallows every packet: each request times out):
@@ -517,7 +454,8 @@ fn a_down_bmc_falls_back_to_the_estimator() {
         &credentials(dir.path(), USER, PASSWORD),
         &[],
     );
-    let body = e.wait_for_all(
+    let body = wait_for_all(
+        &e,
         &t,
         &[
             "edgewatt_exporter_source_up{node_name=\"fx\",source=\"ipmi\",state=\"error\"} 0",
@@ -526,7 +464,7 @@ fn a_down_bmc_falls_back_to_the_estimator() {
         1,
     );
     assert!(!body.contains("edgewatt_node_platform"), "{body}");
-    let top = e.top(&t);
+    let top = top(&e, &t);
     assert!(top.contains("no answer within 500ms"), "{top}");
     drop(silent);
 
@@ -540,7 +478,8 @@ fn a_down_bmc_falls_back_to_the_estimator() {
             raw: Some(150),
         }],
     );
-    e.wait_for_all(
+    wait_for_all(
+        &e,
         &t,
         &[
             "edgewatt_node_platform_watts{node_name=\"fx\",source=\"ipmi\"} 300",
@@ -551,7 +490,8 @@ fn a_down_bmc_falls_back_to_the_estimator() {
     );
 
     drop(sim);
-    let body = e.wait_for_all(
+    let body = wait_for_all(
+        &e,
         &t,
         &[
             "edgewatt_exporter_source_up{node_name=\"fx\",source=\"ipmi\",state=\"stale\"} 0",
@@ -566,46 +506,15 @@ fn a_down_bmc_falls_back_to_the_estimator() {
 #[test]
 fn in_band_without_the_device_says_which_modules() {
     let (dir, t) = node();
-    let port = edgewatt_e2e::free_port();
     let missing = dir.path().join("ipmi0");
-    let child = Command::new(BIN)
-        .args([
-            "--host-root",
-            t.root().to_str().unwrap(),
-            "--node-name",
-            "fx",
-        ])
-        .args([
-            "--interval",
-            "1s",
-            "--kubernetes",
-            "off",
-            "--attribution",
-            "procfs",
-        ])
-        .args(["--ipmi-device", missing.to_str().unwrap()])
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let e = Exporter {
-        child,
-        port,
-        args: vec![
-            "--host-root".into(),
-            t.root().to_str().unwrap().into(),
-            "--kubernetes".into(),
-            "off".into(),
-            "--attribution".into(),
-            "procfs".into(),
-            "--interval".into(),
-            "1s".into(),
-            "--ipmi-device".into(),
-            missing.to_str().unwrap().into(),
-        ],
-    };
-    e.wait_for_all(
+    let mut args = common::fixture_flags(t.root());
+    args.extend([
+        "--ipmi-device".to_string(),
+        missing.to_str().unwrap().into(),
+    ]);
+    let e = Exporter::start(args, &[]);
+    wait_for_all(
+        &e,
         &t,
         &[
             "edgewatt_exporter_source_up{node_name=\"fx\",source=\"ipmi\",state=\"error\"} 0",
@@ -613,6 +522,6 @@ fn in_band_without_the_device_says_which_modules() {
         ],
         1,
     );
-    let top = e.top(&t);
+    let top = top(&e, &t);
     assert!(top.contains("ipmi_devintf"), "{top}");
 }

@@ -10,12 +10,14 @@
 //! the panel id it comes from, its template variables (`$job`, `$node`, `$zone`, `$namespace`,
 //! `$pod`, `$container`, `${process}`) substituted the way Grafana would.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use common::{promtool_check, Exporter, Ticker};
 
 use edgewatt_crds::metrics::MetricNames;
 use edgewatt_crds::promql::{pod_watts_sum, Signal, TargetQuery};
@@ -24,31 +26,7 @@ use edgewatt_e2e::prometheus::{Prometheus, ScrapeTarget};
 use edgewatt_exporter::fixture::{ids, pod_cgroup, FixtureTree};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_edgewatt-exporter");
 const JOB: &str = "kepler";
-
-struct Exporter(Child, u16);
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((code, body))
-}
 
 fn pod(name: &str, ns: &str, uid: &str, container: &str, cid: &str) -> Value {
     json!({
@@ -92,100 +70,53 @@ fn fixture(t: &FixtureTree) {
     }
 }
 
-/// Moves the counters on every 300 ms until `stop`, so every rate and share is non-zero; once
+/// Moves the counters on every 300 ms until dropped, so every rate and share is non-zero; once
 /// `exit_sshd` is set, pid 200 exits (removed here, so no tick can write it back).
-fn keep_ticking(
-    t: FixtureTree,
-    stop: Arc<AtomicBool>,
-    exit_sshd: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut i = 1u64;
-        while !stop.load(Ordering::Relaxed) {
-            if exit_sshd.load(Ordering::Relaxed) {
-                t.remove_process(200);
+fn keep_ticking(t: FixtureTree, exit_sshd: Arc<AtomicBool>) -> Ticker {
+    Ticker::start(Duration::from_millis(300), move |i| {
+        if exit_sshd.load(Ordering::Relaxed) {
+            t.remove_process(200);
+        }
+        t.rapl_energy("0", 1_000_000 + i * 3_000_000);
+        t.rapl_energy("0:0", 1_000_000 + i * 600_000);
+        t.proc_stat(10 + i * 60, 10 + i * 40);
+        for (pid, comm, _, _) in PROCS {
+            if t.path(&format!("proc/{pid}")).exists() {
+                t.process_ticks(pid, comm, 1 + i * (pid as u64 / 10));
             }
-            t.rapl_energy("0", 1_000_000 + i * 3_000_000);
-            t.rapl_energy("0:0", 1_000_000 + i * 600_000);
-            t.proc_stat(10 + i * 60, 10 + i * 40);
-            for (pid, comm, _, _) in PROCS {
-                if t.path(&format!("proc/{pid}")).exists() {
-                    t.process_ticks(pid, comm, 1 + i * (pid as u64 / 10));
-                }
-            }
-            i += 1;
-            std::thread::sleep(Duration::from_millis(300));
         }
     })
 }
 
+/// The exporter with Kepler's names and process series, pods named through `kubeconfig`.
 fn start(root: &std::path::Path, kubeconfig: &std::path::Path) -> Exporter {
-    let port = edgewatt_e2e::free_port();
-    let child = Command::new(BIN)
-        .args([
-            "--host-root",
-            root.to_str().unwrap(),
-            "--node-name",
-            "fx",
-            "--interval",
-            "1s",
-            "--kubernetes",
-            "on",
-            "--attribution",
-            "procfs",
-            "--metric-prefix",
-            "kepler",
-            "serve",
-            "--process-metrics",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .env("KUBECONFIG", kubeconfig)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start exporter");
-    let e = Exporter(child, port);
-    for _ in 0..100 {
-        if matches!(get(port, "/readyz"), Some((200, _))) {
-            return e;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("exporter not ready on port {port}");
+    let args = [
+        "--host-root",
+        root.to_str().unwrap(),
+        "--node-name",
+        "fx",
+        "--interval",
+        "1s",
+        "--kubernetes",
+        "on",
+        "--attribution",
+        "procfs",
+        "--metric-prefix",
+        "kepler",
+    ];
+    Exporter::start_env(
+        args.map(String::from).to_vec(),
+        &["--process-metrics"],
+        &[("KUBECONFIG", kubeconfig)],
+    )
 }
 
-/// One sample of the text exposition: name and labels in order.
-fn parse_line(line: &str) -> Option<(String, Vec<(String, String)>)> {
-    if line.starts_with('#') || line.is_empty() {
-        return None;
-    }
-    let Some((name, rest)) = line.split_once('{') else {
-        let name = line.split_whitespace().next()?;
-        return Some((name.to_string(), Vec::new()));
-    };
-    let mut labels = Vec::new();
-    let mut chars = rest.chars().peekable();
-    loop {
-        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
-        if key.is_empty() {
-            break;
-        }
-        assert_eq!(chars.next(), Some('"'), "{line}");
-        let mut value = String::new();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => value.push(chars.next().unwrap()),
-                '"' => break,
-                c => value.push(c),
-            }
-        }
-        labels.push((key.trim_start_matches(',').to_string(), value));
-        if chars.peek() == Some(&'}') {
-            break;
-        }
-    }
-    Some((name.to_string(), labels))
+/// The samples of an exposition: name and labels in order ([`common::parse_samples`]).
+fn samples(body: &str) -> Vec<(String, Vec<(String, String)>)> {
+    common::parse_samples(body)
+        .into_iter()
+        .map(|(name, labels, _)| (name, labels))
+        .collect()
 }
 
 /// Kepler v0.11's label keys per family (plus `node_name`, Kepler's constant label), from
@@ -277,7 +208,7 @@ fn label<'a>(labels: &'a [(String, String)], key: &str) -> &'a str {
 fn assert_kepler_labels(body: &str) {
     let expected = kepler_label_sets();
     let mut seen: BTreeSet<&str> = BTreeSet::new();
-    let samples: Vec<_> = body.lines().filter_map(parse_line).collect();
+    let samples = samples(body);
     for (name, labels) in &samples {
         if let Some(keys) = expected.get(name.as_str()) {
             let got: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
@@ -346,29 +277,6 @@ fn assert_kepler_labels(body: &str) {
         );
     }
     assert!(body.contains("# TYPE kepler_node_cpu_watts gauge"));
-}
-
-fn promtool_check(body: &str) {
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus) is needed; `make deps` installs it");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Grafana's `label_values(selector, label)`: the label's non-empty values among the series.
@@ -546,15 +454,14 @@ fn keplers_dashboard_queries_return_data() {
     let root = dir.path().join("host");
     let t = FixtureTree::new(&root);
     fixture(&t);
-    let stop = Arc::new(AtomicBool::new(false));
     let exit_sshd = Arc::new(AtomicBool::new(false));
-    let ticker = keep_ticking(FixtureTree::new(&root), stop.clone(), exit_sshd.clone());
+    let ticker = keep_ticking(FixtureTree::new(&root), exit_sshd.clone());
     let e = start(&root, &kubeconfig);
 
     // Pod names come by watch: wait until the exposition names the pods.
     let deadline = Instant::now() + Duration::from_secs(30);
     let body = loop {
-        let (code, body) = get(e.1, "/metrics").unwrap();
+        let (code, body) = e.get("/metrics").unwrap();
         assert_eq!(code, 200);
         if body.contains("pod_name=\"web\"")
             && body.contains("container_name=\"coredns\"")
@@ -569,7 +476,7 @@ fn keplers_dashboard_queries_return_data() {
     promtool_check(&body);
 
     let mut prom = Prometheus::start(Duration::from_secs(1)).unwrap();
-    prom.add_target(ScrapeTarget::new(JOB, &format!("127.0.0.1:{}", e.1)))
+    prom.add_target(ScrapeTarget::new(JOB, &format!("127.0.0.1:{}", e.port)))
         .unwrap();
     prom.wait_for_series(
         "kepler_pod_cpu_watts{pod_name=\"web\"} > 0",
@@ -599,8 +506,8 @@ fn keplers_dashboard_queries_return_data() {
     exit_sshd.store(true, Ordering::Relaxed);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, body) = get(e.1, "/metrics").unwrap();
-        let gone = body.lines().filter_map(parse_line).find(|(n, l)| {
+        let body = e.metrics();
+        let gone = samples(&body).into_iter().find(|(n, l)| {
             n == "kepler_process_cpu_joules_total"
                 && l.iter().any(|(k, v)| k == "pid" && v == "200")
         });
@@ -616,7 +523,6 @@ fn keplers_dashboard_queries_return_data() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    stop.store(true, Ordering::Relaxed);
-    ticker.join().unwrap();
+    drop(ticker);
     drop(rt);
 }

@@ -4,13 +4,15 @@
 //! `public-smartnic` (a host and a SmartNIC SoC, two systems in one box). Plus sessions, TLS with a
 //! CA file, auth failure, timeout, unreachable BMC and resources that fail one by one.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use edgewatt_exporter::fixture::FixtureTree;
+use common::{mockup_copy, serve_mockup};
 use edgewatt_exporter::source::{Context, Domain, MeterValue, Sample, Source, SourceError};
 use edgewatt_exporter::sources::redfish::{Redfish, RedfishConfig};
 use edgewatt_exporter::sysfs::HostRoot;
@@ -18,66 +20,6 @@ use edgewatt_exporter::sysfs::HostRoot;
 /// UUID and serial of `Systems/437XR1138R2` (rackmount1 and smartnic's host).
 const HOST_UUID: &str = "38947555-7742-3448-3784-823347823834";
 const SMARTNIC_SOC_UUID: &str = "2eb1a9f8-74f7-4f22-b085-b833dcf37300";
-
-fn sushy_static() -> PathBuf {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let candidates = [
-        std::env::var_os("SUSHY_STATIC").map(PathBuf::from),
-        Some(repo.join(".venv/bin/sushy-static")),
-        Some(PathBuf::from("/usr/local/bin/sushy-static")),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.exists())
-        .expect("sushy-static not found: run `make deps` (it installs sushy-tools into .venv/) or set SUSHY_STATIC")
-}
-
-struct Server(Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// sushy-static on a free port; `tls`: (certificate, key) files.
-fn serve_mockup(dir: &Path, tls: Option<(&Path, &Path)>) -> (Server, u16) {
-    let port = edgewatt_e2e::free_port();
-    let mut cmd = Command::new(sushy_static());
-    cmd.args([
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-m",
-        dir.to_str().unwrap(),
-    ]);
-    if let Some((cert, key)) = tls {
-        cmd.args(["-c", cert.to_str().unwrap(), "-k", key.to_str().unwrap()]);
-    }
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start sushy-static");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "sushy-static did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (Server(child), port)
-}
-
-/// A private copy of a mockup, to edit while it is served.
-fn mockup_copy(name: &str) -> tempfile::TempDir {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/redfish")
-        .join(name);
-    let dst = tempfile::tempdir().unwrap();
-    edgewatt_exporter::fixture::copy_tree(&src, dst.path());
-    dst
-}
 
 /// Edits a mockup resource in place (sushy-static reads files per request).
 fn edit(dir: &Path, resource: &str, f: impl FnOnce(&mut serde_json::Value)) {
@@ -90,8 +32,7 @@ fn edit(dir: &Path, resource: &str, f: impl FnOnce(&mut serde_json::Value)) {
 
 /// A host root whose SMBIOS says `uuid`/`serial` (`None`: file absent, as without root).
 fn host(uuid: Option<&str>, serial: Option<&str>) -> (tempfile::TempDir, HostRoot) {
-    let dir = tempfile::tempdir().unwrap();
-    let t = FixtureTree::new(dir.path());
+    let (dir, t) = common::tree();
     if let Some(u) = uuid {
         t.set("sys/class/dmi/id/product_uuid", u);
     }
@@ -427,21 +368,12 @@ fn authenticating_bmc(
     (port, state, gets)
 }
 
-/// A tiny HTTP GET against sushy-static (std only; the test needs no client features).
+/// A GET against sushy-static ([`common::get`]) off the async workers.
 async fn reqwest_get(port: u16, path: &str) -> String {
     let path = path.to_string();
-    tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).unwrap();
-        buf.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default()
-    })
-    .await
-    .unwrap()
+    tokio::task::spawn_blocking(move || common::get(port, &path).expect("sushy-static answers").1)
+        .await
+        .unwrap()
 }
 
 /// DSP0266 session login: one login, the token on every GET, a new login once the session is

@@ -1,133 +1,20 @@
 //! `edgewatt-exporter` as a process: `/metrics` scraped by a real Prometheus, `promtool check
 //! metrics` clean, Kepler-compatible names, and the RAPL permission error as users meet it.
 
+mod common;
+
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use common::{label, parse_samples, promtool_check, Exporter, BIN};
 use edgewatt_e2e::prometheus::{Prometheus, ScrapeTarget};
 use edgewatt_exporter::fixture::{ids, pod_cgroup, BatteryFiles, FixtureTree};
 
-const BIN: &str = env!("CARGO_BIN_EXE_edgewatt-exporter");
-
-struct Exporter(Child, u16);
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let resp = reqwest::blocking_get(port, path)?;
-    Some(resp)
-}
-
-/// Tiny blocking HTTP GET (std only) so the test needs no extra client features.
-mod reqwest {
-    use std::io::{Read, Write};
-    pub fn blocking_get(port: u16, path: &str) -> Option<(u16, String)> {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).ok()?;
-        let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-        let body = buf
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        Some((code, body))
-    }
-}
-
-fn start(root: &std::path::Path, extra: &[&str]) -> Exporter {
-    start_serve(root, extra, &[])
-}
-
-/// `extra` before the subcommand, `serve_args` after it (e.g. `--process-metrics`).
-fn start_serve(root: &std::path::Path, extra: &[&str], serve_args: &[&str]) -> Exporter {
-    let port = edgewatt_e2e::free_port();
-    let child = Command::new(BIN)
-        .args([
-            "--host-root",
-            root.to_str().unwrap(),
-            "--node-name",
-            "fx",
-            "--interval",
-            "1s",
-            "--kubernetes",
-            "off",
-            "--attribution",
-            "procfs",
-        ])
-        .args(extra)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(serve_args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start exporter");
-    let e = Exporter(child, port);
-    for _ in 0..100 {
-        if matches!(get(port, "/readyz"), Some((200, _))) {
-            return e;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("exporter not ready on port {port}");
-}
-
-/// `promtool check metrics` (text format 0.0.4, plus its lint) must accept `body`.
-fn promtool_check(body: &str) {
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus) is needed; `make deps` installs it");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
+/// The standard laptop ([`common::laptop`]).
 fn fixture() -> (tempfile::TempDir, FixtureTree) {
-    let dir = tempfile::tempdir().unwrap();
-    let t = FixtureTree::new(dir.path());
-    t.proc_stat(10, 10);
-    t.cpuinfo("Intel(R) Core(TM) i7-8650U CPU @ 1.90GHz", 8, false);
-    t.rapl_zone("0", "package-0", 1_000_000, 262_143_328_850);
-    t.rapl_zone("0:0", "dram", 1_000_000, 262_143_328_850);
-    t.battery(
-        "BAT0",
-        &BatteryFiles {
-            status: "Discharging",
-            capacity: Some(35),
-            energy_now_uwh: Some(17_500_000),
-            energy_full_uwh: Some(50_000_000),
-            power_now_uw: Some(9_000_000),
-            ..Default::default()
-        },
-    );
-    t.mains("AC", false);
-    let (uid, cid) = ids(7);
-    t.process(100, "app", 5, &pod_cgroup(&uid, &cid));
-    t.process(200, "sshd", 1, "/system.slice/sshd.service");
+    let (dir, t) = common::tree();
+    common::laptop(&t);
     (dir, t)
 }
 
@@ -143,15 +30,16 @@ fn tick(t: &FixtureTree, i: u64) {
 #[test]
 fn metrics_pass_promtool_and_reach_prometheus() {
     let (_dir, t) = fixture();
-    let e = start(
+    let e = Exporter::on_fixture(
         t.root(),
         &["--power-budget-watts", "25", "--carbon-intensity", "300"],
+        &[],
     );
     for i in 1..4 {
         tick(&t, i);
         std::thread::sleep(Duration::from_millis(1100));
     }
-    let (code, body) = get(e.1, "/metrics").unwrap();
+    let (code, body) = e.get("/metrics").unwrap();
     assert_eq!(code, 200);
     for needle in [
         "edgewatt_node_cpu_joules_total{node_name=\"fx\",zone=\"package\",source=\"rapl\"}",
@@ -188,8 +76,11 @@ fn metrics_pass_promtool_and_reach_prometheus() {
 
     edgewatt_e2e::apiserver::install_crypto_provider();
     let mut prom = Prometheus::start(Duration::from_secs(1)).unwrap();
-    prom.add_target(ScrapeTarget::new("edgewatt", &format!("127.0.0.1:{}", e.1)))
-        .unwrap();
+    prom.add_target(ScrapeTarget::new(
+        "edgewatt",
+        &format!("127.0.0.1:{}", e.port),
+    ))
+    .unwrap();
     let v = prom
         .wait_for_series(
             "edgewatt_node_battery_charge_ratio{node_name=\"fx\"}",
@@ -210,56 +101,98 @@ fn metrics_pass_promtool_and_reach_prometheus() {
     assert!(!rate.to_string().is_empty());
 }
 
+/// Power into the battery is its own gauge beside the draw, in both namings, and is withdrawn
+/// (not 0 W) when the kernel stops saying: a charging battery without a power reading.
+#[test]
+fn charge_power_is_its_own_gauge_and_absent_when_unknown() {
+    let (_dir, t) = fixture();
+    let charging = |power_now_uw| BatteryFiles {
+        status: "Charging",
+        capacity: Some(35),
+        energy_now_uwh: Some(17_500_000),
+        energy_full_uwh: Some(50_000_000),
+        power_now_uw,
+        ..Default::default()
+    };
+    t.battery("BAT0", &charging(Some(12_000_000)));
+    t.mains("AC", true);
+    let e = Exporter::on_fixture(t.root(), &[], &[]);
+    let body = e.wait_for_all(
+        &[
+            "edgewatt_node_battery_charge_power_watts{node_name=\"fx\",status=\"Charging\"} 12",
+            "edgewatt_node_battery_power_watts{node_name=\"fx\",status=\"Charging\"} 0",
+        ],
+        1..10,
+        Duration::from_millis(300),
+        |i| tick(&t, i),
+    );
+    promtool_check(&body);
+    t.battery("BAT0", &charging(None));
+    let mut withdrawn = false;
+    for i in 10..30 {
+        tick(&t, i);
+        std::thread::sleep(Duration::from_millis(300));
+        let body = e.metrics();
+        if body.contains("edgewatt_node_battery_charge_ratio{")
+            && !body.contains("battery_charge_power_watts")
+        {
+            withdrawn = true;
+            break;
+        }
+    }
+    assert!(withdrawn, "unknown charge power is absent, not 0 W");
+    drop(e);
+    t.battery("BAT0", &charging(Some(12_000_000)));
+    let e = Exporter::on_fixture(t.root(), &["--metric-prefix", "kepler"], &[]);
+    e.wait_for_all(
+        &["kepler_node_battery_charge_power_watts{node_name=\"fx\",status=\"Charging\"} 12"],
+        30..40,
+        Duration::from_millis(300),
+        |i| tick(&t, i),
+    );
+}
+
 #[test]
 fn kepler_prefix_and_process_series() {
     let (_dir, t) = fixture();
-    let e = start(t.root(), &["--metric-prefix", "kepler"]);
+    let e = Exporter::on_fixture(t.root(), &["--metric-prefix", "kepler"], &[]);
     tick(&t, 1);
     std::thread::sleep(Duration::from_millis(1200));
     tick(&t, 2);
     std::thread::sleep(Duration::from_millis(1200));
-    let (_, body) = get(e.1, "/metrics").unwrap();
+    let body = e.metrics();
     assert!(body.contains("kepler_node_cpu_joules_total{"), "{body}");
     assert!(body.contains("kepler_pod_cpu_joules_total{"), "{body}");
     assert!(!body.contains("edgewatt_node"), "{body}");
     drop(e);
-    let e = start(t.root(), &[]);
-    let (_, body) = get(e.1, "/metrics").unwrap();
+    let e = Exporter::on_fixture(t.root(), &[], &[]);
+    let body = e.metrics();
     assert!(!body.contains("process_cpu"));
     drop(e);
     // --process-metrics after the subcommand
-    let port = edgewatt_e2e::free_port();
-    let mut child = Command::new(BIN)
-        .args([
-            "--host-root",
-            t.root().to_str().unwrap(),
-            "--interval",
-            "1s",
-            "--kubernetes",
-            "off",
-            "--attribution",
-            "procfs",
-            "serve",
-            "--process-metrics",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let args = [
+        "--host-root",
+        t.root().to_str().unwrap(),
+        "--interval",
+        "1s",
+        "--kubernetes",
+        "off",
+        "--attribution",
+        "procfs",
+    ];
+    let e = Exporter::start(args.map(String::from).to_vec(), &["--process-metrics"]);
     let mut body = String::new();
     for i in 3..8 {
         tick(&t, i);
         std::thread::sleep(Duration::from_millis(600));
-        if let Some((200, b)) = get(port, "/metrics") {
+        if let Some((200, b)) = e.get("/metrics") {
             if b.contains("edgewatt_process_cpu_joules_total{") {
                 body = b;
                 break;
             }
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(e);
     assert!(body.contains("comm=\"sshd\""), "{body}");
     // at most two series (joules, watts) per process and zone: Kepler 0.7 emitted 25
     let per_pid = body.lines().filter(|l| l.contains("pid=\"200\"")).count();
@@ -275,21 +208,12 @@ fn unreadable_rapl_names_the_fix() {
     let (dir, t) = fixture();
     let energy = t.path("sys/class/powercap/intel-rapl:0/energy_uj");
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&energy, std::fs::Permissions::from_mode(0o000)).unwrap();
     // Root ignores file modes; run the exporter as nobody to meet EACCES for real.
     let is_root = rustix::process::geteuid().is_root();
     if is_root {
-        for p in walk(dir.path()) {
-            let mode = if p.is_dir() {
-                0o755
-            } else if p == energy {
-                0o000
-            } else {
-                0o644
-            };
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-        }
+        common::readable_by_all(dir.path());
     }
+    std::fs::set_permissions(&energy, std::fs::Permissions::from_mode(0o000)).unwrap();
     let mut cmd = if is_root {
         let mut c = Command::new("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
@@ -328,16 +252,6 @@ fn unreadable_rapl_names_the_fix() {
     );
 }
 
-fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = vec![p.to_path_buf()];
-    if p.is_dir() {
-        for e in std::fs::read_dir(p).unwrap().flatten() {
-            out.extend(walk(&e.path()));
-        }
-    }
-    out
-}
-
 /// `--config FILE` fills unset settings; a bad key is a clear error naming the line.
 #[test]
 fn config_file_and_errors() {
@@ -348,30 +262,22 @@ fn config_file_and_errors() {
         "# node settings\nEDGEWATT_POWER_BUDGET_WATTS=42\nNODE_NAME=from-file\n",
     )
     .unwrap();
-    let port = edgewatt_e2e::free_port();
-    let child = Command::new(BIN)
-        .args([
-            "--config",
-            cfg.to_str().unwrap(),
-            "--host-root",
-            t.root().to_str().unwrap(),
-            "--interval",
-            "1s",
-            "--kubernetes",
-            "off",
-            "--attribution",
-            "procfs",
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let e = Exporter(child, port);
+    let args = [
+        "--config",
+        cfg.to_str().unwrap(),
+        "--host-root",
+        t.root().to_str().unwrap(),
+        "--interval",
+        "1s",
+        "--kubernetes",
+        "off",
+        "--attribution",
+        "procfs",
+    ];
+    let e = Exporter::start(args.map(String::from).to_vec(), &[]);
     let mut body = String::new();
     for _ in 0..50 {
-        if let Some((200, b)) = get(e.1, "/metrics") {
+        if let Some((200, b)) = e.get("/metrics") {
             body = b;
             break;
         }
@@ -402,72 +308,6 @@ fn config_file_and_errors() {
         String::from_utf8_lossy(&out.stderr).contains("--interval"),
         "bad flag values name the flag"
     );
-}
-
-/// One sample of the text exposition format: name, labels (unescaped), value.
-type Parsed = (String, Vec<(String, String)>, f64);
-
-/// Parses text format 0.0.4 the way its spec reads (label values: `\\`, `\"`, `\n` escapes),
-/// independently of the exporter's encoder, so a round trip proves the escaping.
-fn parse_samples(text: &str) -> Vec<Parsed> {
-    let mut out = Vec::new();
-    for line in text
-        .split('\n')
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
-        let Some(open) = line.find('{') else {
-            let (n, v) = line.split_once(' ').unwrap();
-            out.push((n.to_string(), vec![], v.trim().parse().unwrap()));
-            continue;
-        };
-        let mut labels = Vec::new();
-        let mut chars = line[open + 1..].chars();
-        loop {
-            let mut key = String::new();
-            match chars.next() {
-                Some('}') => break,
-                Some(',') => continue,
-                Some(c) => key.push(c),
-                None => panic!("unterminated labels: {line:?}"),
-            }
-            for c in chars.by_ref() {
-                if c == '=' {
-                    break;
-                }
-                key.push(c);
-            }
-            assert_eq!(chars.next(), Some('"'), "{line:?}");
-            let mut value = String::new();
-            loop {
-                match chars.next() {
-                    Some('\\') => match chars.next() {
-                        Some('n') => value.push('\n'),
-                        Some('\\') => value.push('\\'),
-                        Some('"') => value.push('"'),
-                        other => panic!("undefined escape {other:?} in {line:?}"),
-                    },
-                    Some('"') => break,
-                    Some(c) => value.push(c),
-                    None => panic!("unterminated value: {line:?}"),
-                }
-            }
-            labels.push((key, value));
-        }
-        let value: String = chars.collect();
-        out.push((
-            line[..open].to_string(),
-            labels,
-            value.trim().parse().unwrap(),
-        ));
-    }
-    out
-}
-
-fn label<'a>(labels: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    labels
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
 }
 
 /// Any user can name a process anything (15 bytes, any byte but NUL in the kernel; more here):
@@ -525,12 +365,12 @@ fn hostile_process_names_survive_both_exposition_formats() {
         );
         expected.insert(pid, String::from_utf8_lossy(name).into_owned());
     }
-    let e = start_serve(t.root(), &[], &["--process-metrics"]);
+    let e = Exporter::on_fixture(t.root(), &[], &["--process-metrics"]);
     let mut body = String::new();
     for i in 1..20 {
         tick(&t, i);
         std::thread::sleep(Duration::from_millis(600));
-        body = get(e.1, "/metrics").unwrap().1;
+        body = e.metrics();
         if body.contains("pid=\"1053\"") {
             break;
         }
@@ -548,8 +388,11 @@ fn hostile_process_names_survive_both_exposition_formats() {
 
     edgewatt_e2e::apiserver::install_crypto_provider();
     let mut prom = Prometheus::start(Duration::from_secs(1)).unwrap();
-    prom.add_target(ScrapeTarget::new("edgewatt", &format!("127.0.0.1:{}", e.1)))
-        .unwrap();
+    prom.add_target(ScrapeTarget::new(
+        "edgewatt",
+        &format!("127.0.0.1:{}", e.port),
+    ))
+    .unwrap();
     prom.wait_for_series(
         "edgewatt_process_cpu_joules_total{pid=\"1053\"}",
         Duration::from_secs(30),
@@ -580,13 +423,13 @@ fn books_balance_in_a_scrape() {
     let (_dir, t) = fixture();
     let (uid, cid) = ids(8);
     t.process(300, "worker", 1, &pod_cgroup(&uid, &cid));
-    let e = start(t.root(), &[]);
+    let e = Exporter::on_fixture(t.root(), &[], &[]);
     let mut samples = Vec::new();
     for i in 1..6 {
         tick(&t, i);
         t.process_ticks(300, "worker", 1 + i * 25);
         std::thread::sleep(Duration::from_millis(1100));
-        samples = parse_samples(&get(e.1, "/metrics").unwrap().1);
+        samples = parse_samples(&e.metrics());
     }
     let value = |name: &str, zone: &str| -> f64 {
         samples
@@ -630,8 +473,7 @@ fn books_balance_in_a_scrape() {
 /// the node's and the estimator stands by. It stops answering: stale, withdrawn, estimator again.
 #[test]
 fn a_down_bmc_falls_back_to_the_estimator() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = FixtureTree::new(dir.path());
+    let (_dir, t) = common::tree();
     t.proc_stat(10, 10);
     t.cpuinfo("Intel(R) Core(TM) i7-8650U CPU @ 1.90GHz", 8, false);
     t.process(200, "sshd", 1, "/system.slice/sshd.service");
@@ -645,18 +487,11 @@ fn a_down_bmc_falls_back_to_the_estimator() {
         "--redfish-timeout",
         "500ms",
     ];
-    let e = start(t.root(), &args);
+    let e = Exporter::on_fixture(t.root(), &args, &[]);
     let wait_for_all = |needles: &[&str], i0: u64| -> String {
-        let mut body = String::new();
-        for i in i0..i0 + 20 {
-            tick_cpu(&t, i);
-            std::thread::sleep(Duration::from_millis(500));
-            body = get(e.1, "/metrics").unwrap().1;
-            if needles.iter().all(|n| body.contains(n)) {
-                return body;
-            }
-        }
-        panic!("never saw all of {needles:?} in\n{body}");
+        e.wait_for_all(needles, i0..i0 + 20, Duration::from_millis(500), |i| {
+            tick_cpu(&t, i)
+        })
     };
     let wait_for = |needle: &str, i0: u64| wait_for_all(&[needle], i0);
     let body = wait_for(
@@ -679,29 +514,7 @@ fn a_down_bmc_falls_back_to_the_estimator() {
         ),
         "{body}"
     );
-    let top = Command::new(BIN)
-        .args([
-            "--host-root",
-            t.root().to_str().unwrap(),
-            "--kubernetes",
-            "off",
-            "--attribution",
-            "procfs",
-            "--interval",
-            "1s",
-        ])
-        .args(args)
-        .args(["top", "-n", "1", "--plain"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    for i in 100..106 {
-        tick_cpu(&t, i); // CPU time moves while top measures
-        std::thread::sleep(Duration::from_millis(400));
-    }
-    let top = top.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&top.stdout);
+    let stdout = e.top(|i| tick_cpu(&t, i)); // CPU time moves while top measures
     assert!(
         stdout.contains(
             "(source: estimator, ESTIMATED — no meter reports: redfish error (GET http://127.0.0.1"
@@ -710,27 +523,8 @@ fn a_down_bmc_falls_back_to_the_estimator() {
     );
 
     // The BMC comes up: its chassis power is the node's, the estimator stands by.
-    let mockup = tempfile::tempdir().unwrap();
-    edgewatt_exporter::fixture::copy_tree(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data/redfish/public-rackmount1"),
-        mockup.path(),
-    );
-    let mut sushy = Command::new(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/sushy-static"),
-    )
-    .args([
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &bmc_port.to_string(),
-        "-m",
-        mockup.path().to_str().unwrap(),
-    ])
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("sushy-static (make deps)");
+    let mockup = common::mockup_copy("public-rackmount1");
+    let sushy = common::serve_mockup_on(bmc_port, mockup.path(), None);
     let body = wait_for(
         "edgewatt_node_platform_watts{node_name=\"fx\",source=\"redfish\"} 374",
         30,
@@ -746,8 +540,7 @@ fn a_down_bmc_falls_back_to_the_estimator() {
     );
 
     // It stops answering: after three poll intervals the reading is stale and withdrawn.
-    let _ = sushy.kill();
-    let _ = sushy.wait();
+    drop(sushy);
     // Stale and the estimator back in the same scrape (the collection that marks the BMC stale
     // is also the one in which the estimator takes over).
     let body = wait_for_all(
@@ -779,8 +572,8 @@ fn healthz_fails_when_collection_hangs() {
     let (_dir, t) = fixture();
     t.set("sys/class/hwmon/hwmon0/name", "power_meter");
     t.set("sys/class/hwmon/hwmon0/power1_average", 95_000_000);
-    let e = start(t.root(), &[]);
-    let health = || get(e.1, "/healthz").map(|(c, _)| c);
+    let e = Exporter::on_fixture(t.root(), &[], &[]);
+    let health = || e.get("/healthz").map(|(c, _)| c);
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(health(), Some(200));
     let stamp = |body: &str| -> f64 {
@@ -802,9 +595,9 @@ fn healthz_fails_when_collection_hangs() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let (_, reason) = get(e.1, "/healthz").unwrap();
+    let (_, reason) = e.get("/healthz").unwrap();
     assert!(reason.contains("no collection finished"), "{reason}");
-    let (code, body) = get(e.1, "/metrics").unwrap();
+    let (code, body) = e.get("/metrics").unwrap();
     assert_eq!(code, 200, "metrics still served");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -3,15 +3,17 @@
 //! own, a pod, a Docker container outside Kubernetes, a host daemon and a process with a hostile
 //! name — and `--once --output json` as scripts use it.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use edgewatt_exporter::fixture::{ids, pod_cgroup, BatteryFiles, FixtureTree};
+use common::{Ticker, BIN};
+use edgewatt_exporter::fixture::FixtureTree;
 
-const BIN: &str = env!("CARGO_BIN_EXE_edgewatt-exporter");
 /// What a process may set as its own name (`prctl(PR_SET_NAME)`; the kernel keeps any byte but
 /// NUL): a screen clear, then a bell.
 const HOSTILE: &str = "\x1b[2Jevil\x07";
@@ -20,19 +22,9 @@ const DOCKER_ID: &str = "d0c0000000000000000000000000000000000000000000000000000
 
 /// The fixture machine, ticking (CPU time and RAPL energy move) until dropped.
 struct Machine {
-    _dir: tempfile::TempDir,
+    _ticker: Ticker,
     t: Arc<FixtureTree>,
-    stop: Arc<AtomicBool>,
-    ticker: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Machine {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(h) = self.ticker.take() {
-            let _ = h.join();
-        }
-    }
+    _dir: tempfile::TempDir,
 }
 
 /// CPU ticks per step: app (pod) 40, nginx (Docker) 20, sshd 10, the hostile one 5.
@@ -46,27 +38,11 @@ fn tick(t: &FixtureTree, i: u64) {
     t.process_ticks(300, HOSTILE, 1 + i * 5);
 }
 
+/// The standard laptop ([`common::laptop`]) with a process of a hostile name and a Docker
+/// container outside Kubernetes.
 fn machine() -> Machine {
-    let dir = tempfile::tempdir().unwrap();
-    let t = FixtureTree::new(dir.path());
-    t.cpuinfo("Intel(R) Core(TM) i7-8650U CPU @ 1.90GHz", 8, false);
-    t.rapl_zone("0", "package-0", 1_000_000, 262_143_328_850);
-    t.rapl_zone("0:0", "dram", 1_000_000, 262_143_328_850);
-    t.battery(
-        "BAT0",
-        &BatteryFiles {
-            status: "Discharging",
-            capacity: Some(35),
-            energy_now_uwh: Some(17_500_000),
-            energy_full_uwh: Some(50_000_000),
-            power_now_uw: Some(9_000_000),
-            ..Default::default()
-        },
-    );
-    t.mains("AC", false);
-    let (uid, cid) = ids(7);
-    t.process(100, "app", 5, &pod_cgroup(&uid, &cid));
-    t.process(200, "sshd", 1, "/system.slice/sshd.service");
+    let (dir, t) = common::tree();
+    common::laptop(&t);
     t.process(
         300,
         HOSTILE,
@@ -86,21 +62,11 @@ fn machine() -> Machine {
     );
     tick(&t, 0);
     let t = Arc::new(t);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (t2, stop2) = (t.clone(), stop.clone());
-    let ticker = std::thread::spawn(move || {
-        let mut i = 1;
-        while !stop2.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(250));
-            tick(&t2, i);
-            i += 1;
-        }
-    });
+    let moving = t.clone();
     Machine {
-        _dir: dir,
+        _ticker: Ticker::start(Duration::from_millis(250), move |i| tick(&moving, i)),
         t,
-        stop,
-        ticker: Some(ticker),
+        _dir: dir,
     }
 }
 
@@ -324,10 +290,7 @@ fn tui_rapl_without_root() {
     let is_root = rustix::process::geteuid().is_root();
     let mut cmd = Vec::new();
     if is_root {
-        for p in walk(m.t.root()) {
-            let mode = if p.is_dir() { 0o755 } else { 0o644 };
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-        }
+        common::readable_by_all(m.t.root());
         cmd.extend(
             [
                 "setpriv",
@@ -368,16 +331,6 @@ fn tui_rapl_without_root() {
         assert!(s.contains("energy_uj: permission denied"), "{s}");
     }
     tmux.keys(&["q"]);
-}
-
-fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = vec![p.to_path_buf()];
-    if p.is_dir() {
-        for e in std::fs::read_dir(p).unwrap().flatten() {
-            out.extend(walk(&e.path()));
-        }
-    }
-    out
 }
 
 /// `--once --output json`: one object, every level's rows with `[idle]` and `[system]`, shares

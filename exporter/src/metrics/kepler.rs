@@ -24,7 +24,7 @@ use super::{
     node_cpu_families, node_gpu_families, node_platform_families, push_workload, Families, Labels,
 };
 use crate::cgroup::Runtime;
-use crate::collector::{NodeSeries, Snapshot, WorkloadKind, WorkloadSeries};
+use crate::snapshot::{NodeSeries, Snapshot, WorkloadKind, WorkloadSeries};
 use crate::source::Domain;
 
 /// The prefix that selects this naming.

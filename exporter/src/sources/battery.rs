@@ -3,6 +3,20 @@
 //!
 //! Several batteries (laptops with two, UPS plus internal) are summed into one node battery,
 //! because the controller decides per node.
+//!
+//! Power flows either way through the same files (torvalds/linux
+//! `Documentation/ABI/testing/sysfs-class-power`): `status` is `Charging`, `Discharging`,
+//! `Not charging`, `Full` or `Unknown`, and `current_now` is signed — "negative values are used
+//! for discharging batteries, positive values for charging batteries" — though drivers that
+//! report only a magnitude exist (ACPI's `_BST` rate has no sign; `power_now` is one in practice),
+//! so the direction comes from `status`, the sign where the driver gives one. Draw out of the
+//! battery is [`BatteryState::draw_watts`], power into it [`BatteryState::charge_watts`]:
+//! - `Charging`: the reading's magnitude is the charge power; a *negative* reading contradicts the
+//!   status (the ABI says current flows out) and leaves it unknown.
+//! - `Discharging`, `Not charging`, `Full`: the kernel says nothing flows in: 0 W.
+//! - `Unknown` (or no `status`): 0 W only when a reading is negative or zero (by the ABI nothing
+//!   flows in); a positive one may be a magnitude-only driver discharging: unknown.
+//! - No power or current reading while `Charging`: unknown, never a made-up figure.
 
 use std::path::{Path, PathBuf};
 
@@ -23,7 +37,19 @@ struct One {
     energy_j: Option<f64>,
     full_j: Option<f64>,
     draw_w: Option<f64>,
+    /// Power into the battery (see the module docs).
+    charge_w: Option<f64>,
     status: String,
+}
+
+/// Power into a battery, ≥ 0, from its `status` and its signed power reading (W; `None`: no
+/// `power_now`, or no `current_now` × `voltage_now`). See the module docs for the rules.
+fn charge_watts(status: &str, signed_w: Option<f64>) -> Option<f64> {
+    match status {
+        "Charging" => signed_w.filter(|w| *w >= 0.0),
+        "Discharging" | "Not charging" | "Full" => Some(0.0),
+        _ => signed_w.filter(|w| *w <= 0.0).map(|_| 0.0),
+    }
 }
 
 fn read_one(dir: &Path) -> Result<One, SourceError> {
@@ -55,21 +81,30 @@ fn read_one(dir: &Path) -> Result<One, SourceError> {
             _ => None,
         },
     };
-    // Draw: power_now in µW, else current_now (µA, negative on some drivers) times voltage.
-    let raw_w = match optional(read_i64(&f("power_now")))? {
-        Some(uw) => Some(uw.unsigned_abs() as f64 / 1e6),
+    // power_now in µW, else current_now in µA (negative while discharging, by the ABI) times
+    // voltage.
+    let signed_w = match optional(read_i64(&f("power_now")))? {
+        Some(uw) => Some(uw as f64 / 1e6),
         None => match (optional(read_i64(&f("current_now")))?, voltage_v) {
-            (Some(ua), Some(v)) => Some(ua.unsigned_abs() as f64 / 1e6 * v),
+            (Some(ua), Some(v)) => Some(ua as f64 / 1e6 * v),
             _ => None,
         },
     };
     // Only a discharging battery draws; the kernel reports charging current in the same file.
-    let draw_w = raw_w.map(|w| if status == "Discharging" { w } else { 0.0 });
+    let draw_w = signed_w.map(|w| {
+        if status == "Discharging" {
+            w.abs()
+        } else {
+            0.0
+        }
+    });
+    let charge_w = charge_watts(&status, signed_w).map(f64::abs);
     Ok(One {
         ratio,
         energy_j,
         full_j,
         draw_w,
+        charge_w,
         status,
     })
 }
@@ -103,6 +138,8 @@ fn sum(batteries: &[One]) -> BatteryState {
         energy_joules: energy,
         capacity_joules: capacity,
         draw_watts: add(|b| b.draw_w),
+        // Known only when known for every battery: a sum over some would be a made-up figure.
+        charge_watts: batteries.iter().map(|b| b.charge_w).sum(),
         status,
     }
 }

@@ -1,6 +1,6 @@
 //! `edgewatt-exporter top`: who uses the energy on this machine, live.
 //!
-//! [`model`] turns a collector snapshot into rows (pure: shares of node power, `[idle]` and
+//! [`model`] turns a snapshot into rows (pure: shares of node power, `[idle]` and
 //! `[system]`, sort, filter, battery runway), [`view`] draws them (ratatui, or plain text), and
 //! this module runs the loop: collect every interval, redraw on keys and terminal resizes.
 
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use crate::cli::{Top, TopOutput};
-use crate::collector::{Collector, Snapshot};
+use crate::snapshot::Snapshot;
 use crate::sysfs::HostRoot;
 use model::{Level, Model, SortKey};
 use runtime::RuntimeNames;
@@ -42,9 +42,9 @@ impl Totals {
     }
 }
 
-/// Runs `top` until `q` (or `-n`/`--once` refreshes).
+/// Runs `top` until `q` (or `-n`/`--once` refreshes); `collect` runs one interval.
 pub fn run(
-    mut collector: Collector,
+    mut collect: impl FnMut() -> Snapshot,
     root: HostRoot,
     interval: Duration,
     top: Top,
@@ -59,12 +59,12 @@ pub fn run(
     let lookup = |id: &str| names.name(id);
     let mut totals = Totals::default();
     // The first interval only establishes baselines.
-    collector.collect();
+    collect();
     let mut next = Instant::now() + interval;
     let mut measure = move || {
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
         next += interval;
-        let s = collector.collect();
+        let s = collect();
         totals.add(&s);
         model::build(&s, totals.node_wh, &log::kept(), &lookup)
     };

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use crate::collector::{Snapshot, WorkloadKind};
+use crate::snapshot::{Snapshot, WorkloadKind};
 use crate::source::Domain;
 
 /// Which workloads the table lists. Each level's rows plus `[idle]` and `[system]` add up to the
@@ -84,6 +84,8 @@ pub struct BatteryView {
     pub charge_percent: Option<f64>,
     pub status: String,
     pub draw_watts: Option<f64>,
+    /// Power into the battery; `None` when the kernel does not say.
+    pub charge_watts: Option<f64>,
     pub on_mains: Option<bool>,
     /// Remaining energy ÷ current draw; `None` on mains, charging, or when either is unknown.
     pub runway_hours: Option<f64>,
@@ -420,6 +422,7 @@ fn battery(s: &Snapshot) -> Option<BatteryView> {
         charge_percent: b.charge_ratio.map(|r| r * 100.0),
         status: escape(&b.status),
         draw_watts: b.draw_watts,
+        charge_watts: b.charge_watts,
         on_mains: s.external_power,
         runway_hours: runway_hours(energy, b.draw_watts, s.external_power),
     })
@@ -495,7 +498,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::collector::{NodeSeries, WorkloadSeries};
+    use crate::snapshot::{NodeSeries, WorkloadSeries};
     use crate::source::Battery;
 
     fn node(zone: &str, watts: f64, busy: f64) -> NodeSeries {
@@ -627,6 +630,7 @@ mod tests {
             energy_joules: None,
             capacity_joules: Some(180_000.0),
             draw_watts: Some(12.5),
+            charge_watts: Some(0.0),
             status: "Discharging".into(),
         });
         s.external_power = Some(false);

@@ -72,6 +72,9 @@ fn header(m: &Model) -> Vec<String> {
         if let Some(d) = b.draw_watts {
             let _ = write!(s, ", draw {}", fmt_w(d));
         }
+        if let Some(c) = b.charge_watts.filter(|c| *c > 0.0) {
+            let _ = write!(s, ", charging at {}", fmt_w(c));
+        }
         match (b.on_mains, b.runway_hours) {
             (Some(true), _) => s.push_str(", on mains"),
             (_, Some(h)) => {
@@ -290,6 +293,7 @@ fn draw_table(f: &mut Frame, m: &Model, ui: &UiState, area: Rect) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::top::model::BatteryView;
 
     fn model(zones: &[&str]) -> Model {
         Model {
@@ -331,6 +335,36 @@ mod tests {
         assert_eq!(
             columns(&model(&["package"]), 200),
             ["power", "share", "cpu", "package", "Wh"]
+        );
+    }
+
+    #[test]
+    fn the_battery_line_says_charging_only_when_power_flows_in() {
+        let line = |status: &str, draw, charge, mains| {
+            let mut m = model(&["package"]);
+            m.battery = Some(BatteryView {
+                charge_percent: Some(40.0),
+                status: status.into(),
+                draw_watts: draw,
+                charge_watts: charge,
+                on_mains: Some(mains),
+                runway_hours: None,
+            });
+            header(&m)
+                .into_iter()
+                .find(|l| l.contains("battery"))
+                .unwrap()
+        };
+        assert_eq!(
+            line("Charging", Some(0.0), Some(12.0), true),
+            "battery 40 % Charging, draw 0 mW, charging at 12.0 W, on mains"
+        );
+        let discharging = line("Discharging", Some(9.0), Some(0.0), false);
+        assert!(!discharging.contains("charging at"), "{discharging}");
+        let unknown = line("Charging", Some(0.0), None, true);
+        assert!(
+            !unknown.contains("charging at"),
+            "unknown is not shown: {unknown}"
         );
     }
 }
