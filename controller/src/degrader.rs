@@ -13,34 +13,40 @@
 //!
 //! # The protocol the runtime follows (what makes "never lose a workload" hold)
 //! The ledger is the policy's `status.degraded[]`; the runtime owns it in memory, loads it with
-//! a fresh GET at the start of each leadership term, and writes it through the status
-//! subresource.
-//! 1. **Term start**: load the ledger fresh, then [`reconcile_pending`] (a `Pending` entry whose
-//!    object shows the step is `Applied`, else dropped), and write the ledger. Call it again at
-//!    the start of every cycle while `Pending` entries remain (a step whose outcome was unknown).
-//! 2. **Shed** (for each workload the ladder picks that [`already_degraded`] says is not in the
-//!    ledger, in any state): [`prepare`] → `NotPossible(why)`: report, try the next rung; `Ready`:
-//!    push [`Prepared::entry`] (`Pending`, with the restore data) into the ledger. **Write the
-//!    ledger and wait for the server's success before any [`apply`]**: a write skipped (e.g. by
-//!    comparing with a cached status) or failed means no apply this cycle (drop the entries).
-//! 3. [`apply`] each: `Ok` → mark it `Applied` (and report a `Deferred`/`Infeasible` resize: the
-//!    spec is lowered, the saving is not there yet); `Err(e)` with [`StepError::nothing_done`] →
-//!    drop the entry; any other `Err` (leadership lost mid-write, 5xx, transport) → leave it
-//!    `Pending`: [`reconcile_pending`] settles it from the object. Write the ledger (this write
-//!    may be lost: a `Pending` entry is confirmed again, an `Applied` one restored again — both
-//!    idempotent).
-//! 4. **Watch**: every cycle, [`check`] each `Applied` entry: `Some(outcome)` means a user took
+//! a fresh GET at the start of each leadership term (never from the cache), and writes it
+//! through the status subresource whenever it differs from **the last write the server
+//! acknowledged** (not from a cached status, which may lag; after a failed write, write again).
+//! 1. **Settle**: at term start and at the start of every cycle while `Pending` entries remain,
+//!    [`reconcile_pending`] (a `Pending` entry whose object shows the step becomes `Applied`,
+//!    else it is dropped).
+//! 2. **Watch**: every cycle, [`check`] each `Applied` entry: `Some(outcome)` means a user took
 //!    the object over (restored, changed, deleted or replaced it): remove the entry, an Event.
-//! 5. **Restore** (the ladder's choice, or every entry when the policy is being deleted, before
-//!    its finalizer goes): [`restore`] → `Ok(Done | Gone | Edited | Exists)`: remove the entry
-//!    (an Event for each but `Done`); `Err` → keep it and try next cycle. `Pending` entries may
-//!    be restored directly (restore judges from the object, so a step that never happened
-//!    restores as `Done`). Write the ledger (may be lost: restore again is `Done`).
+//! 3. **Shed** (each workload the ladder picks that [`already_degraded`] says is not in the
+//!    ledger, in any state — a second throttle would record lowered CPU as the one to restore):
+//!    [`prepare`] → `NotPossible(why)`: report, try the next rung; `Ready`: push
+//!    [`Prepared::entry`] (`Pending`, with the restore data). **Write the ledger and wait for the
+//!    server's success before any [`apply`]**; a failed write means no apply (drop them).
+//! 4. [`apply`] each: `Ok` → mark it `Applied` (report a `Deferred`/`Infeasible` resize, now or
+//!    later through [`progress`]: the spec is lowered, the saving is not there); `Err(e)` with
+//!    [`StepError::nothing_done`] → drop the entry; any other `Err` (leadership lost mid-write,
+//!    5xx, transport) → leave it `Pending` for step 1. Write the ledger (this write may be lost:
+//!    a `Pending` entry is confirmed again, an `Applied` one checked and restored again — both
+//!    idempotent).
+//! 5. **Restore** (the ladder's choice, or every entry while the policy is being deleted; its
+//!    finalizer goes once the ledger is empty): [`restore`] → `Ok(Done | Gone | Edited |
+//!    Exists)`: remove the entry (an Event for each but `Done`); `Err` → keep it, next cycle.
+//!    `Pending` entries may be restored directly (restore judges from the object: a step that
+//!    never happened restores as `Done`). Write the ledger (may be lost: restoring again is
+//!    `Done`, with no write).
 //!
-//! What no protocol can tell apart (documented, exercised by the model test): a user who scales
-//! an owner to 0, or deletes an EdgeWorkload, in the instant between a `Pending` write and a
-//! controller crash, before the step itself: the object looks as the step leaves it, so the
-//! entry is confirmed `Applied` and restored — the workload is kept rather than risked.
+//! What no protocol that only reads the objects can tell apart (documented; the model test
+//! exercises and counts them): a user change that leaves the object exactly as the controller's
+//! own write would have, made while the controller does not know the outcome of that write — a
+//! user scaling an owner to 0 or deleting an EdgeWorkload between a `Pending` write and the
+//! step, when the controller dies or the step's answer is lost (the entry is confirmed `Applied`
+//! and the workload later restored: kept rather than risked); the same after a restore whose
+//! answer or ledger removal was lost; and two user changes that cancel out between two of the
+//! controller's reads.
 //!
 //! `RestoreData.object` holds, besides an EdgeWorkload's kept object, the identity of a pod or
 //! owner (`{"uid": …}`) and for a throttle what it set (`{"throttledTo": [ContainerCpu…]}`), so a

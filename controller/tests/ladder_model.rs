@@ -1,5 +1,5 @@
 //! Model-based randomized test of the degradation ladder's executor (`degrader::{prepare,
-//! apply, confirm, reconcile_pending, restore, progress}`) and the ledger protocol its module
+//! apply, reconcile_pending, check, restore, progress}`) and the ledger protocol its module
 //! docs give, against a simulated cluster, 1 200 seeded cases.
 //!
 //! TEST PARTS, named as such: a simulated cluster of owners (Deployment, StatefulSet,
@@ -10,8 +10,11 @@
 //! and Flotta EdgeWorkloads (create, delete with UID/resourceVersion preconditions, a finalizer
 //! that keeps a deleted one for a step or two). The driver plays the runtime's protocol: sheds
 //! picked at random from a lagging cache (0–3 steps behind), the `Pending` entry written to a
-//! persisted status before the step, `Applied` after; restores picked at random; a policy
-//! deletion that restores everything; every Pending entry settled after a restart.
+//! persisted status before the step, `Applied` after; every `Applied` entry checked each cycle
+//! (a user's takeover ends it); restores picked at random; a policy deletion that restores
+//! everything; every Pending entry settled after a restart; the ledger written whenever it
+//! differs from the last write the server acknowledged. `LADDER_SEED=n` runs one case and prints
+//! its log.
 //!
 //! Faults, per case: API errors before a call and after a write landed (outcome unknown);
 //! status updates that change a resourceVersion between read and write (409s); users acting
@@ -26,9 +29,10 @@
 //! Invariants, at every write and every step, and at the end (faults off, the policy deleted,
 //! everything restored):
 //! - never lost: every step that landed and that no user touched since is in the persisted
-//!   ledger until its restore landed; at the end every owner we scaled to 0 is back at exactly
-//!   its replicas, every EdgeWorkload we deleted exists again with its spec, every pod we
-//!   throttled that still exists runs with exactly its CPU before (unless a user changed it);
+//!   ledger until its restore landed; each restore puts back exactly what was there (replicas,
+//!   the CPU as written, the EdgeWorkload's spec); at the end every step that landed was
+//!   restored, unless a user took the object over (or our own suspend of a throttled pod's owner
+//!   replaced the pod);
 //! - never duplicated: no second throttle of a throttled pod, no second restore of one step, no
 //!   second create of one EdgeWorkload;
 //! - never overriding a user: no restore write on an object whose last change was a user's
@@ -36,10 +40,12 @@
 //!   object replaced by a new one of that name;
 //! - a Deferred/Infeasible resize is reported as such; the ledger is empty at the end.
 //!
-//! Excepted and counted: a user action in a *blind window* — while the persisted ledger says a
-//! step is pending or applied but the truth is otherwise (the controller died before writing
-//! what it knew). No protocol can tell such an object from one it degraded itself (see the
-//! `degrader` module docs); these cases only may end with the user's change undone.
+//! Excepted and counted ("blind"): a user change the controller cannot see, which the
+//! `degrader` module docs list — made while the controller does not know the outcome of its own
+//! write on that object (a `Pending` step before it is settled, a step or restore whose answer
+//! was lost, a ledger write that did not land before the controller stopped), or two user
+//! changes that leave the object as the controller last saw it. Only for these may a user's
+//! change be undone; any other violation fails the case.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -1953,6 +1959,11 @@ async fn the_ladder_never_loses_duplicates_or_overrides_a_workload() {
         }
     }
     println!("{CASES} cases: {total:?}; blind-window actions excused: {excused}");
+    assert!(
+        excused * 50 < total.sheds as usize,
+        "the exception swallows too much: {excused} of {} sheds",
+        total.sheds
+    );
     for f in failures.iter().take(5) {
         println!("FAILED {f}\n");
     }

@@ -321,6 +321,41 @@ async fn without_the_resize_subresource_a_throttle_is_not_possible() {
     env.assert_never_forbidden();
 }
 
+/// A throttled pod deleted and created again under its name (a StatefulSet's `db-0`, here with
+/// a template lowered to what the throttle set) is another pod: its UID differs, so the
+/// restore leaves it alone (Gone) instead of raising a CPU limit someone chose.
+#[tokio::test]
+async fn a_throttled_pod_replaced_by_a_new_one_of_that_name_is_left_alone() {
+    let env = Env::start().await;
+    let resources = json!({"limits": {"cpu": "1", "memory": "128Mi"}});
+    env.pod("db-0", resources).await;
+    let e = env
+        .shed(&Degradee::pod(NS, "db-0"), DegradeStep::Throttle)
+        .await;
+    env.pods()
+        .delete("db-0", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(env.pods().get_opt("db-0").await.unwrap().is_none());
+    env.pod(
+        "db-0",
+        json!({"limits": {"cpu": "500m", "memory": "128Mi"}}),
+    )
+    .await;
+    let writes = env.robot_writes();
+    let r = env.restore(&e).await;
+    assert!(
+        matches!(&r, Restored::Gone(m) if m.contains("replaced")),
+        "{r:?}"
+    );
+    assert_eq!(env.robot_writes(), writes);
+    assert_eq!(
+        cpu(&env.pods().get("db-0").await.unwrap(), "limits"),
+        "500m"
+    );
+    env.assert_never_forbidden();
+}
+
 /// KEP-1287 "Resize Status" (1.33+): the kubelet answers with `PodResizePending` (reason
 /// `Deferred` or `Infeasible`) — the spec is lowered but the saving is not there, and the
 /// executor says so; once actuated, `containerStatuses[].resources` shows the new limit.
