@@ -16,6 +16,7 @@ pub mod cli;
 pub mod clock;
 pub mod context;
 pub mod cycle;
+pub mod degrader;
 pub mod diagnostics;
 pub mod execute;
 pub mod forecast;
