@@ -14,8 +14,8 @@ use kube::{
 use tokio::sync::Mutex;
 
 use crate::{
-    actuator::Actuator, clock::Clock, leader::Fence, metrics::Metrics, mover::KubeMoves,
-    runtime::PolicyRuntime, signals::SupplyCache, stores::Stores,
+    actuator::Actuator, clock::Clock, degrader::KubeLadder, leader::Fence, metrics::Metrics,
+    mover::KubeMoves, runtime::PolicyRuntime, signals::SupplyCache, stores::Stores,
 };
 
 /// Runtime settings (from the command line: [`crate::cli`]).
@@ -47,6 +47,8 @@ pub struct Context {
     pub actuator: Actuator,
     /// EdgeWorkload moves' reads and writes.
     pub moves: KubeMoves,
+    /// The degradation ladder's reads and writes (resize, scale, EdgeWorkloads kept).
+    pub ladder: KubeLadder,
     pub reader: PromReader,
     pub stores: Stores,
     pub metrics: Metrics,
@@ -107,6 +109,9 @@ impl Context {
             stores,
             actuator: Actuator::new(client.clone(), evict_client, recorder),
             moves: KubeMoves {
+                client: client.clone(),
+            },
+            ladder: KubeLadder {
                 client: client.clone(),
             },
             client,

@@ -13,14 +13,15 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use edgewatt_crds::{EnergyPolicy, EnergyPolicySpec, LeftAlone, Mode};
+use edgewatt_crds::{EnergyPolicy, EnergyPolicySpec, LadderDurations, LeftAlone};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::ResourceExt;
 
 use crate::{
     actuator::reference,
     context::{Context, Error},
-    diagnostics::{self, kind_name},
+    continuity::{starved_with_forecasts, Forecasts},
+    diagnostics,
     metrics::{KindLabels, ReasonLabels, TargetLabels},
     planner::{self, PlanInput, Transition},
     runtime::PolicyRuntime,
@@ -126,6 +127,14 @@ impl<'a> Cycle<'a> {
         if self.ctx.settings.migration_timeout.is_none() {
             self.timeout = durations.migration_timeout;
         }
+        let ladder_durations =
+            match LadderDurations::of(&self.spec().forecast, self.spec().action.degrade.as_ref()) {
+                Ok(d) => d,
+                Err(msg) => {
+                    self.problems.push(("InvalidSpec".into(), msg.clone()));
+                    return self.finish(Evaluated::InvalidSpec(msg), None).await;
+                }
+            };
         // What this policy needs that the cluster does not have (reported even while Prometheus
         // is down: an operator should see both).
         self.problems
@@ -135,14 +144,16 @@ impl<'a> Cycle<'a> {
             self.collect_orphans().await;
         }
         self.track_evictions();
+        // The ladder's ledger against the objects (a step of unknown outcome, a user's takeover).
+        self.settle_ledger().await;
 
         let prom = match self.read(prom) {
             Ok(p) => p,
             Err(ev) => return self.finish(ev, None).await,
         };
 
-        // Snapshot and plan.
-        let view = View::read(
+        // Snapshot, forecast and plan.
+        let mut view = View::read(
             &self.ctx.stores,
             &self.name,
             self.spec(),
@@ -150,6 +161,11 @@ impl<'a> Cycle<'a> {
             &self.ctx.settings,
             &mut self.problems,
         );
+        let forecasts = if signals::needs_forecast(self.spec()) {
+            self.forecast(&mut view, &prom, &ladder_durations)
+        } else {
+            Forecasts::default()
+        };
         let spec = self.spec();
         let (previous, history) = self.rt.plan_inputs();
         let plan = planner::plan(&PlanInput {
@@ -173,7 +189,11 @@ impl<'a> Cycle<'a> {
         self.skipped_events(&plan, &view.pods).await;
         self.execute(&plan, &view).await;
         self.dry_run(&policy_ref, &plan).await;
-        let starved = status::starved(&plan);
+        self.criticality_errors(&view);
+        let ladder = self.plan_ladder(&view, &plan, &forecasts, &ladder_durations);
+        self.run_ladder(ladder.as_ref(), &view).await;
+        self.export_degraded();
+        let starved = starved_with_forecasts(status::starved(&plan), &view, &forecasts);
         self.finish(Evaluated::Yes, Some(starved)).await
     }
 
@@ -242,13 +262,13 @@ impl<'a> Cycle<'a> {
     /// The starvation gauges of this policy: exactly the targets starved now, labelled with the
     /// policy's mode (the extender filters nodes on `mode="Migrate"` only).
     fn export_starved(&self, plan: &planner::Plan) {
-        let mode = mode_str(self.spec().action.mode);
+        let mode = self.spec().action.mode.as_str();
         let series: BTreeSet<TargetLabels> = plan
             .starved()
             .map(|(id, _, _)| TargetLabels {
                 policy: self.name.clone(),
                 mode: mode.into(),
-                kind: kind_name(id.kind).into(),
+                kind: id.kind.as_str().into(),
                 name: id.name.clone(),
                 namespace: id.namespace.clone().unwrap_or_default(),
             })
@@ -346,7 +366,7 @@ impl<'a> Cycle<'a> {
             migration_count: rt.migration_count(),
             moves_in_flight: rt.in_flight(),
             problems,
-            degraded: Vec::new(),
+            degraded: rt.degraded().to_vec(),
             left_alone,
         };
         let prev = rt.last_status(policy);
@@ -365,13 +385,6 @@ impl<'a> Cycle<'a> {
 
 /// Problems whose own Events are published elsewhere (the migration's, the eviction's).
 const REPORTED_ELSEWHERE: [&str; 3] = ["ActionsFailed", "TargetDisappeared", "MigrationStuck"];
-
-pub fn mode_str(m: Mode) -> &'static str {
-    match m {
-        Mode::Migrate => "Migrate",
-        Mode::Observe => "Observe",
-    }
-}
 
 /// Why starved targets' workloads stay put: the first thing to read when nothing moves. For
 /// `NoTarget`: every possible destination and why it was rejected.

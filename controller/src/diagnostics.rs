@@ -23,13 +23,6 @@ pub struct Memory {
     unknown_since: HashMap<TargetId, DateTime<Utc>>,
 }
 
-pub fn kind_name(k: TargetKind) -> &'static str {
-    match k {
-        TargetKind::Node => "Node",
-        TargetKind::EdgeDevice => "EdgeDevice",
-    }
-}
-
 pub fn target_str(t: &TargetId) -> String {
     match &t.namespace {
         Some(ns) => format!("{} {ns}/{}", t.kind, t.name),

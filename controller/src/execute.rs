@@ -21,24 +21,6 @@ use crate::{
     view::View,
 };
 
-pub fn kind_str(k: WorkloadKind) -> &'static str {
-    match k {
-        WorkloadKind::Pod => "Pod",
-        WorkloadKind::EdgeWorkload => "EdgeWorkload",
-    }
-}
-
-pub fn result_str(r: MigrationResult) -> &'static str {
-    match r {
-        MigrationResult::InProgress => "InProgress",
-        MigrationResult::Succeeded => "Succeeded",
-        MigrationResult::Failed => "Failed",
-        MigrationResult::Blocked => "Blocked",
-        MigrationResult::Aborted => "Aborted",
-        MigrationResult::DryRun => "DryRun",
-    }
-}
-
 /// A move Observe mode would have made.
 struct Would<'p> {
     id: &'p WorkloadId,
@@ -124,7 +106,7 @@ impl Cycle<'_> {
                 .observe((self.now - s).num_milliseconds() as f64 / 1000.0);
         }
         ctx.metrics
-            .migration(policy, "EdgeWorkload", result_str(result));
+            .migration(policy, "EdgeWorkload", result.as_str());
         let (reason, warning) = match result {
             MigrationResult::Succeeded => ("MigrationSucceeded", false),
             MigrationResult::Aborted => ("MigrationAborted", false),
@@ -168,7 +150,7 @@ impl Cycle<'_> {
         };
         tracing::warn!(policy, workload = %key.name, "{message}");
         ctx.metrics
-            .migration(policy, "EdgeWorkload", result_str(result));
+            .migration(policy, "EdgeWorkload", result.as_str());
         let record = MigrationRecord {
             result,
             message,
@@ -462,7 +444,7 @@ impl Cycle<'_> {
                 (MigrationResult::Failed, "EvictionFailed", m.clone())
             }
         };
-        ctx.metrics.migration(policy, "Pod", result_str(result));
+        ctx.metrics.migration(policy, "Pod", result.as_str());
         if let Some(p) = seen {
             let warning = result != MigrationResult::Succeeded;
             ctx.actuator
@@ -589,7 +571,7 @@ impl Cycle<'_> {
                 siblings,
             } in moves
             {
-                ctx.metrics.migration(policy, kind_str(id.kind), "DryRun");
+                ctx.metrics.migration(policy, id.kind.as_str(), "DryRun");
                 let message = format!(
                     "Observe mode: would move {} from {from}{}",
                     id.name,

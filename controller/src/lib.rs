@@ -15,6 +15,7 @@ pub mod actuator;
 pub mod cli;
 pub mod clock;
 pub mod context;
+pub mod continuity;
 pub mod cycle;
 pub mod degrader;
 pub mod diagnostics;

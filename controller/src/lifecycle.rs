@@ -12,7 +12,6 @@ use serde_json::json;
 use crate::{
     context::{Context, Error},
     cycle::Cycle,
-    execute::result_str,
     migration::Intent,
     mover::{MoveApi, MoveKey, COPY_OF_LABEL},
     planner::WorkloadId,
@@ -82,7 +81,7 @@ impl Cycle<'_> {
                 )
             };
             ctx.metrics
-                .migration(policy, "EdgeWorkload", result_str(result));
+                .migration(policy, "EdgeWorkload", result.as_str());
             self.rt.record(MigrationRecord {
                 result,
                 message,
@@ -187,6 +186,9 @@ impl Cycle<'_> {
         self.timeout = std::time::Duration::from_secs(300);
         self.drive_moves().await;
         left += self.rt.moves().len();
+        // What the ladder throttled or suspended comes back before the policy goes.
+        self.restore_all("the policy is being deleted").await;
+        left += self.rt.degraded().len();
         // Taints and labels this policy put.
         for n in ctx.stores.nodes.state() {
             if n.annotations().get(keys::STARVED_BY).map(String::as_str) == Some(name.as_str()) {

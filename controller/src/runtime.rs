@@ -12,11 +12,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use edgewatt_crds::{
-    EnergyPolicy, EnergyPolicyStatus, MigrationRecord, MigrationResult, WorkloadKind,
+    DegradeState, DegradeStep, DegradedKind, DegradedWorkload, EnergyPolicy, EnergyPolicyStatus,
+    MigrationRecord, MigrationResult, TargetKind, WorkloadKind,
 };
 
 use crate::{
     diagnostics,
+    ladder::{Degradee, Held},
     mover::MoveKey,
     planner::{self, MoveHistory, TargetId, TargetState, TargetStates, WorkloadId},
     status::{parse_time, push_record, rfc3339, Problem},
@@ -58,6 +60,11 @@ pub struct PolicyRuntime {
     last_status: Option<EnergyPolicyStatus>,
     /// The cleanup finalizer is on the policy (seen or written in this term).
     has_finalizer: bool,
+    /// The degradation ladder's ledger, as `status.degraded` shows it: each entry is written
+    /// (and the status with it) before its step is taken, and leaves only once restored.
+    degraded: Vec<DegradedWorkload>,
+    /// When each degradee was last restored in this term (flaps, the restore settle).
+    restored: HashMap<Degradee, DateTime<Utc>>,
 }
 
 /// The workload a move is of.
@@ -76,6 +83,7 @@ impl PolicyRuntime {
     pub fn from_status(status: EnergyPolicyStatus, has_finalizer: bool) -> Self {
         let mut rt = PolicyRuntime {
             has_finalizer,
+            degraded: status.degraded.clone(),
             migrations: status.migrations.clone(),
             migration_count: status.migration_count,
             history: history_from_status(&status.migrations),
@@ -373,6 +381,98 @@ impl PolicyRuntime {
         &mut self.diag
     }
 
+    // ---- the degradation ladder's ledger --------------------------------------------------------
+
+    /// The ledger, as the status shows it.
+    pub fn degraded(&self) -> &[DegradedWorkload] {
+        &self.degraded
+    }
+
+    /// The ledger as the ladder reads it (entries whose time cannot be read are left out: the
+    /// status was edited by hand).
+    pub fn held(&self) -> Vec<Held> {
+        self.degraded
+            .iter()
+            .filter_map(|d| {
+                Some(Held {
+                    who: degradee(d),
+                    step: d.action,
+                    target: target_of(d),
+                    criticality: d.criticality,
+                    saved_watts: d.saved_watts.unwrap_or(0.0),
+                    since: parse_time(&d.since)?,
+                    dry_run: d.state == DegradeState::DryRun,
+                })
+            })
+            .collect()
+    }
+
+    pub fn restored(&self) -> &HashMap<Degradee, DateTime<Utc>> {
+        &self.restored
+    }
+
+    /// Observe mode: the dry-run entries are now exactly `entries` (what the ladder would hold).
+    pub fn set_dry_run(&mut self, entries: Vec<DegradedWorkload>) {
+        self.degraded.retain(|d| d.state != DegradeState::DryRun);
+        self.degraded.extend(entries);
+    }
+
+    /// A step is about to be taken: its entry (with what restores it) goes into the ledger as
+    /// `Pending`, replacing an older entry of the same object and step.
+    pub fn degrade_pending(&mut self, mut entry: DegradedWorkload) {
+        entry.state = DegradeState::Pending;
+        self.degraded
+            .retain(|d| !(same_object(d, &entry) && d.action == entry.action));
+        self.degraded.push(entry);
+    }
+
+    /// The step of `entry`'s object went through.
+    pub fn degrade_applied(
+        &mut self,
+        kind: DegradedKind,
+        namespace: &str,
+        name: &str,
+        step: DegradeStep,
+    ) {
+        for d in &mut self.degraded {
+            if d.kind == kind && d.namespace == namespace && d.name == name && d.action == step {
+                d.state = DegradeState::Applied;
+            }
+        }
+    }
+
+    /// The entry leaves the ledger: restored, or nothing to restore (the step did not happen,
+    /// the object is gone). A restore is remembered for flaps.
+    pub fn degrade_done(
+        &mut self,
+        kind: DegradedKind,
+        namespace: &str,
+        name: &str,
+        step: DegradeStep,
+        restored_at: Option<DateTime<Utc>>,
+    ) {
+        let before = self.degraded.len();
+        self.degraded.retain(|d| {
+            !(d.kind == kind && d.namespace == namespace && d.name == name && d.action == step)
+        });
+        if let (true, Some(at)) = (self.degraded.len() < before, restored_at) {
+            let probe = DegradedWorkload {
+                kind,
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                target: String::new(),
+                action: step,
+                criticality: edgewatt_crds::Criticality::Normal,
+                since: String::new(),
+                reason: String::new(),
+                saved_watts: None,
+                state: DegradeState::Applied,
+                restore: Default::default(),
+            };
+            self.restored.insert(degradee(&probe), at);
+        }
+    }
+
     // ---- status and finalizer ----------------------------------------------------------------
 
     /// The status the next one is compared with: as last written, else as the policy shows it.
@@ -393,6 +493,39 @@ impl PolicyRuntime {
     pub fn finalizer_seen(&mut self) {
         self.has_finalizer = true;
     }
+}
+
+/// What a ledger entry's step acts on, as the ladder names it.
+pub fn degradee(d: &DegradedWorkload) -> Degradee {
+    match d.kind {
+        DegradedKind::Pod => Degradee::Pod(WorkloadId {
+            kind: WorkloadKind::Pod,
+            namespace: d.namespace.clone(),
+            name: d.name.clone(),
+        }),
+        kind => Degradee::Unit(crate::planner::SuspendUnit {
+            kind,
+            namespace: d.namespace.clone(),
+            name: d.name.clone(),
+        }),
+    }
+}
+
+/// The target a ledger entry was degraded for: a node for pods and their owners, a device (in
+/// the workload's namespace) for an EdgeWorkload.
+fn target_of(d: &DegradedWorkload) -> TargetId {
+    match d.kind {
+        DegradedKind::EdgeWorkload => TargetId {
+            kind: TargetKind::EdgeDevice,
+            namespace: Some(d.namespace.clone()),
+            name: d.target.clone(),
+        },
+        _ => TargetId::node(d.target.clone()),
+    }
+}
+
+fn same_object(a: &DegradedWorkload, b: &DegradedWorkload) -> bool {
+    a.kind == b.kind && a.namespace == b.namespace && a.name == b.name
 }
 
 /// Move history as far as the status shows it (the last 20 migrations), so a restarted

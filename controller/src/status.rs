@@ -1,4 +1,4 @@
-//! The EnergyPolicy status: what the controller saw and did, for `kubectl get ep` and alerts.
+//! The EnergyPolicy status: what the controller saw and did, for `kubectl get enpol` and alerts.
 //!
 //! One [`build_status`] from the previous status and the cycle's [`Outcome`], one write per cycle
 //! and only when something changed (a write re-triggers every watcher of the policy; a

@@ -254,7 +254,10 @@ pub struct RestoreData {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
     /// Suspend of an EdgeWorkload: the whole object as it was (metadata without server fields,
-    /// spec), recreated unchanged.
+    /// spec), recreated unchanged. For a pod or an owner: its identity (`{"uid": …}`), and for a
+    /// throttle what it set (`{"throttledTo": [{name, limit, request}…]}`), so a restore tells
+    /// its own throttle from someone's edit and the original from an object replaced under its
+    /// name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserve_unknown")]
     pub object: Option<serde_json::Value>,
