@@ -12,9 +12,10 @@
 # with buildah; e2e/tests/images.rs holds this file and the built archives to the same
 # entrypoint, user, ports, files and label keys.
 #
-# arm64 (edge boards): `docker buildx build --platform linux/arm64 --target <component> .` —
-# the builder runs on the target platform (QEMU emulation on an amd64 host) and builds
-# `<its uname -m>-unknown-linux-musl`.
+# arm64 (edge boards): `docker buildx build --platform linux/amd64,linux/arm64 --target <component> .`
+# gives one multi-arch image. The build stage runs on the build machine's platform
+# (`--platform=$BUILDPLATFORM`, no emulation) and cross-compiles for each TARGETARCH with the
+# same `make image-bins IMAGE_ARCHS=<arch>` as `make images` (arm64: clang, llvm-ar, rust-lld).
 #
 # NVIDIA GPUs: these images have no `gpu` feature, because a static musl binary cannot dlopen
 # libnvidia-ml. Target `exporter-gpu` is the glibc variant for GPU nodes. Always pass
@@ -28,25 +29,29 @@ ARG CREATED=1970-01-01T00:00:00Z
 ARG SOURCE=https://example.invalid/edgewatt
 ARG LICENSES=Apache-2.0
 
-FROM docker.io/library/rust:${RUST_VERSION}-bookworm AS source
+FROM --platform=$BUILDPLATFORM docker.io/library/rust:${RUST_VERSION}-bookworm AS source
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends musl-tools ca-certificates \
+    && apt-get install -y --no-install-recommends musl-tools clang llvm ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 
 FROM source AS build
-# Registry and target directory are cache mounts; the binaries are copied out to /out.
+ARG TARGETARCH
+# Registry and target directory are cache mounts; the binaries are copied out to /out/<arch>.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target,sharing=locked \
-    make image-bins IMAGE_BIN_OUT=/out
+    make image-bins IMAGE_ARCHS=${TARGETARCH} IMAGE_BIN_OUT=/out
 
 # The exporter for NVIDIA GPU nodes: glibc build with `--features gpu`, on distroless/cc (glibc,
 # libgcc, CA certificates). libnvidia-ml.so.1 comes from the host through the NVIDIA container
 # toolkit (runtimeClassName nvidia, NVIDIA_DRIVER_CAPABILITIES=utility); without it the exporter
 # runs without a GPU source. Not built offline by `make images` and not tested in CI (no base
-# image can be pulled there).
-FROM source AS build-gpu
+# image can be pulled there). Built on the target platform (emulated when it is not the build
+# machine's): a glibc cross build would need the target's glibc.
+FROM docker.io/library/rust:${RUST_VERSION}-bookworm AS build-gpu
+WORKDIR /src
+COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target-gpu,sharing=locked \
     cargo build --locked --profile image --target-dir /src/target-gpu -p edgewatt-exporter --features gpu \
@@ -89,7 +94,8 @@ COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certifica
 FROM runtime AS exporter
 LABEL org.opencontainers.image.title="edgewatt-exporter" \
       org.opencontainers.image.description="edgewatt per-node energy exporter (static, no NVML)"
-COPY --from=build /out/edgewatt-exporter /usr/local/bin/edgewatt-exporter
+ARG TARGETARCH
+COPY --from=build /out/${TARGETARCH}/edgewatt-exporter /usr/local/bin/edgewatt-exporter
 USER 0:0
 EXPOSE 9102/tcp
 ENTRYPOINT ["/usr/local/bin/edgewatt-exporter"]
@@ -97,7 +103,8 @@ ENTRYPOINT ["/usr/local/bin/edgewatt-exporter"]
 FROM runtime AS controller
 LABEL org.opencontainers.image.title="edgewatt-controller" \
       org.opencontainers.image.description="edgewatt EnergyPolicy controller"
-COPY --from=build /out/edgewatt-controller /usr/local/bin/edgewatt-controller
+ARG TARGETARCH
+COPY --from=build /out/${TARGETARCH}/edgewatt-controller /usr/local/bin/edgewatt-controller
 USER 65532:65532
 EXPOSE 8080/tcp
 ENTRYPOINT ["/usr/local/bin/edgewatt-controller"]
@@ -105,7 +112,8 @@ ENTRYPOINT ["/usr/local/bin/edgewatt-controller"]
 FROM runtime AS scheduler
 LABEL org.opencontainers.image.title="edgewatt-scheduler" \
       org.opencontainers.image.description="edgewatt kube-scheduler extender"
-COPY --from=build /out/edgewatt-scheduler /usr/local/bin/edgewatt-scheduler
+ARG TARGETARCH
+COPY --from=build /out/${TARGETARCH}/edgewatt-scheduler /usr/local/bin/edgewatt-scheduler
 USER 65532:65532
 EXPOSE 8888/tcp
 ENTRYPOINT ["/usr/local/bin/edgewatt-scheduler"]

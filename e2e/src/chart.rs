@@ -1,6 +1,6 @@
 //! `charts/edgewatt` installed by Helm's own engine — PyPI `helm-sdkpy`, which bundles Helm's Go
 //! library, run from the repository's `.venv` (`make deps`) through `charts/tests/helm_install.py`
-//! — into the API server double. What Helm created (CRDs, RBAC, ServiceAccounts, DaemonSets,
+//! — into the API server double (or a real cluster's kubeconfig). What Helm created (CRDs, RBAC, ServiceAccounts, DaemonSets,
 //! Deployments, monitors…) is then in the double's store, where RBAC evaluates the roles and the
 //! harness reads the workloads to run (see [`crate::pods`]).
 
@@ -126,24 +126,44 @@ pub fn install(
     namespace: &str,
     values: &Value,
 ) -> Result<Release> {
-    let out = Command::new(python()?)
-        .arg(repo().join("charts/tests/helm_install.py"))
-        .arg(server.insecure_kubeconfig_path())
-        .args([release, namespace, &values.to_string()])
-        .env("HELM_DRIVER", "memory")
-        .output()
-        .context("run charts/tests/helm_install.py")?;
-    if !out.status.success() {
+    install_with_kubeconfig(
+        server.insecure_kubeconfig_path(),
+        release,
+        namespace,
+        values,
+    )
+    .map_err(|e| {
         let log: Vec<String> = server
             .requests()
             .iter()
             .map(|r| format!("{} {}?{} -> {}", r.method, r.path, r.query, r.status))
             .collect();
+        e.context(format!("requests to the double:\n{}", log.join("\n")))
+    })
+}
+
+/// The same `helm install` into the cluster of any kubeconfig — a real cluster's
+/// (`E2E_KUBECONFIG`). Helm keeps its release record in memory here too: the objects carry
+/// Helm's ownership annotations, so installing the same release again adopts them (a rerun on
+/// the same cluster needs no uninstall).
+pub fn install_with_kubeconfig(
+    kubeconfig: &Path,
+    release: &str,
+    namespace: &str,
+    values: &Value,
+) -> Result<Release> {
+    let out = Command::new(python()?)
+        .arg(repo().join("charts/tests/helm_install.py"))
+        .arg(kubeconfig)
+        .args([release, namespace, &values.to_string()])
+        .env("HELM_DRIVER", "memory")
+        .output()
+        .context("run charts/tests/helm_install.py")?;
+    if !out.status.success() {
         bail!(
-            "helm install with {values}: {}\n{}\nrequests to the double:\n{}",
+            "helm install with {values}: {}\n{}",
             String::from_utf8_lossy(&out.stderr),
             String::from_utf8_lossy(&out.stdout),
-            log.join("\n")
         );
     }
     let record: Value = serde_json::from_slice(&out.stdout).context("Helm's release JSON")?;

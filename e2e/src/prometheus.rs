@@ -45,6 +45,9 @@ pub struct Prometheus {
     scrape_interval: Duration,
     http: reqwest::blocking::Client,
     bin: PathBuf,
+    /// The address it listens on: loopback, or every interface when pods of a real cluster
+    /// query it ([`Prometheus::start_for_pods`]).
+    listen_host: &'static str,
 }
 
 /// Where the Prometheus binary is: `$PROMETHEUS_BIN`, else `prometheus` on `PATH`.
@@ -69,6 +72,16 @@ impl Prometheus {
 
     /// Like [`Prometheus::start`] with an explicit binary.
     pub fn start_with(bin: &Path, scrape_interval: Duration) -> Result<Self> {
+        Self::start_on(bin, scrape_interval, "127.0.0.1")
+    }
+
+    /// Like [`Prometheus::start`], listening on every interface: the controller of a real
+    /// cluster (`E2E_KUBECONFIG`) runs in a pod and queries it at this machine's address.
+    pub fn start_for_pods(scrape_interval: Duration) -> Result<Self> {
+        Self::start_on(&binary()?, scrape_interval, "0.0.0.0")
+    }
+
+    fn start_on(bin: &Path, scrape_interval: Duration, listen_host: &'static str) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = crate::free_port();
         crate::install_crypto_provider();
@@ -84,6 +97,7 @@ impl Prometheus {
             scrape_interval,
             http,
             bin: bin.to_path_buf(),
+            listen_host,
         };
         prom.write_config()?;
         let log = std::fs::File::create(prom.dir.path().join("prometheus.log"))?;
@@ -93,7 +107,7 @@ impl Prometheus {
                 "--storage.tsdb.path={}",
                 prom.dir.path().join("data").display()
             ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!("--web.listen-address={listen_host}:{port}"))
             .arg("--web.enable-lifecycle")
             .arg("--web.enable-remote-write-receiver")
             .arg("--storage.tsdb.retention.time=1d")
@@ -259,7 +273,10 @@ impl Prometheus {
                 "--storage.tsdb.path={}",
                 self.dir.path().join("data").display()
             ))
-            .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
+            .arg(format!(
+                "--web.listen-address={}:{}",
+                self.listen_host, self.port
+            ))
             .arg("--web.enable-lifecycle")
             .arg("--web.enable-remote-write-receiver")
             .arg("--log.level=warn")

@@ -162,6 +162,9 @@ fn edge_c_fixture(tree: &FixtureTree) {
 /// there; then a real migration: node-x over budget, its pod evicted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chart_expressions_return_data() {
+    if needs_double("it runs exporters on simulated nodes (a solar-zone node among them) whose power and batteries it drives") {
+        return;
+    }
     let exprs = chart_exprs();
     assert!(
         exprs.len() > 30,

@@ -1,18 +1,27 @@
-//! The container images `make images` writes (`target/images/edgewatt-<component>.oci.tar`),
-//! read the way a runtime reads them and held to the three things that must agree with them:
+//! The container images `make images` writes (`target/images/edgewatt-<component>.oci.tar`, one
+//! multi-arch image index per component), read the way a runtime reads them and held to the
+//! things that must agree with them:
 //!
 //! - the OCI image-layout spec (opencontainers/image-spec `image-layout.md`, `image-index.md`,
-//!   `manifest.md`, `config.md`, `annotations.md`): `oci-layout`, `index.json` → manifest →
-//!   config, every blob's digest and size, layer diff_ids; containerd's `ctr images import`
-//!   (what `kind load image-archive` runs) names the image from the index's
-//!   `org.opencontainers.image.ref.name` when it is a full reference;
-//! - the image itself: its layer unpacked alone into an empty directory runs
-//!   `chroot DIR /<entrypoint> --version` and serves the chart's args — nothing from the host;
-//! - the Dockerfile (same entrypoint, user, ports, files, labels) and the chart (its rendered
-//!   image references, users and ports are the archives').
+//!   `manifest.md`, `config.md`, `annotations.md`): `oci-layout`, `index.json` → image index →
+//!   one manifest per platform (`platform.os`/`architecture`, the config's too) → config, every
+//!   blob's digest and size, layer diff_ids; containerd's `ctr images import` (what
+//!   `kind load image-archive` runs) names the image from the index entry's
+//!   `org.opencontainers.image.ref.name` when it is a full reference, and picks the node's
+//!   platform from the index (`--all-platforms`/`--platform` for others);
+//! - each platform's image: its layer unpacked alone into an empty directory runs
+//!   `chroot DIR /<entrypoint> --version` (this machine's platform) or
+//!   `qemu-aarch64-static DIR/<entrypoint> --version` (arm64), the binary is an ELF for the
+//!   platform it is listed under, the extender serves the chart's args and the arm64 exporter
+//!   reads a Jetson AGX Orin's rails;
+//! - the Dockerfile (same entrypoint, user, ports, files, labels), the chart (its rendered image
+//!   references, users and ports are the archives'), and the release script, whose rehearsal
+//!   pushes exactly the tested indexes and pins their digests in the chart.
 //!
 //! Ignored in a plain test run, as they need the archives: `make images-test` builds them and
-//! runs `cargo nextest run -p edgewatt-e2e --test images --run-ignored only` (part of `make test`).
+//! runs `cargo nextest run -p edgewatt-e2e --test images --run-ignored only` (part of `make
+//! test`), with `EDGEWATT_IMAGE_ARCHS` naming the platforms it built (`make test`: this machine's;
+//! `make release`: amd64 and arm64; unset: both).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -24,6 +33,8 @@ use serde_json::{json, Value};
 
 const COMPONENTS: [&str; 3] = ["exporter", "controller", "scheduler"];
 const NS: &str = "edgewatt-system";
+const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -105,20 +116,78 @@ fn chroot_allowed() -> bool {
     root
 }
 
-/// One archive, unpacked: its layout, index, manifest, config and root filesystem.
+/// Debian's qemu-user-static (`make deps`): runs an aarch64 binary on this machine, with an
+/// empty environment. A static binary needs nothing else from the host.
+fn qemu_aarch64() -> Command {
+    let path = "/usr/bin/qemu-aarch64-static";
+    assert!(
+        Path::new(path).exists(),
+        "{path} missing: `make deps` (as root) installs qemu-user-static, which the arm64 checks need"
+    );
+    let mut cmd = Command::new(path);
+    cmd.env_clear();
+    cmd
+}
+
+/// `GOARCH` of this machine, as an image config's `architecture` names it.
+fn oci_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// The platforms the archives must hold: `EDGEWATT_IMAGE_ARCHS` (what `make images-check` /
+/// `make images-test` built), else both.
+fn expected_archs() -> BTreeSet<String> {
+    std::env::var("EDGEWATT_IMAGE_ARCHS")
+        .unwrap_or_else(|_| "amd64 arm64".into())
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+/// Says loudly why an arm64 check does not run: `make test` builds this machine's platform only.
+fn arm64_built() -> bool {
+    let built = expected_archs().contains("arm64");
+    if !built {
+        eprintln!(
+            "SKIPPED: the arm64 images are not built by this run (EDGEWATT_IMAGE_ARCHS={:?}); \
+             `make release` and `make images-test IMAGES_TEST_ARCHS=\"amd64 arm64\"` build and \
+             test them (the arm64 smoke test runs instead)",
+            expected_archs()
+        );
+    }
+    built
+}
+
+/// One platform's image of an archive: manifest, config and unpacked root filesystem.
 struct Image {
     component: &'static str,
-    dir: tempfile::TempDir,
-    /// `org.opencontainers.image.ref.name` of the only manifest in index.json.
-    reference: String,
-    /// Digest of that manifest (what a registry serves it under).
+    /// `platform.architecture` of its index entry (= the config's `architecture`).
+    arch: String,
+    /// Digest of its manifest (listed in the index).
     manifest_digest: String,
     config: Value,
+    rootfs: PathBuf,
     /// Regular files of the layers: path (no leading `/`) → (mode, uid, gid).
     files: BTreeMap<String, (u32, u32, u32)>,
 }
 
-impl Image {
+/// One archive, unpacked: its layout, the image index and each platform's image.
+struct Archive {
+    component: &'static str,
+    _dir: tempfile::TempDir,
+    /// `org.opencontainers.image.ref.name` of the only entry in index.json.
+    reference: String,
+    /// Digest of the image index (what a registry serves the tag under; the chart pins it).
+    index_digest: String,
+    /// By architecture.
+    images: BTreeMap<String, Image>,
+}
+
+impl Archive {
     fn open(component: &'static str) -> Self {
         let archive = repo().join(format!("target/images/edgewatt-{component}.oci.tar"));
         assert!(
@@ -136,61 +205,109 @@ impl Image {
             .arg(&layout));
         let oci_layout = json_file(&layout.join("oci-layout"));
         assert_eq!(oci_layout["imageLayoutVersion"], "1.0.0", "{component}");
-        let index = json_file(&layout.join("index.json"));
-        assert_eq!(index["schemaVersion"], 2, "{component} index.json");
-        let manifests = index["manifests"].as_array().expect("index.manifests");
-        assert_eq!(manifests.len(), 1, "{component}: one image per archive");
-        let desc = &manifests[0];
+        let top = json_file(&layout.join("index.json"));
+        assert_eq!(top["schemaVersion"], 2, "{component} index.json");
+        let entries = top["manifests"].as_array().expect("index.manifests");
+        assert_eq!(entries.len(), 1, "{component}: one image index per archive");
+        let desc = &entries[0];
         assert_eq!(
-            desc["mediaType"], "application/vnd.oci.image.manifest.v1+json",
-            "{component}"
+            desc["mediaType"], INDEX,
+            "{component}: index.json lists an image index"
         );
         let reference = desc["annotations"]["org.opencontainers.image.ref.name"]
             .as_str()
             .unwrap_or_else(|| panic!("{component}: index entry without a ref.name"))
             .to_string();
-        let manifest = blob_json(&layout, desc);
-        assert_eq!(manifest["schemaVersion"], 2);
-        assert_eq!(
-            manifest["config"]["mediaType"],
-            "application/vnd.oci.image.config.v1+json"
-        );
-        let config = blob_json(&layout, &manifest["config"]);
-        let rootfs = dir.path().join("rootfs");
-        std::fs::create_dir(&rootfs).unwrap();
-        let layers = manifest["layers"].as_array().expect("layers");
-        let diff_ids = config["rootfs"]["diff_ids"].as_array().expect("diff_ids");
-        assert_eq!(
-            layers.len(),
-            diff_ids.len(),
-            "{component}: a diff_id per layer"
-        );
-        let mut files = BTreeMap::new();
-        for (layer, diff_id) in layers.iter().zip(diff_ids) {
-            files.extend(unpack_layer(&layout, layer, diff_id, &rootfs));
+        let index = blob_json(&layout, desc);
+        assert_eq!(index["schemaVersion"], 2, "{component}: image index");
+        assert_eq!(index["mediaType"], INDEX, "{component}: image index");
+        let mut images = BTreeMap::new();
+        for entry in index["manifests"].as_array().expect("index manifests") {
+            assert_eq!(entry["mediaType"], MANIFEST, "{component}: {entry}");
+            let platform = &entry["platform"];
+            assert_eq!(platform["os"], "linux", "{component}: {entry}");
+            let arch = platform["architecture"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{component}: no architecture in {entry}"))
+                .to_string();
+            let manifest = blob_json(&layout, entry);
+            assert_eq!(manifest["schemaVersion"], 2);
+            assert_eq!(
+                manifest["config"]["mediaType"],
+                "application/vnd.oci.image.config.v1+json"
+            );
+            let config = blob_json(&layout, &manifest["config"]);
+            assert_eq!(
+                config["architecture"], arch,
+                "{component}: the config's architecture is its index entry's"
+            );
+            assert_eq!(config["os"], "linux", "{component} {arch}");
+            let rootfs = dir.path().join(format!("rootfs-{arch}"));
+            std::fs::create_dir(&rootfs).unwrap();
+            let layers = manifest["layers"].as_array().expect("layers");
+            let diff_ids = config["rootfs"]["diff_ids"].as_array().expect("diff_ids");
+            assert_eq!(
+                layers.len(),
+                diff_ids.len(),
+                "{component} {arch}: a diff_id per layer"
+            );
+            let mut files = BTreeMap::new();
+            for (layer, diff_id) in layers.iter().zip(diff_ids) {
+                files.extend(unpack_layer(&layout, layer, diff_id, &rootfs));
+            }
+            let image = Image {
+                component,
+                arch: arch.clone(),
+                manifest_digest: entry["digest"].as_str().unwrap().to_string(),
+                config,
+                rootfs,
+                files,
+            };
+            assert!(
+                images.insert(arch.clone(), image).is_none(),
+                "{component}: {arch} listed twice"
+            );
         }
         Self {
             component,
-            manifest_digest: desc["digest"].as_str().unwrap().to_string(),
-            dir,
+            index_digest: desc["digest"].as_str().unwrap().to_string(),
+            _dir: dir,
             reference,
-            config,
-            files,
+            images,
         }
     }
 
-    fn rootfs(&self) -> PathBuf {
-        self.dir.path().join("rootfs")
+    /// The image of a platform the archive must hold.
+    fn image(&self, arch: &str) -> &Image {
+        self.images.get(arch).unwrap_or_else(|| {
+            panic!(
+                "{}: no {arch} image; the index lists {:?}",
+                self.component,
+                self.images.keys()
+            )
+        })
     }
 
+    /// This machine's platform: what chroot runs and the chart tests read.
+    fn native(&self) -> &Image {
+        self.image(oci_arch())
+    }
+}
+
+impl Image {
     fn entrypoint(&self) -> String {
         format!("/usr/local/bin/edgewatt-{}", self.component)
+    }
+
+    /// The entrypoint's path in the unpacked root filesystem.
+    fn binary(&self) -> PathBuf {
+        self.rootfs.join(self.entrypoint().trim_start_matches('/'))
     }
 
     fn label(&self, key: &str) -> &str {
         self.config["config"]["Labels"][key]
             .as_str()
-            .unwrap_or_else(|| panic!("{}: no label {key}", self.component))
+            .unwrap_or_else(|| panic!("{} {}: no label {key}", self.component, self.arch))
     }
 
     /// `(uid, gid)` of the config's `User`, which must be numeric: the kubelet can only check
@@ -293,12 +410,13 @@ fn has_interpreter(elf: &[u8]) -> bool {
     })
 }
 
-/// `GOARCH` of this machine, as the image config's `architecture` names it.
-fn oci_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
+/// The OCI architecture of an ELF64 little-endian file's `e_machine` (offset 0x12; `man 5 elf`,
+/// `<elf.h>`: EM_X86_64 62, EM_AARCH64 183).
+fn elf_arch(elf: &[u8]) -> &'static str {
+    match u16::from_le_bytes([elf[0x12], elf[0x13]]) {
+        62 => "amd64",
+        183 => "arm64",
+        other => panic!("ELF machine {other}"),
     }
 }
 
@@ -309,9 +427,69 @@ fn git_head() -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Each archive is one image index listing exactly the built platforms (`linux/amd64` and
+/// `linux/arm64` for a release), every blob matching its digest (checked by `Archive::open`),
+/// its digest the one `make images` recorded in `edgewatt-<component>.digest`; the platforms'
+/// images are the same image but for the architecture of their binary.
+#[test]
+#[ignore = "needs `make images`; run by `make images-test`"]
+fn each_archive_is_one_index_of_the_built_platforms_with_verified_digests() {
+    let want = expected_archs();
+    for c in COMPONENTS {
+        let a = Archive::open(c);
+        assert_eq!(
+            a.images.keys().cloned().collect::<BTreeSet<_>>(),
+            want,
+            "{c}: the platforms in the index"
+        );
+        let recorded = repo().join(format!("target/images/edgewatt-{c}.digest"));
+        assert_eq!(
+            String::from_utf8(read(&recorded)).unwrap().trim(),
+            a.index_digest,
+            "{c}: {} (buildah's --digestfile)",
+            recorded.display()
+        );
+        let manifests: BTreeSet<&str> = a
+            .images
+            .values()
+            .map(|i| i.manifest_digest.as_str())
+            .collect();
+        assert_eq!(manifests.len(), a.images.len(), "{c}: one manifest each");
+        let first = a.images.values().next().unwrap();
+        for img in a.images.values() {
+            let elf = read(&img.binary());
+            assert_eq!(
+                elf_arch(&elf),
+                img.arch,
+                "{c}: the binary listed under {} is for another machine",
+                img.arch
+            );
+            let mut cfg = img.config["config"].clone();
+            let mut cfg0 = first.config["config"].clone();
+            // the same entrypoint, user, ports, labels and env on every platform
+            for v in [&mut cfg, &mut cfg0] {
+                v.as_object_mut().unwrap().remove("Labels");
+            }
+            assert_eq!(cfg, cfg0, "{c}: {} vs {}", img.arch, first.arch);
+            assert_eq!(
+                img.config["config"]["Labels"], first.config["config"]["Labels"],
+                "{c}: labels of {} vs {}",
+                img.arch, first.arch
+            );
+            assert_eq!(
+                img.files.keys().collect::<Vec<_>>(),
+                first.files.keys().collect::<Vec<_>>(),
+                "{c}: files of {} vs {}",
+                img.arch,
+                first.arch
+            );
+        }
+    }
+}
+
 /// Index, manifest, config and labels of each archive: the tag the chart pulls by default,
 /// the entrypoint, a numeric user (root only for the exporter), the OCI labels with the
-/// version, revision, source and licence of this checkout, and the platform.
+/// version, revision, source and licence of this checkout, on every platform.
 #[test]
 #[ignore = "needs `make images`; run by `make images-test`"]
 fn archives_are_oci_images_with_tag_entrypoint_user_and_labels() {
@@ -322,49 +500,53 @@ fn archives_are_oci_images_with_tag_entrypoint_user_and_labels() {
         "Chart.yaml appVersion and the crates' version differ: the image tag would lie"
     );
     for c in COMPONENTS {
-        let img = Image::open(c);
+        let a = Archive::open(c);
         assert_eq!(
-            img.reference,
+            a.reference,
             format!("ghcr.io/edgewatt/edgewatt-{c}:{version}"),
             "{c}: the tag"
         );
-        let cfg = &img.config["config"];
-        assert_eq!(cfg["Entrypoint"], json!([img.entrypoint()]), "{c}");
-        assert!(cfg["Cmd"].is_null(), "{c}: no Cmd; the chart passes args");
-        let (uid, gid) = img.user();
-        if c == "exporter" {
-            assert_eq!((uid, gid), (0, 0), "the exporter runs as root (RAPL, eBPF)");
-        } else {
+        for img in a.images.values() {
+            let arch = &img.arch;
+            let cfg = &img.config["config"];
+            assert_eq!(cfg["Entrypoint"], json!([img.entrypoint()]), "{c} {arch}");
             assert!(
-                uid != 0 && gid != 0,
-                "{c} must not run as root: {uid}:{gid}"
+                cfg["Cmd"].is_null(),
+                "{c} {arch}: no Cmd; the chart passes args"
+            );
+            let (uid, gid) = img.user();
+            if c == "exporter" {
+                assert_eq!((uid, gid), (0, 0), "the exporter runs as root (RAPL, eBPF)");
+            } else {
+                assert!(
+                    uid != 0 && gid != 0,
+                    "{c} {arch} must not run as root: {uid}:{gid}"
+                );
+            }
+            assert_eq!(img.label("org.opencontainers.image.version"), version);
+            assert_eq!(
+                img.label("org.opencontainers.image.revision"),
+                git_head(),
+                "{c} {arch}: built from another commit — rerun `make images`"
+            );
+            assert_eq!(
+                img.label("org.opencontainers.image.source"),
+                workspace_package("repository")
+            );
+            assert_eq!(
+                img.label("org.opencontainers.image.licenses"),
+                workspace_package("license")
+            );
+            assert_eq!(
+                img.label("org.opencontainers.image.title"),
+                format!("edgewatt-{c}")
+            );
+            let created = img.label("org.opencontainers.image.created");
+            assert!(
+                chrono::DateTime::parse_from_rfc3339(created).is_ok(),
+                "{c} {arch}: created {created:?} is not RFC 3339"
             );
         }
-        assert_eq!(img.config["os"], "linux", "{c}");
-        assert_eq!(img.config["architecture"], oci_arch(), "{c}");
-        assert_eq!(img.label("org.opencontainers.image.version"), version);
-        assert_eq!(
-            img.label("org.opencontainers.image.revision"),
-            git_head(),
-            "{c}: built from another commit — rerun `make images`"
-        );
-        assert_eq!(
-            img.label("org.opencontainers.image.source"),
-            workspace_package("repository")
-        );
-        assert_eq!(
-            img.label("org.opencontainers.image.licenses"),
-            workspace_package("license")
-        );
-        assert_eq!(
-            img.label("org.opencontainers.image.title"),
-            format!("edgewatt-{c}")
-        );
-        let created = img.label("org.opencontainers.image.created");
-        assert!(
-            chrono::DateTime::parse_from_rfc3339(created).is_ok(),
-            "{c}: created {created:?} is not RFC 3339"
-        );
     }
 }
 
@@ -374,24 +556,33 @@ fn archives_are_oci_images_with_tag_entrypoint_user_and_labels() {
 #[ignore = "needs `make images`; run by `make images-test`"]
 fn archives_hold_a_static_binary_and_the_ca_bundle_only() {
     for c in COMPONENTS {
-        let img = Image::open(c);
-        let bin = format!("usr/local/bin/edgewatt-{c}");
-        let ca = "etc/ssl/certs/ca-certificates.crt".to_string();
-        assert_eq!(
-            img.files.keys().cloned().collect::<BTreeSet<_>>(),
-            BTreeSet::from([bin.clone(), ca.clone()]),
-            "{c}: files"
-        );
-        assert_eq!(img.files[&bin], (0o755, 0, 0), "{c}: {bin} mode/owner");
-        assert_eq!(img.files[&ca], (0o644, 0, 0), "{c}: {ca} mode/owner");
-        let elf = read(&img.rootfs().join(&bin));
-        assert!(!has_interpreter(&elf), "{c}: {bin} needs a dynamic loader");
-        let bundle = String::from_utf8(read(&img.rootfs().join(&ca))).unwrap();
-        let certs = bundle.matches("-----BEGIN CERTIFICATE-----").count();
-        assert!(
-            certs >= 50 && certs == bundle.matches("-----END CERTIFICATE-----").count(),
-            "{c}: the CA bundle holds {certs} certificates"
-        );
+        for img in Archive::open(c).images.values() {
+            let arch = &img.arch;
+            let bin = format!("usr/local/bin/edgewatt-{c}");
+            let ca = "etc/ssl/certs/ca-certificates.crt".to_string();
+            assert_eq!(
+                img.files.keys().cloned().collect::<BTreeSet<_>>(),
+                BTreeSet::from([bin.clone(), ca.clone()]),
+                "{c} {arch}: files"
+            );
+            assert_eq!(
+                img.files[&bin],
+                (0o755, 0, 0),
+                "{c} {arch}: {bin} mode/owner"
+            );
+            assert_eq!(img.files[&ca], (0o644, 0, 0), "{c} {arch}: {ca} mode/owner");
+            let elf = read(&img.rootfs.join(&bin));
+            assert!(
+                !has_interpreter(&elf),
+                "{c} {arch}: {bin} needs a dynamic loader"
+            );
+            let bundle = String::from_utf8(read(&img.rootfs.join(&ca))).unwrap();
+            let certs = bundle.matches("-----BEGIN CERTIFICATE-----").count();
+            assert!(
+                certs >= 50 && certs == bundle.matches("-----END CERTIFICATE-----").count(),
+                "{c} {arch}: the CA bundle holds {certs} certificates"
+            );
+        }
     }
 }
 
@@ -405,9 +596,10 @@ fn each_image_runs_alone_in_a_chroot_and_reports_the_chart_version() {
     }
     let version = chart_app_version();
     for c in COMPONENTS {
-        let img = Image::open(c);
+        let a = Archive::open(c);
+        let img = a.native();
         let out = run(chroot()
-            .arg(img.rootfs())
+            .arg(&img.rootfs)
             .arg(img.entrypoint())
             .arg("--version"));
         assert_eq!(
@@ -418,11 +610,115 @@ fn each_image_runs_alone_in_a_chroot_and_reports_the_chart_version() {
     }
 }
 
+// ---- arm64: the same images for edge boards, run under QEMU ----------------------------------
+
+/// A Jetson AGX Orin's root filesystem (`FixtureTree::jetson_agx_orin`, the kernel's INA3221
+/// hwmon layout with the L4T rail labels) and the module power its top rails add up to:
+/// bus mV × mA of `VDD_GPU_SOC`, `VDD_CPU_CV`, `VIN_SYS_5V0` (`VDDQ_VDD2_1V8AO` is fed by
+/// `VIN_SYS_5V0` and not added) — exporter/tests/hwmon_rails.rs `AGX_ORIN_MODULE`.
+fn jetson_agx_orin() -> (tempfile::TempDir, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = edgewatt_exporter::fixture::FixtureTree::new(dir.path());
+    tree.jetson_agx_orin();
+    tree.proc_stat(100, 100);
+    (dir, 19.936 * 0.2 + 19.936 * 0.1 + 5.0 * 0.6)
+}
+
+/// `edgewatt-exporter … top --once --output json` (an aarch64 binary, under qemu) on the Jetson
+/// AGX Orin fixture: hwmon is the node's source, its watts are the module total, and every
+/// rail is read.
+fn assert_reads_jetson_rails(exporter: &Path) {
+    let (dir, module_watts) = jetson_agx_orin();
+    let out = run(qemu_aarch64()
+        .arg(exporter)
+        .arg("--host-root")
+        .arg(dir.path())
+        .args(["--node-name", "jetson", "--kubernetes", "off"])
+        .args(["--attribution", "procfs", "--interval", "1s"])
+        .args(["top", "--once", "--output", "json"]));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "top --once --output json under qemu: {e}\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    assert_eq!(v["node_name"], "jetson", "{v}");
+    assert_eq!(v["node_source"], "hwmon", "{v}");
+    let watts = v["node_watts"].as_f64().expect("node_watts");
+    assert!(
+        (watts - module_watts).abs() < 1e-6,
+        "node {watts} W, the fixture's module {module_watts} W: {v}"
+    );
+    let details = v["source_details"].to_string();
+    for rail in [
+        "VDD_GPU_SOC",
+        "VDD_CPU_CV",
+        "VIN_SYS_5V0",
+        "VDDQ_VDD2_1V8AO",
+    ] {
+        assert!(details.contains(rail), "{rail} not read: {details}");
+    }
+}
+
+/// The arm64 images: each binary, cross-compiled from x86_64, starts from its unpacked image
+/// under `qemu-aarch64-static` (static: nothing from the host, not even a loader) and prints
+/// the chart's version; the arm64 exporter reads a Jetson AGX Orin's rails.
+#[test]
+#[ignore = "needs `make images`; run by `make images-test`"]
+fn arm64_images_run_under_qemu_and_the_exporter_reads_jetson_rails() {
+    if !arm64_built() {
+        return;
+    }
+    let version = chart_app_version();
+    for c in COMPONENTS {
+        let a = Archive::open(c);
+        let img = a.image("arm64");
+        let out = run(qemu_aarch64().arg(img.binary()).arg("--version"));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("edgewatt-{c} {version}"),
+            "{c} --version in the arm64 image, under qemu"
+        );
+        if c == "exporter" {
+            assert_reads_jetson_rails(&img.binary());
+        }
+    }
+}
+
+/// `make test`'s arm64 check when it builds no arm64 image (`make image-arm64-smoke`): the
+/// exporter as `make run` builds it, compiled for aarch64-unknown-linux-musl with the images'
+/// profile, toolchain and linker, is a static aarch64 binary, runs under qemu and reads a Jetson
+/// AGX Orin's rails.
+#[test]
+#[ignore = "needs `make images`; run by `make images-test`"]
+fn arm64_smoke_build_runs_under_qemu_and_reads_jetson_rails() {
+    let bin = repo().join("target/images/smoke/arm64/edgewatt-exporter");
+    if !bin.exists() {
+        assert!(
+            arm64_built(),
+            "{} missing: `make images-test` builds it (make image-arm64-smoke) when it builds no arm64 image",
+            bin.display()
+        );
+        eprintln!("SKIPPED: no arm64 smoke build; the arm64 images are tested instead");
+        return;
+    }
+    let elf = read(&bin);
+    assert_eq!(elf_arch(&elf), "arm64", "{}", bin.display());
+    assert!(!has_interpreter(&elf), "{}: not static", bin.display());
+    let out = run(qemu_aarch64().arg(&bin).arg("--version"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("edgewatt-exporter {}", chart_app_version())
+    );
+    assert_reads_jetson_rails(&bin);
+}
+
 // ---- the chart, rendered by Helm's engine into the API server double -------------------------
 
-/// Pod templates of what `helm install` created, by workload name.
+/// Pod templates of what `helm install` created, by workload name, and the rendered NOTES.
 struct Rendered {
     pods: BTreeMap<String, Value>,
+    notes: String,
 }
 
 impl Rendered {
@@ -454,7 +750,7 @@ fn helm_install(values: Value) -> Result<Rendered, String> {
         let s = ApiServer::start().await.expect("API server double");
         s.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}))
             .unwrap();
-        tokio::task::block_in_place(|| chart::install(&s, "edgewatt", NS, &values))
+        let release = tokio::task::block_in_place(|| chart::install(&s, "edgewatt", NS, &values))
             .map_err(|e| format!("{e:#}"))?;
         let mut pods = BTreeMap::new();
         for o in s
@@ -465,9 +761,11 @@ fn helm_install(values: Value) -> Result<Rendered, String> {
             let name = o["metadata"]["name"].as_str().unwrap().to_string();
             pods.insert(name, o["spec"]["template"]["spec"].clone());
         }
-        Ok(pods)
+        Ok(Rendered {
+            pods,
+            notes: release.notes(),
+        })
     })
-    .map(|pods| Rendered { pods })
 }
 
 /// Workload name of each component in a release named `edgewatt`.
@@ -490,9 +788,10 @@ fn with_registry(reference: &str, registry: &str) -> String {
 fn chart_defaults_pull_the_built_tags_as_the_images_user_and_port() {
     let r = helm_install(json!({})).expect("default install");
     for c in COMPONENTS {
-        let img = Image::open(c);
+        let a = Archive::open(c);
+        let img = a.native();
         let name = workload(c);
-        assert_eq!(r.image(&name), img.reference, "{c}: rendered image");
+        assert_eq!(r.image(&name), a.reference, "{c}: rendered image");
         assert_eq!(r.container(&name)["imagePullPolicy"], "IfNotPresent");
         let (uid, _) = img.user();
         let pod_uid = &r.pod(&name)["securityContext"]["runAsUser"];
@@ -514,6 +813,37 @@ fn chart_defaults_pull_the_built_tags_as_the_images_user_and_port() {
     }
 }
 
+/// Until the images are published, NOTES say how to get them: the three references the pods
+/// pull (exactly the archives'), built by `make images` and loaded with `ctr images import` or
+/// `kind load image-archive`, or pushed by `make release` to a registry of one's own.
+#[test]
+#[ignore = "needs `make images`; run by `make images-test`"]
+fn notes_name_the_images_and_how_to_build_and_load_them() {
+    let r = helm_install(json!({})).expect("default install");
+    for c in COMPONENTS {
+        let a = Archive::open(c);
+        assert!(
+            r.notes.lines().any(|l| l.trim() == a.reference),
+            "{c}: NOTES name {}:\n{}",
+            a.reference,
+            r.notes
+        );
+    }
+    for how in [
+        "make images",
+        "ctr -n k8s.io images import target/images/edgewatt-<component>.oci.tar",
+        "kind load image-archive target/images/edgewatt-<component>.oci.tar",
+        "make release",
+    ] {
+        assert!(r.notes.contains(how), "NOTES say {how:?}:\n{}", r.notes);
+    }
+    let archive = repo().join("target/images/edgewatt-exporter.oci.tar");
+    assert!(
+        archive.exists(),
+        "the NOTES' path is where make images writes"
+    );
+}
+
 /// `global.imageRegistry` moves all three images to a mirror (same repository and tag, what
 /// `make images IMAGE_REGISTRY=<mirror>` tags), keeps the upstream kube-scheduler of the second
 /// scheduler where it is, and `imagePullSecrets` reach every pod.
@@ -528,10 +858,10 @@ fn global_image_registry_moves_the_three_images_and_pull_secrets_reach_every_pod
     }))
     .expect("install with a mirror");
     for c in COMPONENTS {
-        let img = Image::open(c);
+        let a = Archive::open(c);
         assert_eq!(
             r.image(&workload(c)),
-            with_registry(&img.reference, mirror),
+            with_registry(&a.reference, mirror),
             "{c}"
         );
     }
@@ -550,22 +880,22 @@ fn global_image_registry_moves_the_three_images_and_pull_secrets_reach_every_pod
     }
 }
 
-/// Pinning by digest renders `repository@<the archive's manifest digest>` (what a registry
-/// serves the pushed image under; the tag is then ignored), an empty per-image registry leaves
+/// Pinning by digest renders `repository@<the archive's image index digest>` (what a registry
+/// serves the pushed multi-arch image under; the tag is then ignored), an empty per-image registry leaves
 /// a full repository as it is, and a malformed digest is refused with a clear message.
 #[test]
 #[ignore = "needs `make images`; run by `make images-test`"]
 fn digest_pins_the_manifest_and_a_bad_digest_is_refused() {
-    let img = Image::open("controller");
+    let a = Archive::open("controller");
     let r = helm_install(json!({
-        "controller": {"image": {"digest": img.manifest_digest}},
+        "controller": {"image": {"digest": a.index_digest}},
         "scheduler": {"image": {"registry": "", "repository": "mirror.local/edgewatt/scheduler", "tag": "dev"}}
     }))
     .expect("install pinned by digest");
-    let (repository, _) = img.reference.rsplit_once(':').unwrap();
+    let (repository, _) = a.reference.rsplit_once(':').unwrap();
     assert_eq!(
         r.image("edgewatt-controller"),
-        format!("{repository}@{}", img.manifest_digest)
+        format!("{repository}@{}", a.index_digest)
     );
     assert_eq!(
         r.image("edgewatt-scheduler"),
@@ -593,7 +923,8 @@ fn the_extender_image_serves_with_the_charts_args_in_a_chroot() {
     }
     edgewatt_e2e::install_crypto_provider();
     let r = helm_install(json!({})).expect("default install");
-    let img = Image::open("scheduler");
+    let a = Archive::open("scheduler");
+    let img = a.native();
     let port = edgewatt_e2e::free_port();
     let args: Vec<String> = r.container("edgewatt-scheduler")["args"]
         .as_array()
@@ -612,7 +943,7 @@ fn the_extender_image_serves_with_the_charts_args_in_a_chroot() {
     let (uid, gid) = img.user();
     let mut child = chroot()
         .arg(format!("--userspec={uid}:{gid}"))
-        .arg(img.rootfs())
+        .arg(&img.rootfs)
         .arg(img.entrypoint())
         .args(&args)
         .stdout(Stdio::null())
@@ -655,10 +986,12 @@ fn the_extender_image_serves_with_the_charts_args_in_a_chroot() {
 
 // ---- the Dockerfile: the same layout as the offline path --------------------------------------
 
-/// One `FROM … [AS name]` stage: its base and instructions (continuations joined).
+/// One `FROM [--platform=…] … [AS name]` stage: its base, platform flag and instructions
+/// (continuations joined).
 struct Stage {
     name: String,
     base: String,
+    platform: Option<String>,
     instructions: Vec<(String, String)>,
 }
 
@@ -679,16 +1012,22 @@ fn dockerfile_stages() -> Vec<Stage> {
     let mut stages: Vec<Stage> = vec![Stage {
         name: String::new(),
         base: String::new(),
+        platform: None,
         instructions: Vec::new(),
     }];
     for l in logical {
         let (op, rest) = l.split_once(' ').unwrap_or((&l, ""));
         let rest = rest.trim().to_string();
         if op.eq_ignore_ascii_case("FROM") {
-            let words: Vec<&str> = rest.split_whitespace().collect();
+            let (flags, words): (Vec<&str>, Vec<&str>) =
+                rest.split_whitespace().partition(|w| w.starts_with("--"));
             stages.push(Stage {
                 base: words[0].to_string(),
                 name: words.get(2).unwrap_or(&"").to_string(),
+                platform: flags
+                    .iter()
+                    .find_map(|f| f.strip_prefix("--platform="))
+                    .map(String::from),
                 instructions: Vec::new(),
             });
         } else if let Some(stage) = stages.last_mut() {
@@ -732,8 +1071,24 @@ struct DockerTarget {
     entrypoint: Value,
 }
 
+/// BuildKit's automatic platform ARGs (Dockerfile reference, "Automatic platform ARGs in the
+/// global scope"): set per platform built, kept symbolic here.
+const PLATFORM_ARGS: [&str; 8] = [
+    "TARGETPLATFORM",
+    "TARGETOS",
+    "TARGETARCH",
+    "TARGETVARIANT",
+    "BUILDPLATFORM",
+    "BUILDOS",
+    "BUILDARCH",
+    "BUILDVARIANT",
+];
+
 /// Default of an ARG declared before the first FROM.
 fn global_arg(stages: &[Stage], name: &str) -> String {
+    if PLATFORM_ARGS.contains(&name) {
+        return format!("${{{name}}}");
+    }
     stages[0]
         .instructions
         .iter()
@@ -800,7 +1155,8 @@ fn docker_target(stages: &[Stage], name: &str) -> DockerTarget {
 fn dockerfile_targets_build_the_same_layout_as_the_archives() {
     let stages = dockerfile_stages();
     for c in COMPONENTS {
-        let img = Image::open(c);
+        let a = Archive::open(c);
+        let img = a.native();
         let t = docker_target(&stages, c);
         assert_eq!(t.root, "scratch", "{c}: {t:?}");
         assert_eq!(t.entrypoint, img.config["config"]["Entrypoint"], "{c}");
@@ -829,18 +1185,340 @@ fn dockerfile_targets_build_the_same_layout_as_the_archives() {
                 assert_eq!(&t.labels[k], v, "{c}: label {k}");
             }
         }
-        let bin = ("build".to_string(), format!("/out/edgewatt-{c}"));
+        // the binary of the platform being built (`make image-bins` writes /out/<arch>/)
+        let bin = (
+            "build".to_string(),
+            format!("/out/${{TARGETARCH}}/edgewatt-{c}"),
+        );
         assert!(t.sources.contains(&bin), "{c}: binary from {bin:?}; {t:?}");
+        assert_eq!(
+            t.args.get("TARGETARCH").map(String::as_str),
+            Some("${TARGETARCH}"),
+            "{c}: the stage must declare ARG TARGETARCH for its COPY"
+        );
     }
-    let build = stages
+    let build = docker_target(&stages, "build");
+    let build_stage = stages
         .iter()
         .find(|s| s.name == "build")
         .expect("stage build");
     assert!(
-        build
-            .instructions
-            .iter()
-            .any(|(op, rest)| op == "RUN" && rest.contains("make image-bins IMAGE_BIN_OUT=/out")),
-        "the build stage must run the `make image-bins` of `make images`"
+        build_stage.instructions.iter().any(|(op, rest)| op == "RUN"
+            && rest.contains("make image-bins IMAGE_ARCHS=${TARGETARCH} IMAGE_BIN_OUT=/out")),
+        "the build stage must run the `make image-bins` of `make images`, for the target platform"
     );
+    assert!(
+        build.args.contains_key("TARGETARCH"),
+        "build: ARG TARGETARCH"
+    );
+    // it runs on the build machine and cross-compiles (as `make images` does), not emulated
+    let source = stages
+        .iter()
+        .find(|s| s.name == build_stage.base)
+        .expect("the build stage's base stage");
+    assert_eq!(
+        source.platform.as_deref(),
+        Some("$BUILDPLATFORM"),
+        "stage {}",
+        source.name
+    );
+}
+
+// ---- the release script (hack/release.sh): its rehearsals -------------------------------------
+
+/// True when `name` is on PATH; says loudly what does not run without it.
+fn have(name: &str, what: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()));
+    if !found {
+        eprintln!("SKIPPED: {what}: {name} missing (`make deps` installs it as root)");
+    }
+    found
+}
+
+/// The platforms `hack/release.sh` must find: a release needs amd64 and arm64; with `make
+/// test`'s archives (this machine's only) the rehearsal first checks that the script refuses
+/// them, then narrows RELEASE_PLATFORMS to what was built.
+fn release_platforms() -> String {
+    let built: Vec<String> = expected_archs()
+        .iter()
+        .map(|a| format!("linux/{a}"))
+        .collect();
+    if !expected_archs().contains("arm64") {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = release_cmd(
+            &[
+                "--oci-dir",
+                tmp.path().join("oci").to_str().unwrap(),
+                "--out",
+                tmp.path().join("out").to_str().unwrap(),
+            ],
+            None,
+        )
+        .output()
+        .expect("hack/release.sh");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("a release needs") && err.contains("linux/arm64"),
+            "a release of archives without arm64 must be refused: {}\n{err}",
+            out.status
+        );
+    }
+    built.join(" ")
+}
+
+/// `hack/release.sh --skip-build --skip-tests --no-sign …` on the archives the other tests read
+/// (they are the tests the script would run).
+fn release_cmd(args: &[&str], platforms: Option<&str>) -> Command {
+    let mut cmd = Command::new(repo().join("hack/release.sh"));
+    cmd.args(["--skip-build", "--skip-tests", "--no-sign"])
+        .args(args)
+        .env_remove("RELEASE_REGISTRY")
+        .env_remove("RELEASE_REPOSITORY_PREFIX")
+        .env_remove("RELEASE_USERNAME");
+    match platforms {
+        Some(p) => cmd.env("RELEASE_PLATFORMS", p),
+        None => cmd.env_remove("RELEASE_PLATFORMS"),
+    };
+    cmd
+}
+
+/// What a rehearsal wrote into `out`, checked against the archives: `digests.txt` names each
+/// reference with its index digest and each platform's manifest, `values-images.yaml` installs
+/// the chart pinned to those digests, and the chart copy's values.yaml differs from the working
+/// tree's in exactly the registry, repository and digest lines of the three image blocks.
+fn check_release_record(out: &Path, registry: &str, archives: &[Archive]) {
+    let version = chart_app_version();
+    let digests = String::from_utf8(read(&out.join("digests.txt"))).unwrap();
+    for a in archives {
+        let c = a.component;
+        let line = format!(
+            "{registry}/edgewatt/edgewatt-{c}:{version}@{}",
+            a.index_digest
+        );
+        assert!(
+            digests.lines().any(|l| l == line),
+            "{line} in digests.txt:\n{digests}"
+        );
+        for img in a.images.values() {
+            let p = format!("  linux/{} {}", img.arch, img.manifest_digest);
+            assert!(digests.lines().any(|l| l == p), "{p}:\n{digests}");
+        }
+    }
+    assert!(digests.contains("# NOT SIGNED"), "{digests}");
+
+    let values = chart::values_file(&out.join("values-images.yaml")).unwrap();
+    let r = helm_install(values).expect("install with the release's values");
+    for a in archives {
+        let c = a.component;
+        assert_eq!(
+            r.image(&workload(c)),
+            format!("{registry}/edgewatt/edgewatt-{c}@{}", a.index_digest),
+            "{c}: pinned by the release's values"
+        );
+    }
+
+    let original = String::from_utf8(read(&repo().join("charts/edgewatt/values.yaml"))).unwrap();
+    let pinned = String::from_utf8(read(&out.join("edgewatt/values.yaml"))).unwrap();
+    let (old, new): (Vec<&str>, Vec<&str>) = (original.lines().collect(), pinned.lines().collect());
+    assert_eq!(
+        old.len(),
+        new.len(),
+        "the pinned values.yaml keeps every line"
+    );
+    let changed: Vec<(&str, &str)> = old
+        .iter()
+        .zip(&new)
+        .filter(|(o, n)| o != n)
+        .map(|(o, n)| (*o, *n))
+        .collect();
+    let mut want = Vec::new();
+    for a in archives {
+        let c = a.component;
+        want.push(format!("    registry: \"{registry}\""));
+        want.push(format!("    repository: \"edgewatt/edgewatt-{c}\""));
+        want.push(format!("    digest: \"{}\"", a.index_digest));
+    }
+    let got: Vec<String> = changed.iter().map(|(_, n)| n.to_string()).collect();
+    assert_eq!(
+        got.iter().collect::<BTreeSet<_>>(),
+        want.iter().collect::<BTreeSet<_>>(),
+        "exactly the image blocks' registry, repository and digest change: {changed:#?}"
+    );
+    assert_eq!(got.len(), want.len(), "{changed:#?}");
+    let parsed: Value = serde_saphyr::from_str(&pinned).expect("pinned values.yaml");
+    for a in archives {
+        assert_eq!(parsed[a.component]["image"]["digest"], a.index_digest);
+    }
+    // the working tree's chart stays unpinned (`make images` builds keep working with it)
+    let tree: Value = serde_saphyr::from_str(&original).unwrap();
+    for c in COMPONENTS {
+        assert_eq!(
+            tree[c]["image"]["digest"], "",
+            "{c}: charts/edgewatt pinned"
+        );
+    }
+}
+
+/// `hack/release.sh --oci-dir` (`make release-rehearsal`), offline: each tested index lands in
+/// an OCI layout under its tag with the same digest (skopeo `--preserve-digests`), every
+/// platform's manifest with it; the digests are recorded and pinned in a copy of the chart.
+#[test]
+#[ignore = "needs `make images`; run by `make images-test`"]
+fn release_rehearsal_pushes_the_tested_indexes_to_oci_layouts_and_pins_the_chart() {
+    if !have("skopeo", "the release rehearsal") {
+        return;
+    }
+    let platforms = release_platforms();
+    let archives: Vec<Archive> = COMPONENTS.into_iter().map(Archive::open).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let (oci, out) = (tmp.path().join("oci"), tmp.path().join("out"));
+    run(&mut release_cmd(
+        &[
+            "--oci-dir",
+            oci.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        Some(&platforms),
+    ));
+    let version = chart_app_version();
+    for a in &archives {
+        let layout = oci.join(format!("edgewatt-{}", a.component));
+        let top = json_file(&layout.join("index.json"));
+        let entry = top["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == version.as_str())
+            .unwrap_or_else(|| panic!("{}: no {version} in {top}", a.component));
+        assert_eq!(entry["digest"], a.index_digest.as_str(), "{}", a.component);
+        assert_eq!(entry["mediaType"], INDEX);
+        let index = blob_json(&layout, entry);
+        for m in index["manifests"].as_array().unwrap() {
+            let arch = m["platform"]["architecture"].as_str().unwrap();
+            assert_eq!(m["digest"], a.image(arch).manifest_digest.as_str());
+            let manifest = blob_json(&layout, m);
+            blob_json(&layout, &manifest["config"]);
+            for layer in manifest["layers"].as_array().unwrap() {
+                checked_blob(&layout, layer);
+            }
+        }
+    }
+    check_release_record(&out, "ghcr.io", &archives);
+}
+
+/// A Docker distribution registry (Debian `docker-registry`) on a loopback port, storing under
+/// a temporary directory; stopped on drop.
+struct LocalRegistry {
+    child: std::process::Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalRegistry {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = format!("127.0.0.1:{}", edgewatt_e2e::free_port());
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry serve");
+        let mut r = Self {
+            child,
+            addr,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while reqwest::blocking::get(format!("http://{}/v2/", r.addr))
+            .map(|resp| !resp.status().is_success())
+            .unwrap_or(true)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the local registry never answered /v2/"
+            );
+            if let Ok(Some(status)) = r.child.try_wait() {
+                panic!("docker-registry exited: {status}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        r
+    }
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `hack/release.sh --registry <local registry> --insecure`: the registry path of a release
+/// (skopeo's docker transport, OCI image index and both platforms' manifests), offline. The
+/// registry serves each tag under the tested index digest and each platform's manifest by its
+/// digest; the values pin that registry.
+#[test]
+#[ignore = "needs `make images`; run by `make images-test`"]
+fn release_rehearsal_against_a_local_registry_serves_the_tested_digests() {
+    if !have("skopeo", "the release rehearsal")
+        || !have("docker-registry", "the local registry rehearsal")
+    {
+        return;
+    }
+    edgewatt_e2e::install_crypto_provider();
+    let platforms = release_platforms();
+    let archives: Vec<Archive> = COMPONENTS.into_iter().map(Archive::open).collect();
+    let registry = LocalRegistry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    run(&mut release_cmd(
+        &[
+            "--registry",
+            &registry.addr,
+            "--insecure",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        Some(&platforms),
+    ));
+    let version = chart_app_version();
+    let raw = |reference: &str| {
+        let out = run(Command::new("skopeo").args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{}/{reference}", registry.addr),
+        ]));
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(tmp.path(), &out.stdout).unwrap();
+        (
+            format!("sha256:{}", sha256(tmp.path())),
+            serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+        )
+    };
+    for a in &archives {
+        let repository = format!("edgewatt/edgewatt-{}", a.component);
+        let (digest, index) = raw(&format!("{repository}:{version}"));
+        assert_eq!(digest, a.index_digest, "{}: served index", a.component);
+        assert_eq!(index["mediaType"], INDEX);
+        for img in a.images.values() {
+            let (d, manifest) = raw(&format!("{repository}@{}", img.manifest_digest));
+            assert_eq!(d, img.manifest_digest, "{} {}", a.component, img.arch);
+            assert_eq!(manifest["mediaType"], MANIFEST);
+        }
+    }
+    check_release_record(&out, &registry.addr, &archives);
 }

@@ -11,6 +11,16 @@
 //! Prometheus operator (`edgewatt_e2e::operator`: monitors selected by label, jobs as the
 //! operator names them, PrometheusRules loaded), a Flotta operator/device-agent stand-in, a
 //! kube-scheduler stand-in (node_loop.rs) and a ReplicaSet stand-in.
+//!
+//! **Real cluster**: with `E2E_KUBECONFIG` set (kind, k3s: a throwaway cluster with the images
+//! loaded; e2e/README.md "Against a real cluster") the double is not started. The chart is
+//! installed into that cluster, whose kubelets run the images; the harness reads everything
+//! through the client, waits for the rollouts, and plays only what is outside the cluster: the
+//! Flotta devices (their exporters as processes on fixture trees), the Flotta stand-in (unless
+//! its operator is installed), Prometheus (on this machine, scraping the cluster's pods) and the
+//! operator's target selection. Scenarios that need the double — its fault hooks, its request
+//! log, or simulated Kubernetes nodes (a real node's exporter reads that node's own /sys) —
+//! start with [`needs_double`], which skips them loudly there.
 
 #![allow(dead_code)]
 
@@ -21,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use edgewatt_e2e::apiserver::{parse_crd, ApiServer, Options};
 use edgewatt_e2e::chart::{self, Release};
-use edgewatt_e2e::operator::{self, Selector};
+use edgewatt_e2e::operator::{self, ClusterPod, Endpoints, Selector};
 use edgewatt_e2e::pods::{self, LocalPod, PodPlan};
 use edgewatt_e2e::prometheus::{Prometheus, ScrapeTarget};
 use edgewatt_exporter::fixture::{BatteryFiles, FixtureTree};
@@ -35,6 +45,54 @@ pub const RELEASE: &str = "edgewatt";
 
 fn repo() -> PathBuf {
     chart::repo()
+}
+
+/// `E2E_KUBECONFIG`: the kubeconfig of a real cluster to run against instead of the double.
+pub fn real_cluster() -> Option<PathBuf> {
+    std::env::var_os("E2E_KUBECONFIG")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// The address pods of the real cluster reach this machine at (`E2E_HOST_ADDR`: kind's Docker
+/// network gateway, or this node's address on k3s): the chart's `prometheus.url` points there.
+fn host_addr() -> String {
+    std::env::var("E2E_HOST_ADDR").unwrap_or_else(|_| {
+        panic!(
+            "E2E_HOST_ADDR unset: against a real cluster the controller (a pod) queries the \
+             test's Prometheus on this machine; set E2E_HOST_ADDR to this machine's address as \
+             the pods see it (kind: `docker network inspect kind -f '{{{{(index .IPAM.Config 0).Gateway}}}}'`, \
+             k3s on this machine: its node IP). e2e/README.md \"Against a real cluster\""
+        )
+    })
+}
+
+/// For a scenario that needs the API server double (`why`: its fault hooks, its request log,
+/// simulated nodes): under `E2E_KUBECONFIG` it says loudly why the scenario does not run there
+/// and returns true (the test then returns); without it, false.
+pub fn needs_double(why: &str) -> bool {
+    let Some(kubeconfig) = real_cluster() else {
+        return false;
+    };
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("this scenario")
+        .to_string();
+    eprintln!(
+        "################################################################################\n\
+         ## SKIPPED against the real cluster of E2E_KUBECONFIG={}\n\
+         ## {test} needs the API server double: {why}\n\
+         ## (it runs without E2E_KUBECONFIG; e2e/README.md \"Against a real cluster\")\n\
+         ################################################################################",
+        kubeconfig.display()
+    );
+    true
+}
+
+/// Runs a future to completion from synchronous harness code (the scenarios run on a
+/// multi-threaded runtime): reads through the client of a real cluster.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
 
 /// How the chart is installed, and into what kind of cluster.
@@ -211,28 +269,52 @@ fn write_power(tree: &FixtureTree, watts: f64) {
     );
 }
 
-/// Kubernetes access for the scenarios: the API server double and an admin client (the tests'
-/// own requests; the binaries use their ServiceAccounts' tokens).
+/// Kubernetes access for the scenarios: the API server double (or a real cluster) and an admin
+/// client (the tests' own requests; the binaries use their ServiceAccounts' tokens).
 pub struct Cluster {
-    pub server: ApiServer,
+    /// The double's hooks (faults, request log, direct store access). Against a real cluster
+    /// there is none: using them panics — a scenario that needs them starts with
+    /// [`needs_double`].
+    pub server: Double,
     pub client: kube::Client,
+    /// The real cluster's kubeconfig (`E2E_KUBECONFIG`); `None` with the double.
+    pub kubeconfig: Option<PathBuf>,
 }
 
-/// The Prometheus operator's CRDs (a stand-in schema: the double only needs to serve them).
+/// The API server double, absent against a real cluster.
+pub struct Double(Option<ApiServer>);
+
+impl std::ops::Deref for Double {
+    type Target = ApiServer;
+    fn deref(&self) -> &ApiServer {
+        self.0.as_ref().unwrap_or_else(|| {
+            panic!(
+                "this scenario uses the API server double's hooks, which a real cluster \
+                 (E2E_KUBECONFIG) does not have: start it with `if needs_double(\"why\") {{ return; }}`"
+            )
+        })
+    }
+}
+
+/// One of the Prometheus operator's CRDs with a stand-in schema (the harness plays the operator;
+/// the API server only needs to serve the type, and Helm to see it).
+fn operator_crd(plural: &str, kind: &str) -> Value {
+    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.monitoring.coreos.com")},
+        "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
+            "names": {"plural": plural, "kind": kind, "singular": kind.to_lowercase()},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}})
+}
+
+/// The Prometheus operator's CRDs in the double.
 fn operator_crds(server: &ApiServer) {
     for (plural, kind) in [
         ("podmonitors", "PodMonitor"),
         ("servicemonitors", "ServiceMonitor"),
         ("prometheusrules", "PrometheusRule"),
     ] {
-        server
-            .put(json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-                "metadata": {"name": format!("{plural}.monitoring.coreos.com")},
-                "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
-                    "names": {"plural": plural, "kind": kind, "singular": kind.to_lowercase()},
-                    "versions": [{"name": "v1", "served": true, "storage": true,
-                        "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}}))
-            .unwrap();
+        server.put(operator_crd(plural, kind)).unwrap();
     }
 }
 
@@ -242,6 +324,9 @@ impl Cluster {
     /// chart.
     pub async fn start(flotta: bool) -> Cluster {
         edgewatt_e2e::install_crypto_provider();
+        if let Some(kubeconfig) = real_cluster() {
+            return Self::connect(kubeconfig, flotta).await;
+        }
         let server = ApiServer::start_with(Options {
             crds: false,
             ..Default::default()
@@ -264,7 +349,142 @@ impl Cluster {
             .put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}))
             .unwrap();
         let client = server.client().unwrap();
-        Cluster { server, client }
+        Cluster {
+            server: Double(Some(server)),
+            client,
+            kubeconfig: None,
+        }
+    }
+
+    /// The double, or `None` against a real cluster.
+    pub fn double(&self) -> Option<&ApiServer> {
+        self.server.0.as_ref()
+    }
+
+    /// The real cluster of `kubeconfig`, prepared as [`Cluster::start`] prepares the double:
+    /// what earlier runs left (EnergyPolicies, EdgeDevices, EdgeWorkloads) deleted, the
+    /// Prometheus operator's CRDs (the stand-in schema, unless the cluster has the operator's
+    /// own), Flotta's CRDs installed (or deleted unless `flotta`), namespace `edgewatt-system`.
+    async fn connect(kubeconfig: PathBuf, flotta: bool) -> Cluster {
+        let kc = kube::config::Kubeconfig::read_from(&kubeconfig)
+            .unwrap_or_else(|e| panic!("E2E_KUBECONFIG={}: {e}", kubeconfig.display()));
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap_or_else(|e| panic!("E2E_KUBECONFIG={}: {e}", kubeconfig.display()));
+        let client = kube::Client::try_from(cfg).expect("a client for E2E_KUBECONFIG");
+        eprintln!(
+            "e2e: REAL CLUSTER from E2E_KUBECONFIG={} (the double is not started; the cluster runs the chart's images)",
+            kubeconfig.display()
+        );
+        let c = Cluster {
+            server: Double(None),
+            client,
+            kubeconfig: Some(kubeconfig),
+        };
+        c.delete_all("edgewatt.io", "v1alpha1", "EnergyPolicy", "energypolicies")
+            .await;
+        for (kind, plural) in [
+            ("EdgeWorkload", "edgeworkloads"),
+            ("EdgeDevice", "edgedevices"),
+        ] {
+            c.delete_all("management.project-flotta.io", "v1alpha1", kind, plural)
+                .await;
+        }
+        let crds = c.crds();
+        for (plural, kind) in [
+            ("podmonitors", "PodMonitor"),
+            ("servicemonitors", "ServiceMonitor"),
+            ("prometheusrules", "PrometheusRule"),
+        ] {
+            let name = format!("{plural}.monitoring.coreos.com");
+            if crds.get_opt(&name).await.unwrap().is_none() {
+                c.apply(&crds, operator_crd(plural, kind)).await;
+                c.crd_established(&name).await;
+            }
+        }
+        for f in [
+            "crds/flotta/management.project-flotta.io_edgedevices.yaml",
+            "crds/flotta/management.project-flotta.io_edgeworkloads.yaml",
+        ] {
+            let crd = parse_crd(&std::fs::read_to_string(repo().join(f)).unwrap()).unwrap();
+            let name = name_of(&crd);
+            if flotta {
+                c.apply(&crds, crd).await;
+                c.crd_established(&name).await;
+            } else if crds.get_opt(&name).await.unwrap().is_some() {
+                let _ = crds.delete(&name, &Default::default()).await;
+                wait_for(
+                    &format!("CRD {name} deleted"),
+                    Duration::from_secs(60),
+                    || async { crds.get_opt(&name).await.ok()?.is_none().then_some(()) },
+                )
+                .await;
+            }
+        }
+        c.namespace(NS, json!({})).await;
+        c
+    }
+
+    fn crds(&self) -> Api<DynamicObject> {
+        self.api(
+            "apiextensions.k8s.io",
+            "v1",
+            "CustomResourceDefinition",
+            "customresourcedefinitions",
+            None,
+        )
+    }
+
+    async fn crd_established(&self, name: &str) {
+        let crds = self.crds();
+        wait_for(
+            &format!("CRD {name} Established"),
+            Duration::from_secs(60),
+            || async {
+                let crd = crds.get(name).await.ok()?;
+                crd.data["status"]["conditions"]
+                    .as_array()?
+                    .iter()
+                    .any(|c| c["type"] == "Established" && c["status"] == "True")
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// Deletes every object of a type in every namespace (nothing when the type is not served).
+    async fn delete_all(&self, group: &str, version: &str, kind: &str, plural: &str) {
+        let Ok(list) = self
+            .api(group, version, kind, plural, None)
+            .list(&Default::default())
+            .await
+        else {
+            return;
+        };
+        for o in list.items {
+            let name = o.metadata.name.clone().unwrap_or_default();
+            let api = self.api(
+                group,
+                version,
+                kind,
+                plural,
+                o.metadata.namespace.as_deref(),
+            );
+            let _ = api.delete(&name, &Default::default()).await;
+        }
+    }
+
+    /// Objects of `api` as JSON (the harness reads a real cluster through the client).
+    pub async fn list_values(&self, api: &Api<DynamicObject>) -> Vec<Value> {
+        api.list(&Default::default())
+            .await
+            .map(|l| {
+                l.items
+                    .into_iter()
+                    .map(|o| serde_json::to_value(o).unwrap())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     pub fn api(
@@ -396,9 +616,10 @@ pub struct Loop {
     pub cluster: Cluster,
     pub prom: Prometheus,
     pub sims: BTreeMap<String, Sim>,
-    /// The controller Deployment's pods (`controller.replicas`).
+    /// The controller Deployment's pods (`controller.replicas`); none against a real cluster,
+    /// whose kubelets run them ([`Loop::cluster_pods`]).
     pub controllers: Vec<LocalPod>,
-    /// The extender Deployment's pods (`scheduler.replicas`).
+    /// The extender Deployment's pods (`scheduler.replicas`); none against a real cluster.
     pub schedulers: Vec<LocalPod>,
     pub release: Release,
     pub install: Install,
@@ -469,10 +690,35 @@ impl Loop {
         let bins = bins();
         let logdir = tempfile::tempdir().unwrap();
         let cluster = Cluster::start(install.flotta).await;
-        let prom = tokio::task::spawn_blocking(|| Prometheus::start(Duration::from_secs(1)))
-            .await
-            .unwrap()
-            .unwrap();
+        let real = cluster.kubeconfig.is_some();
+        if real {
+            let nodes: Vec<&str> = targets
+                .iter()
+                .filter(|(_, k)| !matches!(k, Kind::Device(_)))
+                .map(|(n, _)| *n)
+                .collect();
+            assert!(
+                nodes.is_empty(),
+                "simulated nodes {nodes:?} against a real cluster: a node's exporter reads that \
+                 node's own /sys; start the scenario with `needs_double`"
+            );
+        }
+        let prom = tokio::task::spawn_blocking(move || {
+            if real {
+                Prometheus::start_for_pods(Duration::from_secs(1))
+            } else {
+                Prometheus::start(Duration::from_secs(1))
+            }
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        // where the chart's controller and extender query it
+        let prom_url = if real {
+            format!("http://{}:{}", host_addr(), prom.port())
+        } else {
+            prom.url()
+        };
         let mut sims = BTreeMap::new();
         for (name, kind) in targets {
             let (dir, tree) = node_root(name);
@@ -496,19 +742,26 @@ impl Loop {
             sims.insert(name.to_string(), sim);
         }
         let mut values = install.values.clone();
-        chart::merge(&mut values, &test_values(&prom.url()));
-        let server_values = values.clone();
-        let release = {
-            let s = &cluster.server;
-            tokio::task::block_in_place(|| chart::install(s, RELEASE, NS, &server_values))
-                .unwrap_or_else(|e| panic!("{e:#}"))
-        };
+        chart::merge(&mut values, &test_values(&prom_url));
+        let release =
+            tokio::task::block_in_place(|| match (cluster.double(), &cluster.kubeconfig) {
+                (Some(s), _) => chart::install(s, RELEASE, NS, &values),
+                (None, Some(kubeconfig)) => {
+                    chart::install_with_kubeconfig(kubeconfig, RELEASE, NS, &values)
+                }
+                (None, None) => unreachable!("a cluster is the double or a kubeconfig's"),
+            })
+            .unwrap_or_else(|e| panic!("{e:#}"));
         timeline.mark(format!(
             "helm install {RELEASE} (values: {})",
             install.values
         ));
-        if let Some(tamper) = install.tamper {
-            tamper(&cluster.server);
+        match (install.tamper, cluster.double()) {
+            (Some(tamper), Some(s)) => tamper(s),
+            (Some(_), None) => {
+                timeline.mark("the scenario's API server hook is not applied: a real cluster has its own behaviour");
+            }
+            (None, _) => {}
         }
         let mut l = Loop {
             cluster,
@@ -526,6 +779,9 @@ impl Loop {
             control_plane: tempfile::tempdir().unwrap(),
         };
         l.start_pods(targets).await;
+        if real {
+            l.wait_for_rollouts().await;
+        }
         l.heartbeat_port = l.start_heartbeats(targets).await;
         l.scrape(targets).await;
         for c in &l.controllers {
@@ -564,7 +820,8 @@ impl Loop {
             node: node.into(),
             template,
             node_root: root.to_path_buf(),
-            api: api.then_some(&self.cluster.server),
+            // lazily: against a real cluster only devices run here, without cluster access
+            api: api.then(|| &*self.cluster.server),
             bin_dir: pods::binaries_dir(),
             log_dir: self.logdir.path().to_path_buf(),
             // enough detail in the controller's log to tell a slow cycle from a wrong decision
@@ -572,20 +829,36 @@ impl Loop {
         }
     }
 
+    /// The release's DaemonSets and Deployments as Helm created them.
+    async fn workloads(&self) -> (Vec<Value>, Vec<Value>) {
+        let list = |kind: &str, plural: &str| {
+            let api = self.cluster.api("apps", "v1", kind, plural, Some(NS));
+            async move { self.cluster.list_values(&api).await }
+        };
+        match self.cluster.double() {
+            Some(s) => {
+                let of = |plural: &str| -> Vec<Value> {
+                    s.list(plural)
+                        .into_iter()
+                        .filter(|d| d["metadata"]["namespace"] == NS)
+                        .collect()
+                };
+                (of("daemonsets"), of("deployments"))
+            }
+            None => (
+                list("DaemonSet", "daemonsets").await,
+                list("Deployment", "deployments").await,
+            ),
+        }
+    }
+
     /// The DaemonSet controller, ReplicaSet controller and kubelet of the cluster: every
-    /// rendered workload's pods, as processes.
+    /// rendered workload's pods, as processes. Against a real cluster only the Flotta devices'
+    /// exporters (outside any cluster): the cluster runs the rest from the images.
     async fn start_pods(&mut self, targets: &[(&str, Kind)]) {
+        let (daemonsets, deployments) = self.workloads().await;
+        let real = self.cluster.double().is_none();
         let s = &self.cluster.server;
-        let daemonsets: Vec<Value> = s
-            .list("daemonsets")
-            .into_iter()
-            .filter(|d| d["metadata"]["namespace"] == NS)
-            .collect();
-        let deployments: Vec<Value> = s
-            .list("deployments")
-            .into_iter()
-            .filter(|d| d["metadata"]["namespace"] == NS)
-            .collect();
         let main_exporter = format!("{RELEASE}-exporter");
         let mut placed = Vec::new();
         for (name, kind) in targets {
@@ -620,6 +893,13 @@ impl Loop {
         for (name, pod) in placed {
             self.sims.get_mut(&name).unwrap().exporter = Some(pod);
         }
+        if real {
+            self.timeline.mark(format!(
+                "{} Flotta device exporter(s) started; the cluster runs the chart's pods",
+                self.sims.len()
+            ));
+            return;
+        }
         for d in &deployments {
             let replicas = d["spec"]["replicas"].as_u64().unwrap_or(1) as usize;
             let template = &d["spec"]["template"];
@@ -648,6 +928,70 @@ impl Loop {
             self.controllers.len(),
             self.schedulers.len()
         ));
+    }
+
+    /// Against a real cluster: every Deployment and DaemonSet of the release rolled out — the
+    /// kubelets pulled the images (`IfNotPresent`: loaded beforehand) and the pods are Ready.
+    async fn wait_for_rollouts(&self) {
+        let started = Instant::now();
+        wait_for(
+            "the release's Deployments and DaemonSets rolled out and Ready (are the images loaded \
+             into the cluster? e2e/README.md \"Against a real cluster\")",
+            Duration::from_secs(180),
+            || async {
+                let (daemonsets, deployments) = self.workloads().await;
+                // the controllers' own "rolled out": the current generation observed, every
+                // replica (DaemonSet: every scheduled pod) updated and Ready, no old ones left
+                let rolled_out = |o: &Value, want: u64, fields: &[&str]| {
+                    let st = &o["status"];
+                    st["observedGeneration"] == o["metadata"]["generation"]
+                        && fields.iter().all(|f| st[*f].as_u64().unwrap_or(0) == want)
+                };
+                let deployments_done = deployments.iter().all(|d| {
+                    let want = d["spec"]["replicas"].as_u64().unwrap_or(1);
+                    rolled_out(
+                        d,
+                        want,
+                        &[
+                            "replicas",
+                            "updatedReplicas",
+                            "readyReplicas",
+                            "availableReplicas",
+                        ],
+                    )
+                });
+                let daemonsets_done = daemonsets.iter().all(|d| {
+                    let want = d["status"]["desiredNumberScheduled"].as_u64().unwrap_or(0);
+                    rolled_out(d, want, &["updatedNumberScheduled", "numberReady"])
+                });
+                (!deployments.is_empty() && deployments_done && daemonsets_done).then_some(())
+            },
+        )
+        .await;
+        self.timeline.mark(format!(
+            "rollouts done in {:.1}s",
+            started.elapsed().as_secs_f64()
+        ));
+    }
+
+    /// The release's pods as the real cluster runs them (none with the double, which runs
+    /// [`Loop::controllers`] and [`Loop::schedulers`] itself).
+    pub async fn cluster_pods(&self) -> Vec<ClusterPod> {
+        if self.cluster.double().is_some() {
+            return Vec::new();
+        }
+        let api = self.cluster.pods(NS);
+        self.cluster
+            .list_values(&api)
+            .await
+            .iter()
+            .filter(|p| {
+                p["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+                    && p["metadata"]["deletionTimestamp"].is_null()
+                    && p["status"]["phase"] == "Running"
+            })
+            .filter_map(ClusterPod::from_object)
+            .collect()
     }
 
     /// The Pod object of a DaemonSet pod (so watches of pods see it, and the controller meets a
@@ -702,16 +1046,34 @@ impl Loop {
     /// Prometheus scrapes what the operator stand-in derives from the rendered monitors (and
     /// loads the selected PrometheusRules); devices' series arrive with `edgedeviceid`.
     async fn scrape(&mut self, targets: &[(&str, Kind)]) {
+        let objects = self.monitoring_objects().await;
+        let cluster_pods = self.cluster_pods().await;
         let mut scrape: Vec<ScrapeTarget> = {
-            let mut pods: Vec<&LocalPod> =
-                self.controllers.iter().chain(&self.schedulers).collect();
+            let mut pods: Vec<&dyn Endpoints> = self
+                .controllers
+                .iter()
+                .chain(&self.schedulers)
+                .map(|p| p as &dyn Endpoints)
+                .collect();
             for (name, kind) in targets {
                 if !matches!(kind, Kind::Device(_)) {
-                    pods.extend(self.sims[*name].exporter.as_ref());
+                    if let Some(p) = self.sims[*name].exporter.as_ref() {
+                        pods.push(p);
+                    }
                 }
             }
-            operator::targets(&self.cluster.server, &self.install.selector, &pods)
+            pods.extend(cluster_pods.iter().map(|p| p as &dyn Endpoints));
+            operator::targets(objects.as_ref(), &self.install.selector, &pods)
         };
+        let in_cluster: Vec<String> = scrape
+            .iter()
+            .filter(|t| {
+                cluster_pods
+                    .iter()
+                    .any(|p| t.labels.iter().any(|(k, v)| k == "pod" && *v == p.name))
+            })
+            .map(|t| t.address.clone())
+            .collect();
         for (name, kind) in targets {
             if let Kind::Device(_) = kind {
                 let mut t =
@@ -724,16 +1086,16 @@ impl Loop {
             "flotta",
             &format!("127.0.0.1:{}", self.heartbeat_port),
         ));
-        let rules: Vec<PathBuf> =
-            operator::rule_files(&self.cluster.server, &self.install.selector)
-                .into_iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    let p = self.logdir.path().join(format!("prometheusrule-{i}.yaml"));
-                    std::fs::write(&p, serde_json::to_string_pretty(&r).unwrap()).unwrap();
-                    p
-                })
-                .collect();
+        let rules: Vec<PathBuf> = operator::rule_files(objects.as_ref(), &self.install.selector)
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let p = self.logdir.path().join(format!("prometheusrule-{i}.yaml"));
+                std::fs::write(&p, serde_json::to_string_pretty(&r).unwrap()).unwrap();
+                p
+            })
+            .collect();
+        drop(objects);
         let n = scrape.len();
         // A node without a platform meter (shared power models' meterless node) serves none.
         let names: Vec<(String, bool)> = self
@@ -772,11 +1134,41 @@ impl Loop {
                     });
                 }
             }
+            // a real cluster's pods, scraped from this machine: their IPs must be routable here
+            for addr in &in_cluster {
+                prom.wait_for_series(&format!("up{{instance=\"{addr}\"}} == 1"), Duration::from_secs(40))
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "Prometheus on this machine cannot scrape the cluster's pod {addr}: {e}. \
+                             Pod IPs must be routable from here (k3s on this machine: they are; kind: \
+                             `ip route add <node podCIDR> via <node IP>` per node, e2e/README.md)"
+                        )
+                    });
+            }
         });
         self.timeline.mark(format!(
             "Prometheus {} scraping {n} targets",
             self.prom.url()
         ));
+    }
+
+    /// The monitors, rules and Services the operator stand-in reads: the double's store, or the
+    /// real cluster's objects through the client.
+    async fn monitoring_objects(&self) -> Box<dyn operator::Objects + '_> {
+        if let Some(s) = self.cluster.double() {
+            return Box::new(s);
+        }
+        let mut objects = BTreeMap::new();
+        for (group, kind, plural) in [
+            ("monitoring.coreos.com", "PodMonitor", "podmonitors"),
+            ("monitoring.coreos.com", "ServiceMonitor", "servicemonitors"),
+            ("monitoring.coreos.com", "PrometheusRule", "prometheusrules"),
+            ("", "Service", "services"),
+        ] {
+            let api = self.cluster.api(group, "v1", kind, plural, None);
+            objects.insert(plural.to_string(), self.cluster.list_values(&api).await);
+        }
+        Box::new(objects)
     }
 
     /// The chart's roles were enough: no request of the chart's binaries (their ServiceAccounts'
@@ -794,6 +1186,9 @@ impl Loop {
     /// `user method path?query -> status` of every request of the chart's binaries that was
     /// refused (401/403).
     pub fn refused_requests(&self) -> Vec<String> {
+        if self.cluster.double().is_none() {
+            return block_on(self.refusals_in_pod_logs());
+        }
         let prefix = format!("system:serviceaccount:{NS}:");
         self.cluster
             .server
@@ -807,6 +1202,40 @@ impl Loop {
                 )
             })
             .collect()
+    }
+
+    /// Against a real cluster, whose request log the harness cannot read: the lines of the
+    /// release's pods' logs that report a request refused by authentication or RBAC
+    /// (kube-apiserver's `Status` messages: "… is forbidden: User …", `Unauthorized`).
+    async fn refusals_in_pod_logs(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (pod, log) in self.pod_logs(None).await {
+            out.extend(
+                log.lines()
+                    .filter(|l| l.contains("is forbidden: User") || l.contains("Unauthorized"))
+                    .map(|l| format!("{pod}: {l}")),
+            );
+        }
+        out
+    }
+
+    /// `(pod, log)` of the release's pods in the real cluster (the last `tail` lines).
+    async fn pod_logs(&self, tail: Option<i64>) -> Vec<(String, String)> {
+        let pods: Api<k8s_openapi::api::core::v1::Pod> =
+            Api::namespaced(self.cluster.client.clone(), NS);
+        let mut out = Vec::new();
+        for p in self.cluster_pods().await {
+            let params = kube::api::LogParams {
+                tail_lines: tail,
+                ..Default::default()
+            };
+            let log = pods
+                .logs(&p.name, &params)
+                .await
+                .unwrap_or_else(|e| format!("(no log: {e})"));
+            out.push((p.name, log));
+        }
+        out
     }
 
     pub fn sim(&self, name: &str) -> &Sim {
@@ -894,6 +1323,9 @@ impl Loop {
     /// EnergyPolicy's status, the EdgeDevices and EdgeWorkloads as the API server holds them,
     /// and what Prometheus says about each target.
     pub fn dump_logs(&mut self) {
+        if self.cluster.double().is_none() {
+            return self.dump_real_cluster();
+        }
         self.logdir.disable_cleanup(true);
         eprintln!(
             "--- logs kept in {} (the directory is not removed) ---",
@@ -1005,6 +1437,58 @@ impl Loop {
         .flatten()
         .unwrap_or_default();
         eprintln!("--- Prometheus ---\n{out}");
+    }
+}
+
+impl Loop {
+    /// [`Loop::dump_logs`] against a real cluster: the release's pods' logs, EnergyPolicies,
+    /// EdgeDevices and EdgeWorkloads through the client (the request log is the cluster's audit
+    /// log, if enabled).
+    fn dump_real_cluster(&mut self) {
+        self.logdir.disable_cleanup(true);
+        eprintln!(
+            "--- device exporters' logs kept in {} ---",
+            self.logdir.path().display()
+        );
+        let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            block_on(async {
+                let mut s = String::new();
+                for (pod, log) in self.pod_logs(Some(60)).await {
+                    s.push_str(&format!("--- pod {pod} (last 60 lines) ---\n{log}\n"));
+                }
+                for p in self.cluster.list_values(&self.cluster.policies()).await {
+                    s.push_str(&format!(
+                        "--- EnergyPolicy {} status ---\n{}\n",
+                        p["metadata"]["name"],
+                        serde_json::to_string_pretty(&p["status"]).unwrap_or_default()
+                    ));
+                }
+                for (kind, plural) in [
+                    ("EdgeDevice", "edgedevices"),
+                    ("EdgeWorkload", "edgeworkloads"),
+                ] {
+                    let api = self.cluster.api(
+                        "management.project-flotta.io",
+                        "v1alpha1",
+                        kind,
+                        plural,
+                        None,
+                    );
+                    for o in self.cluster.list_values(&api).await {
+                        s.push_str(&format!(
+                            "{kind} {}/{}: spec={} status={}\n",
+                            o["metadata"]["namespace"].as_str().unwrap_or_default(),
+                            o["metadata"]["name"].as_str().unwrap_or_default(),
+                            o["spec"],
+                            o["status"]
+                        ));
+                    }
+                }
+                s
+            })
+        }))
+        .unwrap_or_else(|_| "(could not read the cluster)".into());
+        eprintln!("{report}");
     }
 }
 
