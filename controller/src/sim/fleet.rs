@@ -245,8 +245,14 @@ impl At<'_> {
 /// The first line of a serde-saphyr message, without its own position (we print ours).
 fn bare_message(e: &serde_saphyr::Error) -> String {
     let text = e.to_string();
-    let first = text.lines().next().unwrap_or_default().trim();
-    // "… at line 3, column 5" and similar tails carry the position we already print.
+    let mut first = text.lines().next().unwrap_or_default().trim();
+    first = first.strip_prefix("error: ").unwrap_or(first);
+    // "line 3 column 5: …" heads and "… at line 3, column 5" tails repeat our position.
+    if first.starts_with("line ") {
+        if let Some((_, rest)) = first.split_once(": ") {
+            first = rest;
+        }
+    }
     match first.find(" at line ") {
         Some(i) => first[..i].to_string(),
         None => first.to_string(),

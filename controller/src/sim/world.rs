@@ -154,7 +154,8 @@ impl Battery {
             f.consumed_wh = load_wh;
             f.stored_wh = stored;
             f.losses_wh = taken - stored;
-            f.curtailed_wh = surplus - taken;
+            // Never below zero by rounding (`taken` ≤ `surplus` exactly in real numbers).
+            f.curtailed_wh = (surplus - taken).max(0.0);
             (soc_wh + stored, f)
         } else {
             let need = load_wh - solar_wh;
@@ -164,6 +165,8 @@ impl Battery {
                 f.consumed_wh = load_wh;
                 f.drawn_wh = want;
                 f.losses_wh = want - need;
+                // Down to the cut-off exactly (within rounding): the battery disconnects now.
+                f.cut_off = available - want <= 1e-9;
                 (soc_wh - want, f)
             } else {
                 let delivered = available * self.discharge_efficiency;
@@ -574,7 +577,7 @@ impl World {
         if let Some(after) = self.delays.not_ready_eviction {
             for t in 0..self.targets.len() {
                 let tg = &self.targets[t];
-                if tg.is_node() && tg.dark && tg.dark_since == Some(now.saturating_sub(after)) {
+                if tg.is_node() && tg.dark && tg.dark_since.is_some_and(|s| s + after == now) {
                     let pods: Vec<u32> = tg.replicas.clone();
                     for r in pods {
                         self.totals.lifecycle_evictions += 1;
