@@ -10,7 +10,7 @@
 //! with the same runtime methods (`begin_eviction`, `begin_move`/`end_move`, `dry_run`,
 //! `track_evictions`), so cooldowns and `maxPerHour` read the same history.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -63,6 +63,8 @@ pub struct PolicyTwin {
     marks: Vec<Option<String>>,
     /// Moves in flight → replica.
     moving: BTreeMap<MoveKey, u32>,
+    /// Target index by id (what actions name).
+    target_ids: HashMap<TargetId, usize>,
     pub counts: MoveCounts,
 }
 
@@ -193,6 +195,12 @@ impl PolicyTwin {
             shown: vec![(None, u32::MAX); replicas],
             marks: vec![None; world.targets.len()],
             moving: BTreeMap::new(),
+            target_ids: world
+                .targets
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.def.id.clone(), i))
+                .collect(),
             counts: MoveCounts::default(),
         }
     }
@@ -327,9 +335,12 @@ impl PolicyTwin {
     }
 
     fn target_index(&self, kind: TargetKind, namespace: Option<&str>, name: &str) -> Option<usize> {
-        self.targets.iter().position(|t| {
-            t.id.kind == kind && t.id.name == name && t.id.namespace.as_deref() == namespace
-        })
+        let id = TargetId {
+            kind,
+            namespace: namespace.map(str::to_string),
+            name: name.to_string(),
+        };
+        self.target_ids.get(&id).copied()
     }
 
     /// Taints and labels first (evictions need the taint in place), then evictions and moves.

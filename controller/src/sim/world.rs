@@ -254,7 +254,10 @@ pub struct World {
     /// Pods waiting for a node; retried when something that could place them changed.
     pending: Vec<u32>,
     sched_dirty: bool,
-    pods_by_name: HashMap<(String, String), u32>,
+    /// Objects by kind, namespace and name (a pod's name changes with each replacement).
+    by_name: HashMap<(WorkloadKind, String, String), u32>,
+    /// Devices by namespace and name.
+    devices: HashMap<(String, String), usize>,
     delays: Delays,
     pub totals: Totals,
     pub now: u32,
@@ -302,7 +305,8 @@ impl World {
             events: BinaryHeap::new(),
             pending: Vec::new(),
             sched_dirty: false,
-            pods_by_name: HashMap::new(),
+            by_name: HashMap::new(),
+            devices: HashMap::new(),
             delays: Delays {
                 migration: minutes(p.migration_seconds),
                 pod_restart: minutes(p.pod_restart_seconds),
@@ -311,6 +315,11 @@ impl World {
             totals: Totals::default(),
             now: 0,
         };
+        for (i, t) in w.targets.iter().enumerate() {
+            if let Some(ns) = &t.def.id.namespace {
+                w.devices.insert((ns.clone(), t.def.id.name.clone()), i);
+            }
+        }
         for (wi, def) in fleet.workloads.iter().enumerate() {
             let (pod_sel, edge_sel) = match &def.placement {
                 PlacementDef::Pod { node_selector } => (Some(node_selector.clone()), None),
@@ -348,9 +357,9 @@ impl World {
                 };
                 if def.kind == WorkloadKind::Pod {
                     rep.name = format!("{}-{}", rep.name, 0);
-                    w.pods_by_name
-                        .insert((rep.namespace.clone(), rep.name.clone()), r);
                 }
+                w.by_name
+                    .insert((rep.kind, rep.namespace.clone(), rep.name.clone()), r);
                 w.replicas.push(rep);
                 w.not_serving[crit_index(def.criticality)] += 1;
                 match &def.placement {
@@ -396,13 +405,10 @@ impl World {
     pub fn change<R>(&mut self, r: u32, f: impl FnOnce(&mut Replica) -> R) -> R {
         self.detach(r);
         let out = f(&mut self.replicas[r as usize]);
-        let dark: Vec<bool> = self.replicas[r as usize]
-            .instances()
-            .map(|i| self.targets[i.target].dark)
-            .collect();
+        let targets = &self.targets;
         let rep = &mut self.replicas[r as usize];
-        for (inst, dark) in rep.main.iter_mut().chain(rep.copy.iter_mut()).zip(dark) {
-            if dark {
+        for inst in rep.main.iter_mut().chain(rep.copy.iter_mut()) {
+            if targets[inst.target].dark {
                 inst.phase = Phase::Down;
             }
         }
@@ -415,8 +421,8 @@ impl World {
         let watts = rep.watts();
         let serving = rep.serving;
         let crit = crit_index(rep.criticality);
-        let insts: Vec<Instance> = rep.instances().copied().collect();
-        for i in insts {
+        let insts = [rep.main, rep.copy];
+        for i in insts.into_iter().flatten() {
             let t = &mut self.targets[i.target];
             if i.phase != Phase::Down {
                 t.load_w -= watts;
@@ -437,8 +443,8 @@ impl World {
         let watts = rep.watts();
         let crit = crit_index(rep.criticality);
         let serving = rep.serving;
-        let insts: Vec<Instance> = rep.instances().copied().collect();
-        for i in insts {
+        let insts = [rep.main, rep.copy];
+        for i in insts.into_iter().flatten() {
             let t = &mut self.targets[i.target];
             if i.phase != Phase::Down {
                 t.load_w += watts;
@@ -661,19 +667,19 @@ impl World {
 
     /// The pod named `namespace/name` now, if it exists.
     pub fn pod(&self, namespace: &str, name: &str) -> Option<u32> {
-        self.pods_by_name
-            .get(&(namespace.to_string(), name.to_string()))
+        self.by_name
+            .get(&(WorkloadKind::Pod, namespace.to_string(), name.to_string()))
             .copied()
     }
 
     /// The replica of an EdgeWorkload object.
     pub fn edge_workload(&self, namespace: &str, name: &str) -> Option<u32> {
-        self.replicas
-            .iter()
-            .position(|r| {
-                r.kind == WorkloadKind::EdgeWorkload && r.name == name && r.namespace == namespace
-            })
-            .map(|i| i as u32)
+        let key = (
+            WorkloadKind::EdgeWorkload,
+            namespace.to_string(),
+            name.to_string(),
+        );
+        self.by_name.get(&key).copied()
     }
 
     /// The pod is deleted and its ReplicaSet creates a replacement (a new name), which waits
@@ -682,9 +688,9 @@ impl World {
         let from = self.now + self.delays.pod_restart;
         let old = {
             let rep = &self.replicas[r as usize];
-            (rep.namespace.clone(), rep.name.clone())
+            (rep.kind, rep.namespace.clone(), rep.name.clone())
         };
-        self.pods_by_name.remove(&old);
+        self.by_name.remove(&old);
         self.change(r, |rep| {
             rep.main = None;
             rep.generation += 1;
@@ -696,8 +702,8 @@ impl World {
             rep.pending_from = (!rep.suspended).then_some(from);
         });
         let rep = &self.replicas[r as usize];
-        self.pods_by_name
-            .insert((rep.namespace.clone(), rep.name.clone()), r);
+        self.by_name
+            .insert((rep.kind, rep.namespace.clone(), rep.name.clone()), r);
         if !rep.suspended {
             self.pending.push(r);
             self.events.push(Reverse((from, r)));
@@ -768,11 +774,9 @@ impl World {
 
     /// The device `name` in `namespace`.
     pub fn device_index(&self, namespace: &str, name: &str) -> Option<usize> {
-        self.targets.iter().position(|t| {
-            !t.is_node()
-                && t.def.id.name == name
-                && t.def.id.namespace.as_deref() == Some(namespace)
-        })
+        self.devices
+            .get(&(namespace.to_string(), name.to_string()))
+            .copied()
     }
 
     /// The move of `r` starts towards `to` (for the report: flaps, moves per hour).
