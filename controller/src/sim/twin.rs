@@ -57,10 +57,10 @@ pub struct PolicyTwin {
     /// One per replica (same index), then the copies of moves in flight.
     workloads: Vec<WorkloadSnapshot>,
     replicas: usize,
-    /// Per replica: the target index and pod generation the snapshot shows.
-    shown: Vec<(Option<usize>, u32)>,
-    /// Per target: the mark the snapshot shows.
-    marks: Vec<Option<String>>,
+    /// Per replica: what the snapshot shows (compared with the world's).
+    shown: Vec<super::world::Shown>,
+    /// The world's `marks_version` the snapshot's taints and labels are from.
+    marks_version: Option<u64>,
     /// Moves in flight → replica.
     moving: BTreeMap<MoveKey, u32>,
     /// Target index by id (what actions name).
@@ -192,8 +192,14 @@ impl PolicyTwin {
             targets,
             workloads,
             replicas,
-            shown: vec![(None, u32::MAX); replicas],
-            marks: vec![None; world.targets.len()],
+            shown: vec![
+                super::world::Shown {
+                    generation: u32::MAX,
+                    ..Default::default()
+                };
+                replicas
+            ],
+            marks_version: None,
             moving: BTreeMap::new(),
             target_ids: world
                 .targets
@@ -207,7 +213,9 @@ impl PolicyTwin {
 
     /// The planner's inputs from the world now, updated in place.
     fn refresh(&mut self, world: &World) {
-        for (i, (snap, t)) in self.targets.iter_mut().zip(&world.targets).enumerate() {
+        let marks_changed = self.marks_version != Some(world.marks_version);
+        self.marks_version = Some(world.marks_version);
+        for (snap, t) in self.targets.iter_mut().zip(&world.targets) {
             snap.alive = !t.dark;
             // A dark target's exporter is down: its series are gone (unknown, never 0).
             snap.signals = if t.dark {
@@ -233,10 +241,8 @@ impl PolicyTwin {
                     runway_below_recharge: None,
                 }
             };
-            if self.marks[i] != t.mark {
-                self.marks[i] = t.mark.clone();
+            if marks_changed && snap.tainted != t.mark.is_some() {
                 snap.tainted = t.mark.is_some();
-                snap.taint_ours = t.mark.as_deref().is_some_and(|by| by == self.name);
                 match t.def.id.kind {
                     TargetKind::Node => {
                         snap.taints = if t.mark.is_some() {
@@ -255,26 +261,31 @@ impl PolicyTwin {
                     }
                 }
             }
-        }
-        for (k, r) in world.replicas.iter().enumerate() {
-            let snap = &mut self.workloads[k];
-            let at = match r.kind {
-                WorkloadKind::Pod => r.main.map(|i| i.target),
-                WorkloadKind::EdgeWorkload => r.device.filter(|_| !r.suspended),
-            };
-            if self.shown[k] != (at, r.generation) {
-                if self.shown[k].1 != r.generation {
-                    snap.id.name.clone_from(&r.name);
-                }
-                snap.target = at.map(|t| world.targets[t].def.id.name.clone());
-                self.shown[k] = (at, r.generation);
+            if marks_changed {
+                snap.taint_ours = t.mark.as_deref().is_some_and(|by| by == self.name);
             }
-            snap.in_flight = r.intent.is_some();
+        }
+        for (k, (seen, now)) in self.shown.iter_mut().zip(&world.shown).enumerate() {
+            if seen == now {
+                continue;
+            }
+            let snap = &mut self.workloads[k];
+            if seen.generation != now.generation {
+                snap.id.name.clone_from(&world.replicas[k].name);
+            }
+            if seen.at != now.at {
+                snap.target = now
+                    .at
+                    .map(|t| world.targets[t as usize].def.id.name.clone());
+            }
+            snap.in_flight = now.in_flight;
+            *seen = *now;
         }
         // Copies of moves in flight are EdgeWorkloads of their own (never moved themselves).
         self.workloads.truncate(self.replicas);
-        for r in world.replicas.iter().filter(|r| r.copy.is_some()) {
-            let c = r.copy.expect("filtered");
+        for &r in &world.with_copy {
+            let r = &world.replicas[r as usize];
+            let Some(c) = r.copy else { continue };
             self.workloads.push(WorkloadSnapshot {
                 id: WorkloadId {
                     kind: WorkloadKind::EdgeWorkload,
