@@ -16,6 +16,9 @@ fn duration(s: &str) -> Result<Duration, String> {
 #[derive(Debug, Parser)]
 #[command(version, about)]
 pub struct Args {
+    /// Without a subcommand: run the controller.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     #[command(flatten)]
     pub prometheus: PromConfig,
     /// How often each policy is re-evaluated.
@@ -80,6 +83,46 @@ pub struct Args {
         default_value_t = 10.0
     )]
     pub power_model_max_error_percent: f64,
+}
+
+/// Subcommands other than the controller itself.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Runs the controller's decision core (planner, policy memory, migration state machine)
+    /// against a simulated fleet in virtual time on TMY weather: three runs (unmanaged, migrate,
+    /// ladder) of the same fleet, reported side by side.
+    Simulate(SimulateArgs),
+}
+
+/// How `--output` prints the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// `edgewatt-controller simulate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimulateArgs {
+    /// The fleet file (YAML): sites and their weather, nodes, edge devices, workloads,
+    /// EnergyPolicies, physics. See examples/simulate/winter-site.yaml.
+    #[arg(long)]
+    pub fleet: std::path::PathBuf,
+    /// First day, MM-DD, at 00:00 local standard time of the first site.
+    #[arg(long, default_value = "01-01")]
+    pub start: String,
+    /// How many days to simulate (the typical year wraps around).
+    #[arg(long, default_value_t = 14)]
+    pub days: u32,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+    /// Also draw the runs (state of charge, service level) into this SVG file.
+    #[arg(long)]
+    pub plot: Option<std::path::PathBuf>,
+    /// How often the policies decide (overrides the fleet's physics.decisionInterval); whole
+    /// minutes. Moves in flight are driven every minute regardless.
+    #[arg(long)]
+    pub decision_interval: Option<String>,
 }
 
 impl Args {

@@ -6,21 +6,32 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context as _;
 use clap::Parser;
 use edgewatt_controller::{
-    cli::Args,
+    cli::{Args, Command},
     context::Context,
     leader::{Elector, Fence, LeaseConfig},
     reconciler,
 };
 use edgewatt_crds::prom::PromReader;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(Command::Simulate(sim)) = &args.command {
+        // Synchronous and CPU-bound (its runs are threads); stdout carries only the report.
+        return edgewatt_controller::sim::command(sim);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?
+        .block_on(controller(args))
+}
+
+async fn controller(args: Args) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let args = Args::parse();
     // Built first: it installs rustls' ring provider, which kube's TLS set-up then uses.
     let reader = PromReader::new(&args.prometheus).context("prometheus client")?;
     let config = kube::Config::infer().await.context("kubernetes config")?;
