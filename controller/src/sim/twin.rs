@@ -181,6 +181,7 @@ impl PolicyTwin {
             node_max_age: Duration::from_secs(120),
             device_max_age: Duration::from_secs(900),
             migration_timeout: None,
+            own_namespace: "edgewatt-system".into(),
         };
         PolicyTwin {
             index,
