@@ -167,7 +167,7 @@ impl<'a> Cycle<'a> {
             Forecasts::default()
         };
         let spec = self.spec();
-        let (previous, history) = self.rt.plan_inputs();
+        let (previous, history) = self.rt.plan_inputs(self.now, durations.cooldown);
         let plan = planner::plan(&PlanInput {
             spec,
             durations: &durations,

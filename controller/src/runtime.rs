@@ -167,9 +167,20 @@ impl PolicyRuntime {
         self.states = states;
     }
 
-    /// What the planner reads of this memory: the targets' states after the last cycle, and the
-    /// move history with this moment's moves in flight.
-    pub fn plan_inputs(&mut self) -> (&TargetStates, &MoveHistory) {
+    /// What the planner reads of this memory at `now`: the targets' states after the last cycle,
+    /// and the move history with this moment's moves in flight — without the moves no rule can
+    /// read any more (ended more than `cooldown`, and more than an hour, ago), so the history
+    /// stays as small as the recent past.
+    pub fn plan_inputs(
+        &mut self,
+        now: DateTime<Utc>,
+        cooldown: Duration,
+    ) -> (&TargetStates, &MoveHistory) {
+        let keep = chrono::Duration::from_std(cooldown.max(Duration::from_secs(3600)))
+            .unwrap_or(chrono::Duration::MAX);
+        if let Some(before) = now.checked_sub_signed(keep) {
+            self.history.forget_before(before);
+        }
         self.history.in_flight = self.in_flight();
         (&self.states, &self.history)
     }

@@ -320,7 +320,7 @@ impl PolicyTwin {
                 .track_evictions(|id, _| world.pod(&id.namespace, &id.name).is_some());
         }
         self.refresh(world);
-        let (previous, history) = self.rt.plan_inputs();
+        let (previous, history) = self.rt.plan_inputs(now, self.durations.cooldown);
         let plan = planner::plan(&PlanInput {
             spec: &self.policy.spec,
             durations: &self.durations,
