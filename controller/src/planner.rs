@@ -605,6 +605,29 @@ pub enum SkipReason {
     NoOtherInstance,
 }
 
+impl SkipReason {
+    /// Whether the workload stays on its starved target for good (until something about it or
+    /// the cluster changes), rather than leaving it soon: in flight, cooling down, rate-limited
+    /// or waiting on a PodDisruptionBudget are "not now". What the status counts as left alone,
+    /// and what the degradation ladder may act on.
+    pub fn stays(&self) -> bool {
+        match self {
+            SkipReason::NoTarget
+            | SkipReason::Pinned
+            | SkipReason::Ineligible(_)
+            | SkipReason::ToleratesTaint
+            | SkipReason::TaintNotInPlace
+            | SkipReason::NoOtherInstance
+            | SkipReason::Refused(_) => true,
+            SkipReason::InFlight
+            | SkipReason::Cooldown
+            | SkipReason::MaxConcurrent
+            | SkipReason::MaxPerHour
+            | SkipReason::DisruptionBudget => false,
+        }
+    }
+}
+
 impl std::fmt::Display for SkipReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
