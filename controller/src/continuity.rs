@@ -66,6 +66,14 @@ impl Cycle<'_> {
         let mut out = Forecasts::default();
         let mut runway = Vec::new();
         let mut recharge = Vec::new();
+        // What the ladder holds on each target (not Observe's dry runs): the verdict is judged
+        // with it back. The measured draw already shows it saved, so judged on that alone the
+        // ladder's own savings would make the target recover, everything be restored and shed
+        // again once the `for` window passed: a flap every few minutes all night.
+        let mut held: HashMap<TargetId, f64> = HashMap::new();
+        for h in self.rt.held().into_iter().filter(|h| !h.dry_run) {
+            *held.entry(h.target).or_default() += h.saved_watts.max(0.0);
+        }
         for t in view.targets.iter_mut() {
             let history = match t.id.kind {
                 TargetKind::Node => prom.supply_nodes.get(&t.id.name),
@@ -80,11 +88,14 @@ impl Cycle<'_> {
                     durations.horizon,
                 )
             });
-            let f = profile.as_ref().and_then(|p| {
-                ForecastInput::of(&t.signals, spec.forecast.reserve_percent, p)
-                    .map(|i| forecast(&i))
+            let input = profile
+                .as_ref()
+                .and_then(|p| ForecastInput::of(&t.signals, spec.forecast.reserve_percent, p));
+            let f = input.as_ref().map(forecast);
+            t.signals.runway_below_recharge = input.as_ref().map(|i| match held.get(&t.id) {
+                Some(w) => below_recharge(&forecast(&i.at_draw(i.draw_w + w))),
+                None => below_recharge(&forecast(i)),
             });
-            t.signals.runway_below_recharge = f.as_ref().map(below_recharge);
             if let (true, Some(f)) = (t.in_policy, &f) {
                 if let Some(r) = f.runway {
                     runway.push((labels(&self.name, &t.id), r.as_secs_f64()));
@@ -512,9 +523,18 @@ impl Cycle<'_> {
             .await;
     }
 
-    /// Observe mode: the ledger's dry-run entries become exactly what the ladder would hold now.
+    /// Observe mode: the ledger's dry-run entries become exactly what the ladder would hold now;
+    /// one it already would hold keeps its `since` (when it would have been taken: the status
+    /// is not rewritten every cycle for a step that did not change).
     pub(crate) fn dry_run_ladder(&mut self, lp: &LadderPlan) {
         let now = crate::status::rfc3339(self.now);
+        let earlier: HashMap<(degrader::Degradee, DegradeStep), String> = self
+            .rt
+            .degraded()
+            .iter()
+            .filter(|d| d.state == DegradeState::DryRun)
+            .map(|d| ((degrader::Degradee::of(d), d.action), d.since.clone()))
+            .collect();
         let entries: Vec<DegradedWorkload> = lp
             .dry_run
             .iter()
@@ -526,15 +546,18 @@ impl Cycle<'_> {
                     criticality,
                     saved_watts,
                     reason,
-                } => Some(entry(
-                    who,
-                    *step,
-                    target,
-                    *criticality,
-                    *saved_watts,
-                    reason,
-                    &now,
-                )),
+                } => {
+                    let since = earlier.get(&(to_degrader(who), *step)).unwrap_or(&now);
+                    Some(entry(
+                        who,
+                        *step,
+                        target,
+                        *criticality,
+                        *saved_watts,
+                        reason,
+                        since,
+                    ))
+                }
                 LadderStep::Restore { .. } => None,
             })
             .collect();
