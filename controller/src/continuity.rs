@@ -9,10 +9,11 @@
 //! `Applied` entry a user took over (restored, changed, deleted) leaves with an Event; restores
 //! are idempotent, so a lost status write only repeats one that changes nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use edgewatt_crds::{
     Criticality, DegradeState, DegradeStep, DegradedWorkload, LadderDurations, Mode, TargetKind,
+    WorkloadKind,
 };
 
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -23,7 +24,7 @@ use crate::{
     forecast::{below_recharge, forecast, Forecast, ForecastInput, SupplyProfile},
     ladder::{self, LadderInput, LadderPlan, LadderStep},
     metrics::{DegradedLabels, ForecastLabels},
-    planner::{Plan, TargetId},
+    planner::{Plan, TargetId, WorkloadId},
     snapshot::PromData,
     view::View,
 };
@@ -116,7 +117,7 @@ impl Cycle<'_> {
     /// ledger this memory holds. `None` when the policy has no ladder.
     pub(crate) fn plan_ladder(
         &mut self,
-        view: &View,
+        view: &mut View,
         plan: &Plan,
         forecasts: &Forecasts,
         durations: &LadderDurations,
@@ -130,6 +131,8 @@ impl Cycle<'_> {
         {
             return None;
         }
+        // What the executor found not possible, or a user took back: the plan goes on without.
+        self.rt.mark_left_alone(&plan.states, &mut view.workloads);
         let held = self.rt.held();
         let lp = ladder::plan_ladder(&LadderInput {
             spec,
@@ -243,13 +246,54 @@ impl Cycle<'_> {
     /// longer in Migrate mode, gives back what it holds.
     pub(crate) async fn run_ladder(&mut self, lp: Option<&LadderPlan>, view: &View) {
         let migrate = self.spec().action.mode == Mode::Migrate;
+        let mut told = HashSet::new();
         match lp {
             Some(lp) if !migrate => self.dry_run_ladder(lp),
-            Some(lp) => self.take_ladder_steps(lp, view).await,
+            Some(lp) => told = self.take_ladder_steps(lp, view).await,
             None => self.rt.set_dry_run(Vec::new()),
+        }
+        if let Some(lp) = lp {
+            self.report_not_degradable(lp, &told).await;
         }
         if lp.is_none() || !migrate {
             self.restore_all("the policy no longer degrades in Migrate mode")
+                .await;
+        }
+    }
+
+    /// A `DegradeSkipped` Event on each workload the ladder reached for but could not degrade
+    /// (`LadderPlan::not_degradable`: no CPU limit, no owner to scale, left alone…), once while
+    /// it stays so; `told`: workloads whose step the executor already reported this cycle.
+    async fn report_not_degradable(&mut self, lp: &LadderPlan, told: &HashSet<WorkloadId>) {
+        let now: HashSet<WorkloadId> = lp
+            .not_degradable
+            .iter()
+            .map(|(id, _)| id.clone())
+            .chain(told.iter().cloned())
+            .collect();
+        let new: HashSet<WorkloadId> = self.rt.newly_not_degradable(now).into_iter().collect();
+        for (id, why) in &lp.not_degradable {
+            if told.contains(id) || !new.contains(id) {
+                continue;
+            }
+            let who = degrader::Degradee {
+                kind: match id.kind {
+                    WorkloadKind::Pod => edgewatt_crds::DegradedKind::Pod,
+                    WorkloadKind::EdgeWorkload => edgewatt_crds::DegradedKind::EdgeWorkload,
+                },
+                namespace: id.namespace.clone(),
+                name: id.name.clone(),
+            };
+            tracing::info!(policy = %self.name, workload = %who, "the ladder cannot degrade it: {why}");
+            self.ctx
+                .actuator
+                .event(
+                    &self.ctx.fence,
+                    &reference_to(&who),
+                    true,
+                    "DegradeSkipped",
+                    format!("the ladder cannot degrade it: {why}"),
+                )
                 .await;
         }
     }
@@ -301,11 +345,15 @@ impl Cycle<'_> {
         )
         .await;
         self.rt
+            .taken_back(e, format!("left as a user set it ({why})"));
+        self.rt
             .degrade_done(e.kind, &e.namespace, &e.name, e.action, None);
     }
 
     /// Migrate mode: the ladder's restores, then its sheds, each by the degrader's protocol.
-    async fn take_ladder_steps(&mut self, lp: &LadderPlan, _view: &View) {
+    /// Returns the workloads whose step was not possible (reported here, and left alone).
+    async fn take_ladder_steps(&mut self, lp: &LadderPlan, view: &View) -> HashSet<WorkloadId> {
+        let mut told = HashSet::new();
         let ctx = self.ctx;
         let percent = self
             .spec()
@@ -326,7 +374,7 @@ impl Cycle<'_> {
                     continue;
                 };
                 if self.restore_one(&e, reason).await.is_err() {
-                    return;
+                    return told;
                 }
             }
         }
@@ -363,6 +411,16 @@ impl Cycle<'_> {
                 }
                 Ok(Prepare::NotPossible(why)) => {
                     self.not_degradable(&d, *step, &why).await;
+                    told.extend(
+                        view.workloads
+                            .iter()
+                            .filter(|w| match who {
+                                ladder::Degradee::Pod(id) => &w.id == id,
+                                ladder::Degradee::Unit(u) => w.ladder.suspend.as_ref() == Ok(u),
+                            })
+                            .map(|w| w.id.clone()),
+                    );
+                    self.rt.leave_alone(who.clone(), target.clone(), why);
                 }
                 Err(err) => {
                     tracing::warn!(policy = %self.name, workload = %d, "preparing a {}: {err}", step.as_str());
@@ -370,7 +428,7 @@ impl Cycle<'_> {
             }
         }
         if ready.is_empty() {
-            return;
+            return told;
         }
         if let Err(err) = self.write_ledger().await {
             // Not recorded, so not taken: the entries go and the ladder decides again.
@@ -379,7 +437,7 @@ impl Cycle<'_> {
                 self.rt
                     .degrade_done(e.kind, &e.namespace, &e.name, e.action, None);
             }
-            return;
+            return told;
         }
         for (p, e) in ready {
             match degrader::apply(&ctx.ladder, &ctx.fence, &p).await {
@@ -399,7 +457,7 @@ impl Cycle<'_> {
                         self.step_done(&e, "ThrottleNotApplied", &note, true).await;
                     }
                 }
-                Err(StepError::NotLeader) => return,
+                Err(StepError::NotLeader) => return told,
                 Err(err) if err.nothing_done() => {
                     self.count_step(e.action.as_str(), "Failed");
                     self.step_done(&e, "DegradeFailed", &err.to_string(), true)
@@ -413,6 +471,7 @@ impl Cycle<'_> {
                 }
             }
         }
+        told
     }
 
     /// Restores one entry; `Err` only when leadership is gone.
