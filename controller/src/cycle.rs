@@ -190,7 +190,7 @@ impl<'a> Cycle<'a> {
         self.execute(&plan, &view).await;
         self.dry_run(&policy_ref, &plan).await;
         self.criticality_errors(&view);
-        let ladder = self.plan_ladder(&view, &plan, &forecasts, &ladder_durations);
+        let ladder = self.plan_ladder(&mut view, &plan, &forecasts, &ladder_durations);
         self.run_ladder(ladder.as_ref(), &view).await;
         self.export_degraded();
         let starved = starved_with_forecasts(status::starved(&plan), &view, &forecasts);
