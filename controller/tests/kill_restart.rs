@@ -46,8 +46,6 @@ const SEEDS: u64 = 60;
 const NS: &str = "edge";
 const APP: &str = "app";
 
-/// splitmix64: a small seeded RNG (no dependency needed).
-
 // ----- what the cluster shows -----
 
 fn workloads(server: &ApiServer) -> Vec<Value> {
