@@ -738,7 +738,7 @@ fn suspend_only_when_every_target_it_could_run_on_is_starved() {
         p.not_degradable,
         vec![(
             c.workloads[0].id.clone(),
-            "throttle: not a pod; suspend: it could run on d2, which is not starved".into()
+            "suspend: it could run on d2, which is not starved".into()
         )]
     );
 }
