@@ -206,6 +206,7 @@ pub fn plan_ladder(input: &LadderInput<'_>) -> LadderPlan {
     for (i, t) in targets.iter().enumerate() {
         if let Some(ahead) = targets.get(i + PREFETCH_AHEAD) {
             prefetch(&ahead.id.name);
+            prefetch(ahead.id.namespace.as_deref().unwrap_or_default());
         }
         status.push(if check_unknown && plan.unknown.contains(&t.id) {
             Status::Unknown
@@ -605,6 +606,7 @@ impl<'i, 'a> Sheds<'i, 'a> {
                 prefetch(ahead.ns);
                 prefetch(ahead.name);
                 if let Ok(u) = ahead.suspend {
+                    prefetch(&u.namespace);
                     prefetch(&u.name);
                 }
             }
@@ -659,7 +661,7 @@ impl<'i, 'a> Sheds<'i, 'a> {
                 continue;
             }
             let range = self.first[slot as usize] as usize..self.first[slot as usize + 1] as usize;
-            let mut cands: Vec<u32> = self.by_slot[range]
+            let cands: Vec<u32> = self.by_slot[range]
                 .iter()
                 .copied()
                 .filter(|k| {
@@ -667,8 +669,6 @@ impl<'i, 'a> Sheds<'i, 'a> {
                     it.stays && it.criticality != Criticality::Critical
                 })
                 .collect();
-            // By id: which workload of a unit stands for it does not depend on the input's order.
-            cands.sort_unstable_by(|a, b| self.items[*a as usize].id_cmp(&self.items[*b as usize]));
             let why = self.why(slot, need);
             'rungs: for crit in [Criticality::Sheddable, Criticality::Normal] {
                 for s in 0..self.steps.len() {
@@ -825,8 +825,9 @@ impl<'i, 'a> Sheds<'i, 'a> {
                 saved_watts: saved,
                 unit: (unit != NONE).then_some(unit),
                 reason: format!(
-                    "{why}; throttled to {:.0}% saves {saved:.1} W{note}",
-                    self.throttle_keeps * 100.0
+                    "{why}; throttled to {:.0}% saves {} W{note}",
+                    self.throttle_keeps * 100.0,
+                    Tenths(saved)
                 ),
             });
         }
@@ -872,7 +873,22 @@ impl<'i, 'a> Sheds<'i, 'a> {
                 .filter(|m| m.slot == slot)
                 .map(Item::remaining)
                 .sum();
-            options.push((here, id, k));
+            // The unit's candidate here with the least id stands for it (its constraints, its
+            // report), whatever the input's order.
+            let rep = if unit.members.len() > 1 {
+                unit.members
+                    .iter()
+                    .copied()
+                    .filter(|m| {
+                        let m = &self.items[*m as usize];
+                        m.slot == slot && m.stays && m.criticality != Criticality::Critical
+                    })
+                    .min_by(|a, b| self.items[*a as usize].id_cmp(&self.items[*b as usize]))
+                    .unwrap_or(k)
+            } else {
+                k
+            };
+            options.push((here, id, rep));
         }
         let units = &self.units;
         options.sort_by(|a, b| {
@@ -911,7 +927,7 @@ impl<'i, 'a> Sheds<'i, 'a> {
                 criticality: crit,
                 saved_watts: saved,
                 unit: Some(id),
-                reason: format!("{why}; suspended saves {saved:.1} W{note}"),
+                reason: format!("{why}; suspended saves {} W{note}", Tenths(saved)),
             });
         }
     }
@@ -1071,6 +1087,23 @@ fn hash_constraints(c: &Constraints, h: &mut Fx) {
                     req(r, h);
                 }
             }
+        }
+    }
+}
+
+/// Watts to a tenth, as `{:.1}` prints them, without its exact decimal expansion (thousands of
+/// reasons per cycle on a starved fleet).
+struct Tenths(f64);
+
+impl std::fmt::Display for Tenths {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = (self.0 * 10.0).round();
+        if t.is_finite() && t.abs() < 1e15 {
+            let t = t as i64;
+            let sign = if t < 0 { "-" } else { "" };
+            write!(f, "{sign}{}.{}", t.abs() / 10, t.abs() % 10)
+        } else {
+            write!(f, "{:.1}", self.0)
         }
     }
 }
