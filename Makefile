@@ -110,8 +110,9 @@ lint:
 ## features, so there is no second build of the dependency tree for a `cargo build --bins`.
 unit:
 	$(CARGO) nextest run --workspace --no-fail-fast
-	@# the NVML source builds and degrades cleanly without NVIDIA software
-	$(CARGO) nextest run -p edgewatt-exporter --features gpu -E 'test(gpu)'
+	@# the NVML source builds and degrades cleanly without NVIDIA software (the gpu tests live in
+	@# the lib and tests/fixtures.rs: only those two test binaries are rebuilt with the feature)
+	$(CARGO) nextest run -p edgewatt-exporter --features gpu --lib --test fixtures -E 'test(gpu)'
 
 doc:
 	$(CARGO) test --workspace --doc
