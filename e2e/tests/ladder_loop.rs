@@ -391,10 +391,11 @@ async fn query_at(l: &Loop, promql: String, at: DateTime<Utc>) -> Value {
 /// 8½ h of no supply from now on, then sun) says each node's 5 W would take its battery to the
 /// reserve before the sunrise:
 /// 1. at 86 % (43 of 50 Wh, reserve 5 Wh): 38 Wh lasts 7.6 h at 5 W, the recharge is in 8 h; to
-///    last until it plus the 1 h margin the draw must be 38/9 = 4.2 W: 0.8 W less. The ladder
-///    throttles and suspends the `sheddable` batch pod of each node, nothing else — not the
-///    `normal` api (not needed), never the `critical` db, nor kube-proxy (kube-system, annotated
-///    sheddable), nor the exporter (edgewatt's own).
+///    last until it plus the 1 h margin the draw must be 38/9 = 4.2 W: 0.8 W less. The
+///    `sheddable` rung is enough: throttling the batch pod would save 0.5 W, so the ladder
+///    suspends its Deployment on each node (1 W), nothing else — not the `normal` api (not
+///    needed), never the `critical` db, nor kube-proxy (kube-system, annotated sheddable), nor
+///    the exporter (edgewatt's own).
 /// 2. at 78 % (34 Wh usable, 4 W): 0.2 W more is needed: the `normal` api pods are throttled,
 ///    after every sheddable step; the db still untouched.
 /// 3. charged to 100 %: with what the ladder holds back, 45 Wh at 5 W lasts 9 h, past the
@@ -579,6 +580,14 @@ async fn a_site_on_battery_at_night_sheds_least_critical_first_and_restores_exac
         .then_some(())
     })
     .await;
+    for b in ["batch-a", "batch-b"] {
+        let d = deployments.get(b).await.unwrap();
+        assert_eq!(
+            d.data["spec"]["replicas"], 0,
+            "{b} scaled to 0: {}",
+            d.data["spec"]
+        );
+    }
     let d = wait_for(
         "edgewatt_degraded_workloads{criticality=\"sheddable\"} and the runway forecast in Prometheus",
         Duration::from_secs(60),
