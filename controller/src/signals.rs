@@ -165,9 +165,20 @@ async fn supply_history(
         .reader
         .matrix(&expr, end - span as i64, end, 3600.0)
         .await?;
+    let h = Arc::new(hourly_history(&series, &q.join_label));
+    src.supply.store(key, now, h.clone());
+    Ok(h)
+}
+
+/// The supply history per target from the range query's series. A point at `T` is
+/// `avg_over_time(…[1h:…])` evaluated at `T`: the mean over the hour *before* `T`, so it stands
+/// for the hour that starts at `T − 1h` — what [`SupplyHistory`] samples mean
+/// (`SupplyProfile::from_history`). Taken at `T`, each hour ahead would be forecast from the hour
+/// before it on the earlier days: a sunrise an hour late, a sunset an hour late.
+fn hourly_history(series: &[edgewatt_crds::prom::RangeSeries], join_label: &str) -> SupplyHistory {
     let mut out = SupplyHistory::new();
     for s in series {
-        let Some(target) = s.labels.get(&q.join_label) else {
+        let Some(target) = s.labels.get(join_label) else {
             continue;
         };
         let samples = out.entry(target.clone()).or_default();
@@ -175,12 +186,12 @@ async fn supply_history(
             s.samples
                 .iter()
                 .filter(|(_, v)| v.is_finite())
-                .filter_map(|(t, v)| DateTime::from_timestamp(*t as i64, 0).map(|t| (t, *v))),
+                .filter_map(|(t, v)| {
+                    DateTime::from_timestamp(*t as i64 - 3600, 0).map(|t| (t, *v))
+                }),
         );
     }
-    let h = Arc::new(out);
-    src.supply.store(key, now, h.clone());
-    Ok(h)
+    out
 }
 
 /// Each workload's own draw, keyed `(namespace, pod)` for nodes and `(device, workload)` for
@@ -371,12 +382,36 @@ pub fn oldest_age(table: &edgewatt_crds::prom::SignalTable) -> Option<f64> {
 mod tests {
     use super::*;
     use edgewatt_crds::prom::Series;
+    use std::collections::BTreeMap;
 
     fn series(target: &str, v: f64) -> Series {
         Series {
             labels: [("node_name".to_string(), target.to_string())].into(),
             value: v,
         }
+    }
+
+    /// A range query's point at `T` averages `[T − 1h, T]` (Prometheus `avg_over_time` over a
+    /// `[1h:…]` subquery ends at the evaluation time): it is the sample of the hour starting at
+    /// `T − 1h`; points without the join label or not finite are no data.
+    #[test]
+    fn a_supply_point_stands_for_the_hour_before_it() {
+        use edgewatt_crds::prom::RangeSeries;
+        let t = 1_800_000_000.0;
+        let series = [
+            RangeSeries {
+                labels: [("node_name".to_string(), "a".to_string())].into(),
+                samples: vec![(t, 0.0), (t + 3600.0, 100.0), (t + 7200.0, f64::NAN)],
+            },
+            RangeSeries {
+                labels: BTreeMap::new(),
+                samples: vec![(t, 5.0)],
+            },
+        ];
+        let h = hourly_history(&series, "node_name");
+        let at = |s: f64| DateTime::from_timestamp(s as i64, 0).unwrap();
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["a"], vec![(at(t - 3600.0), 0.0), (at(t), 100.0)]);
     }
 
     #[test]

@@ -64,6 +64,24 @@ pub fn binary() -> Result<PathBuf> {
     bail!("the `prometheus` binary is not installed: run `make deps` (apt-get install prometheus) or set PROMETHEUS_BIN")
 }
 
+/// Where `promtool` is: `$PROMTOOL_BIN`, else next to the Prometheus binary, else on `PATH`.
+fn promtool_binary(prometheus: &Path) -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("PROMTOOL_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let beside = prometheus.with_file_name("promtool");
+    if beside.is_file() {
+        return Ok(beside);
+    }
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let candidate = Path::new(dir).join("promtool");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!("`promtool` is not installed (it comes with the `prometheus` package): set PROMTOOL_BIN")
+}
+
 impl Prometheus {
     /// Starts Prometheus scraping every `scrape_interval` (1 s suits tests).
     pub fn start(scrape_interval: Duration) -> Result<Self> {
@@ -72,16 +90,38 @@ impl Prometheus {
 
     /// Like [`Prometheus::start`] with an explicit binary.
     pub fn start_with(bin: &Path, scrape_interval: Duration) -> Result<Self> {
-        Self::start_on(bin, scrape_interval, "127.0.0.1")
+        Self::start_on(bin, scrape_interval, "127.0.0.1", None)
+    }
+
+    /// Like [`Prometheus::start`] (or [`Prometheus::start_for_pods`] with `for_pods`), its TSDB
+    /// holding `history` first: OpenMetrics text (samples with timestamps, `# EOF` at the end)
+    /// written into blocks by `promtool tsdb create-blocks-from openmetrics` before the server
+    /// starts — Prometheus' documented backfill ("Backfilling from OpenMetrics format",
+    /// prometheus/prometheus `docs/storage.md`), so queries over past days see it as if it had
+    /// been scraped then. The retention is 400 days instead of 1 day: time retention deletes
+    /// every block whose end lies more than the retention before the newest block's end
+    /// (`tsdb/db.go` `BeyondTimeRetention`), which would drop all but the last day of it.
+    pub fn start_with_history(
+        scrape_interval: Duration,
+        for_pods: bool,
+        history: &str,
+    ) -> Result<Self> {
+        let host = if for_pods { "0.0.0.0" } else { "127.0.0.1" };
+        Self::start_on(&binary()?, scrape_interval, host, Some(history))
     }
 
     /// Like [`Prometheus::start`], listening on every interface: the controller of a real
     /// cluster (`E2E_KUBECONFIG`) runs in a pod and queries it at this machine's address.
     pub fn start_for_pods(scrape_interval: Duration) -> Result<Self> {
-        Self::start_on(&binary()?, scrape_interval, "0.0.0.0")
+        Self::start_on(&binary()?, scrape_interval, "0.0.0.0", None)
     }
 
-    fn start_on(bin: &Path, scrape_interval: Duration, listen_host: &'static str) -> Result<Self> {
+    fn start_on(
+        bin: &Path,
+        scrape_interval: Duration,
+        listen_host: &'static str,
+        history: Option<&str>,
+    ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = crate::free_port();
         crate::install_crypto_provider();
@@ -100,6 +140,13 @@ impl Prometheus {
             listen_host,
         };
         prom.write_config()?;
+        let retention = match history {
+            Some(text) => {
+                prom.backfill(text)?;
+                "400d"
+            }
+            None => "1d",
+        };
         let log = std::fs::File::create(prom.dir.path().join("prometheus.log"))?;
         let child = Command::new(bin)
             .arg(format!("--config.file={}", prom.config_path().display()))
@@ -110,7 +157,7 @@ impl Prometheus {
             .arg(format!("--web.listen-address={listen_host}:{port}"))
             .arg("--web.enable-lifecycle")
             .arg("--web.enable-remote-write-receiver")
-            .arg("--storage.tsdb.retention.time=1d")
+            .arg(format!("--storage.tsdb.retention.time={retention}"))
             .arg("--log.level=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -122,6 +169,30 @@ impl Prometheus {
         prom.child = Some(child);
         prom.wait_ready(Duration::from_secs(30))?;
         Ok(prom)
+    }
+
+    /// Writes `text` (OpenMetrics) into TSDB blocks in the data directory, before the start.
+    fn backfill(&self, text: &str) -> Result<()> {
+        let input = self.dir.path().join("history.om");
+        std::fs::write(&input, text)?;
+        let promtool = promtool_binary(&self.bin)?;
+        let out = Command::new(&promtool)
+            .args(["tsdb", "create-blocks-from", "openmetrics"])
+            .arg(&input)
+            .arg(self.dir.path().join("data"))
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run {}", promtool.display()))?;
+        if !out.status.success() {
+            bail!(
+                "promtool refused the history ({}):\n{}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::fs::remove_file(&input)?;
+        Ok(())
     }
 
     /// Base URL, e.g. `http://127.0.0.1:41234`.

@@ -107,6 +107,9 @@ pub struct Install {
     /// Changes to the cluster after the install, before any pod starts: a trimmed Role, or a
     /// fault hook (`set_watch_delay` only affects watches opened after it).
     pub tamper: Option<fn(&ApiServer)>,
+    /// Samples Prometheus holds before it starts (OpenMetrics text, backfilled with promtool:
+    /// [`Prometheus::start_with_history`]): days of history a scenario cannot wait for.
+    pub history: Option<Arc<str>>,
 }
 
 impl Install {
@@ -117,6 +120,7 @@ impl Install {
             selector: Selector::All,
             flotta: true,
             tamper: None,
+            history: None,
         }
     }
 
@@ -128,12 +132,19 @@ impl Install {
             selector: Selector::kube_prometheus_stack("kps"),
             flotta: true,
             tamper: None,
+            history: None,
         }
     }
 
     /// The same, on a cluster without Flotta's CRDs.
     pub fn without_flotta(mut self) -> Self {
         self.flotta = false;
+        self
+    }
+
+    /// The same, with `openmetrics` in Prometheus before it starts (see [`Install::history`]).
+    pub fn with_history(mut self, openmetrics: String) -> Self {
+        self.history = Some(openmetrics.into());
         self
     }
 }
@@ -703,8 +714,11 @@ impl Loop {
                  node's own /sys; start the scenario with `needs_double`"
             );
         }
+        let history = install.history.clone();
         let prom = tokio::task::spawn_blocking(move || {
-            if real {
+            if let Some(h) = history {
+                Prometheus::start_with_history(Duration::from_secs(1), real, &h)
+            } else if real {
                 Prometheus::start_for_pods(Duration::from_secs(1))
             } else {
                 Prometheus::start(Duration::from_secs(1))
