@@ -9,11 +9,11 @@
 //! `Applied` entry a user took over (restored, changed, deleted) leaves with an Event; restores
 //! are idempotent, so a lost status write only repeats one that changes nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use edgewatt_crds::{
     Criticality, DegradeState, DegradeStep, DegradedWorkload, EnergyPolicySpec, LadderDurations,
-    Mode, TargetKind,
+    Mode, TargetKind, WorkloadKind,
 };
 
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -24,7 +24,7 @@ use crate::{
     forecast::{below_recharge, forecast, Forecast, ForecastInput, SupplyProfile},
     ladder::{self, Held, LadderInput, LadderPlan, LadderStep},
     metrics::{DegradedLabels, ForecastLabels},
-    planner::{Plan, TargetId, TargetSnapshot, Time},
+    planner::{Plan, TargetId, TargetSnapshot, Time, WorkloadId},
     snapshot::PromData,
     view::View,
 };
@@ -146,7 +146,7 @@ impl Cycle<'_> {
     /// ledger this memory holds. `None` when the policy has no ladder.
     pub(crate) fn plan_ladder(
         &mut self,
-        view: &View,
+        view: &mut View,
         plan: &Plan,
         forecasts: &Forecasts,
         durations: &LadderDurations,
@@ -160,6 +160,8 @@ impl Cycle<'_> {
         {
             return None;
         }
+        // What the executor found not possible, or a user took back: the plan goes on without.
+        self.rt.mark_left_alone(&plan.states, &mut view.workloads);
         let held = self.rt.held();
         let lp = ladder::plan_ladder(&LadderInput {
             spec,
@@ -273,13 +275,54 @@ impl Cycle<'_> {
     /// longer in Migrate mode, gives back what it holds.
     pub(crate) async fn run_ladder(&mut self, lp: Option<&LadderPlan>, view: &View) {
         let migrate = self.spec().action.mode == Mode::Migrate;
+        let mut told = HashSet::new();
         match lp {
             Some(lp) if !migrate => self.dry_run_ladder(lp),
-            Some(lp) => self.take_ladder_steps(lp, view).await,
+            Some(lp) => told = self.take_ladder_steps(lp, view).await,
             None => self.rt.set_dry_run(Vec::new()),
+        }
+        if let Some(lp) = lp {
+            self.report_not_degradable(lp, &told).await;
         }
         if lp.is_none() || !migrate {
             self.restore_all("the policy no longer degrades in Migrate mode")
+                .await;
+        }
+    }
+
+    /// A `DegradeSkipped` Event on each workload the ladder reached for but could not degrade
+    /// (`LadderPlan::not_degradable`: no CPU limit, no owner to scale, left alone…), once while
+    /// it stays so; `told`: workloads whose step the executor already reported this cycle.
+    async fn report_not_degradable(&mut self, lp: &LadderPlan, told: &HashSet<WorkloadId>) {
+        let now: HashSet<WorkloadId> = lp
+            .not_degradable
+            .iter()
+            .map(|(id, _)| id.clone())
+            .chain(told.iter().cloned())
+            .collect();
+        let new: HashSet<WorkloadId> = self.rt.newly_not_degradable(now).into_iter().collect();
+        for (id, why) in &lp.not_degradable {
+            if told.contains(id) || !new.contains(id) {
+                continue;
+            }
+            let who = degrader::Degradee {
+                kind: match id.kind {
+                    WorkloadKind::Pod => edgewatt_crds::DegradedKind::Pod,
+                    WorkloadKind::EdgeWorkload => edgewatt_crds::DegradedKind::EdgeWorkload,
+                },
+                namespace: id.namespace.clone(),
+                name: id.name.clone(),
+            };
+            tracing::info!(policy = %self.name, workload = %who, "the ladder cannot degrade it: {why}");
+            self.ctx
+                .actuator
+                .event(
+                    &self.ctx.fence,
+                    &reference_to(&who),
+                    true,
+                    "DegradeSkipped",
+                    format!("the ladder cannot degrade it: {why}"),
+                )
                 .await;
         }
     }
@@ -331,11 +374,15 @@ impl Cycle<'_> {
         )
         .await;
         self.rt
+            .taken_back(e, format!("left as a user set it ({why})"));
+        self.rt
             .degrade_done(e.kind, &e.namespace, &e.name, e.action, None);
     }
 
     /// Migrate mode: the ladder's restores, then its sheds, each by the degrader's protocol.
-    async fn take_ladder_steps(&mut self, lp: &LadderPlan, _view: &View) {
+    /// Returns the workloads whose step was not possible (reported here, and left alone).
+    async fn take_ladder_steps(&mut self, lp: &LadderPlan, view: &View) -> HashSet<WorkloadId> {
+        let mut told = HashSet::new();
         let ctx = self.ctx;
         let percent = self
             .spec()
@@ -356,7 +403,7 @@ impl Cycle<'_> {
                     continue;
                 };
                 if self.restore_one(&e, reason).await.is_err() {
-                    return;
+                    return told;
                 }
             }
         }
@@ -393,6 +440,16 @@ impl Cycle<'_> {
                 }
                 Ok(Prepare::NotPossible(why)) => {
                     self.not_degradable(&d, *step, &why).await;
+                    told.extend(
+                        view.workloads
+                            .iter()
+                            .filter(|w| match who {
+                                ladder::Degradee::Pod(id) => &w.id == id,
+                                ladder::Degradee::Unit(u) => w.ladder.suspend.as_ref() == Ok(u),
+                            })
+                            .map(|w| w.id.clone()),
+                    );
+                    self.rt.leave_alone(who.clone(), target.clone(), why);
                 }
                 Err(err) => {
                     tracing::warn!(policy = %self.name, workload = %d, "preparing a {}: {err}", step.as_str());
@@ -400,7 +457,7 @@ impl Cycle<'_> {
             }
         }
         if ready.is_empty() {
-            return;
+            return told;
         }
         if let Err(err) = self.write_ledger().await {
             // Not recorded, so not taken: the entries go and the ladder decides again.
@@ -409,7 +466,7 @@ impl Cycle<'_> {
                 self.rt
                     .degrade_done(e.kind, &e.namespace, &e.name, e.action, None);
             }
-            return;
+            return told;
         }
         for (p, e) in ready {
             match degrader::apply(&ctx.ladder, &ctx.fence, &p).await {
@@ -429,7 +486,7 @@ impl Cycle<'_> {
                         self.step_done(&e, "ThrottleNotApplied", &note, true).await;
                     }
                 }
-                Err(StepError::NotLeader) => return,
+                Err(StepError::NotLeader) => return told,
                 Err(err) if err.nothing_done() => {
                     self.count_step(e.action.as_str(), "Failed");
                     self.step_done(&e, "DegradeFailed", &err.to_string(), true)
@@ -443,6 +500,7 @@ impl Cycle<'_> {
                 }
             }
         }
+        told
     }
 
     /// Restores one entry; `Err` only when leadership is gone.
@@ -553,9 +611,18 @@ impl Cycle<'_> {
             .await;
     }
 
-    /// Observe mode: the ledger's dry-run entries become exactly what the ladder would hold now.
+    /// Observe mode: the ledger's dry-run entries become exactly what the ladder would hold now;
+    /// one it already would hold keeps its `since` (when it would have been taken: the status
+    /// is not rewritten every cycle for a step that did not change).
     pub(crate) fn dry_run_ladder(&mut self, lp: &LadderPlan) {
         let now = crate::status::rfc3339(self.now);
+        let earlier: HashMap<(degrader::Degradee, DegradeStep), String> = self
+            .rt
+            .degraded()
+            .iter()
+            .filter(|d| d.state == DegradeState::DryRun)
+            .map(|d| ((degrader::Degradee::of(d), d.action), d.since.clone()))
+            .collect();
         let entries: Vec<DegradedWorkload> = lp
             .dry_run
             .iter()
@@ -567,15 +634,18 @@ impl Cycle<'_> {
                     criticality,
                     saved_watts,
                     reason,
-                } => Some(entry(
-                    who,
-                    *step,
-                    target,
-                    *criticality,
-                    *saved_watts,
-                    reason,
-                    &now,
-                )),
+                } => {
+                    let since = earlier.get(&(to_degrader(who), *step)).unwrap_or(&now);
+                    Some(entry(
+                        who,
+                        *step,
+                        target,
+                        *criticality,
+                        *saved_watts,
+                        reason,
+                        since,
+                    ))
+                }
                 LadderStep::Restore { .. } => None,
             })
             .collect();

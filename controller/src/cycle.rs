@@ -167,7 +167,7 @@ impl<'a> Cycle<'a> {
             Forecasts::default()
         };
         let spec = self.spec();
-        let (previous, history) = self.rt.plan_inputs();
+        let (previous, history) = self.rt.plan_inputs(self.now, durations.cooldown);
         let plan = planner::plan(&PlanInput {
             spec,
             durations: &durations,
@@ -190,7 +190,7 @@ impl<'a> Cycle<'a> {
         self.execute(&plan, &view).await;
         self.dry_run(&policy_ref, &plan).await;
         self.criticality_errors(&view);
-        let ladder = self.plan_ladder(&view, &plan, &forecasts, &ladder_durations);
+        let ladder = self.plan_ladder(&mut view, &plan, &forecasts, &ladder_durations);
         self.run_ladder(ladder.as_ref(), &view).await;
         self.export_degraded();
         let starved = starved_with_forecasts(status::starved(&plan), &view, &forecasts);
@@ -276,12 +276,13 @@ impl<'a> Cycle<'a> {
         self.ctx.metrics.set_starved(&self.name, mode, series);
     }
 
-    /// What stays on starved targets and why, counted: the status and a gauge per reason. Most
-    /// reasons say why not *now* (cooldown, limits); the protected ones (system pods,
-    /// edgewatt's own) say *never*.
+    /// What stays on starved targets and why, counted: the status and a gauge per reason. Only
+    /// reasons that keep a workload there for good ([`planner::SkipReason::stays`]: protected,
+    /// ineligible, pinned, nowhere to go…); a move in flight or a cooldown is "not now", shown in
+    /// Events and logs, and would change the status at every step of a move.
     fn left_alone(&mut self, plan: &planner::Plan) {
         let mut counts: std::collections::BTreeMap<String, u32> = Default::default();
-        for s in &plan.skipped {
+        for s in plan.skipped.iter().filter(|s| s.reason.stays()) {
             let reason = match &s.reason {
                 planner::SkipReason::Ineligible(why) => why.clone(),
                 r => r.to_string(),

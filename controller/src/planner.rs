@@ -512,6 +512,22 @@ impl MoveHistory {
         }
     }
 
+    /// Forgets what no rule can read any more: moves that ended before `before` (the runtime
+    /// passes now − max(cooldown, 1 h): older ones neither cool a workload or an owner down nor
+    /// count towards an hourly limit). Without it a fleet whose pods get new names at every
+    /// eviction would grow this history for as long as the controller runs.
+    pub fn forget_before(&mut self, before: Time) {
+        self.last_moved.retain(|_, t| *t >= before);
+        self.recent_moves.retain(|t| *t >= before);
+        self.owner_last_moved.retain(|_, t| *t >= before);
+        self.owner_recent.retain(|_, v| {
+            v.retain(|t| *t >= before);
+            !v.is_empty()
+        });
+        let owners = &self.owner_last_moved;
+        self.owner_drain.retain(|o, _| owners.contains_key(o));
+    }
+
     /// A move ended at `at`: the cooldown runs from its end.
     pub fn ended(&mut self, id: WorkloadId, at: Time) {
         let e = self.last_moved.entry(id).or_insert(at);
@@ -587,6 +603,29 @@ pub enum SkipReason {
     Refused(String),
     /// Selector-placed: no other device runs it, so leaving this one would stop it.
     NoOtherInstance,
+}
+
+impl SkipReason {
+    /// Whether the workload stays on its starved target for good (until something about it or
+    /// the cluster changes), rather than leaving it soon: in flight, cooling down, rate-limited
+    /// or waiting on a PodDisruptionBudget are "not now". What the status counts as left alone,
+    /// and what the degradation ladder may act on.
+    pub fn stays(&self) -> bool {
+        match self {
+            SkipReason::NoTarget
+            | SkipReason::Pinned
+            | SkipReason::Ineligible(_)
+            | SkipReason::ToleratesTaint
+            | SkipReason::TaintNotInPlace
+            | SkipReason::NoOtherInstance
+            | SkipReason::Refused(_) => true,
+            SkipReason::InFlight
+            | SkipReason::Cooldown
+            | SkipReason::MaxConcurrent
+            | SkipReason::MaxPerHour
+            | SkipReason::DisruptionBudget => false,
+        }
+    }
 }
 
 impl std::fmt::Display for SkipReason {

@@ -65,6 +65,15 @@ pub struct PolicyRuntime {
     degraded: Vec<DegradedWorkload>,
     /// When each degradee was last restored in this term (flaps, the restore settle).
     restored: HashMap<Degradee, DateTime<Utc>>,
+    /// What the ladder leaves alone until its target's shortage ends, with that target and why:
+    /// a step the executor found not possible (no `pods/resize`, an owner already at 0…), so
+    /// the next plan goes on to the next rung instead of asking for it every cycle; and what a
+    /// user took back from the ladder (scaled up, resized, deleted), never taken again meanwhile.
+    /// Pods (throttle) and units (suspend) apart, so the plan's facts are marked by reference.
+    pods_left_alone: HashMap<WorkloadId, (TargetId, String)>,
+    units_left_alone: HashMap<planner::SuspendUnit, (TargetId, String)>,
+    /// Workloads the ladder reported it could not degrade last cycle (an Event when one is new).
+    not_degradable: HashSet<WorkloadId>,
 }
 
 /// The workload a move is of.
@@ -167,9 +176,20 @@ impl PolicyRuntime {
         self.states = states;
     }
 
-    /// What the planner reads of this memory: the targets' states after the last cycle, and the
-    /// move history with this moment's moves in flight.
-    pub fn plan_inputs(&mut self) -> (&TargetStates, &MoveHistory) {
+    /// What the planner reads of this memory at `now`: the targets' states after the last cycle,
+    /// and the move history with this moment's moves in flight — without the moves no rule can
+    /// read any more (ended more than `cooldown`, and more than an hour, ago), so the history
+    /// stays as small as the recent past.
+    pub fn plan_inputs(
+        &mut self,
+        now: DateTime<Utc>,
+        cooldown: Duration,
+    ) -> (&TargetStates, &MoveHistory) {
+        let keep = chrono::Duration::from_std(cooldown.max(Duration::from_secs(3600)))
+            .unwrap_or(chrono::Duration::MAX);
+        if let Some(before) = now.checked_sub_signed(keep) {
+            self.history.forget_before(before);
+        }
         self.history.in_flight = self.in_flight();
         (&self.states, &self.history)
     }
@@ -439,6 +459,50 @@ impl PolicyRuntime {
                 d.state = DegradeState::Applied;
             }
         }
+    }
+
+    /// The ladder leaves `who` alone until `target` is no longer starved, because of `why`.
+    pub fn leave_alone(&mut self, who: Degradee, target: TargetId, why: String) {
+        match who {
+            Degradee::Pod(id) => self.pods_left_alone.insert(id, (target, why)),
+            Degradee::Unit(u) => self.units_left_alone.insert(u, (target, why)),
+        };
+    }
+
+    /// A user took `entry`'s object back from the ladder: left alone until its shortage ends.
+    pub fn taken_back(&mut self, entry: &DegradedWorkload, why: String) {
+        self.leave_alone(degradee(entry), target_of(entry), why);
+    }
+
+    /// Forgets what was left alone for targets no longer starved (`states`: this cycle's plan),
+    /// and marks the rest on the workloads' ladder facts: the step is not possible, and why.
+    pub fn mark_left_alone(
+        &mut self,
+        states: &TargetStates,
+        workloads: &mut [planner::WorkloadSnapshot],
+    ) {
+        let starved = |t: &TargetId| states.get(t).is_some_and(|s| s.starved.is_some());
+        self.pods_left_alone.retain(|_, (t, _)| starved(t));
+        self.units_left_alone.retain(|_, (t, _)| starved(t));
+        if self.pods_left_alone.is_empty() && self.units_left_alone.is_empty() {
+            return;
+        }
+        for w in workloads {
+            if let Some((_, why)) = self.pods_left_alone.get(&w.id) {
+                w.ladder.throttle = Err(why.clone());
+            }
+            let unit = w.ladder.suspend.as_ref().ok();
+            if let Some((_, why)) = unit.and_then(|u| self.units_left_alone.get(u)) {
+                w.ladder.suspend = Err(why.clone());
+            }
+        }
+    }
+
+    /// Workloads the ladder could not degrade now; returns those that were not last cycle.
+    pub fn newly_not_degradable(&mut self, now: HashSet<WorkloadId>) -> Vec<WorkloadId> {
+        let new = now.difference(&self.not_degradable).cloned().collect();
+        self.not_degradable = now;
+        new
     }
 
     /// The entry leaves the ledger: restored, or nothing to restore (the step did not happen,

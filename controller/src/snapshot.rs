@@ -145,8 +145,8 @@ fn signals(
             .or(default_budget),
         external_power: get(Signal::ExternalPower).map(|v| v >= 0.5),
         custom,
-        battery_capacity_joules: None,
-        charge_watts: None,
+        battery_capacity_joules: get(Signal::BatteryCapacity),
+        charge_watts: get(Signal::ChargePower),
         runway_below_recharge: None,
     }
 }

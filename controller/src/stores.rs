@@ -94,7 +94,23 @@ pub mod trim {
         meta(&mut p.metadata);
         p.metadata.uid = uid;
         if let Some(s) = p.spec.as_mut() {
-            s.containers.clear();
+            // Each container's CPU limit only: whether the ladder may throttle the pod
+            // (`snapshot::throttleable`); the resize itself reads the pod fresh.
+            for c in &mut s.containers {
+                let cpu = c
+                    .resources
+                    .as_mut()
+                    .and_then(|r| r.limits.as_mut())
+                    .and_then(|l| l.remove("cpu"));
+                *c = k8s_openapi::api::core::v1::Container {
+                    name: std::mem::take(&mut c.name),
+                    resources: cpu.map(|q| k8s_openapi::api::core::v1::ResourceRequirements {
+                        limits: Some(BTreeMap::from([("cpu".to_string(), q)])),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+            }
             s.init_containers = None;
             s.ephemeral_containers = None;
             s.volumes = None;

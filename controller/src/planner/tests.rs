@@ -1103,3 +1103,36 @@ fn the_forecast_condition_starves_on_its_verdict_only() {
         "off: not a condition"
     );
 }
+
+/// Moves older than every rule's window leave the history (a fleet whose evicted pods come back
+/// under new names would otherwise grow it without bound); what a rule can still read stays.
+#[test]
+fn the_history_forgets_only_what_no_rule_reads() {
+    let mut h = MoveHistory::default();
+    let id = |n: &str| WorkloadId {
+        kind: WorkloadKind::Pod,
+        namespace: "shop".into(),
+        name: n.into(),
+    };
+    h.record_eviction(&id("web-old"), Some("Deployment/shop/web"), &[], t0());
+    h.record_eviction(
+        &id("db-new"),
+        Some("StatefulSet/shop/db"),
+        &[id("db-1")],
+        t0() + secs(3000),
+    );
+    h.forget_before(t0() + secs(60));
+    assert!(!h.last_moved.contains_key(&id("web-old")));
+    assert!(!h.owner_last_moved.contains_key("Deployment/shop/web"));
+    assert!(!h.owner_recent.contains_key("Deployment/shop/web"));
+    assert_eq!(h.recent_moves, vec![t0() + secs(3000)]);
+    assert_eq!(h.moves_last_hour(t0() + secs(3100)), 1);
+    assert!(h.owner_drain.contains_key("StatefulSet/shop/db"));
+    assert!(!h.owner_drain.contains_key("Deployment/shop/web"));
+    // The kept move still cools its workload and owner down.
+    let w = WorkloadSnapshot {
+        owner: Some("StatefulSet/shop/db".into()),
+        ..pod("db-new", "n1")
+    };
+    assert!(h.cooling(&w, t0() + secs(3100), chrono::Duration::minutes(10)));
+}

@@ -476,7 +476,7 @@ impl PolicyTwin {
             }
             _ => Forecasts::default(),
         };
-        let (previous, history) = self.rt.plan_inputs();
+        let (previous, history) = self.rt.plan_inputs(now, self.durations.cooldown);
         let plan = planner::plan(&PlanInput {
             spec: &self.policy.spec,
             durations: &self.durations,
@@ -524,6 +524,9 @@ impl PolicyTwin {
                 self.counts.starved_unforecast += 1;
             }
         }
+        // What a step found not possible or a user took back (never, in the world: a no-op
+        // kept so the call sequence is the controller's).
+        self.rt.mark_left_alone(&plan.states, &mut self.workloads);
         let held = self.rt.held();
         let lp = ladder::plan_ladder(&LadderInput {
             spec,
