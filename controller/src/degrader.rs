@@ -68,8 +68,8 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::autoscaling::v1::Scale;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
-    api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions},
-    Api, Client, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams, Preconditions},
+    Api, Client,
 };
 use serde_json::{json, Value};
 
@@ -79,6 +79,7 @@ pub use cpu::{
 pub use keep::{keep, recreate};
 
 use crate::leader::Fence;
+use crate::mover::MoveApi;
 use crate::planner::SuspendUnit;
 
 /// Why a throttle is not possible on a cluster without the resize subresource (the ladder goes
@@ -147,6 +148,14 @@ pub trait LadderApi {
 #[derive(Clone)]
 pub struct KubeLadder {
     pub client: Client,
+}
+
+impl KubeLadder {
+    fn moves(&self) -> crate::mover::KubeMoves {
+        crate::mover::KubeMoves {
+            client: self.client.clone(),
+        }
+    }
 }
 
 /// Whether `e` is a 404 about the object `name` itself (`pods "web" not found`).
@@ -245,17 +254,12 @@ impl LadderApi for KubeLadder {
             other => Err(no_scale(other)),
         }
     }
+    // An EdgeWorkload is read and created as a move does it (the same calls, one place).
     async fn get_workload(&self, ns: &str, name: &str) -> kube::Result<Option<EdgeWorkload>> {
-        Api::<EdgeWorkload>::namespaced(self.client.clone(), ns)
-            .get_opt(name)
-            .await
+        self.moves().get_workload(ns, name).await
     }
     async fn create_workload(&self, w: &EdgeWorkload) -> kube::Result<()> {
-        let ns = w.namespace().unwrap_or_default();
-        Api::<EdgeWorkload>::namespaced(self.client.clone(), &ns)
-            .create(&PostParams::default(), w)
-            .await
-            .map(|_| ())
+        self.moves().create_workload(w).await
     }
     async fn delete_workload(
         &self,

@@ -14,7 +14,9 @@
 //!   moved this cycle), and never a `critical` one.
 //! - Rungs: for `sheddable`, then `normal`, each step of `spec.action.degrade.steps` in order;
 //!   within a rung the largest watts saved first (ties by id). A step a workload cannot take
-//!   (`LadderFacts` says why) is reported in [`LadderPlan::not_degradable`] and the ladder goes on.
+//!   (`LadderFacts` says why) is skipped and the ladder goes on; a workload the ladder reached
+//!   for and could not degrade at all is reported in [`LadderPlan::not_degradable`] with every
+//!   reason met. EdgeWorkloads have no throttle step (nothing to resize): not a reason.
 //! - Only as far as needed: each target's need is [`forecast::savings_needed`] at its measured
 //!   draw (which already shows what is held) with `spec.action.degrade.margin`; rungs are taken
 //!   until this cycle's savings cover it. A suspended unit counts on every starved target its
@@ -33,7 +35,8 @@ use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use edgewatt_crds::{
-    Criticality, DegradeStep, EnergyPolicySpec, LadderDurations, Mode, TargetKind, WorkloadKind,
+    Criticality, DegradeStep, DegradedKind, EnergyPolicySpec, LadderDurations, Mode, TargetKind,
+    WorkloadKind,
 };
 
 use crate::forecast::{self, Forecast, ForecastInput, Need, SupplyProfile};
@@ -135,8 +138,8 @@ pub struct LadderPlan {
     /// Targets whose need every candidate together does not cover, with the watts still
     /// missing (when not even 0 W would do, [`Need::Impossible`]: the draw left).
     pub exhausted: Vec<(TargetId, f64)>,
-    /// Candidates that could not take a step the ladder reached for them, and why (once per
-    /// workload, the first reason).
+    /// Candidates the ladder reached for and could not degrade at all this cycle, and why:
+    /// every step it could not take, in rung order, `; `-separated (once per workload, by id).
     pub not_degradable: Vec<(WorkloadId, String)>,
     /// Sheds of a degradee restored less than `flapWindow` ago.
     pub flaps: u32,
@@ -201,6 +204,10 @@ pub fn plan_ladder(input: &LadderInput<'_>) -> LadderPlan {
     let check_unknown = !plan.unknown.is_empty();
     let mut status = Vec::with_capacity(targets.len());
     for (i, t) in targets.iter().enumerate() {
+        if let Some(ahead) = targets.get(i + PREFETCH_AHEAD) {
+            prefetch(&ahead.id.name);
+            prefetch(ahead.id.namespace.as_deref().unwrap_or_default());
+        }
         status.push(if check_unknown && plan.unknown.contains(&t.id) {
             Status::Unknown
         } else if plan.states.get(&t.id).is_some_and(|s| s.starved.is_some()) {
@@ -328,34 +335,74 @@ struct Sheds<'i, 'a> {
     starved: &'i [usize],
     /// What each starved target needs (`None`: nothing this cycle).
     need: Vec<Option<Need>>,
-    /// Workloads (indices) on each starved target.
-    on: Vec<Vec<u32>>,
-    /// A workload's draw when it does not know its own: its target's draw shared.
-    share: Vec<Option<f64>>,
+    /// The workloads on starved targets, read once.
+    items: Vec<Item<'a>>,
+    /// Item indices grouped by slot: slot `s` has `by_slot[first[s]..first[s + 1]]`.
+    by_slot: Vec<u32>,
+    first: Vec<u32>,
     /// Watts this cycle's choices save on each starved target.
     covered: Vec<f64>,
-    skip: FastMap<&'a WorkloadId, &'a SkipReason>,
-    /// Every suspend unit with a workload on a starved target: its workloads (slot, index) and
-    /// their highest criticality.
-    units: FastMap<&'a SuspendUnit, Unit>,
-    held_pods: FastSet<&'a WorkloadId>,
-    held_units: FastSet<&'a SuspendUnit>,
-    /// Throttled this cycle: workload index → watts saved.
-    throttled: FastMap<u32, f64>,
-    chosen_units: FastSet<&'a SuspendUnit>,
-    /// Candidates the ladder reached for but could not degrade: workload index, why (every step
-    /// it could not take, in rung order); by id, once per workload.
-    not_degradable: Vec<(u32, String)>,
-    reported: FastMap<&'a WorkloadId, usize>,
+    units: Vec<Unit<'a>>,
+    /// Candidates the ladder reached for but could not degrade (item index), and why, in the
+    /// order met; formatted at the end for those nothing degraded.
+    not_degradable: Vec<(u32, Why<'a>)>,
     /// Where suspends could still run: cached per constraints.
     blockers: Option<Blockers<'a>>,
     steps: Vec<DegradeStep>,
     throttle_keeps: f64,
+    /// Marks the units met in one rung (`Unit::seen`).
+    stamp: u32,
 }
 
-struct Unit {
-    members: Vec<(u32, u32)>,
+const NONE: u32 = u32::MAX;
+
+/// What the ladder needs of one workload on a starved target, read in one pass: its snapshot is
+/// large and its names are allocations of their own, scattered over the heap, so later passes
+/// touch only this (and the names through the `&str`s kept here, prefetched).
+struct Item<'a> {
+    /// Index in `LadderInput::workloads`.
+    n: u32,
+    slot: u32,
+    kind: WorkloadKind,
+    ns: &'a str,
+    name: &'a str,
     criticality: Criticality,
+    throttle: Result<(), &'a str>,
+    suspend: Result<&'a SuspendUnit, &'a str>,
+    /// Its suspend unit's id (`NONE`: none).
+    unit: u32,
+    /// Its draw: its own, else its target's shared (`shared`).
+    watts: f64,
+    shared: bool,
+    /// The planner says it cannot leave its target.
+    stays: bool,
+    /// The ledger holds its throttle.
+    held: bool,
+    /// What a throttle chosen this cycle saves (`None`: not throttled).
+    throttled: Option<f64>,
+}
+
+impl Item<'_> {
+    fn id_cmp(&self, o: &Item<'_>) -> std::cmp::Ordering {
+        (self.kind, self.ns, self.name).cmp(&(o.kind, o.ns, o.name))
+    }
+
+    /// What suspending its unit still saves of it: its draw, less what a throttle this cycle
+    /// already counted.
+    fn remaining(&self) -> f64 {
+        (self.watts - self.throttled.unwrap_or(0.0)).max(0.0)
+    }
+}
+
+/// One suspend unit: its workloads on starved targets (item indices, by slot then id), their
+/// highest criticality, whether the ledger holds it and whether this cycle suspends it.
+struct Unit<'a> {
+    unit: &'a SuspendUnit,
+    members: Vec<u32>,
+    criticality: Criticality,
+    held: bool,
+    chosen: bool,
+    seen: u32,
 }
 
 impl<'i, 'a> Sheds<'i, 'a> {
@@ -401,45 +448,32 @@ impl<'i, 'a> Sheds<'i, 'a> {
         if need.iter().all(Option::is_none) {
             return None;
         }
-        let mut held_pods = FastSet::default();
-        let mut held_units = FastSet::default();
-        for e in held {
-            match &e.who {
-                Degradee::Pod(id) => held_pods.insert(id),
-                Degradee::Unit(u) => held_units.insert(u),
-            };
-        }
         let mut s = Self {
             input,
             status,
             inputs,
             starved,
             need,
-            on: vec![Vec::new(); starved.len()],
-            share: Vec::new(),
+            items: Vec::new(),
+            by_slot: Vec::new(),
+            first: Vec::new(),
             covered: vec![0.0; starved.len()],
-            skip: FastMap::default(),
-            units: FastMap::default(),
-            held_pods,
-            held_units,
-            throttled: FastMap::default(),
-            chosen_units: FastSet::default(),
-            reported: FastMap::default(),
+            units: Vec::new(),
             blockers: None,
             not_degradable: Vec::new(),
             throttle_keeps: f64::from(degrade.throttle_percent.min(100)) / 100.0,
             steps,
+            stamp: 0,
         };
-        s.index();
+        s.index(held);
         Some(s)
     }
 
-    /// Lists the workloads of each starved target (one pass over all workloads, looking up only
-    /// the names of starved targets: a small map that stays in cache), the planner's verdicts on
-    /// them, and the suspend units they share.
-    fn index(&mut self) {
+    /// Reads the workloads of each starved target (one pass over all workloads, looking up only
+    /// the names of starved targets: a small map that stays in cache), then the planner's
+    /// verdicts on them and the suspend units they share (a second pass over those alone).
+    fn index(&mut self, held: &[&'a Held]) {
         let targets = self.input.targets;
-        const NONE: u32 = u32::MAX;
         let mut head: FastMap<&str, u32> = FastMap::default();
         let mut next = vec![NONE; self.starved.len()];
         for (slot, &i) in self.starved.iter().enumerate().rev() {
@@ -448,6 +482,7 @@ impl<'i, 'a> Sheds<'i, 'a> {
             }
         }
         let all = self.input.workloads;
+        let mut count = vec![0u32; self.starved.len()];
         for (n, w) in all.iter().enumerate() {
             if let Some(ahead) = all.get(n + PREFETCH_AHEAD) {
                 prefetch(ahead.target.as_deref().unwrap_or_default());
@@ -469,98 +504,151 @@ impl<'i, 'a> Sheds<'i, 'a> {
                     }
                 };
                 if here {
-                    self.on[slot as usize].push(n as u32);
+                    count[slot as usize] += 1;
+                    let f = &w.ladder;
+                    self.items.push(Item {
+                        n: n as u32,
+                        slot,
+                        kind: w.id.kind,
+                        ns: &w.id.namespace,
+                        name: &w.id.name,
+                        criticality: f.criticality,
+                        throttle: f.throttle.as_ref().map(|_| ()).map_err(String::as_str),
+                        suspend: f.suspend.as_ref().map_err(String::as_str),
+                        unit: NONE,
+                        watts: f
+                            .watts
+                            .filter(|w| w.is_finite())
+                            .map_or(-1.0, |w| w.max(0.0)),
+                        shared: false,
+                        stays: false,
+                        held: false,
+                        throttled: None,
+                    });
                     break;
                 }
                 slot = next[slot as usize];
             }
         }
-        self.share = self
-            .on
-            .iter()
-            .zip(self.starved)
-            .map(|(on, &i)| {
-                let s = &targets[i].signals;
-                s.watts
+        // Group by slot (a counting sort: no list per target).
+        self.first = Vec::with_capacity(count.len() + 1);
+        let mut at = 0;
+        for c in &count {
+            self.first.push(at);
+            at += c;
+        }
+        self.first.push(at);
+        let mut fill = self.first.clone();
+        self.by_slot = vec![0; self.items.len()];
+        for (k, it) in self.items.iter().enumerate() {
+            let f = &mut fill[it.slot as usize];
+            self.by_slot[*f as usize] = k as u32;
+            *f += 1;
+        }
+        // A workload without its own draw: its target's shared by the workloads on it.
+        for it in &mut self.items {
+            if it.watts < 0.0 {
+                let s = &targets[self.starved[it.slot as usize]].signals;
+                it.watts = s
+                    .watts
                     .or(s.battery_draw_watts)
                     .filter(|w| w.is_finite())
-                    .map(|w| w.max(0.0) / on.len().max(1) as f64)
-            })
-            .collect();
-        self.skip = self
-            .input
-            .plan
-            .skipped
-            .iter()
-            .map(|s| (&s.workload, &s.reason))
-            .collect();
-        if self.steps.contains(&DegradeStep::Suspend) {
-            for (slot, on) in self.on.iter().enumerate() {
-                for &n in on {
-                    let w = &all[n as usize];
-                    if let Ok(u) = &w.ladder.suspend {
-                        let e = self.units.entry(u).or_insert(Unit {
-                            members: Vec::new(),
-                            criticality: Criticality::Sheddable,
-                        });
-                        e.members.push((slot as u32, n));
-                        e.criticality = e.criticality.max(w.ladder.criticality);
-                    }
+                    .map_or(0.0, |w| {
+                        w.max(0.0) / f64::from(count[it.slot as usize].max(1))
+                    });
+                it.shared = true;
+            }
+        }
+        // The planner's verdicts, the ledger, the units: maps of names (kept in cache, asked for
+        // a few items ahead).
+        let skipped = &self.input.plan.skipped;
+        let mut skip: FastMap<(WorkloadKind, &str, &str), &SkipReason> = FastMap::default();
+        skip.reserve(skipped.len());
+        for (k, s) in skipped.iter().enumerate() {
+            if let Some(ahead) = skipped.get(k + PREFETCH_AHEAD) {
+                prefetch(&ahead.workload.namespace);
+                prefetch(&ahead.workload.name);
+            }
+            let id = &s.workload;
+            skip.insert((id.kind, &id.namespace, &id.name), &s.reason);
+        }
+        let mut held_pods: FastSet<(&str, &str)> = FastSet::default();
+        let mut units: FastMap<(DegradedKind, &str, &str), u32> = FastMap::default();
+        let mut unit_id = |u: &'a SuspendUnit, list: &mut Vec<Unit<'a>>| {
+            *units
+                .entry((u.kind, u.namespace.as_str(), u.name.as_str()))
+                .or_insert_with(|| {
+                    list.push(Unit {
+                        unit: u,
+                        members: Vec::new(),
+                        criticality: Criticality::Sheddable,
+                        held: false,
+                        chosen: false,
+                        seen: 0,
+                    });
+                    list.len() as u32 - 1
+                })
+        };
+        for e in held {
+            match &e.who {
+                Degradee::Pod(id) => {
+                    held_pods.insert((&id.namespace, &id.name));
+                }
+                Degradee::Unit(u) => {
+                    let id = unit_id(u, &mut self.units);
+                    self.units[id as usize].held = true;
                 }
             }
-            // Sums over members in one order whatever the input's.
-            for u in self.units.values_mut() {
+        }
+        let suspends = self.steps.contains(&DegradeStep::Suspend);
+        for k in 0..self.items.len() {
+            if let Some(ahead) = self.items.get(k + PREFETCH_AHEAD) {
+                prefetch(ahead.ns);
+                prefetch(ahead.name);
+                if let Ok(u) = ahead.suspend {
+                    prefetch(&u.namespace);
+                    prefetch(&u.name);
+                }
+            }
+            let it = &mut self.items[k];
+            it.stays = skip
+                .get(&(it.kind, it.ns, it.name))
+                .is_some_and(|r| stays(r));
+            it.held = it.kind == WorkloadKind::Pod
+                && !held_pods.is_empty()
+                && held_pods.contains(&(it.ns, it.name));
+            if let (true, Ok(u)) = (suspends, it.suspend) {
+                let id = unit_id(u, &mut self.units);
+                it.unit = id;
+                let unit = &mut self.units[id as usize];
+                unit.members.push(k as u32);
+                unit.criticality = unit.criticality.max(it.criticality);
+            }
+        }
+        // Members by slot then id: sums in one order whatever the input's.
+        let items = &self.items;
+        for u in &mut self.units {
+            if u.members.len() > 1 {
                 u.members.sort_unstable_by(|a, b| {
-                    a.0.cmp(&b.0)
-                        .then_with(|| all[a.1 as usize].id.cmp(&all[b.1 as usize].id))
+                    let (a, b) = (&items[*a as usize], &items[*b as usize]);
+                    a.slot.cmp(&b.slot).then_with(|| a.id_cmp(b))
                 });
             }
         }
     }
 
-    fn workload(&self, n: u32) -> &'a WorkloadSnapshot {
-        &self.input.workloads[n as usize]
+    fn workload(&self, k: u32) -> &'a WorkloadSnapshot {
+        &self.input.workloads[self.items[k as usize].n as usize]
     }
 
-    /// A workload's draw on starved target `slot`, and whether it is its target's share.
-    fn watts(&self, slot: u32, n: u32) -> (f64, bool) {
-        match self.workload(n).ladder.watts.filter(|w| w.is_finite()) {
-            Some(w) => (w.max(0.0), false),
-            None => (self.share[slot as usize].unwrap_or(0.0), true),
-        }
-    }
-
-    /// What suspending its unit still saves of a workload: its draw, less what a throttle this
-    /// cycle already counted.
-    fn remaining(&self, slot: u32, n: u32) -> f64 {
-        let (w, _) = self.watts(slot, n);
-        (w - self.throttled.get(&n).copied().unwrap_or(0.0)).max(0.0)
-    }
-
-    fn candidate(&self, w: &WorkloadSnapshot) -> bool {
-        w.ladder.criticality != Criticality::Critical
-            && self.skip.get(&w.id).is_some_and(|r| stays(r))
-    }
-
-    fn report(&mut self, n: u32, why: impl FnOnce() -> String) {
-        let w = self.workload(n);
-        match self.reported.get(&w.id) {
-            Some(&k) => {
-                let (_, text) = &mut self.not_degradable[k];
-                text.push_str("; ");
-                text.push_str(&why());
-            }
-            None => {
-                self.reported.insert(&w.id, self.not_degradable.len());
-                self.not_degradable.push((n, why()));
-            }
-        }
+    fn report(&mut self, k: u32, why: Why<'a>) {
+        self.not_degradable.push((k, why));
     }
 
     /// Walks the rungs for each starved target with a need, by id; returns the sheds (in the
     /// order chosen, less throttles of pods whose unit was suspended after all).
     fn run(mut self, out: &mut LadderPlan) -> Vec<LadderStep> {
-        let mut chosen: Vec<Chosen<'a>> = Vec::new();
+        let mut chosen: Vec<Chosen> = Vec::new();
         for slot in 0..self.starved.len() as u32 {
             let Some(need) = self.need[slot as usize] else {
                 continue;
@@ -572,20 +660,22 @@ impl<'i, 'a> Sheds<'i, 'a> {
             if self.covered[slot as usize] >= goal {
                 continue;
             }
-            let mut cands: Vec<u32> = self.on[slot as usize]
+            let range = self.first[slot as usize] as usize..self.first[slot as usize + 1] as usize;
+            let cands: Vec<u32> = self.by_slot[range]
                 .iter()
                 .copied()
-                .filter(|n| self.candidate(self.workload(*n)))
+                .filter(|k| {
+                    let it = &self.items[*k as usize];
+                    it.stays && it.criticality != Criticality::Critical
+                })
                 .collect();
-            // By id: what is reported, and in which order, does not depend on the input's.
-            cands.sort_unstable_by(|a, b| self.workload(*a).id.cmp(&self.workload(*b).id));
             let why = self.why(slot, need);
             'rungs: for crit in [Criticality::Sheddable, Criticality::Normal] {
-                for k in 0..self.steps.len() {
+                for s in 0..self.steps.len() {
                     if self.covered[slot as usize] >= goal {
                         break 'rungs;
                     }
-                    match self.steps[k] {
+                    match self.steps[s] {
                         DegradeStep::Throttle => {
                             self.throttle(slot, crit, goal, &cands, &why, &mut chosen)
                         }
@@ -611,26 +701,35 @@ impl<'i, 'a> Sheds<'i, 'a> {
             out.exhausted
                 .push((self.target(slot as u32).id.clone(), missing));
         }
-        // Reported only when nothing degraded it in the end (a throttle it could not take is no
-        // news once its unit is suspended).
-        out.not_degradable = std::mem::take(&mut self.not_degradable)
+        // Reported only when nothing degraded it in the end (a step it could not take is no news
+        // once its unit is suspended); once per workload (selector instances share an id), its
+        // reasons in the order met.
+        let mut reports: Vec<(u32, Why<'a>)> = std::mem::take(&mut self.not_degradable)
             .into_iter()
-            .filter(|(n, _)| {
-                let w = self.workload(*n);
-                !self.throttled.contains_key(n)
-                    && !w
-                        .ladder
-                        .suspend
-                        .as_ref()
-                        .is_ok_and(|u| self.chosen_units.contains(u))
+            .filter(|(k, _)| {
+                let it = &self.items[*k as usize];
+                it.throttled.is_none() && (it.unit == NONE || !self.units[it.unit as usize].chosen)
             })
-            .map(|(n, why)| (self.workload(n).id.clone(), why))
             .collect();
+        reports.sort_by(|a, b| self.items[a.0 as usize].id_cmp(&self.items[b.0 as usize]));
+        for (k, why) in reports {
+            let id = &self.workload(k).id;
+            let text = why.text(self.input.targets);
+            match out.not_degradable.last_mut() {
+                Some((last, all)) if last == id => {
+                    if !all.split("; ").any(|r| r == text) {
+                        all.push_str("; ");
+                        all.push_str(&text);
+                    }
+                }
+                _ => out.not_degradable.push((id.clone(), text)),
+            }
+        }
         chosen
             .into_iter()
             .filter(|c| {
                 c.step != DegradeStep::Throttle
-                    || !c.unit.is_some_and(|u| self.chosen_units.contains(u))
+                    || !c.unit.is_some_and(|u| self.units[u as usize].chosen)
             })
             .map(|c| LadderStep::Shed {
                 who: c.who,
@@ -668,6 +767,16 @@ impl<'i, 'a> Sheds<'i, 'a> {
         }
     }
 
+    /// Already degraded: the ledger holds its throttle or its unit's suspend, or this cycle
+    /// suspends its unit.
+    fn is_held(&self, it: &Item<'_>) -> bool {
+        it.held
+            || (it.unit != NONE && {
+                let u = &self.units[it.unit as usize];
+                u.held || u.chosen
+            })
+    }
+
     /// The throttle rung of `crit` on target `slot`.
     fn throttle(
         &mut self,
@@ -676,46 +785,49 @@ impl<'i, 'a> Sheds<'i, 'a> {
         goal: f64,
         cands: &[u32],
         why: &str,
-        chosen: &mut Vec<Chosen<'a>>,
+        chosen: &mut Vec<Chosen>,
     ) {
         let mut options: Vec<(f64, u32)> = Vec::new();
-        for &n in cands {
-            let w = self.workload(n);
-            if w.ladder.criticality != crit || self.is_held(w) {
+        for &k in cands {
+            let it = &self.items[k as usize];
+            // An EdgeWorkload has no throttle (no pod to resize): not a step for it at all.
+            if it.criticality != crit || it.kind == WorkloadKind::EdgeWorkload || self.is_held(it) {
                 continue;
             }
-            match &w.ladder.throttle {
-                Err(e) => self.report(n, || format!("throttle: {e}")),
-                Ok(()) => options.push(((self.watts(slot, n).0) * (1.0 - self.throttle_keeps), n)),
+            match it.throttle {
+                Err(e) => self.report(k, Why::Cannot(DegradeStep::Throttle, e)),
+                Ok(()) => options.push((it.watts * (1.0 - self.throttle_keeps), k)),
             }
         }
+        let items = &self.items;
         options.sort_by(|a, b| {
             b.0.total_cmp(&a.0)
-                .then_with(|| self.workload(a.1).id.cmp(&self.workload(b.1).id))
+                .then_with(|| items[a.1 as usize].id_cmp(&items[b.1 as usize]))
         });
-        for (saved, n) in options {
+        for (saved, k) in options {
             if self.covered[slot as usize] >= goal {
                 break;
             }
-            let w = self.workload(n);
             self.covered[slot as usize] += saved;
-            self.throttled.insert(n, saved);
-            let (_, shared) = self.watts(slot, n);
+            let it = &mut self.items[k as usize];
+            it.throttled = Some(saved);
+            let (shared, unit) = (it.shared, it.unit);
+            let note = if shared {
+                self.shared_note(slot)
+            } else {
+                String::new()
+            };
             chosen.push(Chosen {
-                who: Degradee::Pod(w.id.clone()),
+                who: Degradee::Pod(self.workload(k).id.clone()),
                 step: DegradeStep::Throttle,
                 slot,
                 criticality: crit,
                 saved_watts: saved,
-                unit: w.ladder.suspend.as_ref().ok(),
+                unit: (unit != NONE).then_some(unit),
                 reason: format!(
-                    "{why}; throttled to {:.0}% saves {saved:.1} W{}",
+                    "{why}; throttled to {:.0}% saves {} W{note}",
                     self.throttle_keeps * 100.0,
-                    if shared {
-                        self.shared_note(slot)
-                    } else {
-                        String::new()
-                    }
+                    Tenths(saved)
                 ),
             });
         }
@@ -729,76 +841,81 @@ impl<'i, 'a> Sheds<'i, 'a> {
         goal: f64,
         cands: &[u32],
         why: &str,
-        chosen: &mut Vec<Chosen<'a>>,
+        chosen: &mut Vec<Chosen>,
     ) {
-        let mut seen: FastSet<&SuspendUnit> = FastSet::default();
-        let mut options: Vec<(f64, &'a SuspendUnit, u32)> = Vec::new();
-        for &n in cands {
-            let w = self.workload(n);
-            let u = match &w.ladder.suspend {
-                Err(e) => {
-                    if w.ladder.criticality == crit {
-                        self.report(n, || format!("suspend: {e}"));
-                    }
-                    continue;
+        self.stamp += 1;
+        let mut options: Vec<(f64, u32, u32)> = Vec::new();
+        for &k in cands {
+            let it = &self.items[k as usize];
+            if let Err(e) = it.suspend {
+                if it.criticality == crit {
+                    self.report(k, Why::Cannot(DegradeStep::Suspend, e));
                 }
-                Ok(u) => u,
-            };
-            if self.held_units.contains(u) || self.chosen_units.contains(u) || !seen.insert(u) {
                 continue;
             }
-            let unit_crit = self.units.get(u).map_or(crit, |x| x.criticality);
-            if unit_crit == Criticality::Critical && w.ladder.criticality == crit {
-                self.report(n, || {
-                    format!(
-                        "suspend: {} {}/{} also runs critical workloads",
-                        u.kind.as_str(),
-                        u.namespace,
-                        u.name
-                    )
-                });
-            }
-            if unit_crit != crit {
+            let (id, own) = (it.unit, it.criticality);
+            let unit = &mut self.units[id as usize];
+            if unit.held || unit.chosen || unit.seen == self.stamp {
                 continue;
             }
-            let here: f64 = self.units[u]
+            unit.seen = self.stamp;
+            if unit.criticality != crit {
+                if unit.criticality == Criticality::Critical && own == crit {
+                    let u = unit.unit;
+                    self.report(k, Why::CriticalUnit(u));
+                }
+                continue;
+            }
+            let here: f64 = unit
                 .members
                 .iter()
-                .filter(|m| m.0 == slot)
-                .map(|m| self.remaining(m.0, m.1))
+                .map(|m| &self.items[*m as usize])
+                .filter(|m| m.slot == slot)
+                .map(Item::remaining)
                 .sum();
-            options.push((here, u, n));
+            // The unit's candidate here with the least id stands for it (its constraints, its
+            // report), whatever the input's order.
+            let rep = if unit.members.len() > 1 {
+                unit.members
+                    .iter()
+                    .copied()
+                    .filter(|m| {
+                        let m = &self.items[*m as usize];
+                        m.slot == slot && m.stays && m.criticality != Criticality::Critical
+                    })
+                    .min_by(|a, b| self.items[*a as usize].id_cmp(&self.items[*b as usize]))
+                    .unwrap_or(k)
+            } else {
+                k
+            };
+            options.push((here, id, rep));
         }
-        options.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-        for (_, u, n) in options {
+        let units = &self.units;
+        options.sort_by(|a, b| {
+            b.0.total_cmp(&a.0)
+                .then_with(|| units[a.1 as usize].unit.cmp(units[b.1 as usize].unit))
+        });
+        for (_, id, k) in options {
             if self.covered[slot as usize] >= goal {
                 break;
             }
-            let w = self.workload(n);
-            if let Some(b) = self.blocker(w) {
-                let name = &self.input.targets[b].id.name;
-                self.report(n, || {
-                    format!("suspend: it could run on {name}, which is not starved")
-                });
+            if let Some(b) = self.blocker(self.workload(k)) {
+                self.report(k, Why::Elsewhere(b));
                 continue;
             }
-            let members = &self.units[u].members;
+            let unit = &self.units[id as usize];
             let (mut saved, mut shared) = (0.0, 0);
-            let mut gains: Vec<(u32, f64)> = Vec::with_capacity(members.len());
-            for &(s, m) in members {
-                gains.push((s, self.remaining(s, m)));
-                let (full, guessed) = self.watts(s, m);
-                saved += full;
-                shared += usize::from(guessed);
+            for &m in &unit.members {
+                let it = &self.items[m as usize];
+                self.covered[it.slot as usize] += it.remaining();
+                saved += it.watts;
+                shared += usize::from(it.shared);
             }
-            for (s, g) in gains {
-                self.covered[s as usize] += g;
-            }
-            self.chosen_units.insert(u);
+            let (u, count) = (unit.unit, unit.members.len());
+            self.units[id as usize].chosen = true;
             let note = if shared > 0 {
                 format!(
-                    " ({shared} of its {} workloads do not know their draw: their targets' draw shared)",
-                    members.len()
+                    " ({shared} of its {count} workloads do not know their draw: their targets' draw shared)"
                 )
             } else {
                 String::new()
@@ -809,27 +926,18 @@ impl<'i, 'a> Sheds<'i, 'a> {
                 slot,
                 criticality: crit,
                 saved_watts: saved,
-                unit: Some(u),
-                reason: format!("{why}; suspended saves {saved:.1} W{note}"),
+                unit: Some(id),
+                reason: format!("{why}; suspended saves {} W{note}", Tenths(saved)),
             });
         }
     }
 
     fn shared_note(&self, slot: u32) -> String {
+        let n = self.first[slot as usize + 1] - self.first[slot as usize];
         format!(
-            " (its own draw unknown: {}'s draw shared by its {} workloads)",
-            self.target(slot).id.name,
-            self.on[slot as usize].len()
+            " (its own draw unknown: {}'s draw shared by its {n} workloads)",
+            self.target(slot).id.name
         )
-    }
-
-    /// Already degraded (the ledger holds its throttle, or its unit's suspend).
-    fn is_held(&self, w: &WorkloadSnapshot) -> bool {
-        (!self.held_pods.is_empty() && self.held_pods.contains(&w.id))
-            || w.ladder
-                .suspend
-                .as_ref()
-                .is_ok_and(|u| self.held_units.contains(u) || self.chosen_units.contains(u))
     }
 
     /// An alive target `w` could run on that is not starved with known data (unknown counts as
@@ -844,15 +952,43 @@ impl<'i, 'a> Sheds<'i, 'a> {
     }
 }
 
+/// Why a candidate could not take a step (formatted only for those reported).
+enum Why<'a> {
+    /// Its `LadderFacts` say it cannot.
+    Cannot(DegradeStep, &'a str),
+    /// Its unit also runs critical workloads.
+    CriticalUnit(&'a SuspendUnit),
+    /// It could run on this target, which is not starved (or its data is unknown).
+    Elsewhere(usize),
+}
+
+impl Why<'_> {
+    fn text(&self, targets: &[TargetSnapshot]) -> String {
+        match self {
+            Why::Cannot(step, e) => format!("{}: {e}", step.as_str().to_lowercase()),
+            Why::CriticalUnit(u) => format!(
+                "suspend: {} {}/{} also runs critical workloads",
+                u.kind.as_str(),
+                u.namespace,
+                u.name
+            ),
+            Why::Elsewhere(i) => format!(
+                "suspend: it could run on {}, which is not starved",
+                targets[*i].id.name
+            ),
+        }
+    }
+}
+
 /// One shed chosen this cycle, before the throttles made moot by a suspend are dropped.
-struct Chosen<'a> {
+struct Chosen {
     who: Degradee,
     step: DegradeStep,
     slot: u32,
     criticality: Criticality,
     saved_watts: f64,
-    /// The pod's suspend unit (throttles) or the unit (suspends).
-    unit: Option<&'a SuspendUnit>,
+    /// The pod's suspend unit (throttles) or the unit (suspends), by id.
+    unit: Option<u32>,
     reason: String,
 }
 
@@ -951,6 +1087,23 @@ fn hash_constraints(c: &Constraints, h: &mut Fx) {
                     req(r, h);
                 }
             }
+        }
+    }
+}
+
+/// Watts to a tenth, as `{:.1}` prints them, without its exact decimal expansion (thousands of
+/// reasons per cycle on a starved fleet).
+struct Tenths(f64);
+
+impl std::fmt::Display for Tenths {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = (self.0 * 10.0).round();
+        if t.is_finite() && t.abs() < 1e15 {
+            let t = t as i64;
+            let sign = if t < 0 { "-" } else { "" };
+            write!(f, "{sign}{}.{}", t.abs() / 10, t.abs() % 10)
+        } else {
+            write!(f, "{:.1}", self.0)
         }
     }
 }

@@ -18,6 +18,8 @@
 
 mod common;
 
+use common::Rng;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{
@@ -43,22 +45,6 @@ use serde_json::{json, Value};
 const SEEDS: u64 = 60;
 const NS: &str = "edge";
 const APP: &str = "app";
-
-/// splitmix64: a small seeded RNG (no dependency needed).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 // ----- what the cluster shows -----
 

@@ -47,6 +47,10 @@
 //! changes that leave the object as the controller last saw it. Only for these may a user's
 //! change be undone; any other violation fails the case.
 
+mod common;
+
+use common::Rng;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
@@ -66,28 +70,6 @@ const CASES: u64 = 1200;
 const NS: &str = "apps";
 const STEPS: u32 = 40;
 const PERCENT: u32 = 40;
-
-/// splitmix64.
-#[derive(Clone)]
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
-        (!items.is_empty()).then(|| &items[self.below(items.len() as u64) as usize])
-    }
-}
 
 // ---------------- TEST PART: the simulated cluster ----------------
 

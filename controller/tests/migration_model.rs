@@ -22,6 +22,10 @@
 //!   target, and at the end no intent, no copy, and the workload running somewhere (unless its
 //!   owner deleted it).
 
+mod common;
+
+use common::Rng;
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,24 +45,6 @@ const APP: &str = "app";
 const POLICY: &str = "p";
 const STEP_SECS: i64 = 30;
 const TIMEOUT: Duration = Duration::from_secs(150);
-
-/// splitmix64.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 // ---------------- TEST PART: the simulated cluster and Flotta ----------------
 

@@ -738,7 +738,7 @@ fn suspend_only_when_every_target_it_could_run_on_is_starved() {
         p.not_degradable,
         vec![(
             c.workloads[0].id.clone(),
-            "throttle: not a pod; suspend: it could run on d2, which is not starved".into()
+            "suspend: it could run on d2, which is not starved".into()
         )]
     );
 }
@@ -1257,5 +1257,18 @@ proptest! {
         let mut rev = build(&w);
         rev.workloads.reverse();
         prop_assert_eq!(rev.run(), p);
+    }
+}
+
+/// Reasons print watts to a tenth, as `{:.1}` would.
+#[test]
+fn tenths_print_like_one_decimal() {
+    for w in [0.0, 3.0, 10.909, 0.04, 123.456, 7.25, -1.26, 1e20, f64::NAN] {
+        let ours = Tenths(w).to_string();
+        let std = format!("{w:.1}");
+        assert!(
+            ours == std || (w * 10.0).fract().abs() == 0.5,
+            "{w}: {ours} vs {std}"
+        );
     }
 }
