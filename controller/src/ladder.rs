@@ -30,7 +30,7 @@
 //!   watts back still reaches the recharge plus `margin` + `restoreMargin` (hysteresis), and
 //!   not while an earlier restore is younger than `settle`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
@@ -46,7 +46,6 @@ use crate::planner::{
 };
 
 type FastMap<K, V> = HashMap<K, V, FastHash>;
-type FastSet<K> = HashSet<K, FastHash>;
 
 /// What one ladder step acts on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
