@@ -187,15 +187,19 @@ workloads:
     );
     // A throttle within the hour of its restore is a flap too; a later one is not.
     w.throttle(0, 0.5);
+    assert_eq!(w.totals.flaps, 2, "throttled a minute after its restore");
     w.begin_step(230);
     w.throttle(0, 1.0);
     w.begin_step(250);
+    // Un-throttling is a restore too (issue #27: "a restore followed by a shed of the same
+    // workload within the hysteresis window counts as a flap"; the real ladder counts any shed
+    // of a degradee restored less than `flapWindow` ago, `ladder::flaps_are_counted`).
     w.throttle(0, 0.5);
-    assert_eq!(w.totals.flaps, 2);
+    assert_eq!(w.totals.flaps, 3, "throttled 20 minutes after its un-throttle");
     w.throttle(0, 1.0);
     w.begin_step(400);
     w.throttle(0, 0.5);
-    assert_eq!(w.totals.flaps, 2);
+    assert_eq!(w.totals.flaps, 3, "throttled 150 minutes after its un-throttle");
 }
 
 // ---- the runs ---------------------------------------------------------------------------------
