@@ -21,7 +21,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use crate::{
     cycle::Cycle,
     degrader::{self, Confirmed, Prepare, ResizeProgress, Restored, StepError},
-    forecast::{below_recharge, forecast, Forecast, ForecastInput, SupplyProfile},
+    forecast::{below_recharge, forecast, spare_watts, Forecast, ForecastInput, SupplyProfile},
     ladder::{self, Held, LadderInput, LadderPlan, LadderStep},
     metrics::{DegradedLabels, ForecastLabels},
     planner::{Plan, TargetId, TargetSnapshot, Time, WorkloadId},
@@ -94,6 +94,13 @@ pub fn forecast_targets<'h>(
             Some(w) => below_recharge(&forecast(&i.at_draw(i.draw_w + w))),
             None => f.as_ref().is_some_and(below_recharge),
         });
+        t.signals.runway_spare_watts = match (&input, t.signals.runway_below_recharge) {
+            (Some(i), Some(false)) => Some(spare_watts(
+                &i.at_draw(i.draw_w + held_w.get(&t.id).copied().unwrap_or(0.0)),
+            )),
+            (Some(_), _) => Some(0.0),
+            (None, _) => None,
+        };
         out.profiles.push(profile);
         out.forecasts.push(f);
     }

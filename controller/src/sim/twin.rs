@@ -376,6 +376,7 @@ impl PolicyTwin {
                     battery_capacity_joules: Some(t.battery.capacity_wh * 3600.0),
                     charge_watts: Some(charge_w),
                     runway_below_recharge: None,
+                    runway_spare_watts: None,
                 }
             };
             if marks_changed && snap.tainted != t.mark.is_some() {
