@@ -415,8 +415,6 @@ mod tests {
             .collect()
     }
 
-    /// Issue #27: each hour ahead is the mean of the same hour in the last `periods` periods;
-    /// beyond one period ahead the most recent period lies in the future and is skipped.
     /// Issue #28: what a target can take on is the most draw that still reaches its recharge:
     /// 400 Wh above the reserve over 10 dark hours carry 40 W, so at 10 W it has 30 W to
     /// spare; already below its recharge it has none; each answer is one a forecast confirms.
@@ -449,6 +447,8 @@ mod tests {
         assert!(s >= 90.0, "{s}");
     }
 
+    /// Issue #27: each hour ahead is the mean of the same hour in the last `periods` periods;
+    /// beyond one period ahead the most recent period lies in the future and is skipped.
     #[test]
     fn profile_is_the_mean_of_the_same_hours_of_earlier_periods() {
         let p = SupplyProfile::from_history(&three_days(), now(), hours(24), 3, hours(48)).unwrap();
