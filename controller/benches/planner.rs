@@ -299,6 +299,19 @@ fn night() {
         })
         .count();
     let profiles_ms = (cpu_ns() - c) as f64 / 1e6;
+    // Issue 28: what the runtime adds to each cycle's forecasts for the planner's destinations:
+    // every target not below its recharge gets its spare watts (a bisection of forecasts).
+    let c = cpu_ns();
+    let spare: f64 = targets
+        .iter()
+        .zip(&profiles)
+        .filter_map(|(t, p)| {
+            let i = ForecastInput::of(&t.signals, spec.forecast.reserve_percent, p.as_ref()?)?;
+            (!forecast::below_recharge(&forecast::forecast(&i))).then(|| forecast::spare_watts(&i))
+        })
+        .sum();
+    let spare_ms = (cpu_ns() - c) as f64 / 1e6;
+    println!("forecast spare watts of every target not below its recharge: {spare_ms:.1} ms on-CPU (sum {spare:.0} W)");
     let (p, l, below) = last.unwrap();
     let per = |ms: f64| ms * 1e3 / WORKLOADS as f64;
     let (plan_ms, full_ms, ladder_ms) = (

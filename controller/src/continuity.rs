@@ -12,8 +12,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use edgewatt_crds::{
-    Criticality, DegradeState, DegradeStep, DegradedWorkload, LadderDurations, Mode, TargetKind,
-    WorkloadKind,
+    Criticality, DegradeState, DegradeStep, DegradedWorkload, EnergyPolicySpec, LadderDurations,
+    Mode, TargetKind, WorkloadKind,
 };
 
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -21,10 +21,10 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use crate::{
     cycle::Cycle,
     degrader::{self, Confirmed, Prepare, ResizeProgress, Restored, StepError},
-    forecast::{below_recharge, forecast, Forecast, ForecastInput, SupplyProfile},
-    ladder::{self, LadderInput, LadderPlan, LadderStep},
+    forecast::{below_recharge, forecast, spare_watts, Forecast, ForecastInput, SupplyProfile},
+    ladder::{self, Held, LadderInput, LadderPlan, LadderStep},
     metrics::{DegradedLabels, ForecastLabels},
-    planner::{Plan, TargetId, WorkloadId},
+    planner::{Plan, TargetId, TargetSnapshot, Time, WorkloadId},
     snapshot::PromData,
     view::View,
 };
@@ -53,51 +53,89 @@ fn labels(policy: &str, id: &TargetId) -> ForecastLabels {
     }
 }
 
+/// Every target's supply profile and forecast, before the plan: the profile from its hourly
+/// supply history (`history` of its id; none: unknown), the forecast from its signals and that
+/// profile, and the verdict as its `runway_below_recharge` (unknown where any input is: no
+/// battery, no history yet). Pure: the controller's cycle and `simulate` share it.
+///
+/// The verdict is judged with what the ladder holds on the target (`held`, not Observe's dry
+/// runs) back: the measured draw already shows it saved, so judged on that alone the ladder's
+/// own savings would make the target recover, everything be restored and shed again once the
+/// `for` window passed — a flap every few minutes all night (`simulate` showed it: 16 minutes
+/// from restore to shed on the winter site).
+pub fn forecast_targets<'h>(
+    spec: &EnergyPolicySpec,
+    durations: &LadderDurations,
+    now: Time,
+    targets: &mut [TargetSnapshot],
+    held: &[Held],
+    history: impl Fn(&TargetId) -> Option<&'h [(Time, f64)]>,
+) -> Forecasts {
+    let mut out = Forecasts::default();
+    let mut held_w: HashMap<&TargetId, f64> = HashMap::new();
+    for h in held.iter().filter(|h| !h.dry_run) {
+        *held_w.entry(&h.target).or_default() += h.saved_watts.max(0.0);
+    }
+    for t in targets.iter_mut() {
+        let profile = history(&t.id).and_then(|h| {
+            SupplyProfile::from_history(
+                h,
+                now,
+                durations.period,
+                spec.forecast.periods,
+                durations.horizon,
+            )
+        });
+        let input = profile
+            .as_ref()
+            .and_then(|p| ForecastInput::of(&t.signals, spec.forecast.reserve_percent, p));
+        let f = input.as_ref().map(forecast);
+        t.signals.runway_below_recharge = input.as_ref().map(|i| match held_w.get(&t.id) {
+            Some(w) => below_recharge(&forecast(&i.at_draw(i.draw_w + w))),
+            None => f.as_ref().is_some_and(below_recharge),
+        });
+        t.signals.runway_spare_watts = match (&input, t.signals.runway_below_recharge) {
+            (Some(i), Some(false)) => Some(spare_watts(
+                &i.at_draw(i.draw_w + held_w.get(&t.id).copied().unwrap_or(0.0)),
+            )),
+            (Some(_), _) => Some(0.0),
+            (None, _) => None,
+        };
+        out.profiles.push(profile);
+        out.forecasts.push(f);
+    }
+    out
+}
+
 impl Cycle<'_> {
-    /// Before the plan: every target's forecast from its supply history (policies that use the
-    /// forecast); its verdict becomes the target's `runway_below_recharge`, unknown where any
-    /// input is (no battery, no history yet). The runway and recharge gauges follow.
+    /// Before the plan: every target's forecast ([`forecast_targets`]) from the supply history
+    /// read from Prometheus (policies that use the forecast); the runway and recharge gauges
+    /// follow.
     pub(crate) fn forecast(
         &mut self,
         view: &mut View,
         prom: &PromData,
         durations: &LadderDurations,
     ) -> Forecasts {
-        let spec = self.spec();
-        let mut out = Forecasts::default();
+        let held = self.rt.held();
+        let out = forecast_targets(
+            self.spec(),
+            durations,
+            self.now,
+            &mut view.targets,
+            &held,
+            |id| {
+                match id.kind {
+                    TargetKind::Node => prom.supply_nodes.get(&id.name),
+                    TargetKind::EdgeDevice => prom.supply_devices.get(&id.name),
+                }
+                .map(Vec::as_slice)
+            },
+        );
         let mut runway = Vec::new();
         let mut recharge = Vec::new();
-        // What the ladder holds on each target (not Observe's dry runs): the verdict is judged
-        // with it back. The measured draw already shows it saved, so judged on that alone the
-        // ladder's own savings would make the target recover, everything be restored and shed
-        // again once the `for` window passed: a flap every few minutes all night.
-        let mut held: HashMap<TargetId, f64> = HashMap::new();
-        for h in self.rt.held().into_iter().filter(|h| !h.dry_run) {
-            *held.entry(h.target).or_default() += h.saved_watts.max(0.0);
-        }
-        for t in view.targets.iter_mut() {
-            let history = match t.id.kind {
-                TargetKind::Node => prom.supply_nodes.get(&t.id.name),
-                TargetKind::EdgeDevice => prom.supply_devices.get(&t.id.name),
-            };
-            let profile = history.and_then(|h| {
-                SupplyProfile::from_history(
-                    h,
-                    self.now,
-                    durations.period,
-                    spec.forecast.periods,
-                    durations.horizon,
-                )
-            });
-            let input = profile
-                .as_ref()
-                .and_then(|p| ForecastInput::of(&t.signals, spec.forecast.reserve_percent, p));
-            let f = input.as_ref().map(forecast);
-            t.signals.runway_below_recharge = input.as_ref().map(|i| match held.get(&t.id) {
-                Some(w) => below_recharge(&forecast(&i.at_draw(i.draw_w + w))),
-                None => below_recharge(&forecast(i)),
-            });
-            if let (true, Some(f)) = (t.in_policy, &f) {
+        for (t, f) in view.targets.iter().zip(&out.forecasts) {
+            if let (true, Some(f)) = (t.in_policy, f) {
                 if let Some(r) = f.runway {
                     runway.push((labels(&self.name, &t.id), r.as_secs_f64()));
                 }
@@ -105,8 +143,6 @@ impl Cycle<'_> {
                     recharge.push((labels(&self.name, &t.id), r.as_secs_f64()));
                 }
             }
-            out.profiles.push(profile);
-            out.forecasts.push(f);
         }
         self.ctx.metrics.runway.set(&self.name, runway);
         self.ctx.metrics.recharge.set(&self.name, recharge);
@@ -690,7 +726,7 @@ pub(crate) fn starved_with_forecasts(
 }
 
 /// The degrader's name for what a ladder step acts on.
-fn to_degrader(who: &ladder::Degradee) -> degrader::Degradee {
+pub(crate) fn to_degrader(who: &ladder::Degradee) -> degrader::Degradee {
     match who {
         ladder::Degradee::Pod(id) => degrader::Degradee::pod(&id.namespace, &id.name),
         ladder::Degradee::Unit(u) => degrader::Degradee::from(u),

@@ -292,6 +292,43 @@ pub fn reaches(input: &ForecastInput, margin: Duration) -> bool {
     e - input.reserve_j >= buffer
 }
 
+/// [`spare_watts`]'s precision, watts.
+pub const SPARE_TOLERANCE_W: f64 = 0.05;
+
+/// The most the draw may rise for the battery still not to reach its reserve before the
+/// recharge ([`below_recharge`] false): what a target can take on from a starved one without
+/// being starved by the forecast itself right after (issue #28: `simulate` on the winter site
+/// showed pods moved onto nodes whose small batteries could not carry them through the night,
+/// starved there five minutes later and moved again — 65 flaps in a fortnight). 0 when it is
+/// below its recharge already. A higher draw moves the runway earlier and the recharge later,
+/// so the verdict is monotone in the draw and a bisection finds the limit (within
+/// [`SPARE_TOLERANCE_W`], from below).
+pub fn spare_watts(input: &ForecastInput) -> f64 {
+    let ok = |extra: f64| !below_recharge(&forecast(&input.at_draw(input.draw_w + extra)));
+    if !input.draw_w.is_finite() || !ok(0.0) {
+        return 0.0;
+    }
+    // At this much more the draw exceeds every hour's supply (no recharge) and drains the
+    // battery above its reserve within the first hour: never ok.
+    let max_supply = input.profile.hours.iter().copied().fold(0.0, f64::max);
+    let above = (input.start() - input.reserve_j).max(0.0) / HOUR_S;
+    let mut hi = (max_supply - input.draw_w).max(0.0) + above + 1.0;
+    if !hi.is_finite() || ok(hi) {
+        return if hi.is_finite() { hi } else { 0.0 };
+    }
+    // `lo` is ok, `hi` is not.
+    let mut lo = 0.0;
+    while hi - lo > SPARE_TOLERANCE_W {
+        let mid = lo + (hi - lo) / 2.0;
+        if ok(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
 /// How much the draw must drop for the runway to reach the recharge plus a margin.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Need {
@@ -376,6 +413,38 @@ mod tests {
                 (t, 10.0 * (h % 24) as f64 + 100.0 * (h / 24) as f64)
             })
             .collect()
+    }
+
+    /// Issue #28: what a target can take on is the most draw that still reaches its recharge:
+    /// 400 Wh above the reserve over 10 dark hours carry 40 W, so at 10 W it has 30 W to
+    /// spare; already below its recharge it has none; each answer is one a forecast confirms.
+    #[test]
+    fn spare_watts_is_the_most_more_draw_that_still_reaches_the_recharge() {
+        let mut hours_ = vec![0.0; 10];
+        hours_.extend([100.0; 38]);
+        let p = profile(&hours_);
+        let i = input(&p, 500.0, 1000.0, 100.0, 10.0);
+        let spare = spare_watts(&i);
+        assert!(
+            (30.0 - SPARE_TOLERANCE_W..=30.0).contains(&spare),
+            "{spare}"
+        );
+        assert!(!below_recharge(&forecast(&i.at_draw(10.0 + spare))));
+        assert!(below_recharge(&forecast(
+            &i.at_draw(10.0 + spare + 2.0 * SPARE_TOLERANCE_W)
+        )));
+        assert_eq!(spare_watts(&input(&p, 500.0, 1000.0, 100.0, 50.0)), 0.0);
+        // Sun now: it can draw up to the sun's 100 W and then the 400 Wh for the first hour.
+        let sunny = profile(&[100.0; 48]);
+        let s = spare_watts(&input(&sunny, 500.0, 1000.0, 100.0, 10.0));
+        assert!(!below_recharge(&forecast(&input(
+            &sunny,
+            500.0,
+            1000.0,
+            100.0,
+            10.0 + s
+        ))));
+        assert!(s >= 90.0, "{s}");
     }
 
     /// Issue #27: each hour ahead is the mean of the same hour in the last `periods` periods;

@@ -30,7 +30,7 @@
 //!   watts back still reaches the recharge plus `margin` + `restoreMargin` (hysteresis), and
 //!   not while an earlier restore is younger than `settle`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
@@ -46,7 +46,6 @@ use crate::planner::{
 };
 
 type FastMap<K, V> = HashMap<K, V, FastHash>;
-type FastSet<K> = HashSet<K, FastHash>;
 
 /// What one ladder step acts on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -378,6 +377,9 @@ struct Item<'a> {
     stays: bool,
     /// The ledger holds its throttle.
     held: bool,
+    /// What the ledger's throttle of it saved (0: none): its owner recreates it unthrottled on
+    /// restore, so a suspend of its unit saves this too.
+    held_saved: f64,
     /// What a throttle chosen this cycle saves (`None`: not throttled).
     throttled: Option<f64>,
 }
@@ -523,6 +525,7 @@ impl<'i, 'a> Sheds<'i, 'a> {
                         shared: false,
                         stays: false,
                         held: false,
+                        held_saved: 0.0,
                         throttled: None,
                     });
                     break;
@@ -572,7 +575,7 @@ impl<'i, 'a> Sheds<'i, 'a> {
             let id = &s.workload;
             skip.insert((id.kind, &id.namespace, &id.name), &s.reason);
         }
-        let mut held_pods: FastSet<(&str, &str)> = FastSet::default();
+        let mut held_pods: FastMap<(&str, &str), f64> = FastMap::default();
         let mut units: FastMap<(DegradedKind, &str, &str), u32> = FastMap::default();
         let mut unit_id = |u: &'a SuspendUnit, list: &mut Vec<Unit<'a>>| {
             *units
@@ -592,7 +595,7 @@ impl<'i, 'a> Sheds<'i, 'a> {
         for e in held {
             match &e.who {
                 Degradee::Pod(id) => {
-                    held_pods.insert((&id.namespace, &id.name));
+                    held_pods.insert((&id.namespace, &id.name), e.saved_watts);
                 }
                 Degradee::Unit(u) => {
                     let id = unit_id(u, &mut self.units);
@@ -614,9 +617,13 @@ impl<'i, 'a> Sheds<'i, 'a> {
             it.stays = skip
                 .get(&(it.kind, it.ns, it.name))
                 .is_some_and(|r| stays(r));
-            it.held = it.kind == WorkloadKind::Pod
-                && !held_pods.is_empty()
-                && held_pods.contains(&(it.ns, it.name));
+            let saved = if it.kind == WorkloadKind::Pod && !held_pods.is_empty() {
+                held_pods.get(&(it.ns, it.name)).copied()
+            } else {
+                None
+            };
+            it.held = saved.is_some();
+            it.held_saved = saved.filter(|w| w.is_finite()).map_or(0.0, |w| w.max(0.0));
             if let (true, Ok(u)) = (suspends, it.suspend) {
                 let id = unit_id(u, &mut self.units);
                 it.unit = id;
@@ -908,7 +915,10 @@ impl<'i, 'a> Sheds<'i, 'a> {
             for &m in &unit.members {
                 let it = &self.items[m as usize];
                 self.covered[it.slot as usize] += it.remaining();
-                saved += it.watts;
+                // A pod throttled earlier draws less than it will after the restore (its owner
+                // recreates it with the template's CPU limit) and its throttle's entry leaves
+                // the ledger with it: the suspend saves that too.
+                saved += it.watts + it.held_saved;
                 shared += usize::from(it.shared);
             }
             let (u, count) = (unit.unit, unit.members.len());

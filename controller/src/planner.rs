@@ -158,6 +158,10 @@ pub struct TargetSignals {
     /// The runway forecast's verdict (`starvation.runwayBelowRecharge`): the battery reaches its
     /// reserve before the forecast recharge. `None`: unknown (no battery data or no history).
     pub runway_below_recharge: Option<bool>,
+    /// The most more the target could draw and still reach its forecast recharge
+    /// (`forecast::spare_watts`, with what the ladder holds on it back). A target with a
+    /// forecast takes on work from a starved one only within it. `None`: no forecast.
+    pub runway_spare_watts: Option<f64>,
 }
 
 /// A taint on a node, as far as scheduling checks need it.
@@ -1088,6 +1092,14 @@ struct Destination<'a> {
     key: (u8, f64),
     /// Workloads it carries (before this cycle) plus those assigned to it this cycle.
     carried: usize,
+    /// Its forecast spare watts less what was assigned to it this cycle (`None`: no forecast).
+    spare: Option<f64>,
+}
+
+/// Whether a destination with `spare` forecast watts can take on `need` more (issue #28): a
+/// target without a forecast is judged on its starvation alone, as before.
+fn carries(spare: Option<f64>, need: f64) -> bool {
+    spare.is_none_or(|s| s > 0.0 && s >= need)
 }
 
 /// Workloads by the index of their target in [`PlanInput::targets`]: how many each carries, and
@@ -1236,18 +1248,26 @@ impl<'i, 'a> Cycle<'i, 'a> {
         &self.by_target.listed[i]
     }
 
-    /// Node taints and device labels follow starvation of targets whose data is known.
+    /// Node taints and device labels follow starvation of targets whose data is known. A
+    /// starved node is tainted only while some healthy node (a destination for its pods) exists:
+    /// the taint steers the scheduler there. With every node starved it would steer nowhere and
+    /// only leave the pods that must start somewhere — a dark node's pods replaced by the node
+    /// lifecycle, a Deployment the ladder restores — Pending on every node (issue #28:
+    /// `simulate` on the winter site kept both critical pods Pending for 18 hours while the hub
+    /// had half its 1.5 kWh, starved only until it recovered to 60 %).
     fn taints(&mut self) -> Vec<Action> {
         let mut actions = Vec::new();
         let taint_nodes = self.input.spec.action.taint_nodes;
         let targets = self.input.targets;
+        let shelter =
+            (0..targets.len()).any(|i| targets[i].id.kind == TargetKind::Node && self.healthy(i));
         for (i, t) in targets.iter().enumerate() {
             let f = self.flags[i];
             if !f.known {
                 continue;
             }
             let starved = f.starved_since.is_some();
-            let want = starved && taint_nodes;
+            let want = starved && taint_nodes && (shelter || t.id.kind != TargetKind::Node);
             match t.id.kind {
                 TargetKind::Node => {
                     if want && !t.tainted {
@@ -1339,9 +1359,9 @@ impl<'i, 'a> Cycle<'i, 'a> {
             a.1.cmp(&b.1)
                 .then_with(|| targets[a.0].id.cmp(&targets[b.0].id))
         });
-        let nodes: Vec<&TargetSnapshot> = (0..targets.len())
+        let mut nodes: Vec<(&TargetSnapshot, Option<f64>)> = (0..targets.len())
             .filter(|i| targets[*i].id.kind == TargetKind::Node && self.healthy(*i))
-            .map(|i| &targets[i])
+            .map(|i| (&targets[i], targets[i].signals.runway_spare_watts))
             .collect();
         let mut devices: Vec<Destination<'a>> = (0..targets.len())
             .filter(|i| targets[*i].id.kind == TargetKind::EdgeDevice && self.healthy(*i))
@@ -1351,6 +1371,7 @@ impl<'i, 'a> Cycle<'i, 'a> {
                     target: t,
                     key,
                     carried: self.by_target.carried[i],
+                    spare: t.signals.runway_spare_watts,
                 })
             })
             .collect();
@@ -1372,7 +1393,7 @@ impl<'i, 'a> Cycle<'i, 'a> {
                     Verdict::Skip(r) => r,
                     Verdict::Leaves => continue,
                     Verdict::Go => {
-                        match self.destination(w, i, &nodes, &mut devices, per_workload_watts) {
+                        match self.destination(w, i, &mut nodes, &mut devices, per_workload_watts) {
                             Some(a) => {
                                 self.budget_concurrent -= 1;
                                 self.budget_hour -= 1;
@@ -1462,33 +1483,50 @@ impl<'i, 'a> Cycle<'i, 'a> {
 
     /// Where `w` goes: for a pod, whether some healthy node accepts it (the scheduler places
     /// it); for an EdgeWorkload, the best device, whose headroom the assignment then lowers.
+    /// A destination with a forecast must also carry the workload's draw (its own, else the
+    /// source's share) until its recharge, and that draw is taken off its spare for the rest of
+    /// the cycle.
     fn destination(
         &self,
         w: &WorkloadSnapshot,
         from: usize,
-        nodes: &[&TargetSnapshot],
+        nodes: &mut [(&TargetSnapshot, Option<f64>)],
         devices: &mut [Destination<'a>],
         per_workload_watts: Option<f64>,
     ) -> Option<Action> {
         let source = &self.input.targets[from];
+        let need = w
+            .ladder
+            .watts
+            .or(per_workload_watts)
+            .filter(|x| x.is_finite())
+            .unwrap_or(0.0)
+            .max(0.0);
         match w.id.kind {
-            WorkloadKind::Pod => nodes
-                .iter()
-                .any(|n| n.id != source.id && w.constraints.accepts(&n.labels, &n.taints))
-                .then(|| Action::Evict {
+            WorkloadKind::Pod => {
+                let (_, spare) = nodes.iter_mut().find(|(n, spare)| {
+                    n.id != source.id
+                        && carries(*spare, need)
+                        && w.constraints.accepts(&n.labels, &n.taints)
+                })?;
+                *spare = spare.map(|s| s - need);
+                Some(Action::Evict {
                     pod: w.id.clone(),
                     node: source.id.name.clone(),
                     owner: w.owner.clone(),
                     siblings: self.siblings(w, from),
-                }),
+                })
+            }
             WorkloadKind::EdgeWorkload => {
                 // Cheapest test first: most devices of a large fleet are in another namespace.
                 let i = devices.iter().position(|d| {
                     d.target.id.namespace.as_deref() == Some(w.id.namespace.as_str())
                         && !std::ptr::eq(d.target, source)
+                        && carries(d.spare, need)
                         && w.constraints.accepts(&d.target.labels, &d.target.taints)
                 })?;
                 let d = &mut devices[i];
+                d.spare = d.spare.map(|s| s - need);
                 let to = d.target.id.name.clone();
                 d.key = after_assignment(d.key, d.carried, per_workload_watts);
                 d.carried += 1;

@@ -148,6 +148,7 @@ fn signals(
         battery_capacity_joules: get(Signal::BatteryCapacity),
         charge_watts: get(Signal::ChargePower),
         runway_below_recharge: None,
+        runway_spare_watts: None,
     }
 }
 

@@ -181,7 +181,31 @@ workloads:
     );
     w.begin_step(201);
     assert!(w.serves(0), "then the scheduler places it");
-    assert_eq!(w.targets[0].load_w, 9.0, "still throttled");
+    assert_eq!(
+        w.targets[0].load_w, 14.0,
+        "a new pod from the template: its CPU limit as it was, not throttled"
+    );
+    // A throttle within the hour of its restore is a flap too; a later one is not.
+    w.throttle(0, 0.5);
+    assert_eq!(w.totals.flaps, 2, "throttled a minute after its restore");
+    w.begin_step(230);
+    w.throttle(0, 1.0);
+    w.begin_step(250);
+    // Un-throttling is a restore too (issue #27: "a restore followed by a shed of the same
+    // workload within the hysteresis window counts as a flap"; the real ladder counts any shed
+    // of a degradee restored less than `flapWindow` ago, `ladder::flaps_are_counted`).
+    w.throttle(0, 0.5);
+    assert_eq!(
+        w.totals.flaps, 3,
+        "throttled 20 minutes after its un-throttle"
+    );
+    w.throttle(0, 1.0);
+    w.begin_step(400);
+    w.throttle(0, 0.5);
+    assert_eq!(
+        w.totals.flaps, 3,
+        "throttled 150 minutes after its un-throttle"
+    );
 }
 
 // ---- the runs ---------------------------------------------------------------------------------
@@ -251,17 +275,13 @@ fn migration_moves_work_off_a_starving_node_to_a_sunny_one() {
     );
     assert_eq!(migrate.flaps, 0);
     assert_eq!(migrate.max_moves_per_workload_per_hour, 1);
-    // Until the ladder is part of the twin, the ladder run is the migrate run.
+    // The policy has no `action.degrade`: the ladder run is the migrate run.
     assert_eq!(
         RunReportCmp::from(&ladder),
         RunReportCmp::from(&migrate),
         "ladder = migrate"
     );
-    assert!(ladder
-        .note
-        .as_deref()
-        .unwrap()
-        .contains("ladder not integrated yet"));
+    assert_eq!(ladder.sheds, 0);
 }
 
 /// A run's numbers without its name and note.
@@ -294,6 +314,47 @@ fn the_same_fleet_and_weather_give_the_same_report() {
         a.runs[0].dark_node_minutes > 0,
         "the example goes dark unmanaged: {ja}"
     );
+}
+
+/// Issue #28's headline on the shipped scenario, run as `edgewatt-controller simulate --fleet
+/// examples/simulate/winter-site.yaml --start 01-08 --days 14` runs it (the CLI's defaults: the
+/// fleet's decision interval): the site goes dark at night unmanaged; with edgewatt total
+/// service-minutes lost at least 80 % below unmanaged, no workload moved more than once per
+/// hour, and the ladder no worse than migrate for the critical and normal work. What the
+/// design does not reach (critical 0: each move of a pod restarts it; sheddable: the ladder's
+/// margin sheds where migrate was lucky) is shown with figures in BENCHMARKS.md.
+#[test]
+fn the_winter_site_meets_the_headline() {
+    let f = Fleet::load(repo().join("examples/simulate/winter-site.yaml")).unwrap();
+    let opts = Options {
+        start_minute: run::parse_start("01-08").unwrap(),
+        days: 14,
+        ..Options::default()
+    };
+    let (report, _) = run::simulate(&f, &opts);
+    let json = serde_json::to_string_pretty(&report).unwrap();
+    let [unmanaged, migrate, ladder] = &report.runs[..] else {
+        panic!("three runs: {json}");
+    };
+    let total = |r: &run::RunReport| {
+        let l = &r.service_minutes_lost;
+        l.critical + l.normal + l.sheddable
+    };
+    assert!(
+        unmanaged.dark_node_minutes > 0 && unmanaged.service_minutes_lost.critical > 0,
+        "unmanaged, the site goes dark and critical work with it: {json}"
+    );
+    for r in [migrate, ladder] {
+        assert!(
+            total(r) * 5 <= total(unmanaged),
+            "{:?}: at least 80 % below unmanaged: {json}",
+            r.run
+        );
+        assert!(r.max_moves_per_workload_per_hour <= 1, "{json}");
+    }
+    assert!(ladder.sheds > 0, "the ladder acted: {json}");
+    let (l, m) = (&ladder.service_minutes_lost, &migrate.service_minutes_lost);
+    assert!(l.critical <= m.critical && l.normal <= m.normal, "{json}");
 }
 
 // ---- bad input --------------------------------------------------------------------------------

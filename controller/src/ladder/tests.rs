@@ -650,6 +650,45 @@ fn held_degradees_are_not_shed_again() {
     assert!(restored(&p).is_empty());
 }
 
+/// A suspend of a unit whose pods the ledger holds throttled records what its restore brings
+/// back: their draw as measured (throttled) plus what their throttles saved. The pods go with
+/// the suspend and their throttles' entries with them (the executor finds them gone), so a
+/// `saved_watts` of the throttled draw alone would let the runway verdict and the restore test
+/// (both judge with the held watts back) count half the load that returns: `simulate` showed the
+/// winter site's target recover, restore and shed the same Deployment every 20 minutes.
+#[test]
+fn a_suspend_over_held_throttles_saves_what_the_restore_brings_back() {
+    use Criticality::*;
+    // r's two pods were 4 W each, throttled to 50 %: they draw 2 W each now.
+    let mut c = Case::new(
+        vec![node("n1", 120.0, 20.0)],
+        vec![
+            pod("r-0", "n1", Sheddable, Some(2.0), "r"),
+            pod("r-1", "n1", Sheddable, Some(2.0), "r"),
+            pod("d", "n1", Critical, Some(16.0), "d"),
+        ],
+    )
+    .starve(&[TargetId::node("n1")]);
+    for p in ["r-0", "r-1"] {
+        c.held.push(held(
+            Degradee::Pod(pod_id(p)),
+            DegradeStep::Throttle,
+            "n1",
+            Sheddable,
+            2.0,
+            30,
+        ));
+    }
+    let p = c.run();
+    assert_eq!(sheds(&p), vec![(deploy("r"), DegradeStep::Suspend, 8.0)]);
+    // Not throttled before: the suspend saves the measured draw only.
+    c.held.clear();
+    c.workloads[0].ladder.watts = Some(4.0);
+    c.workloads[1].ladder.watts = Some(4.0);
+    let p = c.run();
+    assert!(sheds(&p).contains(&(deploy("r"), DegradeStep::Suspend, 8.0)));
+}
+
 /// Issue #27: a suspend only when every target the workload could run on is starved: an alive,
 /// healthy node accepting it blocks it (reported); one its constraints exclude, a dead one or a
 /// starved one does not; one with unknown data blocks it. For an EdgeWorkload only devices of

@@ -421,6 +421,79 @@ fn pods_not_evicted_when_no_node_accepts_them() {
     assert!(p.actions.iter().any(|a| matches!(a, Action::Evict { .. })));
 }
 
+/// Issue #28: a target with a forecast takes on a starved target's work only within its spare
+/// watts (what it could draw more and still reach its forecast recharge), and each assignment
+/// of the cycle spends them: `simulate` sent pods to nodes that died before sunrise, where
+/// they were starved again and moved back.
+#[test]
+fn work_goes_only_where_the_forecast_spare_carries_it() {
+    let (mut sim, mut targets) = starved_setup(Mode::Migrate);
+    let watts = |mut w: WorkloadSnapshot, x: f64| {
+        w.ladder.watts = Some(x);
+        w
+    };
+    let workloads = vec![
+        watts(pod("p1", "n1"), 6.0),
+        watts(pod("p2", "n1"), 6.0),
+        watts(ew("w1", "a"), 3.0),
+    ];
+    let evicted = |p: &Plan| {
+        p.actions
+            .iter()
+            .filter(|a| matches!(a, Action::Evict { .. }))
+            .count()
+    };
+    targets[4].signals.runway_spare_watts = Some(5.0);
+    targets[1].signals.runway_spare_watts = Some(1.0);
+    targets[2].signals.runway_spare_watts = Some(2.9);
+    let p = sim.step(t0() + secs(120), &targets, &workloads);
+    assert_eq!(evicted(&p), 0, "{:?}", p.actions);
+    assert!(
+        p.skipped.iter().all(|s| s.reason == SkipReason::NoTarget),
+        "{:?}",
+        p.skipped
+    );
+    // 8 W carry one 6 W pod, not two; the EdgeWorkload goes to b, which can carry it, rather
+    // than to c with the most headroom.
+    targets[4].signals.runway_spare_watts = Some(8.0);
+    targets[1].signals.runway_spare_watts = Some(3.5);
+    let p = sim.step(t0() + secs(121), &targets, &workloads);
+    assert_eq!(evicted(&p), 1, "{:?}", p.actions);
+    assert!(p.actions.contains(&Action::MigrateEdgeWorkload {
+        workload: workloads[2].id.clone(),
+        from: "a".into(),
+        to: "b".into()
+    }));
+}
+
+/// Issue #28: the taint steers pods to a healthy node; with every node starved it would only
+/// leave the pods that must start somewhere (a dark node's, a restored Deployment's) Pending
+/// everywhere, so starved nodes are untainted until one node is healthy again.
+#[test]
+fn starved_nodes_are_tainted_only_while_some_node_is_healthy() {
+    let (mut sim, mut targets) = starved_setup(Mode::Migrate);
+    targets[4].signals.battery_ratio = Some(0.1);
+    let p = sim.step(t0() + secs(120), &targets, &[]);
+    assert!(p.actions.contains(&Action::Taint { node: "n1".into() }));
+    targets[3] = tainted(targets[3].clone());
+    let p = sim.step(t0() + secs(240), &targets, &[pod("p1", "n1")]);
+    assert!(p.actions.contains(&Action::Untaint { node: "n1".into() }));
+    assert!(!p
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Taint { .. } | Action::Evict { .. })));
+    targets[3].tainted = false;
+    targets[3].taint_ours = false;
+    targets[4].signals.battery_ratio = Some(0.9);
+    sim.step(t0() + secs(300), &targets, &[]);
+    let p = sim.step(t0() + secs(600), &targets, &[]);
+    assert!(
+        p.actions.contains(&Action::Taint { node: "n1".into() }),
+        "{:?}",
+        p.actions
+    );
+}
+
 #[test]
 fn untaints_after_recovery() {
     let (mut sim, mut targets) = starved_setup(Mode::Migrate);

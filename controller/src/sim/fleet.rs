@@ -134,6 +134,8 @@ struct FileWorkload {
     #[serde(default)]
     pinned: bool,
     #[serde(default)]
+    cpu_limit: Option<bool>,
+    #[serde(default)]
     node_selector: Option<BTreeMap<String, String>>,
     #[serde(default)]
     device: Option<String>,
@@ -207,6 +209,9 @@ pub struct WorkloadDef {
     pub replicas: u32,
     pub labels: BTreeMap<String, String>,
     pub pinned: bool,
+    /// Pods: a container has a CPU limit, so the ladder can throttle it in place (`cpuLimit`,
+    /// default true; a BestEffort pod has none). EdgeWorkloads: never (no in-place resize).
+    pub cpu_limit: bool,
     pub placement: PlacementDef,
 }
 
@@ -550,6 +555,12 @@ fn stamp_workloads(
                         "EdgeWorkloads are placed by device or deviceSelector",
                     ));
                 }
+                if w.cpu_limit == Some(true) {
+                    return Err(at.err(
+                        &f("cpuLimit"),
+                        "an EdgeWorkload cannot be throttled in place (Flotta restarts it): only pods have cpuLimit",
+                    ));
+                }
                 let selector = w.device_selector.as_ref().map(crate::snapshot::selector);
                 let in_ns = |t: &TargetDef| {
                     t.id.kind == edgewatt_crds::TargetKind::EdgeDevice
@@ -656,6 +667,7 @@ fn stamp_workloads(
                 replicas: w.replicas.unwrap_or(1),
                 labels: w.labels.clone(),
                 pinned: w.pinned,
+                cpu_limit: w.kind == WorkloadKind::Pod && w.cpu_limit.unwrap_or(true),
                 placement: placement.clone(),
             });
         }
@@ -724,7 +736,11 @@ fn admit_policies(at: &At, tree: &Node) -> Result<Vec<EnergyPolicy>, FleetError>
                 format!("{name:?} is defined twice"),
             ));
         }
-        if let Err(msg) = policy.spec.durations() {
+        let ladder = edgewatt_crds::LadderDurations::of(
+            &policy.spec.forecast,
+            policy.spec.action.degrade.as_ref(),
+        );
+        if let Err(msg) = policy.spec.durations().and(ladder.map(|_| ())) {
             // "spec.starvation.for: …": the field is the message's head.
             let field = msg.split(':').next().unwrap_or("spec");
             return Err(at.err(&format!("{base}.{field}"), msg.clone()));

@@ -1,5 +1,6 @@
 //! `--plot FILE.svg`: per run, the state of charge of the first targets over time with the
-//! moments moves started marked, and the share of replicas serving per criticality.
+//! moments moves started marked, and the share of replicas serving per criticality with the
+//! ladder's sheds (crosses along the top) and restores (triangles along the bottom) marked.
 
 use plotters::prelude::*;
 
@@ -71,13 +72,13 @@ pub fn svg(path: &std::path::Path, report: &Report, series: &[Series]) -> Result
 
         let mut svc = ChartBuilder::on(&area[1])
             .caption(
-                format!("{run}: replicas serving (%), ticks = moves"),
+                format!("{run}: replicas serving (%); ladder sheds × top, restores ▲ bottom"),
                 ("sans-serif", 18),
             )
             .margin(8)
             .x_label_area_size(30)
             .y_label_area_size(40)
-            .build_cartesian_2d(0.0..hours, 0.0..101.0)
+            .build_cartesian_2d(0.0..hours, 0.0..105.0)
             .map_err(err)?;
         svc.configure_mesh()
             .x_desc("hours")
@@ -96,6 +97,28 @@ pub fn svg(path: &std::path::Path, report: &Report, series: &[Series]) -> Result
             .map_err(err)?
             .label(*name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
+        }
+        let shed = RGBColor(120, 0, 120);
+        let restore = RGBColor(0, 130, 130);
+        if !s.sheds.is_empty() {
+            svc.draw_series(
+                s.sheds
+                    .iter()
+                    .map(|&h| Cross::new((h, 103.0), 3, shed.stroke_width(2))),
+            )
+            .map_err(err)?
+            .label(format!("ladder sheds ({})", s.sheds.len()))
+            .legend(move |(x, y)| Cross::new((x + 7, y), 3, shed.stroke_width(2)));
+        }
+        if !s.restores.is_empty() {
+            svc.draw_series(
+                s.restores
+                    .iter()
+                    .map(|&h| TriangleMarker::new((h, 2.0), 4, restore.filled())),
+            )
+            .map_err(err)?
+            .label(format!("ladder restores ({})", s.restores.len()))
+            .legend(move |(x, y)| TriangleMarker::new((x + 7, y), 4, restore.filled()));
         }
         svc.configure_series_labels()
             .position(SeriesLabelPosition::LowerRight)

@@ -1,11 +1,13 @@
 //! Runs of one fleet over one stretch of weather in virtual time: `unmanaged` (no edgewatt),
-//! `migrate` (the policies with the degradation ladder off) and `ladder` (as configured), in
-//! parallel threads; and what each run reports.
+//! `migrate` (the policies with `action.degrade` removed; their forecast and
+//! `runwayBelowRecharge` kept, so the two differ by the ladder alone) and `ladder` (as
+//! configured), in parallel threads; and what each run reports.
 //!
 //! Each minute (the physics step): the [`Clock`] moves, due world events happen (instances
 //! reach Running, waiting pods are placed, the node lifecycle evicts pods off dark nodes),
 //! moves in flight are driven, every `decision_interval` each policy decides, then the minute's
-//! energy is integrated.
+//! energy is integrated; every hour each target's supply sample goes to the [`SupplyLog`] the
+//! forecasts read.
 
 use std::time::Duration;
 
@@ -14,7 +16,7 @@ use serde::Serialize;
 
 use super::fleet::Fleet;
 use super::pv::MINUTES_PER_YEAR;
-use super::twin::PolicyTwin;
+use super::twin::{PolicyTwin, SupplyLog};
 use super::world::World;
 use crate::clock::Clock;
 
@@ -37,10 +39,6 @@ impl RunKind {
         }
     }
 }
-
-/// What the `ladder` run says while the ladder is not part of the twin.
-pub const LADDER_NOT_INTEGRATED: &str =
-    "ladder not integrated yet: the ladder run applies the policies' migrations only (= migrate)";
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -91,10 +89,25 @@ pub struct RunReport {
     pub evictions: u64,
     pub edge_moves: u64,
     pub edge_moves_failed: u64,
+    /// Ladder steps: sheds taken (throttles and suspends of a Deployment or EdgeWorkload, one
+    /// each), of which throttles; restores.
     pub sheds: u64,
     pub throttles: u64,
     pub restores: u64,
+    /// Replicas suspended (a Deployment's suspend counts each of its replicas).
+    pub replicas_suspended: u64,
+    /// Moves back onto the target moved off within the hour, and replicas degraded again
+    /// within the hour of a restore (counted by the world, per replica).
     pub flaps: u64,
+    /// The ladder's own flap count (a degradee shed again within `flapWindow` of its restore;
+    /// the controller's flaps metric).
+    pub ladder_flaps: u64,
+    /// Decisions × targets where shedding everything the ladder may was not enough.
+    pub ladder_exhausted: u64,
+    /// Decisions × starved targets without a forecast (no supply history for some hour ahead).
+    pub starved_without_forecast: u64,
+    /// Throttled pods replaced (evicted) while throttled: their ledger entries were let go.
+    pub ladder_released: u64,
     pub max_moves_per_workload_per_hour: u32,
     /// Pods the node lifecycle evicted off nodes dark for the NotReady timeout.
     pub lifecycle_evictions: u64,
@@ -119,6 +132,9 @@ pub struct Series {
     pub service: [Vec<f64>; 3],
     /// Hours at which moves started.
     pub moves: Vec<f64>,
+    /// Hours at which the ladder shed (throttled or suspended), and restored.
+    pub sheds: Vec<f64>,
+    pub restores: Vec<f64>,
 }
 
 /// The whole invocation's report.
@@ -180,6 +196,11 @@ pub fn run(fleet: &Fleet, kind: RunKind, opts: &Options) -> (RunReport, Series) 
     let clock = Clock::starting_at(t0);
 
     let mut world = World::new(fleet);
+    let keep = match kind {
+        RunKind::Unmanaged => 0,
+        _ => SupplyLog::hours_needed(&fleet.policies),
+    };
+    let mut supply = (keep > 0).then(|| SupplyLog::new(fleet, t0, start_utc, keep));
     let mut twins: Vec<PolicyTwin> = match kind {
         RunKind::Unmanaged => Vec::new(),
         RunKind::Migrate | RunKind::Ladder => fleet
@@ -208,6 +229,12 @@ pub fn run(fleet: &Fleet, kind: RunKind, opts: &Options) -> (RunReport, Series) 
     };
     let mut site_w = vec![0f32; fleet.sites.len()];
     let mut moves_seen = 0;
+    let ladder_steps = |twins: &[PolicyTwin]| -> (u64, u64) {
+        twins.iter().fold((0, 0), |(s, r), t| {
+            (s + t.counts.sheds, r + t.counts.restores)
+        })
+    };
+    let (mut sheds_seen, mut restores_seen) = (0, 0);
     for m in 0..total {
         clock.set(t0 + chrono::Duration::minutes(i64::from(m)));
         let now = clock.now();
@@ -217,14 +244,28 @@ pub fn run(fleet: &Fleet, kind: RunKind, opts: &Options) -> (RunReport, Series) 
         }
         if m % every == 0 {
             for t in &mut twins {
-                t.decide(&mut world, now);
+                t.decide(&mut world, now, supply.as_ref());
             }
+            let (sh, re) = ladder_steps(&twins);
+            let h = f64::from(m) / 60.0;
+            if sh > sheds_seen {
+                series.sheds.push(h);
+            }
+            if re > restores_seen {
+                series.restores.push(h);
+            }
+            (sheds_seen, restores_seen) = (sh, re);
         }
         let moy = (start_utc + m) % MINUTES_PER_YEAR;
         for (w, s) in site_w.iter_mut().zip(&fleet.sites) {
             *w = s.solar.watts_per_wp_utc(moy);
         }
         world.physics(&site_w);
+        if (m + 1) % 60 == 0 {
+            if let Some(log) = supply.as_mut() {
+                log.record_hour(&mut world, now - chrono::Duration::minutes(59));
+            }
+        }
         let h = f64::from(m) / 60.0;
         if world.totals.moves > moves_seen {
             moves_seen = world.totals.moves;
@@ -267,17 +308,22 @@ pub fn run(fleet: &Fleet, kind: RunKind, opts: &Options) -> (RunReport, Series) 
         evictions: sum(|c| c.evictions),
         edge_moves: sum(|c| c.moves_started),
         edge_moves_failed: sum(|c| c.failed),
-        sheds: tot.sheds,
-        throttles: tot.throttles,
-        restores: tot.restores,
+        sheds: sum(|c| c.sheds),
+        throttles: sum(|c| c.throttles),
+        restores: sum(|c| c.restores),
+        replicas_suspended: tot.sheds,
         flaps: tot.flaps,
+        ladder_flaps: sum(|c| c.ladder_flaps),
+        ladder_exhausted: sum(|c| c.exhausted),
+        starved_without_forecast: sum(|c| c.starved_unforecast),
+        ladder_released: sum(|c| c.released),
         max_moves_per_workload_per_hour: tot.max_moves_per_workload_per_hour,
         lifecycle_evictions: tot.lifecycle_evictions,
         energy_kwh: round3(tot.consumed_wh / 1000.0),
         solar_curtailed_kwh: round3(tot.curtailed_wh / 1000.0),
         solar_kwh: round3(tot.solar_wh / 1000.0),
         decisions: sum(|c| c.plans),
-        note: (kind == RunKind::Ladder).then(|| LADDER_NOT_INTEGRATED.to_string()),
+        note: None,
     };
     (report, series)
 }

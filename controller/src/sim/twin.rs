@@ -5,22 +5,35 @@
 //!
 //! Inputs are built the way `snapshot.rs` builds them from the cluster and Prometheus, but kept
 //! alive between decisions and updated in place: a target's signals and marks, a workload's
-//! target and name change; nothing else is rebuilt (10 000 workloads' strings per decision would
-//! dominate a year's run). Actions are applied the way `execute.rs` applies them and recorded
-//! with the same runtime methods (`begin_eviction`, `begin_move`/`end_move`, `dry_run`,
-//! `track_evictions`), so cooldowns and `maxPerHour` read the same history.
+//! target, name and (throttled) draw change; nothing else is rebuilt (10 000 workloads' strings
+//! per decision would dominate a year's run). Actions are applied the way `execute.rs` applies
+//! them and recorded with the same runtime methods (`begin_eviction`, `begin_move`/`end_move`,
+//! `dry_run`, `track_evictions`), so cooldowns and `maxPerHour` read the same history.
+//!
+//! Continuity as `cycle.rs` runs it (`continuity.rs`): before the plan each target's forecast by
+//! [`continuity::forecast_targets`] from its hourly supply history ([`SupplyLog`], what the
+//! controller's range query would return), whose verdict is `starvation.runwayBelowRecharge`;
+//! after it [`ladder::plan_ladder`] with the runtime's ledger, its steps taken the way the
+//! degrader takes them (restores first; a shed recorded `Pending`, applied, then `Applied`) with
+//! [`World::throttle`], [`World::suspend`] and [`World::restore`] instead of the API server, and
+//! the ledger settled each decision (a throttled pod that was replaced is released).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use edgewatt_crds::{
-    keys, EnergyPolicy, MigrationRecord, MigrationResult, Mode, PolicyDurations, Strategy,
-    TargetKind, WorkloadKind,
+    keys, DegradeState, DegradeStep, DegradedKind, EnergyPolicy, LadderDurations, MigrationRecord,
+    MigrationResult, Mode, PolicyDurations, Strategy, TargetKind, WorkloadKind,
 };
 use kube::ResourceExt;
 
+use super::fleet::Fleet;
+use super::pv::MINUTES_PER_YEAR;
 use super::world::World;
+use crate::continuity::{self, Forecasts};
+use crate::degrader::{self, Degradee};
+use crate::ladder::{self, LadderInput, LadderPlan, LadderStep};
 use crate::migration::{self, Intent, Step};
 use crate::mover::{self, MoveKey};
 use crate::planner::{
@@ -34,7 +47,7 @@ use crate::status::rfc3339;
 /// How many steps one drive takes at most (as `mover::drive`).
 const MAX_STEPS: usize = 8;
 
-/// Outcomes of one policy's moves over a run.
+/// Outcomes of one policy's moves and ladder steps over a run.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MoveCounts {
     pub evictions: u64,
@@ -43,6 +56,100 @@ pub struct MoveCounts {
     pub failed: u64,
     pub dry_runs: u64,
     pub plans: u64,
+    /// Ladder sheds taken (throttles and suspends), of which throttles.
+    pub sheds: u64,
+    pub throttles: u64,
+    pub restores: u64,
+    /// Ledger entries let go because their object was replaced (a throttled pod evicted).
+    pub released: u64,
+    /// Sheds of a degradee restored less than `flapWindow` before (the ladder's own count).
+    pub ladder_flaps: u64,
+    /// Decisions × targets the ladder reported exhausted: shedding all it may was not enough.
+    pub exhausted: u64,
+    /// Decisions × starved targets without a forecast (no supply history for some hour ahead:
+    /// the target was dark then in every period of the history): the ladder cannot act there.
+    pub starved_unforecast: u64,
+    /// Observe mode: sheds the ladder would hold, summed over decisions.
+    pub ladder_dry_runs: u64,
+}
+
+/// Each target's hourly supply samples `(t, watts)`, each the mean over the hour starting at `t`
+/// of charge − discharge + draw over the minutes the target was up (what the controller's
+/// `avg_over_time(...[1h:1m])` range query returns: a dark target has no series, so an hour it
+/// was dark throughout has no sample). Shared by the policies of a run.
+///
+/// History before the start: the same hours of the days before, from the site's weather, as
+/// the panel's output times the charge efficiency (what a target that was up, with room in its
+/// battery, would have shown; a controller is assumed to have been watching before the run).
+pub struct SupplyLog {
+    hours: Vec<Vec<(DateTime<Utc>, f64)>>,
+    /// Samples kept per target: what the longest `periods × period` asks for.
+    keep: usize,
+}
+
+impl SupplyLog {
+    /// `keep` hours of history before `t0` (UTC minute of the year `start_utc`) for every target.
+    pub fn new(fleet: &Fleet, t0: DateTime<Utc>, start_utc: u32, keep: usize) -> Self {
+        let eta = fleet.physics.charge_efficiency;
+        let hours = fleet
+            .targets
+            .iter()
+            .map(|t| {
+                let solar = &fleet.sites[t.site].solar;
+                (1..=keep)
+                    .rev()
+                    .map(|h| {
+                        let first = i64::from(start_utc) - 60 * h as i64;
+                        let mean = (0..60)
+                            .map(|k| {
+                                let moy = (first + k).rem_euclid(i64::from(MINUTES_PER_YEAR));
+                                f64::from(solar.watts_per_wp_utc(moy as u32))
+                            })
+                            .sum::<f64>()
+                            / 60.0;
+                        (
+                            t0 - chrono::Duration::hours(h as i64),
+                            mean * t.solar_wp * eta,
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        SupplyLog { hours, keep }
+    }
+
+    /// The hour that started at `start` ended: each target's sample from the world's meters.
+    pub fn record_hour(&mut self, world: &mut World, start: DateTime<Utc>) {
+        for (h, w) in self.hours.iter_mut().zip(world.take_supply()) {
+            if let Some(w) = w {
+                h.push((start, w));
+            }
+            if h.len() > self.keep + 48 {
+                let drop = h.len() - self.keep;
+                h.drain(..drop);
+            }
+        }
+    }
+
+    /// Target `t`'s samples, oldest first.
+    pub fn of(&self, t: usize) -> &[(DateTime<Utc>, f64)] {
+        &self.hours[t]
+    }
+
+    /// The hours of history `policies` need (0: none uses the forecast).
+    pub fn hours_needed<'p>(policies: impl IntoIterator<Item = &'p EnergyPolicy>) -> usize {
+        policies
+            .into_iter()
+            .filter(|p| crate::signals::needs_forecast(&p.spec))
+            .filter_map(|p| {
+                let d =
+                    LadderDurations::of(&p.spec.forecast, p.spec.action.degrade.as_ref()).ok()?;
+                let h = d.period.as_secs().div_ceil(3600) as usize;
+                Some(h * p.spec.forecast.periods.max(1) as usize + 1)
+            })
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// One EnergyPolicy's controller in the twin.
@@ -51,6 +158,7 @@ pub struct PolicyTwin {
     pub name: String,
     policy: EnergyPolicy,
     durations: PolicyDurations,
+    ladder_durations: LadderDurations,
     rt: PolicyRuntime,
     max_gap: Duration,
     targets: Vec<TargetSnapshot>,
@@ -65,6 +173,10 @@ pub struct PolicyTwin {
     moving: BTreeMap<MoveKey, u32>,
     /// Target index by id (what actions name).
     target_ids: HashMap<TargetId, usize>,
+    /// Deployments by namespace and name: the fleet file's workload (what a suspend scales).
+    deployments: HashMap<(String, String), usize>,
+    /// Per replica, its own draw (what the exporter shows of it, times its throttle).
+    draw: Vec<f64>,
     pub counts: MoveCounts,
 }
 
@@ -86,6 +198,9 @@ impl PolicyTwin {
             .spec
             .durations()
             .expect("checked when the fleet was read");
+        let ladder_durations =
+            LadderDurations::of(&policy.spec.forecast, policy.spec.action.degrade.as_ref())
+                .expect("checked when the fleet was read");
         let spec = &policy.spec;
         let matches = |sel: Option<&edgewatt_crds::Selector>, labels| {
             sel.is_some_and(|s| crate::snapshot::policy_selector(s).matches(labels))
@@ -131,7 +246,11 @@ impl PolicyTwin {
                             namespace: r.namespace.clone(),
                             name: def.name.clone(),
                         },
-                        Ok(()),
+                        if def.cpu_limit {
+                            Ok(())
+                        } else {
+                            Err("no CPU limit to lower".to_string())
+                        },
                     ),
                     super::fleet::PlacementDef::Edge { selector, .. } => (
                         Constraints::EdgeWorkload {
@@ -143,7 +262,10 @@ impl PolicyTwin {
                             namespace: r.namespace.clone(),
                             name: r.name.clone(),
                         },
-                        Err("not a pod with a CPU limit".to_string()),
+                        Err(
+                            "an EdgeWorkload has no in-place resize (Flotta restarts it)"
+                                .to_string(),
+                        ),
                     ),
                 };
                 WorkloadSnapshot {
@@ -188,6 +310,7 @@ impl PolicyTwin {
             name: policy.name_any(),
             policy,
             durations,
+            ladder_durations,
             rt: PolicyRuntime::default(),
             max_gap: settings.max_gap(),
             targets,
@@ -208,6 +331,14 @@ impl PolicyTwin {
                 .enumerate()
                 .map(|(i, t)| (t.def.id.clone(), i))
                 .collect(),
+            deployments: fleet
+                .workloads
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| w.kind == WorkloadKind::Pod)
+                .map(|(i, w)| ((w.namespace.clone(), w.name.clone()), i))
+                .collect(),
+            draw: world.replicas.iter().map(|r| r.draw_watts).collect(),
             counts: MoveCounts::default(),
         }
     }
@@ -234,12 +365,18 @@ impl PolicyTwin {
                         -charge_w
                     }),
                     watts: Some(t.load_w),
-                    budget_watts: self.policy.spec.scheduling.default_power_budget_watts,
+                    // `maxWatts` as the node's `edgewatt.io/power-budget-watts` annotation.
+                    budget_watts: t.def.max_watts.or(self
+                        .policy
+                        .spec
+                        .scheduling
+                        .default_power_budget_watts),
                     external_power: None,
                     custom: None,
                     battery_capacity_joules: Some(t.battery.capacity_wh * 3600.0),
                     charge_watts: Some(charge_w),
                     runway_below_recharge: None,
+                    runway_spare_watts: None,
                 }
             };
             if marks_changed && snap.tainted != t.mark.is_some() {
@@ -280,6 +417,9 @@ impl PolicyTwin {
                     .map(|t| world.targets[t as usize].def.id.name.clone());
             }
             snap.in_flight = now.in_flight;
+            if seen.throttle_pct != now.throttle_pct {
+                snap.ladder.watts = Some(self.draw[k] * f64::from(now.throttle_pct) / 100.0);
+            }
             *seen = *now;
         }
         // Copies of moves in flight are EdgeWorkloads of their own (never moved themselves).
@@ -311,15 +451,32 @@ impl PolicyTwin {
         }
     }
 
-    /// One decision at `now` (`cycle::run`'s read → snapshot → plan → execute): evicted pods
-    /// that are gone leave flight, the planner runs on the refreshed snapshots, and its actions
-    /// are applied (Migrate) or recorded as dry runs (Observe).
-    pub fn decide(&mut self, world: &mut World, now: DateTime<Utc>) {
+    /// One decision at `now` (`cycle::run`'s read → snapshot → forecast → plan → execute →
+    /// ladder): evicted pods that are gone leave flight, the ledger is settled, each target's
+    /// forecast is made from `supply` (policies that use it), the planner runs on the refreshed
+    /// snapshots and its actions are applied (Migrate) or recorded as dry runs (Observe), then
+    /// the ladder's.
+    pub fn decide(&mut self, world: &mut World, now: DateTime<Utc>, supply: Option<&SupplyLog>) {
         if self.rt.evicting() > 0 {
             self.rt
                 .track_evictions(|id, _| world.pod(&id.namespace, &id.name).is_some());
         }
+        self.settle_ledger(world);
         self.refresh(world);
+        let forecasts = match supply {
+            Some(log) if crate::signals::needs_forecast(&self.policy.spec) => {
+                let ids = &self.target_ids;
+                continuity::forecast_targets(
+                    &self.policy.spec,
+                    &self.ladder_durations,
+                    now,
+                    &mut self.targets,
+                    &self.rt.held(),
+                    |id| ids.get(id).map(|&t| log.of(t)),
+                )
+            }
+            _ => Forecasts::default(),
+        };
         let (previous, history) = self.rt.plan_inputs(now, self.durations.cooldown);
         let plan = planner::plan(&PlanInput {
             spec: &self.policy.spec,
@@ -332,18 +489,208 @@ impl PolicyTwin {
             max_gap: self.max_gap,
         });
         self.counts.plans += 1;
-        let planner::Plan {
-            states,
-            actions,
-            dry_run,
-            ..
-        } = plan;
-        self.rt.set_states(states);
+        self.rt.set_states(plan.states.clone());
         match self.policy.spec.action.mode {
-            Mode::Migrate => self.execute(world, &actions, now),
-            Mode::Observe => self.dry_runs(&dry_run, now),
+            Mode::Migrate => self.execute(world, &plan.actions, now),
+            Mode::Observe => self.dry_runs(&plan.dry_run, now),
+        }
+        if let Some(lp) = self.plan_ladder(&plan, &forecasts, now) {
+            match self.policy.spec.action.mode {
+                Mode::Migrate => self.take_ladder_steps(world, &lp, now),
+                Mode::Observe => self.dry_run_ladder(&lp, now),
+            }
         }
         self.rt.prune_ended(now);
+    }
+
+    /// `continuity::plan_ladder`'s call: the ladder on this decision's plan, targets and
+    /// workloads, with the runtime's ledger. `None` when the policy has no ladder.
+    fn plan_ladder(
+        &mut self,
+        plan: &planner::Plan,
+        forecasts: &Forecasts,
+        now: DateTime<Utc>,
+    ) -> Option<LadderPlan> {
+        let spec = &self.policy.spec;
+        if spec
+            .action
+            .degrade
+            .as_ref()
+            .is_none_or(|d| d.steps.is_empty())
+        {
+            return None;
+        }
+        for (t, f) in self.targets.iter().zip(&forecasts.profiles) {
+            if f.is_none() && plan.states.get(&t.id).is_some_and(|s| s.starved.is_some()) {
+                self.counts.starved_unforecast += 1;
+            }
+        }
+        // What a step found not possible or a user took back (never, in the world: a no-op
+        // kept so the call sequence is the controller's).
+        self.rt.mark_left_alone(&plan.states, &mut self.workloads);
+        let held = self.rt.held();
+        let lp = ladder::plan_ladder(&LadderInput {
+            spec,
+            durations: &self.ladder_durations,
+            now,
+            targets: &self.targets,
+            workloads: &self.workloads,
+            plan,
+            profiles: &forecasts.profiles,
+            held: &held,
+            restored: self.rt.restored(),
+            settle: self.max_gap,
+        });
+        self.counts.ladder_flaps += u64::from(lp.flaps);
+        self.counts.exhausted += lp.exhausted.len() as u64;
+        Some(lp)
+    }
+
+    /// The replicas a ladder step acts on: a throttled pod; every replica of a suspended
+    /// Deployment; a suspended EdgeWorkload.
+    fn replicas_of(&self, world: &World, who: &Degradee) -> Vec<u32> {
+        match who.kind {
+            DegradedKind::Pod => world.pod(&who.namespace, &who.name).into_iter().collect(),
+            DegradedKind::EdgeWorkload => world
+                .edge_workload(&who.namespace, &who.name)
+                .into_iter()
+                .collect(),
+            DegradedKind::Deployment | DegradedKind::StatefulSet | DegradedKind::ReplicaSet => self
+                .deployments
+                .get(&(who.namespace.clone(), who.name.clone()))
+                .map_or_else(Vec::new, |&w| world.replicas_of(w).collect()),
+        }
+    }
+
+    /// `continuity::take_ladder_steps` against the world: restores first, then sheds, each
+    /// recorded in the ledger as the degrader's protocol does (`Pending` before the step,
+    /// `Applied` after it; a restore leaves the ledger with its time, for flaps and settling).
+    fn take_ladder_steps(&mut self, world: &mut World, lp: &LadderPlan, now: DateTime<Utc>) {
+        let share = self
+            .policy
+            .spec
+            .action
+            .degrade
+            .as_ref()
+            .map_or(50, |d| d.throttle_percent);
+        let share = f64::from(share) / 100.0;
+        for step in &lp.steps {
+            let LadderStep::Restore { who, .. } = step else {
+                continue;
+            };
+            let who = continuity::to_degrader(who);
+            let Some(e) = self
+                .rt
+                .degraded()
+                .iter()
+                .find(|e| Degradee::of(e) == who && e.state != DegradeState::DryRun)
+                .cloned()
+            else {
+                continue;
+            };
+            for r in self.replicas_of(world, &who) {
+                match e.action {
+                    DegradeStep::Throttle => world.throttle(r, 1.0),
+                    DegradeStep::Suspend => world.restore(r),
+                }
+            }
+            self.counts.restores += 1;
+            self.rt
+                .degrade_done(e.kind, &e.namespace, &e.name, e.action, Some(now));
+        }
+        let since = rfc3339(now);
+        for step in &lp.steps {
+            let LadderStep::Shed {
+                who,
+                step,
+                target,
+                criticality,
+                saved_watts,
+                reason,
+            } = step
+            else {
+                continue;
+            };
+            let d = continuity::to_degrader(who);
+            if degrader::already_degraded(self.rt.degraded(), &d) {
+                continue;
+            }
+            let replicas = self.replicas_of(world, &d);
+            if replicas.is_empty() {
+                continue; // gone meanwhile: not possible
+            }
+            let entry = continuity::entry(
+                who,
+                *step,
+                target,
+                *criticality,
+                *saved_watts,
+                reason,
+                &since,
+            );
+            self.rt.degrade_pending(entry.clone());
+            for r in replicas {
+                match step {
+                    DegradeStep::Throttle => world.throttle(r, share),
+                    DegradeStep::Suspend => world.suspend(r),
+                }
+            }
+            self.rt
+                .degrade_applied(entry.kind, &entry.namespace, &entry.name, entry.action);
+            self.counts.sheds += 1;
+            if *step == DegradeStep::Throttle {
+                self.counts.throttles += 1;
+            }
+        }
+    }
+
+    /// `continuity::settle_ledger` against the world: an `Applied` throttle whose pod is gone
+    /// (evicted, replaced by the node lifecycle; its replacement has the template's CPU limit)
+    /// leaves the ledger (the degrader's `check` reports it `Gone`). Nothing else in the world
+    /// changes a degraded object behind the controller's back.
+    fn settle_ledger(&mut self, world: &World) {
+        let gone: Vec<_> = self
+            .rt
+            .degraded()
+            .iter()
+            .filter(|e| e.state == DegradeState::Applied && e.kind == DegradedKind::Pod)
+            .filter(|e| world.pod(&e.namespace, &e.name).is_none())
+            .map(|e| (e.kind, e.namespace.clone(), e.name.clone(), e.action))
+            .collect();
+        for (kind, ns, name, action) in gone {
+            self.counts.released += 1;
+            self.rt.degrade_done(kind, &ns, &name, action, None);
+        }
+    }
+
+    /// Observe mode: the ledger's dry-run entries are what the ladder would hold now.
+    fn dry_run_ladder(&mut self, lp: &LadderPlan, now: DateTime<Utc>) {
+        let since = rfc3339(now);
+        let entries: Vec<_> = lp
+            .dry_run
+            .iter()
+            .filter_map(|s| match s {
+                LadderStep::Shed {
+                    who,
+                    step,
+                    target,
+                    criticality,
+                    saved_watts,
+                    reason,
+                } => Some(continuity::entry(
+                    who,
+                    *step,
+                    target,
+                    *criticality,
+                    *saved_watts,
+                    reason,
+                    &since,
+                )),
+                LadderStep::Restore { .. } => None,
+            })
+            .collect();
+        self.counts.ladder_dry_runs += entries.len() as u64;
+        self.rt.set_dry_run(entries);
     }
 
     fn target_index(&self, kind: TargetKind, namespace: Option<&str>, name: &str) -> Option<usize> {

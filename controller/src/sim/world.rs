@@ -118,6 +118,8 @@ pub struct Shown {
     pub generation: u32,
     /// A move intent is on the object.
     pub in_flight: bool,
+    /// Percent of its draw while throttled (100: not throttled).
+    pub throttle_pct: u8,
 }
 
 /// What flowed through a target's battery over one step (watt-hours).
@@ -264,6 +266,11 @@ pub struct World {
     pub with_copy: std::collections::BTreeSet<u32>,
     /// Bumped whenever a taint or device label changes.
     pub marks_version: u64,
+    /// Per workload of the fleet file, its replicas (consecutive).
+    workload_replicas: Vec<std::ops::Range<u32>>,
+    /// Per target, the supply (watts) summed over the minutes it was up since the last
+    /// [`World::take_supply`], and how many minutes that was.
+    supply: Vec<(f64, u32)>,
     /// Per workload: its pods' node selector or its EdgeWorkloads' device selector.
     pod_selectors: Vec<Option<BTreeMap<String, String>>>,
     edge_selectors: Vec<Option<Selector>>,
@@ -321,6 +328,8 @@ impl World {
             shown: Vec::new(),
             with_copy: Default::default(),
             marks_version: 0,
+            workload_replicas: Vec::new(),
+            supply: Vec::new(),
             pod_selectors: Vec::new(),
             edge_selectors: Vec::new(),
             not_serving: [0; 3],
@@ -342,7 +351,10 @@ impl World {
                 w.devices.insert((ns.clone(), t.def.id.name.clone()), i);
             }
         }
+        w.supply = vec![(0.0, 0); w.targets.len()];
         for (wi, def) in fleet.workloads.iter().enumerate() {
+            let first = w.replicas.len() as u32;
+            w.workload_replicas.push(first..first + def.replicas);
             let (pod_sel, edge_sel) = match &def.placement {
                 PlacementDef::Pod { node_selector } => (Some(node_selector.clone()), None),
                 PlacementDef::Edge { selector, .. } => (None, selector.clone()),
@@ -492,6 +504,7 @@ impl World {
             },
             generation: rep.generation,
             in_flight: rep.intent.is_some(),
+            throttle_pct: (rep.throttle * 100.0).round() as u8,
         };
         if rep.copy.is_some() {
             self.with_copy.insert(r);
@@ -646,6 +659,12 @@ impl World {
             let (soc, flow) = t.battery.step(t.soc_wh, solar, load, hours);
             t.soc_wh = soc;
             t.last = flow;
+            if !t.dark {
+                // What the exporter shows while up: charge − discharge + the target's draw.
+                let acc = &mut self.supply[i];
+                acc.0 += (flow.stored_wh - flow.drawn_wh + flow.consumed_wh) / hours;
+                acc.1 += 1;
+            }
             self.totals.consumed_wh += flow.consumed_wh;
             self.totals.curtailed_wh += flow.curtailed_wh;
             self.totals.solar_wh += flow.solar_wh;
@@ -740,6 +759,8 @@ impl World {
                 .map_or(rep.name.as_str(), |(b, _)| b);
             rep.name = format!("{base}-{}", rep.generation);
             rep.pending_from = (!rep.suspended).then_some(from);
+            // The replacement comes from the pod template: its CPU limit as it was.
+            rep.throttle = 1.0;
         });
         let rep = &self.replicas[r as usize];
         self.by_name
@@ -863,12 +884,32 @@ impl World {
 
     /// Lowers (or, with 1.0, restores) the draw of `r` to `share` of its own: a CPU limit
     /// lowered in place. It keeps serving.
+    /// A throttle within the flap window of a restore counts as a flap.
     pub fn throttle(&mut self, r: u32, share: f64) {
         let share = share.clamp(0.0, 1.0);
-        if share < 1.0 && self.replicas[r as usize].throttle >= 1.0 {
+        let now = self.now;
+        let was = self.replicas[r as usize].throttle;
+        if share < 1.0 && was >= 1.0 {
             self.totals.throttles += 1;
+            self.count_flap(r);
         }
-        self.change(r, |rep| rep.throttle = share);
+        self.change(r, |rep| {
+            if share >= 1.0 && was < 1.0 {
+                rep.last_restore = Some(now);
+            }
+            rep.throttle = share;
+        });
+    }
+
+    /// A replica degraded again within the flap window of its last restore.
+    fn count_flap(&mut self, r: u32) {
+        let now = self.now;
+        if self.replicas[r as usize]
+            .last_restore
+            .is_some_and(|t| now - t <= FLAP_WINDOW_MINUTES)
+        {
+            self.totals.flaps += 1;
+        }
     }
 
     /// Suspends `r` (its owner scaled to zero, or the EdgeWorkload removed from its device): it
@@ -877,13 +918,7 @@ impl World {
         if self.replicas[r as usize].suspended {
             return;
         }
-        let now = self.now;
-        if self.replicas[r as usize]
-            .last_restore
-            .is_some_and(|t| now - t <= FLAP_WINDOW_MINUTES)
-        {
-            self.totals.flaps += 1;
-        }
+        self.count_flap(r);
         self.totals.sheds += 1;
         self.change(r, |rep| {
             rep.suspended = true;
@@ -891,6 +926,12 @@ impl World {
             rep.copy = None;
             rep.pending_from = None;
         });
+        let rep = &self.replicas[r as usize];
+        if rep.kind == WorkloadKind::Pod {
+            // Scaled to zero: the pod is deleted (its owner recreates one on restore).
+            self.by_name
+                .remove(&(rep.kind, rep.namespace.clone(), rep.name.clone()));
+        }
         self.sched_dirty = true;
     }
 
@@ -939,6 +980,20 @@ impl World {
     /// Whether replica `r` serves now (recomputed, for tests of the bookkeeping).
     pub fn serves(&self, r: u32) -> bool {
         self.replicas[r as usize].is_serving()
+    }
+
+    /// The replicas of workload `w` (its index in the fleet file).
+    pub fn replicas_of(&self, w: usize) -> std::ops::Range<u32> {
+        self.workload_replicas[w].clone()
+    }
+
+    /// Each target's mean supply (watts) over the minutes it was up since the last call (`None`:
+    /// dark all along, as the exporter was), and a new period starts.
+    pub fn take_supply(&mut self) -> impl Iterator<Item = Option<f64>> + '_ {
+        self.supply.iter_mut().map(|acc| {
+            let (sum, n) = std::mem::take(acc);
+            (n > 0).then(|| sum / f64::from(n))
+        })
     }
 
     /// The replicas with an instance on target `t`.
