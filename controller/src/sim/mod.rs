@@ -12,10 +12,13 @@
 //! - [`world`]: the simulated fleet's state and physics; its one owner.
 //! - [`twin`]: one policy's controller against the world.
 //! - [`run`]: the three runs (`unmanaged`, `migrate`, `ladder`) and the report; [`plot`] the SVG.
+//! - [`actions`]: what a run did, in order (for setting it beside the real loop).
 
 pub mod pv;
 pub mod weather;
 
+#[cfg(feature = "simulate")]
+pub mod actions;
 #[cfg(feature = "simulate")]
 pub mod fleet;
 #[cfg(feature = "simulate")]

@@ -14,6 +14,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 
+use super::actions::ActionLog;
 use super::fleet::Fleet;
 use super::pv::MINUTES_PER_YEAR;
 use super::twin::{PolicyTwin, SupplyLog};
@@ -181,6 +182,16 @@ fn start_label(minute: u32) -> String {
 
 /// One run of `fleet`.
 pub fn run(fleet: &Fleet, kind: RunKind, opts: &Options) -> (RunReport, Series) {
+    run_with(fleet, kind, opts, None)
+}
+
+/// [`run`], logging what happened to the fleet in `log` when given.
+pub fn run_with(
+    fleet: &Fleet,
+    kind: RunKind,
+    opts: &Options,
+    mut log: Option<&mut ActionLog>,
+) -> (RunReport, Series) {
     let interval = opts.decision_interval.unwrap_or(fleet.decision_interval);
     let every = (interval.as_secs() / 60).max(1) as u32;
     let total = opts.days * 1440;
@@ -242,6 +253,9 @@ pub fn run(fleet: &Fleet, kind: RunKind, opts: &Options) -> (RunReport, Series) 
         for t in &mut twins {
             t.drive_moves(&mut world, now);
         }
+        if let Some(l) = log.as_deref_mut() {
+            l.observe(&world);
+        }
         if m % every == 0 {
             for t in &mut twins {
                 t.decide(&mut world, now, supply.as_ref());
@@ -255,12 +269,18 @@ pub fn run(fleet: &Fleet, kind: RunKind, opts: &Options) -> (RunReport, Series) 
                 series.restores.push(h);
             }
             (sheds_seen, restores_seen) = (sh, re);
+            if let Some(l) = log.as_deref_mut() {
+                l.observe(&world);
+            }
         }
         let moy = (start_utc + m) % MINUTES_PER_YEAR;
         for (w, s) in site_w.iter_mut().zip(&fleet.sites) {
             *w = s.solar.watts_per_wp_utc(moy);
         }
         world.physics(&site_w);
+        if let Some(l) = log.as_deref_mut() {
+            l.observe(&world);
+        }
         if (m + 1) % 60 == 0 {
             if let Some(log) = supply.as_mut() {
                 log.record_hour(&mut world, now - chrono::Duration::minutes(59));

@@ -1560,6 +1560,180 @@ where
     }
 }
 
+pub fn tolerates(pod: &Value, taint: &Value) -> bool {
+    pod["spec"]["tolerations"].as_array().is_some_and(|ts| {
+        ts.iter().any(|t| {
+            (t["key"] == taint["key"] || t["operator"] == "Exists" && t["key"].is_null())
+                && (t["effect"].is_null() || t["effect"] == taint["effect"])
+        })
+    })
+}
+
+/// TEST PART — kube-scheduler stand-in, configured by the chart's extender entry (ConfigMap
+/// `<release>-scheduler-config`: verbs, weight, `nodeCacheCapable`), calling the extender's
+/// Service endpoints: for each pending pod, the nodes it fits (Ready, taints tolerated), then
+/// `filter` and `prioritize` with kube-scheduler's JSON (PascalCase, `NodeNames` when
+/// `nodeCacheCapable`; `ignorable: true` semantics: a filter error keeps all nodes),
+/// `score × weight × 10` added to equal plugin scores, bind. Nodes the pod's `nodeSelector` does
+/// not match are not candidates (kube-scheduler's NodeAffinity filter runs before extenders).
+pub fn scheduler_standin(
+    client: kube::Client,
+    extender: Vec<String>,
+    config: Value,
+    placements: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+) -> tokio::task::JoinHandle<()> {
+    let weight = config["weight"].as_i64().expect("extender weight");
+    let filter_verb = config["filterVerb"]
+        .as_str()
+        .expect("filterVerb")
+        .to_string();
+    let prioritize_verb = config["prioritizeVerb"]
+        .as_str()
+        .expect("prioritizeVerb")
+        .to_string();
+    let names_only = config["nodeCacheCapable"] == true;
+    tokio::spawn(async move {
+        let mut turn = 0usize;
+        let pods: Api<DynamicObject> = Api::all_with(
+            client.clone(),
+            &kube::discovery::ApiResource::erase::<k8s_openapi::api::core::v1::Pod>(&()),
+        );
+        let nodes: Api<DynamicObject> = Api::all_with(
+            client.clone(),
+            &kube::discovery::ApiResource::erase::<k8s_openapi::api::core::v1::Node>(&()),
+        );
+        let http = reqwest::Client::new();
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let (Ok(ps), Ok(ns)) = (
+                pods.list(&Default::default()).await,
+                nodes.list(&Default::default()).await,
+            ) else {
+                continue;
+            };
+            for p in ps.items.iter().filter(|p| {
+                p.data["spec"]["nodeName"].is_null() && p.metadata.deletion_timestamp.is_none()
+            }) {
+                let pod = serde_json::to_value(p).unwrap();
+                let mut fit: Vec<String> = ns
+                    .items
+                    .iter()
+                    .filter(|n| node_selector_matches(&pod, n))
+                    .filter(|n| {
+                        n.data["spec"]["taints"].as_array().is_none_or(|ts| {
+                            ts.iter()
+                                .all(|t| t["effect"] != "NoSchedule" || tolerates(&pod, t))
+                        })
+                    })
+                    .filter_map(|n| n.metadata.name.clone())
+                    .collect();
+                fit.sort();
+                // kube-proxy: the Service's endpoints in turn
+                turn += 1;
+                let ext = &extender[turn % extender.len()];
+                let args = |names: &[String]| {
+                    if names_only {
+                        json!({"Pod": pod, "Nodes": null, "NodeNames": names})
+                    } else {
+                        let items: Vec<Value> = ns
+                            .items
+                            .iter()
+                            .filter(|n| n.metadata.name.as_ref().is_some_and(|x| names.contains(x)))
+                            .map(|n| serde_json::to_value(n).unwrap())
+                            .collect();
+                        json!({"Pod": pod, "Nodes": {"items": items}, "NodeNames": null})
+                    }
+                };
+                let filtered = http
+                    .post(format!("http://{ext}/{filter_verb}"))
+                    .json(&args(&fit))
+                    .send()
+                    .await;
+                if let Ok(r) = filtered {
+                    if let Ok(v) = r.json::<Value>().await {
+                        if let Some(names) = v["NodeNames"].as_array() {
+                            fit = names
+                                .iter()
+                                .filter_map(|n| n.as_str().map(String::from))
+                                .collect();
+                        } else if let Some(items) = v["Nodes"]["items"].as_array() {
+                            fit = items
+                                .iter()
+                                .filter_map(|n| n["metadata"]["name"].as_str().map(String::from))
+                                .collect();
+                        }
+                    }
+                }
+                if fit.is_empty() {
+                    continue;
+                }
+                let mut scores: BTreeMap<String, i64> =
+                    fit.iter().map(|n| (n.clone(), 0)).collect();
+                if fit.len() > 1 {
+                    if let Ok(r) = http
+                        .post(format!("http://{ext}/{prioritize_verb}"))
+                        .json(&args(&fit))
+                        .send()
+                        .await
+                    {
+                        if let Ok(v) = r.json::<Value>().await {
+                            for hp in v.as_array().into_iter().flatten() {
+                                if let (Some(h), Some(s)) =
+                                    (hp["Host"].as_str(), hp["Score"].as_i64())
+                                {
+                                    if let Some(e) = scores.get_mut(h) {
+                                        *e += s * weight * 10;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                let best = scores
+                    .iter()
+                    .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+                    .map(|(n, _)| n.clone())
+                    .unwrap();
+                let ns_ = p.metadata.namespace.clone().unwrap();
+                let name = p.metadata.name.clone().unwrap();
+                let api: Api<DynamicObject> = Api::namespaced_with(
+                    client.clone(),
+                    &ns_,
+                    &kube::discovery::ApiResource::erase::<k8s_openapi::api::core::v1::Pod>(&()),
+                );
+                let _ = api
+                    .patch(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(&json!({"spec": {"nodeName": best}})),
+                    )
+                    .await;
+                let _ = api
+                    .patch_status(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(&json!({"status": {"phase": "Running"}})),
+                    )
+                    .await;
+                placements.lock().unwrap().push((name, best));
+            }
+        }
+    })
+}
+
+/// Whether `node` has every label of `pod`'s `spec.nodeSelector` (none: every node).
+pub fn node_selector_matches(pod: &Value, node: &DynamicObject) -> bool {
+    pod["spec"]["nodeSelector"].as_object().is_none_or(|sel| {
+        sel.iter().all(|(k, v)| {
+            node.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(k))
+                .is_some_and(|l| v.as_str() == Some(l.as_str()))
+        })
+    })
+}
+
 /// TEST PART — Flotta stand-in: plays the Flotta operator and the device agents. Every 300 ms it
 /// lists EdgeWorkloads, places each on the device it names (`spec.device`) or whose labels match
 /// `spec.deviceSelector`, labels that device `workload/<name>=true`, reports the workload
