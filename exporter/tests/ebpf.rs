@@ -496,11 +496,17 @@ fn cpu_cgroup_root() -> std::path::PathBuf {
 #[test]
 fn exec_renames_the_process() {
     let Some(mut e) = load() else { return };
+    // The shell spins (so it is scheduled and seen) until the test has seen it, then execs: a
+    // fixed spin count was over before the first collection on a fast, idle machine.
+    let go = std::env::temp_dir().join(format!("edgewatt-exec-go-{}", std::process::id()));
+    let _ = std::fs::remove_file(&go);
     let mut child = Command::new("sh")
         .args([
             "-c",
-            "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; exec yes > /dev/null",
+            "while [ ! -e \"$1\" ]; do :; done; exec yes > /dev/null",
+            "sh",
         ])
+        .arg(&go)
         .spawn()
         .unwrap();
     let pid = child.id();
@@ -512,6 +518,9 @@ fn exec_renames_the_process() {
             if names.last() != Some(&d.comm.to_string()) {
                 names.push(d.comm.to_string());
             }
+            if &*d.comm == "sh" {
+                std::fs::write(&go, b"").unwrap();
+            }
             if &*d.comm == "yes" {
                 break;
             }
@@ -519,6 +528,7 @@ fn exec_renames_the_process() {
     }
     let _ = child.kill();
     let _ = child.wait();
+    let _ = std::fs::remove_file(&go);
     assert_eq!(
         names.last().map(String::as_str),
         Some("yes"),
