@@ -21,28 +21,15 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use crate::{
     cycle::Cycle,
     degrader::{self, Confirmed, Prepare, ResizeProgress, Restored, StepError},
-    forecast::{below_recharge, forecast, spare_watts, Forecast, ForecastInput, SupplyProfile},
+    forecast::{
+        below_recharge, forecast, spare_watts, Forecast, ForecastInput, Forecasts, SupplyProfile,
+    },
     ladder::{self, Held, LadderInput, LadderPlan, LadderStep},
     metrics::{DegradedLabels, ForecastLabels},
     planner::{Plan, TargetId, TargetSnapshot, Time, WorkloadId},
     snapshot::PromData,
     view::View,
 };
-
-/// Each target's supply profile and forecast, aligned with the view's targets.
-#[derive(Debug, Default)]
-pub struct Forecasts {
-    pub profiles: Vec<Option<SupplyProfile>>,
-    pub forecasts: Vec<Option<Forecast>>,
-}
-
-impl Forecasts {
-    /// The forecast of target `id`, if known.
-    pub fn of<'f>(&'f self, view: &View, id: &TargetId) -> Option<&'f Forecast> {
-        let i = view.targets.iter().position(|t| &t.id == id)?;
-        self.forecasts.get(i)?.as_ref()
-    }
-}
 
 fn labels(policy: &str, id: &TargetId) -> ForecastLabels {
     ForecastLabels {
@@ -691,38 +678,6 @@ pub(crate) fn entry(
         state: DegradeState::DryRun,
         restore: Default::default(),
     }
-}
-
-/// The status's forecast figures for starved targets, in minutes.
-pub(crate) fn starved_with_forecasts(
-    mut starved: Vec<edgewatt_crds::StarvedTarget>,
-    view: &View,
-    forecasts: &Forecasts,
-) -> Vec<edgewatt_crds::StarvedTarget> {
-    let index: HashMap<&TargetId, usize> = view
-        .targets
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (&t.id, i))
-        .collect();
-    for s in &mut starved {
-        let id = TargetId {
-            kind: s.kind,
-            namespace: s.namespace.clone(),
-            name: s.name.clone(),
-        };
-        let Some(f) = index
-            .get(&id)
-            .and_then(|i| forecasts.forecasts.get(*i))
-            .and_then(Option::as_ref)
-        else {
-            continue;
-        };
-        let minutes = |d: std::time::Duration| (d.as_secs_f64() / 6.0).round() / 10.0;
-        s.runway_minutes = f.runway.map(minutes);
-        s.recharge_minutes = f.recharge.map(minutes);
-    }
-    starved
 }
 
 /// The degrader's name for what a ladder step acts on.

@@ -20,8 +20,8 @@ use kube::ResourceExt;
 use crate::{
     actuator::reference,
     context::{Context, Error},
-    continuity::{starved_with_forecasts, Forecasts},
     diagnostics,
+    forecast::Forecasts,
     metrics::{KindLabels, ReasonLabels, TargetLabels},
     planner::{self, PlanInput, Transition},
     runtime::PolicyRuntime,
@@ -193,7 +193,7 @@ impl<'a> Cycle<'a> {
         let ladder = self.plan_ladder(&mut view, &plan, &forecasts, &ladder_durations);
         self.run_ladder(ladder.as_ref(), &view).await;
         self.export_degraded();
-        let starved = starved_with_forecasts(status::starved(&plan), &view, &forecasts);
+        let starved = forecasts.fill_starved(status::starved(&plan), &view.targets);
         self.finish(Evaluated::Yes, Some(starved)).await
     }
 

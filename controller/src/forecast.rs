@@ -16,9 +16,12 @@
 //! - Unknown stays unknown: a missing hour makes the whole profile unknown (never a made-up 0 W),
 //!   and a target without battery energy, draw or capacity has no forecast.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::planner::{TargetSignals, Time};
+use edgewatt_crds::StarvedTarget;
+
+use crate::planner::{TargetId, TargetSignals, TargetSnapshot, Time};
 
 /// One hour, the profile's resolution.
 const HOUR_S: f64 = 3600.0;
@@ -33,6 +36,48 @@ pub const MAX_HOURS: usize = 366 * 24;
 /// [`savings_needed`]'s precision: the answer is at most this many watts above the least
 /// reduction that would do.
 pub const SAVINGS_TOLERANCE_W: f64 = 1e-3;
+
+/// Each target's supply profile and forecast, aligned with the cycle's targets (index `i` is
+/// target `i`): what the controller's cycle and `simulate` compute before the plan.
+#[derive(Debug, Default)]
+pub struct Forecasts {
+    pub profiles: Vec<Option<SupplyProfile>>,
+    pub forecasts: Vec<Option<Forecast>>,
+}
+
+impl Forecasts {
+    /// The status's starved targets with their forecast runway and recharge, in minutes
+    /// (a tenth), where the forecast is known; `targets` are the ones these forecasts align with.
+    pub fn fill_starved(
+        &self,
+        mut starved: Vec<StarvedTarget>,
+        targets: &[TargetSnapshot],
+    ) -> Vec<StarvedTarget> {
+        let index: HashMap<&TargetId, usize> = targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (&t.id, i))
+            .collect();
+        for s in &mut starved {
+            let id = TargetId {
+                kind: s.kind,
+                namespace: s.namespace.clone(),
+                name: s.name.clone(),
+            };
+            let Some(f) = index
+                .get(&id)
+                .and_then(|i| self.forecasts.get(*i))
+                .and_then(Option::as_ref)
+            else {
+                continue;
+            };
+            let minutes = |d: Duration| (d.as_secs_f64() / 6.0).round() / 10.0;
+            s.runway_minutes = f.runway.map(minutes);
+            s.recharge_minutes = f.recharge.map(minutes);
+        }
+        starved
+    }
+}
 
 /// The expected supply (watts) for each hour ahead: `hours[i]` is the mean over
 /// `[now + i h, now + (i + 1) h)`.

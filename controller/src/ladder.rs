@@ -155,25 +155,6 @@ enum Status {
     Starved,
 }
 
-/// Whether a planner skip reason means the workload stays on its target (a candidate), rather
-/// than leaving it soon (in flight, cooling down, rate-limited, waiting on a PDB).
-fn stays(r: &SkipReason) -> bool {
-    match r {
-        SkipReason::NoTarget
-        | SkipReason::Pinned
-        | SkipReason::Ineligible(_)
-        | SkipReason::ToleratesTaint
-        | SkipReason::TaintNotInPlace
-        | SkipReason::NoOtherInstance
-        | SkipReason::Refused(_) => true,
-        SkipReason::InFlight
-        | SkipReason::Cooldown
-        | SkipReason::MaxConcurrent
-        | SkipReason::MaxPerHour
-        | SkipReason::DisruptionBudget => false,
-    }
-}
-
 /// Runs the ladder for one cycle. Pure: the same input always gives the same plan.
 pub fn plan_ladder(input: &LadderInput<'_>) -> LadderPlan {
     let mut out = LadderPlan::default();
@@ -616,7 +597,7 @@ impl<'i, 'a> Sheds<'i, 'a> {
             let it = &mut self.items[k];
             it.stays = skip
                 .get(&(it.kind, it.ns, it.name))
-                .is_some_and(|r| stays(r));
+                .is_some_and(|r| r.stays());
             let saved = if it.kind == WorkloadKind::Pod && !held_pods.is_empty() {
                 held_pods.get(&(it.ns, it.name)).copied()
             } else {

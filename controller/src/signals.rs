@@ -20,12 +20,36 @@ use chrono::{DateTime, Utc};
 
 use edgewatt_crds::{
     metrics::{label, MetricNames},
-    prom::{PromError, PromReader},
+    prom::{PromError, PromReader, SignalTable},
     promql::{self, Signal, TargetQuery},
     EnergyPolicySpec,
 };
 
-use crate::snapshot::PromData;
+/// What Prometheus said this cycle, per target kind.
+#[derive(Debug, Clone, Default)]
+pub struct PromData {
+    pub nodes: SignalTable,
+    pub devices: SignalTable,
+    /// Flotta heartbeat increase per device id over the device window (absent: no data).
+    pub heartbeats: HashMap<String, f64>,
+    /// Custom query value per node / device.
+    pub custom_nodes: HashMap<String, f64>,
+    pub custom_devices: HashMap<String, f64>,
+    /// Each workload's own draw, watts (policies that use the forecast).
+    pub workload_watts: WorkloadWatts,
+    /// Hourly supply history per node / device (policies that use the forecast).
+    pub supply_nodes: Arc<SupplyHistory>,
+    pub supply_devices: Arc<SupplyHistory>,
+}
+
+/// Each workload's own draw, watts.
+#[derive(Debug, Clone, Default)]
+pub struct WorkloadWatts {
+    /// Pods by (namespace, name).
+    pub pods: HashMap<(String, String), f64>,
+    /// EdgeWorkload instances by (device, workload name): device series carry no namespace.
+    pub edge: HashMap<(String, String), f64>,
+}
 
 /// Signals every cycle needs (budget and mains for fail-safe reading of power conditions).
 const SIGNALS: [Signal; 6] = Signal::ALL;
@@ -367,7 +391,7 @@ pub struct MaxAges {
 }
 
 /// Age in seconds of the oldest reading in `table` (for `edgewatt_prometheus_data_age_seconds`).
-pub fn oldest_age(table: &edgewatt_crds::prom::SignalTable) -> Option<f64> {
+pub fn oldest_age(table: &SignalTable) -> Option<f64> {
     table
         .readings
         .values()

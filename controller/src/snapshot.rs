@@ -21,36 +21,12 @@ use crate::planner::{
     TaintSpec, TargetId, TargetSignals, TargetSnapshot, TolerationSpec, WorkloadId,
     WorkloadSnapshot,
 };
+/// Re-exported: the readings this adapter maps (they live with the code that reads them).
+pub use crate::signals::{PromData, WorkloadWatts};
 
 /// Label put on the temporary copy of an EdgeWorkload during a make-before-break move; its value
 /// is the original's name. Copies are never moved themselves.
 pub const COPY_OF_LABEL: &str = "edgewatt.io/migration-copy-of";
-
-/// What Prometheus said this cycle, per target kind.
-#[derive(Debug, Clone, Default)]
-pub struct PromData {
-    pub nodes: SignalTable,
-    pub devices: SignalTable,
-    /// Flotta heartbeat increase per device id over the device window (absent: no data).
-    pub heartbeats: HashMap<String, f64>,
-    /// Custom query value per node / device.
-    pub custom_nodes: HashMap<String, f64>,
-    pub custom_devices: HashMap<String, f64>,
-    /// Each workload's own draw, watts (policies that use the forecast).
-    pub workload_watts: WorkloadWatts,
-    /// Hourly supply history per node / device (policies that use the forecast).
-    pub supply_nodes: std::sync::Arc<crate::signals::SupplyHistory>,
-    pub supply_devices: std::sync::Arc<crate::signals::SupplyHistory>,
-}
-
-/// Each workload's own draw, watts.
-#[derive(Debug, Clone, Default)]
-pub struct WorkloadWatts {
-    /// Pods by (namespace, name).
-    pub pods: HashMap<(String, String), f64>,
-    /// EdgeWorkload instances by (device, workload name): device series carry no namespace.
-    pub edge: HashMap<(String, String), f64>,
-}
 
 /// Freshness windows: older readings count as unknown.
 #[derive(Debug, Clone, Copy)]
