@@ -21,9 +21,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use crate::{
     cycle::Cycle,
     degrader::{self, Confirmed, Prepare, ResizeProgress, Restored, StepError},
-    forecast::{
-        below_recharge, forecast, spare_watts, Forecast, ForecastInput, Forecasts, SupplyProfile,
-    },
+    forecast::{below_recharge, forecast, spare_watts, ForecastInput, Forecasts, SupplyProfile},
     ladder::{self, Held, LadderInput, LadderPlan, LadderStep},
     metrics::{DegradedLabels, ForecastLabels},
     planner::{Plan, TargetId, TargetSnapshot, Time, WorkloadId},
