@@ -417,7 +417,9 @@ mod tests {
 
     /// A range query's point at `T` averages `[T − 1h, T]` (Prometheus `avg_over_time` over a
     /// `[1h:…]` subquery ends at the evaluation time): it is the sample of the hour starting at
-    /// `T − 1h`; points without the join label or not finite are no data.
+    /// `T − 1h`; points without the join label or not finite are no data. Source: Prometheus
+    /// "Querying basics", Range Vector Selectors ("a range of samples back from the current
+    /// instant") and Subquery; e2e/tests/ladder_loop.rs checks it against a real Prometheus.
     #[test]
     fn a_supply_point_stands_for_the_hour_before_it() {
         use edgewatt_crds::prom::RangeSeries;

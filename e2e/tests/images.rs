@@ -633,6 +633,9 @@ fn assert_reads_jetson_rails(exporter: &Path) {
         .arg(exporter)
         .arg("--host-root")
         .arg(dir.path())
+        // Not the chart's args: this is `top`, the local main job (the chart runs `serve`, which
+        // the smoke build — `make run`'s features — leaves out). No cluster here, and eBPF of an
+        // aarch64 binary under qemu-user on this x86_64 kernel is no test of the board: procfs.
         .args(["--node-name", "jetson", "--kubernetes", "off"])
         .args(["--attribution", "procfs", "--interval", "1s"])
         .args(["top", "--once", "--output", "json"]));

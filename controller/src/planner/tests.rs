@@ -468,7 +468,9 @@ fn work_goes_only_where_the_forecast_spare_carries_it() {
 
 /// Issue #28: the taint steers pods to a healthy node; with every node starved it would only
 /// leave the pods that must start somewhere (a dark node's, a restored Deployment's) Pending
-/// everywhere, so starved nodes are untainted until one node is healthy again.
+/// everywhere, so starved nodes are untainted until one node is healthy again. (kube-scheduler's
+/// TaintToleration filter, `pkg/scheduler/framework/plugins/tainttoleration`: a NoSchedule taint
+/// the pod does not tolerate makes the node unschedulable for it.)
 #[test]
 fn starved_nodes_are_tainted_only_while_some_node_is_healthy() {
     let (mut sim, mut targets) = starved_setup(Mode::Migrate);
