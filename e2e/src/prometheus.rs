@@ -50,16 +50,22 @@ pub struct Prometheus {
     listen_host: &'static str,
 }
 
+/// The first `name` in a `PATH` directory.
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(|dir| Path::new(dir).join(name))
+        .find(|candidate| candidate.is_file())
+}
+
 /// Where the Prometheus binary is: `$PROMETHEUS_BIN`, else `prometheus` on `PATH`.
 pub fn binary() -> Result<PathBuf> {
     if let Ok(p) = std::env::var("PROMETHEUS_BIN") {
         return Ok(PathBuf::from(p));
     }
-    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
-        let candidate = Path::new(dir).join("prometheus");
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
+    if let Some(p) = on_path("prometheus") {
+        return Ok(p);
     }
     bail!("the `prometheus` binary is not installed: run `make deps` (apt-get install prometheus) or set PROMETHEUS_BIN")
 }
@@ -73,11 +79,8 @@ fn promtool_binary(prometheus: &Path) -> Result<PathBuf> {
     if beside.is_file() {
         return Ok(beside);
     }
-    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
-        let candidate = Path::new(dir).join("promtool");
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
+    if let Some(p) = on_path("promtool") {
+        return Ok(p);
     }
     bail!("`promtool` is not installed (it comes with the `prometheus` package): set PROMTOOL_BIN")
 }
